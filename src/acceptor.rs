@@ -1,0 +1,373 @@
+//! The accept loop: takes connections from the listener and hands them to
+//! the pool, or to the reject handler when the pool is full.
+//!
+//! # Accept errors
+//!
+//! | error | what the loop does |
+//! |---|---|
+//! | `ECONNABORTED`, `ECONNRESET`, `EPROTO`, `EPERM`, `EINTR`, and the network errors `accept(2)` may pass on (`ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, `ENOPROTOOPT`, `EOPNOTSUPP`) | the failed connection is lost; accept again at once |
+//! | `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` | out of a resource that frees itself as connections close: wait 5 ms, doubling up to 1 s while the error lasts, back to 5 ms after a success; one warning per episode |
+//! | anything else (for example `EBADF`, `EINVAL`) | the listener is broken: the server shuts down and `run` / `join` return [`Error::Accept`] |
+
+use std::io::{self, Read};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Select, Sender, TrySendError};
+
+use crate::builder::Overload;
+use crate::connection::{Connection, Limits};
+use crate::error::{Error, Result};
+use crate::pool::{panic_message, Job};
+use crate::server::Config;
+use crate::shutdown::Shared;
+use crate::socket;
+use crate::stats::{Counters, RejectReason};
+
+/// How long the reject handler may take for one connection. It runs on the
+/// acceptor thread, so this bounds how long one rejected client can stall
+/// accepting.
+pub const REJECT_TIME: Duration = Duration::from_millis(100);
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Rejections are logged at most this often, so an overload does not also
+/// flood the log.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) struct Acceptor<'a> {
+    listener: TcpListener,
+    queue: Sender<Job>,
+    config: &'a Config,
+    shared: Arc<Shared>,
+    last_id: u64,
+    backoff: Option<Duration>,
+    reject_log: RateLimit,
+}
+
+impl<'a> Acceptor<'a> {
+    pub(crate) fn new(
+        listener: TcpListener,
+        queue: Sender<Job>,
+        config: &'a Config,
+        shared: Arc<Shared>,
+    ) -> Acceptor<'a> {
+        Acceptor {
+            listener,
+            queue,
+            config,
+            shared,
+            last_id: 0,
+            backoff: None,
+            reject_log: RateLimit::new(REJECT_LOG_INTERVAL),
+        }
+    }
+
+    /// Accepts until the server is stopped or `accept` fails fatally.
+    /// Consumes the acceptor, so the listener is closed and the queue's
+    /// sender dropped when this returns.
+    pub(crate) fn run(mut self) -> Result<()> {
+        while !self.shared.is_stopping() {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    if self.backoff.take().is_some() {
+                        log::info!("accepting again after resource errors");
+                    }
+                    if !self.shared.is_wake_up(peer) {
+                        self.dispatch(stream, peer);
+                    }
+                }
+                Err(error) => self.accept_failed(error)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn accept_failed(&mut self, error: io::Error) -> Result<()> {
+        Counters::bump(&self.shared.counters.accept_errors);
+        match classify(&error) {
+            AcceptError::Retry => {
+                log::debug!("accept failed, retrying: error={error}");
+                Ok(())
+            }
+            AcceptError::Backoff => {
+                let delay = match self.backoff {
+                    None => {
+                        log::warn!(
+                            "accept failed, backing off until resources free up: error={error}"
+                        );
+                        FIRST_BACKOFF
+                    }
+                    Some(delay) => (delay * 2).min(MAX_BACKOFF),
+                };
+                self.backoff = Some(delay);
+                // Sleeps, but wakes at once when the server is stopped.
+                let _ = self.shared.stopped().recv_timeout(delay);
+                Ok(())
+            }
+            AcceptError::Fatal => {
+                log::error!("accept failed, stopping the server: error={error}");
+                Err(Error::Accept { source: error })
+            }
+        }
+    }
+
+    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let counters = &self.shared.counters;
+        Counters::bump(&counters.accepted);
+        self.last_id += 1;
+        let job = Job {
+            stream,
+            peer,
+            id: self.last_id,
+        };
+        if let Some(max) = self.config.max_connections {
+            if counters.open.load(Ordering::Relaxed) >= max {
+                return self.reject(job, RejectReason::MaxConnections);
+            }
+        }
+        if let Err(error) = socket::configure(&job.stream, self.config.stream) {
+            // Usually the client is already gone; its handler will find out.
+            log::debug!("could not set socket options: peer={peer} error={error}");
+        }
+        // Counted before the send so that the worker's decrement can never
+        // come first.
+        counters.open.fetch_add(1, Ordering::Relaxed);
+        if let Err((job, reason)) = self.hand_over(job) {
+            counters.open.fetch_sub(1, Ordering::Relaxed);
+            self.reject(job, reason);
+        }
+    }
+
+    /// Puts the job in the queue as the overload policy says, or gives it
+    /// back with the reason it could not be queued.
+    fn hand_over(&self, job: Job) -> std::result::Result<(), (Job, RejectReason)> {
+        let job = match self.queue.try_send(job) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(job)) => job,
+            Err(TrySendError::Disconnected(job)) => return Err((job, RejectReason::ShuttingDown)),
+        };
+        let wait = match self.config.overload {
+            Overload::Reject => return Err((job, RejectReason::Overload)),
+            Overload::Block => None,
+            Overload::Wait(wait) => Some(wait),
+        };
+        let mut select = Select::new();
+        let send = select.send(&self.queue);
+        let stop = select.recv(self.shared.stopped());
+        let operation = match wait {
+            None => select.select(),
+            Some(wait) => match select.select_timeout(wait) {
+                Ok(operation) => operation,
+                Err(_) => return Err((job, RejectReason::Overload)),
+            },
+        };
+        if operation.index() == send {
+            operation
+                .send(&self.queue, job)
+                .map_err(|error| (error.into_inner(), RejectReason::ShuttingDown))
+        } else {
+            debug_assert_eq!(operation.index(), stop);
+            let _ = operation.recv(self.shared.stopped());
+            Err((job, RejectReason::ShuttingDown))
+        }
+    }
+
+    fn reject(&mut self, job: Job, reason: RejectReason) {
+        let Job { stream, peer, id } = job;
+        self.shared.counters.rejected(reason);
+        if let Some(suppressed) = self.reject_log.ready() {
+            log::warn!(
+                "rejecting connection: peer={peer} reason={reason:?} (and {suppressed} more since the last warning)"
+            );
+        }
+        let Some(handler) = &self.config.on_reject else {
+            return;
+        };
+        let stream = Arc::new(stream);
+        let limits = Limits {
+            read_timeout: None,
+            write_timeout: None,
+            idle_timeout: None,
+        };
+        let mut conn = Connection::new(
+            Arc::clone(&stream),
+            peer,
+            id,
+            Arc::clone(&self.shared),
+            limits,
+        );
+        conn.set_deadline(Instant::now() + REJECT_TIME);
+        match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut conn))) {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => log::debug!("reject handler failed: peer={peer} error={error}"),
+            Err(payload) => {
+                Counters::bump(&self.shared.counters.panics);
+                log::error!(
+                    "reject handler panicked: peer={peer} panic={}",
+                    panic_message(&*payload)
+                );
+            }
+        }
+        drop(conn);
+        close_gently(&stream);
+    }
+}
+
+/// Closes a connection so that what was written reaches the client.
+///
+/// Closing a socket that still has unread input makes the kernel send a
+/// reset instead of a FIN, and a reset can destroy data the client has not
+/// read yet. So: send FIN, then read (without waiting) what has already
+/// arrived, then close.
+fn close_gently(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_nonblocking(true).is_ok() {
+        let mut sink = [0u8; 1024];
+        for _ in 0..64 {
+            match (&*stream).read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptError {
+    /// Only the connection being accepted failed.
+    Retry,
+    /// The process or system is out of a resource that comes back as
+    /// connections close.
+    Backoff,
+    /// The listener itself is broken.
+    Fatal,
+}
+
+fn classify(error: &io::Error) -> AcceptError {
+    use io::ErrorKind::*;
+    match error.kind() {
+        Interrupted | WouldBlock | TimedOut | ConnectionAborted | ConnectionReset
+        | PermissionDenied => return AcceptError::Retry,
+        OutOfMemory => return AcceptError::Backoff,
+        _ => {}
+    }
+    match error.raw_os_error() {
+        Some(code) => classify_os_error(code),
+        None => AcceptError::Fatal,
+    }
+}
+
+#[cfg(unix)]
+fn classify_os_error(code: i32) -> AcceptError {
+    match code {
+        libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => AcceptError::Backoff,
+        libc::EPROTO
+        | libc::EPERM
+        | libc::ENETDOWN
+        | libc::ENETUNREACH
+        | libc::EHOSTDOWN
+        | libc::EHOSTUNREACH
+        | libc::ENOPROTOOPT
+        | libc::EOPNOTSUPP => AcceptError::Retry,
+        _ => AcceptError::Fatal,
+    }
+}
+
+#[cfg(windows)]
+fn classify_os_error(code: i32) -> AcceptError {
+    // WSAEMFILE, WSAENOBUFS
+    match code {
+        10024 | 10055 => AcceptError::Backoff,
+        _ => AcceptError::Fatal,
+    }
+}
+
+#[cfg(not(any(unix, windows)))]
+fn classify_os_error(_: i32) -> AcceptError {
+    AcceptError::Fatal
+}
+
+/// Lets an event through at most once per interval and counts the ones
+/// held back.
+#[derive(Debug)]
+struct RateLimit {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    fn new(interval: Duration) -> RateLimit {
+        RateLimit {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(number held back since the last one)` if this event may pass.
+    fn ready(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.interval)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_connection_errors_are_retried() {
+        for kind in [io::ErrorKind::ConnectionAborted, io::ErrorKind::Interrupted] {
+            assert_eq!(classify(&io::Error::from(kind)), AcceptError::Retry);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn resource_errors_back_off() {
+        for code in [libc::EMFILE, libc::ENFILE, libc::ENOBUFS, libc::ENOMEM] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(code)),
+                AcceptError::Backoff
+            );
+        }
+        assert_eq!(
+            classify(&io::Error::from_raw_os_error(libc::EPROTO)),
+            AcceptError::Retry
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn broken_listener_is_fatal() {
+        for code in [libc::EBADF, libc::EINVAL, libc::ENOTSOCK] {
+            assert_eq!(
+                classify(&io::Error::from_raw_os_error(code)),
+                AcceptError::Fatal
+            );
+        }
+    }
+
+    #[test]
+    fn rate_limit_counts_what_it_holds_back() {
+        let mut limit = RateLimit::new(Duration::from_secs(3600));
+        assert_eq!(limit.ready(), Some(0));
+        assert_eq!(limit.ready(), None);
+        assert_eq!(limit.ready(), None);
+        limit.last = Some(Instant::now() - Duration::from_secs(7200));
+        assert_eq!(limit.ready(), Some(2));
+    }
+}

@@ -1,0 +1,64 @@
+//! The error type for setting up and running a server.
+
+use std::io;
+use std::net::SocketAddr;
+
+/// An error from setting up or running a [`Server`](crate::Server).
+///
+/// Errors that concern one connection never show up here: they go to the
+/// [`Handler`](crate::Handler) as `io::Error`s, are logged and counted in
+/// [`Stats`](crate::Stats), and the server goes on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The address given to `bind` could not be resolved to any socket address.
+    #[error("failed to resolve the listen address")]
+    Resolve {
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Creating, configuring, binding or listening on the socket failed.
+    ///
+    /// When the address resolved to several socket addresses, this names the
+    /// last one tried, as `std::net::TcpListener::bind` does.
+    #[error("failed to listen on {addr}")]
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The operating system's reason, e.g. `AddrInUse`.
+        #[source]
+        source: io::Error,
+    },
+    /// A listener passed to `from_listener` could not be adopted.
+    #[error("failed to adopt the listener")]
+    Listener {
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// The builder was given a value it cannot use.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    /// A worker or acceptor thread could not be spawned.
+    #[error("failed to spawn thread `{name}`")]
+    Spawn {
+        /// The name the thread would have had.
+        name: String,
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+    /// `accept` failed in a way that retrying cannot fix; the server stopped.
+    ///
+    /// See the crate documentation for which accept errors are retried.
+    #[error("accepting connections failed")]
+    Accept {
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,216 @@
+//! The stop signal: how a shutdown request reaches a blocked acceptor.
+//!
+//! The acceptor can be blocked in three places, and each has its own wake-up:
+//! in `accept(2)` (a loopback connection to our own listener, the portable
+//! way: there is no other way to interrupt a blocking accept on every OS),
+//! in a channel send while the queue is full, and in the back-off wait after
+//! a resource error (both wait on `closed`, a channel that is disconnected
+//! when the signal is raised).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::stats::Counters;
+
+/// How long the wake-up connection may take. A listener on this machine
+/// answers at once unless its backlog is full, and then `accept` is not
+/// blocked anyway.
+const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// State shared by the acceptor, the workers, every `Connection` and every
+/// handle of one server.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) counters: Counters,
+    pub(crate) workers: usize,
+    stop: StopSignal,
+}
+
+impl Shared {
+    pub(crate) fn new(local_addr: SocketAddr, workers: usize) -> Shared {
+        Shared {
+            counters: Counters::default(),
+            workers,
+            stop: StopSignal::new(local_addr),
+        }
+    }
+
+    /// Raises the stop signal and wakes the acceptor.
+    pub(crate) fn stop(&self) {
+        if self.stop.raise() {
+            self.stop.wake_accept();
+        }
+    }
+
+    /// Raises the stop signal once the acceptor has already left its loop.
+    pub(crate) fn stop_without_wake(&self) {
+        self.stop.raise();
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stop.raised.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that becomes ready (disconnected) once the server stops.
+    pub(crate) fn stopped(&self) -> &Receiver<()> {
+        &self.stop.closed
+    }
+
+    /// Whether `peer` is the connection made by `stop` to wake the acceptor.
+    pub(crate) fn is_wake_up(&self, peer: SocketAddr) -> bool {
+        self.is_stopping() && *lock(&self.stop.waker) == Some(peer)
+    }
+
+    /// Marks the drain deadline as passed: workers close queued
+    /// connections unserved from now on.
+    pub(crate) fn force(&self) {
+        self.stop.forced.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_forced(&self) -> bool {
+        self.stop.forced.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug)]
+struct StopSignal {
+    raised: AtomicBool,
+    forced: AtomicBool,
+    /// Dropped when the signal is raised, which disconnects `closed`.
+    close: Mutex<Option<Sender<()>>>,
+    closed: Receiver<()>,
+    /// Where the wake-up connection goes.
+    wake_addr: SocketAddr,
+    /// The local address of the wake-up connection, so that the acceptor
+    /// can tell it from a real client accepted at the same moment.
+    waker: Mutex<Option<SocketAddr>>,
+}
+
+impl StopSignal {
+    fn new(local_addr: SocketAddr) -> StopSignal {
+        let (close, closed) = crossbeam_channel::bounded(0);
+        StopSignal {
+            raised: AtomicBool::new(false),
+            forced: AtomicBool::new(false),
+            close: Mutex::new(Some(close)),
+            closed,
+            wake_addr: wake_addr(local_addr),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// Raises the signal; false if it was already raised.
+    fn raise(&self) -> bool {
+        if self.raised.swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        drop(lock(&self.close).take());
+        true
+    }
+
+    fn wake_accept(&self) {
+        let result = socket2::Socket::new(
+            socket2::Domain::for_address(self.wake_addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .and_then(|socket| {
+            // Bind first so that the address the acceptor will see as the
+            // peer is known before the connection can arrive.
+            socket.bind(&SocketAddr::new(self.wake_addr.ip(), 0).into())?;
+            let local = socket.local_addr()?.as_socket();
+            *lock(&self.waker) = local;
+            socket.connect_timeout(&self.wake_addr.into(), WAKE_CONNECT_TIMEOUT)?;
+            Ok(TcpStream::from(socket))
+        });
+        if let Err(error) = result {
+            // The acceptor still stops at its next accept; say why it may be late.
+            log::warn!(
+                "could not wake the acceptor: addr={} error={error}",
+                self.wake_addr
+            );
+        }
+    }
+}
+
+/// The address to connect to in order to reach a listener bound to `addr`:
+/// connecting to an unspecified address (`0.0.0.0`, `[::]`) fails on
+/// Windows, so use loopback of the same family instead.
+fn wake_addr(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// Locks a mutex that guards plain data, ignoring poisoning: no code holds
+/// these locks across anything that can panic half-way.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts a graceful shutdown from any thread.
+///
+/// Get one from [`Server::stopper`](crate::Server::stopper) or
+/// [`ServerHandle::stopper`](crate::ServerHandle::stopper) and hand it to a
+/// signal handler or another thread. [`stop`](Stopper::stop) returns at
+/// once; the thread that owns the server ([`Server::run`](crate::Server::run)
+/// or [`ServerHandle::join`](crate::ServerHandle::join)) carries out the
+/// shutdown sequence and returns its report.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = frontdesk::Server::bind("127.0.0.1:0")?;
+/// let stopper = server.stopper();
+/// std::thread::spawn(move || stopper.stop());
+/// let report = server.run(|_: &mut frontdesk::Connection| Ok(()))?;
+/// assert_eq!(report.forced, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    shared: Arc<Shared>,
+}
+
+impl Stopper {
+    pub(crate) fn new(shared: Arc<Shared>) -> Stopper {
+        Stopper { shared }
+    }
+
+    /// Asks the server to shut down gracefully, and returns at once.
+    ///
+    /// Calling it again, or after the server stopped, does nothing.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Whether a shutdown has been asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.is_stopping()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wake_addr_maps_unspecified_to_loopback() {
+        let v4: SocketAddr = "0.0.0.0:7878".parse().unwrap();
+        let v6: SocketAddr = "[::]:7878".parse().unwrap();
+        let real: SocketAddr = "127.0.0.2:7878".parse().unwrap();
+        assert_eq!(wake_addr(v4), "127.0.0.1:7878".parse().unwrap());
+        assert_eq!(wake_addr(v6), "[::1]:7878".parse().unwrap());
+        assert_eq!(wake_addr(real), real);
+    }
+}

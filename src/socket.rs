@@ -1,0 +1,122 @@
+//! Creating the listening socket, and the options set on accepted streams.
+//! The only module that talks to socket2.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+
+/// Options for the listening socket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ListenOptions {
+    pub(crate) backlog: i32,
+    pub(crate) reuse_address: bool,
+    pub(crate) reuse_port: bool,
+    pub(crate) only_v6: bool,
+}
+
+/// Creates a socket for `addr`, sets its options, binds and listens.
+///
+/// The steps are those of `std::net::TcpListener::bind` with the options in
+/// between: socket, options, bind, listen.
+pub(crate) fn listen(addr: SocketAddr, options: ListenOptions) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // On Unix SO_REUSEADDR lets a restarted server bind while connections
+    // of the previous one sit in TIME_WAIT. On Windows it means something
+    // else: another process may bind the same port and steal connections,
+    // so it is never set there (std does not set it either).
+    #[cfg(not(windows))]
+    socket.set_reuse_address(options.reuse_address)?;
+    #[cfg(windows)]
+    let _ = options.reuse_address;
+    set_reuse_port(&socket, options.reuse_port)?;
+    if addr.is_ipv6() {
+        // The default of IPV6_V6ONLY differs between systems (and on Linux
+        // depends on a sysctl), so always say what we want.
+        socket.set_only_v6(options.only_v6)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(options.backlog)?;
+    Ok(socket.into())
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+))]
+fn set_reuse_port(socket: &Socket, reuse: bool) -> io::Result<()> {
+    if reuse {
+        socket.set_reuse_port(true)?;
+    }
+    Ok(())
+}
+
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+)))]
+fn set_reuse_port(_: &Socket, reuse: bool) -> io::Result<()> {
+    if reuse {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_REUSEPORT is not supported on this platform",
+        ));
+    }
+    Ok(())
+}
+
+/// Options set on every accepted stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamOptions {
+    pub(crate) nodelay: bool,
+    pub(crate) keepalive: Option<Duration>,
+}
+
+/// Applies `options` to an accepted stream.
+///
+/// TCP_NODELAY is set on each stream because not every system copies it
+/// from the listener to accepted sockets.
+pub(crate) fn configure(stream: &TcpStream, options: StreamOptions) -> io::Result<()> {
+    if options.nodelay {
+        stream.set_nodelay(true)?;
+    }
+    if let Some(idle) = options.keepalive {
+        SockRef::from(stream).set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ListenOptions {
+        ListenOptions {
+            backlog: 16,
+            reuse_address: true,
+            reuse_port: false,
+            only_v6: true,
+        }
+    }
+
+    #[test]
+    fn listens_on_an_os_assigned_port() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
+        assert_ne!(listener.local_addr().unwrap().port(), 0);
+    }
+
+    #[test]
+    fn accepted_streams_get_nodelay_and_keepalive() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let options = StreamOptions {
+            nodelay: true,
+            keepalive: Some(Duration::from_secs(60)),
+        };
+        configure(&stream, options).unwrap();
+        assert!(stream.nodelay().unwrap());
+        assert!(SockRef::from(&stream).keepalive().unwrap());
+    }
+}

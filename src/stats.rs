@@ -1,0 +1,158 @@
+//! Counters kept while the server runs, and the `Stats` snapshot read from them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// A snapshot of a server's counters, from [`ServerHandle::stats`](crate::ServerHandle::stats).
+///
+/// Counters are read one by one without a lock, so a snapshot taken while
+/// connections come and go may be off by the connections in flight. Once the
+/// server has stopped, every accepted connection is accounted for:
+///
+/// `accepted == completed + rejected.total() + dropped`
+///
+/// and while it runs, `accepted` also counts the `active` and `queued` ones
+/// (give or take the one the acceptor is handing over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Connections accepted from the listener, including those then rejected.
+    pub accepted: u64,
+    /// Connections a worker is serving now.
+    pub active: usize,
+    /// Accepted connections waiting in the queue for a worker.
+    pub queued: usize,
+    /// Workers running a handler now. With a fixed pool this equals `active`;
+    /// the two will differ once idle connections can wait outside the pool.
+    pub busy_workers: usize,
+    /// The number of worker threads.
+    pub workers: usize,
+    /// Connections turned away, by reason.
+    pub rejected: RejectedStats,
+    /// Connections whose handler returned, whatever it returned.
+    pub completed: u64,
+    /// Handlers that returned `Err` (a subset of `completed`).
+    pub handler_errors: u64,
+    /// Handlers that panicked (a subset of `completed`).
+    pub panics: u64,
+    /// Timeouts that fired, by kind.
+    pub timeouts: TimeoutStats,
+    /// Errors returned by `accept`, whether retried or fatal.
+    pub accept_errors: u64,
+    /// Active connections shut down by force because the drain deadline
+    /// passed during shutdown (a subset of `completed`).
+    pub forced_closed: u64,
+    /// Queued connections closed unserved because the drain deadline passed
+    /// during shutdown.
+    pub dropped: u64,
+}
+
+/// Rejected connections by reason; part of [`Stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RejectedStats {
+    /// Every worker was busy and the queue was full (see [`Overload`](crate::Overload)).
+    pub overload: u64,
+    /// The `max_connections` cap was reached.
+    pub max_connections: u64,
+    /// The connection was accepted while the server was shutting down and
+    /// could not be queued.
+    pub shutting_down: u64,
+}
+
+impl RejectedStats {
+    /// All rejected connections, whatever the reason.
+    pub fn total(&self) -> u64 {
+        self.overload + self.max_connections + self.shutting_down
+    }
+}
+
+/// Timeouts by kind; part of [`Stats`]. See [`Timeout`](crate::Timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct TimeoutStats {
+    /// Reads that hit the read timeout.
+    pub read: u64,
+    /// Writes that hit the write timeout.
+    pub write: u64,
+    /// Connections closed because the client sent nothing for the idle timeout.
+    pub idle: u64,
+    /// Connections closed because their deadline passed.
+    pub deadline: u64,
+}
+
+/// Why the acceptor turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RejectReason {
+    Overload,
+    MaxConnections,
+    ShuttingDown,
+}
+
+/// The live counters behind [`Stats`].
+///
+/// Every counter is a relaxed atomic: each is updated by one or a few
+/// threads at a time and nothing else is ordered by them.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) accepted: AtomicU64,
+    /// Connections handed to the pool and not yet finished: queued + active.
+    pub(crate) open: AtomicUsize,
+    pub(crate) busy: AtomicUsize,
+    pub(crate) rejected_overload: AtomicU64,
+    pub(crate) rejected_max_connections: AtomicU64,
+    pub(crate) rejected_shutting_down: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) handler_errors: AtomicU64,
+    pub(crate) panics: AtomicU64,
+    pub(crate) read_timeouts: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
+    pub(crate) idle_timeouts: AtomicU64,
+    pub(crate) deadline_timeouts: AtomicU64,
+    pub(crate) accept_errors: AtomicU64,
+    pub(crate) forced_closed: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self, reason: RejectReason) {
+        Counters::bump(match reason {
+            RejectReason::Overload => &self.rejected_overload,
+            RejectReason::MaxConnections => &self.rejected_max_connections,
+            RejectReason::ShuttingDown => &self.rejected_shutting_down,
+        });
+    }
+
+    pub(crate) fn snapshot(&self, workers: usize) -> Stats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let open = self.open.load(Ordering::Relaxed);
+        let busy = self.busy.load(Ordering::Relaxed);
+        Stats {
+            accepted: get(&self.accepted),
+            active: busy,
+            queued: open.saturating_sub(busy),
+            busy_workers: busy,
+            workers,
+            rejected: RejectedStats {
+                overload: get(&self.rejected_overload),
+                max_connections: get(&self.rejected_max_connections),
+                shutting_down: get(&self.rejected_shutting_down),
+            },
+            completed: get(&self.completed),
+            handler_errors: get(&self.handler_errors),
+            panics: get(&self.panics),
+            timeouts: TimeoutStats {
+                read: get(&self.read_timeouts),
+                write: get(&self.write_timeouts),
+                idle: get(&self.idle_timeouts),
+                deadline: get(&self.deadline_timeouts),
+            },
+            accept_errors: get(&self.accept_errors),
+            forced_closed: get(&self.forced_closed),
+            dropped: get(&self.dropped),
+        }
+    }
+}
