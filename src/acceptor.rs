@@ -151,8 +151,8 @@ impl<'a> Acceptor<'a> {
             Err(TrySendError::Disconnected(job)) => return Err((job, RejectReason::ShuttingDown)),
         };
         let wait = match self.config.overload {
-            Overload::Reject => return Err((job, RejectReason::Overload)),
-            Overload::Block => None,
+            Overload::Reject if !self.pool_has_room() => return Err((job, RejectReason::Overload)),
+            Overload::Reject | Overload::Block => None,
             Overload::Wait(wait) => Some(wait),
         };
         let mut select = Select::new();
@@ -174,6 +174,20 @@ impl<'a> Acceptor<'a> {
             let _ = operation.recv(self.shared.stopped());
             Err((job, RejectReason::ShuttingDown))
         }
+    }
+
+    /// Whether a worker or a queue slot is free for the connection being
+    /// handed over, by the count of open connections (active and queued,
+    /// this one included).
+    ///
+    /// A full channel alone does not say so: a worker that has just started,
+    /// or just finished a connection, is idle but not yet back in `recv`,
+    /// and with `queue(0)` the channel hands over only to a worker waiting
+    /// there. Such a worker takes the connection in a moment, so it must
+    /// not be rejected.
+    fn pool_has_room(&self) -> bool {
+        let open = self.shared.counters.open.load(Ordering::SeqCst);
+        open <= self.config.workers + self.config.queue
     }
 
     fn reject(&mut self, job: Job, reason: RejectReason) {

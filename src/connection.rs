@@ -109,15 +109,22 @@ pub(crate) struct Limits {
 /// - the read timeout bounds one `read` ([`Timeout::Read`], the connection
 ///   stays usable);
 /// - the write timeout bounds one `write` ([`Timeout::Write`]);
-/// - the idle timeout bounds how long one `read` waits for the client's
-///   next byte ([`Timeout::Idle`], the connection is finished);
+/// - the idle timeout bounds how long the client may stay silent while the
+///   handler reads: one `read`, or several that each hit the read timeout
+///   ([`Timeout::Idle`], the connection is finished);
 /// - the deadline bounds every read and write from now until the
 ///   deadline, so a client that trickles one byte at a time cannot hold the
 ///   worker past it ([`Timeout::Deadline`], the connection is finished).
 ///
-/// A read waits for the shortest of these. The socket's timeout is set only
-/// when it changes, so a connection without a deadline costs no extra
-/// system call per read.
+/// A read waits for the shortest of these; when the read and idle timeouts
+/// are equal, the idle timeout is the one reported. The socket's timeout is
+/// set only when it changes, so a connection without a deadline costs no
+/// extra system call per read.
+///
+/// The write timeout bounds each `write` call, and the kernel accepts partial
+/// writes, so a client that reads a few bytes just often enough can keep a
+/// long `write_all` going. Only a deadline bounds a whole exchange: set one
+/// when a reply is large and the client is not trusted.
 ///
 /// # Shutdown
 ///
@@ -133,11 +140,15 @@ pub struct Connection {
     limits: Limits,
     deadline: Option<Instant>,
     /// The timeouts currently set on the socket, to skip unchanged
-    /// `setsockopt` calls.
-    socket_read_timeout: Cell<Option<Duration>>,
-    socket_write_timeout: Cell<Option<Duration>>,
+    /// `setsockopt` calls; `None` when unknown because the handler was given
+    /// the stream (see `stream`).
+    socket_read_timeout: Cell<Option<Option<Duration>>>,
+    socket_write_timeout: Cell<Option<Option<Duration>>>,
     /// Set once an idle or deadline timeout has finished this connection.
     ended: Cell<Option<Timeout>>,
+    /// When the client's current silence began, once a read timeout has
+    /// fired during it.
+    silent_since: Cell<Option<Instant>>,
 }
 
 impl Connection {
@@ -156,9 +167,10 @@ impl Connection {
             limits,
             deadline: None,
             // A freshly accepted socket has no timeouts set.
-            socket_read_timeout: Cell::new(None),
-            socket_write_timeout: Cell::new(None),
+            socket_read_timeout: Cell::new(Some(None)),
+            socket_write_timeout: Cell::new(Some(None)),
             ended: Cell::new(None),
+            silent_since: Cell::new(None),
         }
     }
 
@@ -188,8 +200,13 @@ impl Connection {
     ///
     /// Timeouts set directly on the stream are overwritten by the
     /// connection's own: use [`set_read_timeout`](Connection::set_read_timeout)
-    /// and friends instead.
+    /// and friends instead. A clone shares the socket's timeouts with the
+    /// connection, which does not see them change: set none on a clone.
     pub fn stream(&self) -> &TcpStream {
+        // The caller may change the socket's timeouts: set them again
+        // before the next read and write.
+        self.socket_read_timeout.set(None);
+        self.socket_write_timeout.set(None);
         &self.stream
     }
 
@@ -230,20 +247,41 @@ impl Connection {
 
     /// Sets the read timeout for this connection; `None` waits forever
     /// (still bounded by the idle timeout and the deadline).
-    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        self.limits.read_timeout = timeout;
+    pub fn set_read_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.limits.read_timeout = timeout.into();
+    }
+
+    /// The read timeout in force for this connection.
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.limits.read_timeout
     }
 
     /// Sets the write timeout for this connection; `None` waits forever
     /// (still bounded by the deadline).
-    pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.limits.write_timeout = timeout;
+    pub fn set_write_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.limits.write_timeout = timeout.into();
+    }
+
+    /// The write timeout in force for this connection.
+    pub fn write_timeout(&self) -> Option<Duration> {
+        self.limits.write_timeout
     }
 
     /// Sets the idle timeout for this connection; `None` lets the client
     /// stay silent forever.
-    pub fn set_idle_timeout(&mut self, timeout: Option<Duration>) {
-        self.limits.idle_timeout = timeout;
+    pub fn set_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.limits.idle_timeout = timeout.into();
+    }
+
+    /// The idle timeout in force for this connection.
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.limits.idle_timeout
+    }
+
+    /// The timeout that finished this connection ([`Timeout::Idle`] or
+    /// [`Timeout::Deadline`]), if one did: every read and write now fails.
+    pub fn ended_by(&self) -> Option<Timeout> {
+        self.ended.get()
     }
 
     /// Shuts down the read, write or both halves of the connection, as
@@ -257,16 +295,43 @@ impl Connection {
     }
 
     fn do_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        let limits = Bounds {
-            op: (self.limits.read_timeout, Timeout::Read),
-            idle: self.limits.idle_timeout,
+        // After a read timeout the client has been silent for a while
+        // already: the idle timeout counts from its last byte, not from
+        // this read, so a handler that polls with a short read timeout
+        // still ends an idle connection.
+        let idle = match (self.limits.idle_timeout, self.silent_since.get()) {
+            (Some(idle), Some(since)) if self.ended.get().is_none() => {
+                let left = idle.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return Err(self.timed_out(Timeout::Idle));
+                }
+                Some(left)
+            }
+            (idle, _) => idle,
         };
-        self.with_timeout(
-            limits,
+        let bounds = Bounds {
+            op: (self.limits.read_timeout, Timeout::Read),
+            idle,
+        };
+        let result = self.with_timeout(
+            bounds,
             &self.socket_read_timeout,
             |timeout| self.stream.set_read_timeout(timeout),
             |mut stream| stream.read(buf),
-        )
+        );
+        match &result {
+            Ok(n) if *n > 0 => self.silent_since.set(None),
+            Err(error)
+                if self.silent_since.get().is_none()
+                    && Timeout::of(error) == Some(Timeout::Read) =>
+            {
+                // The read that just timed out waited the whole read timeout.
+                let waited = self.limits.read_timeout.unwrap_or_default();
+                self.silent_since.set(Instant::now().checked_sub(waited));
+            }
+            _ => {}
+        }
+        result
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -287,7 +352,7 @@ impl Connection {
     fn with_timeout<T>(
         &self,
         bounds: Bounds,
-        current: &Cell<Option<Duration>>,
+        current: &Cell<Option<Option<Duration>>>,
         set_timeout: impl Fn(Option<Duration>) -> io::Result<()>,
         mut op: impl FnMut(&TcpStream) -> io::Result<T>,
     ) -> io::Result<T> {
@@ -299,9 +364,9 @@ impl Connection {
                 Ok(limit) => limit,
                 Err(timeout) => return Err(self.timed_out(timeout)),
             };
-            if current.get() != timeout {
+            if current.get() != Some(timeout) {
                 set_timeout(timeout)?;
-                current.set(timeout);
+                current.set(Some(timeout));
             }
             match op(&self.stream) {
                 Err(e) if is_timeout(&e) => {
@@ -421,6 +486,7 @@ impl fmt::Debug for Connection {
             socket_read_timeout: _,
             socket_write_timeout: _,
             ended,
+            silent_since: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)

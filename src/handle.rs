@@ -29,6 +29,9 @@ pub struct ShutdownReport {
     /// Time from the moment the server stopped accepting to the end of the
     /// shutdown.
     pub elapsed: Duration,
+    /// The server's counters at the end, when every accepted connection
+    /// has been served, rejected or dropped.
+    pub stats: Stats,
 }
 
 /// A server running in the background, from [`Server::spawn`](crate::Server::spawn).

@@ -115,19 +115,23 @@ impl WorkerPool {
         let dropped_before = counters.dropped.load(Ordering::SeqCst);
 
         let deadline = stopped_at.checked_add(timeout).unwrap_or_else(far_future);
-        if done.recv_deadline(deadline) == Err(RecvTimeoutError::Timeout) {
+        let mut all_returned = done.recv_deadline(deadline) == Err(RecvTimeoutError::Disconnected);
+        if !all_returned {
             shared.force();
             for slot in slots.iter() {
                 if let Some(stream) = lock(slot).as_ref() {
                     force_close(stream, counters);
                 }
             }
-            let _ = done.recv_timeout(FORCE_GRACE);
+            all_returned = done.recv_timeout(FORCE_GRACE) == Err(RecvTimeoutError::Disconnected);
         }
 
         let mut stuck_workers = 0;
         for thread in threads {
-            if thread.is_finished() {
+            // A worker drops its end of `done` as it returns, a moment
+            // before its thread has finished: once all have, joining waits
+            // for no more than the threads' exit.
+            if all_returned || thread.is_finished() {
                 let _ = thread.join();
             } else {
                 // A handler that neither returns nor notices its closed
@@ -149,6 +153,7 @@ impl WorkerPool {
             dropped,
             stuck_workers,
             elapsed: stopped_at.elapsed(),
+            stats: counters.snapshot(shared.workers),
         }
     }
 }

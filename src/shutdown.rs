@@ -7,13 +7,15 @@
 //! a resource error (both wait on `closed`, a channel that is disconnected
 //! when the signal is raised).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::socket;
 use crate::stats::Counters;
 
 /// How long the wake-up connection may take. A listener on this machine
@@ -113,26 +115,24 @@ impl StopSignal {
     }
 
     fn wake_accept(&self) {
-        let result = socket2::Socket::new(
-            socket2::Domain::for_address(self.wake_addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .and_then(|socket| {
-            // Bind first so that the address the acceptor will see as the
-            // peer is known before the connection can arrive.
-            socket.bind(&SocketAddr::new(self.wake_addr.ip(), 0).into())?;
-            let local = socket.local_addr()?.as_socket();
-            *lock(&self.waker) = local;
-            socket.connect_timeout(&self.wake_addr.into(), WAKE_CONNECT_TIMEOUT)?;
-            Ok(TcpStream::from(socket))
-        });
-        if let Err(error) = result {
-            // The acceptor still stops at its next accept; say why it may be late.
-            log::warn!(
-                "could not wake the acceptor: addr={} error={error}",
-                self.wake_addr
-            );
+        let result =
+            socket::connect_reporting_source(self.wake_addr, WAKE_CONNECT_TIMEOUT, |source| {
+                *lock(&self.waker) = Some(source);
+            });
+        match result {
+            Ok(_) => {}
+            // The acceptor was not in `accept` and has already closed the
+            // listener: nothing to wake.
+            Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
+                log::debug!("acceptor already stopped: addr={}", self.wake_addr);
+            }
+            Err(error) => {
+                // The acceptor still stops at its next accept; say why it may be late.
+                log::warn!(
+                    "could not wake the acceptor: addr={} error={error}",
+                    self.wake_addr
+                );
+            }
         }
     }
 }

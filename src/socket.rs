@@ -87,6 +87,23 @@ pub(crate) fn configure(stream: &TcpStream, options: StreamOptions) -> io::Resul
     Ok(())
 }
 
+/// Connects to `addr` from a socket bound to an OS-assigned port on the
+/// same IP, and tells `bound` the source address before connecting, so the
+/// other side can recognise the connection the moment it arrives.
+pub(crate) fn connect_reporting_source(
+    addr: SocketAddr,
+    timeout: Duration,
+    bound: impl FnOnce(SocketAddr),
+) -> io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.bind(&SocketAddr::new(addr.ip(), 0).into())?;
+    if let Some(source) = socket.local_addr()?.as_socket() {
+        bound(source);
+    }
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

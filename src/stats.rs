@@ -32,7 +32,9 @@ pub struct Stats {
     pub completed: u64,
     /// Handlers that returned `Err` (a subset of `completed`).
     pub handler_errors: u64,
-    /// Handlers that panicked (a subset of `completed`).
+    /// Handlers that panicked (a subset of `completed`), and runs of the
+    /// [`on_reject`](crate::ServerBuilder::on_reject) handler that panicked
+    /// (a subset of `rejected`).
     pub panics: u64,
     /// Timeouts that fired, by kind.
     pub timeouts: TimeoutStats,
@@ -67,6 +69,10 @@ impl RejectedStats {
 }
 
 /// Timeouts by kind; part of [`Stats`]. See [`Timeout`](crate::Timeout).
+///
+/// `read` and `write` count operations (a connection can time out many
+/// times and go on); `idle` and `deadline` count connections, since either
+/// ends the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct TimeoutStats {

@@ -1,0 +1,197 @@
+//! The stats add up: after a mixed workload (served, failing, panicking,
+//! timed-out, rejected, force-closed and dropped connections) and a
+//! shutdown, every accepted connection is accounted for exactly once and
+//! every counter holds exactly what happened.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use frontdesk::{Connection, Overload, Server, ServerHandle, Stats};
+
+/// How long a client or the test waits for anything before calling it a
+/// bug; nothing here should take more than a fraction of it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream
+}
+
+/// Asserts that the server closed `stream`: a read returns end of file or a
+/// reset, not data and not a client-side timeout (which would be a hang).
+fn assert_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Ok(n) => panic!("expected the connection closed, got {n} bytes"),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+            ) => {}
+        Err(e) => panic!("expected the connection closed, got {e} ({:?})", e.kind()),
+    }
+}
+
+fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).expect("read from server");
+    buf
+}
+
+fn wait_for_stats(handle: &ServerHandle, what: &str, ok: impl Fn(&Stats) -> bool) -> Stats {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = handle.stats();
+        if ok(&stats) {
+            return stats;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stats never showed {what}: {stats:?}"
+        );
+        // Polling a counter: nothing can notify us when it changes.
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Reads one line (without its `\n`) a byte at a time; `None` at end of
+/// file.
+fn read_line(conn: &mut Connection) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if conn.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        if byte[0] == b'\n' {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+        line.push(byte[0]);
+    }
+}
+
+/// One command per connection; see the match.
+fn commands(conn: &mut Connection) -> io::Result<()> {
+    let Some(command) = read_line(conn)? else {
+        return Ok(());
+    };
+    let mut buf = [0u8; 64];
+    match command.as_str() {
+        "ok" => conn.write_all(b"ok\n"),
+        "err" => Err(io::Error::other("refused on purpose (test)")),
+        "panic" => panic!("handler panics on purpose (test)"),
+        // The client stays silent: the builder's idle timeout ends it.
+        "idle" => conn.read(&mut buf).map(drop),
+        // The client stays silent: the deadline (shorter than the idle
+        // timeout) ends it.
+        "deadline" => {
+            conn.set_deadline(Instant::now() + Duration::from_millis(100));
+            conn.read(&mut buf).map(drop)
+        }
+        // Kept until the client closes, or the server closes it by force.
+        "hold" => {
+            conn.set_idle_timeout(None);
+            conn.write_all(b"held\n")?;
+            while conn.read(&mut buf)? > 0 {}
+            Ok(())
+        }
+        other => panic!("unknown command {other:?}"),
+    }
+}
+
+#[test]
+fn counters_add_up_after_a_mixed_workload() {
+    let handle = Server::builder()
+        .workers(2)
+        .queue(1)
+        .overload(Overload::Reject)
+        .idle_timeout(Duration::from_millis(300))
+        .shutdown_timeout(Duration::from_millis(300))
+        .bind("127.0.0.1:0")
+        .unwrap()
+        .spawn(commands)
+        .unwrap();
+    let addr = handle.local_addr();
+
+    // One connection at a time, each closed before the next starts: two
+    // workers and a queue slot always have room, so none is rejected.
+    let workload = [
+        "ok", "err", "panic", "idle", "ok", "deadline", "err", "ok", "panic", "idle", "err", "ok",
+    ];
+    for command in workload {
+        let mut client = connect(addr);
+        writeln!(client, "{command}").unwrap();
+        if command == "ok" {
+            assert_eq!(read_exactly(&mut client, 3), b"ok\n");
+        }
+        assert_closed(&mut client);
+    }
+    let stats = wait_for_stats(&handle, "the workload done", |s| {
+        s.completed == 12 && s.active == 0
+    });
+    assert_eq!(stats.accepted, 12, "{stats:?}");
+
+    // Both workers held, the queue slot taken, two more turned away.
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut client = connect(addr);
+            client.write_all(b"hold\n").unwrap();
+            assert_eq!(read_exactly(&mut client, 5), b"held\n");
+            client
+        })
+        .collect();
+    let queued = connect(addr);
+    wait_for_stats(&handle, "a queued connection", |s| s.queued == 1);
+    for _ in 0..2 {
+        assert_closed(&mut connect(addr));
+    }
+
+    // Shut down: the held ones are closed by force at the drain deadline,
+    // and the queued one is dropped unserved. `shutdown` consumes the
+    // handle, so stop through a stopper and read the final stats before
+    // joining.
+    handle.stopper().stop();
+    let begin = Instant::now();
+    while !handle.is_finished() {
+        assert!(begin.elapsed() < PATIENCE, "shutdown did not finish");
+        // Polling: `is_finished` is the only non-consuming way to tell.
+        thread::sleep(Duration::from_millis(5));
+    }
+    let stats = handle.stats();
+    let report = handle.join().unwrap();
+    for client in &mut held {
+        assert_closed(client);
+    }
+    drop(queued);
+
+    assert_eq!((report.forced, report.dropped), (2, 1), "{report:?}");
+    assert_eq!(
+        stats.accepted,
+        stats.completed + stats.rejected.total() + stats.dropped,
+        "{stats:?}"
+    );
+    assert_eq!(stats.accepted, 17, "{stats:?}");
+    assert_eq!(stats.completed, 14, "{stats:?}");
+    assert_eq!(stats.rejected.overload, 2, "{stats:?}");
+    assert_eq!(stats.rejected.total(), 2, "{stats:?}");
+    assert_eq!(stats.dropped, 1, "{stats:?}");
+    assert_eq!(stats.forced_closed, 2, "{stats:?}");
+    // 3 `err`, 2 `idle` and 1 `deadline` returned an error.
+    assert_eq!(stats.handler_errors, 6, "{stats:?}");
+    assert_eq!(stats.panics, 2, "{stats:?}");
+    assert_eq!(stats.timeouts.idle, 2, "{stats:?}");
+    assert_eq!(stats.timeouts.deadline, 1, "{stats:?}");
+    assert_eq!(stats.timeouts.read, 0, "{stats:?}");
+    assert_eq!(stats.timeouts.write, 0, "{stats:?}");
+    assert_eq!(stats.accept_errors, 0, "{stats:?}");
+    assert_eq!(
+        (stats.active, stats.queued, stats.busy_workers),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
