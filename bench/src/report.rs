@@ -1,0 +1,433 @@
+//! The Markdown tables printed at the end of a run.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::run::{IdleSample, LoadSample, Scenario, ScenarioResult};
+use crate::servers::Kind;
+
+/// The median of `values` (NaN when empty).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    if sorted.len() % 2 == 1 {
+        sorted[mid]
+    } else {
+        (sorted[mid - 1] + sorted[mid]) / 2.0
+    }
+}
+
+fn min_max(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+/// `1234567.8` → `1,234,568`.
+fn thousands(value: f64) -> String {
+    if !value.is_finite() {
+        return "–".to_string();
+    }
+    let digits = format!("{:.0}", value.abs());
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if value < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// A figure with about three significant digits.
+fn short(value: f64) -> String {
+    if !value.is_finite() {
+        "–".to_string()
+    } else if value >= 1000.0 {
+        thousands(value)
+    } else if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// `median (min–max)` of one figure over the rounds.
+fn spread(values: &[f64], format: fn(f64) -> String) -> String {
+    let (lo, hi) = min_max(values);
+    if values.len() < 2 {
+        return format(median(values));
+    }
+    format!("{} ({}–{})", format(median(values)), format(lo), format(hi))
+}
+
+/// `median (r1, r2, r3)` of per-round ratios.
+fn ratio_cell(ratios: &[f64]) -> String {
+    if ratios.is_empty() {
+        return "–".to_string();
+    }
+    let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!("**{:.2}** ({})", median(ratios), rounds.join(", "))
+}
+
+const PEERS: [Kind; 3] = [Kind::Std, Kind::Tokio, Kind::Frontdesk];
+
+fn figures(result: &ScenarioResult, kind: Kind, figure: fn(&LoadSample) -> f64) -> Vec<f64> {
+    result
+        .index(kind)
+        .map(|s| result.load(s).iter().map(figure).collect())
+        .unwrap_or_default()
+}
+
+/// Every table, as Markdown.
+pub fn markdown(results: &[ScenarioResult]) -> String {
+    let mut out = String::new();
+    let load: Vec<&ScenarioResult> = results.iter().filter(|r| r.scenario.is_load()).collect();
+    if !load.is_empty() {
+        throughput_table(&mut out, &load);
+        latency_table(&mut out, &load);
+        cpu_table(&mut out, &load);
+    }
+    let idle: Vec<&ScenarioResult> = results.iter().filter(|r| !r.scenario.is_load()).collect();
+    if !idle.is_empty() {
+        idle_table(&mut out, &idle);
+    }
+    targets_table(&mut out, results);
+    out
+}
+
+fn throughput_table(out: &mut String, results: &[&ScenarioResult]) {
+    let _ = writeln!(
+        out,
+        "### Throughput\n\nMedian over the rounds (min–max); ratios are frontdesk ÷ peer, median of the per-round ratios (each round in parentheses). Higher is better.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | unit | std | tokio | frontdesk | frontdesk/std | frontdesk/tokio |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|");
+    for result in results {
+        let cells: Vec<String> = PEERS
+            .iter()
+            .map(|&kind| spread(&figures(result, kind, |s| s.rate), thousands))
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            result.scenario,
+            result.scenario.unit(),
+            cells[0],
+            cells[1],
+            cells[2],
+            ratio_cell(&result.ratios(Kind::Std, |s| s.rate)),
+            ratio_cell(&result.ratios(Kind::Tokio, |s| s.rate)),
+        );
+    }
+    let _ = writeln!(out);
+    // Servers run beside the three above, in another configuration.
+    for result in results {
+        for (s, spec) in result.servers.iter().enumerate() {
+            if result.index(spec.kind) == Some(s) {
+                continue;
+            }
+            let samples = result.load(s);
+            let rates: Vec<f64> = samples.iter().map(|x| x.rate).collect();
+            let cpu: Vec<f64> = samples.iter().map(|x| x.cpu_per_req_us).collect();
+            let starved: Vec<f64> = samples.iter().map(|x| x.starved as f64).collect();
+            let p99: Vec<f64> = samples.iter().map(|x| x.p99_us).collect();
+            let _ = writeln!(
+                out,
+                "Also run: {}, {}: {} {} (median; min–max {}), p99 {} µs among the answered clients, {} µs CPU per exchange; clients never answered during the run: {} (median).\n",
+                result.scenario,
+                spec.label(),
+                thousands(median(&rates)),
+                result.scenario.unit(),
+                {
+                    let (lo, hi) = min_max(&rates);
+                    format!("{}–{}", thousands(lo), thousands(hi))
+                },
+                short(median(&p99)),
+                short(median(&cpu)),
+                thousands(median(&starved)),
+            );
+        }
+    }
+}
+
+fn latency_table(out: &mut String, results: &[&ScenarioResult]) {
+    let _ = writeln!(
+        out,
+        "### Latency\n\nOne exchange (churn: connect to close), in µs: p50 / p99 / p99.9, each the median over the rounds.\n"
+    );
+    let _ = writeln!(out, "| scenario | std | tokio | frontdesk |");
+    let _ = writeln!(out, "|---|--:|--:|--:|");
+    for result in results {
+        let cells: Vec<String> = PEERS
+            .iter()
+            .map(|&kind| {
+                format!(
+                    "{} / {} / {}",
+                    short(median(&figures(result, kind, |s| s.p50_us))),
+                    short(median(&figures(result, kind, |s| s.p99_us))),
+                    short(median(&figures(result, kind, |s| s.p999_us))),
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            result.scenario, cells[0], cells[1], cells[2]
+        );
+    }
+    let _ = writeln!(out);
+}
+
+fn cpu_table(out: &mut String, results: &[&ScenarioResult]) {
+    let _ = writeln!(
+        out,
+        "### CPU\n\nServer CPU time (user + system, from `/proc/PID/stat`) per exchange in µs, median (min–max); lower is better. Then CPU use in % of one core, server / load generator, and the server's context switches per exchange (medians).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | std µs | tokio µs | frontdesk µs | frontdesk/std | frontdesk/tokio | CPU % std | CPU % tokio | CPU % frontdesk | switches std / tokio / frontdesk |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for result in results {
+        let cpu: Vec<String> = PEERS
+            .iter()
+            .map(|&kind| spread(&figures(result, kind, |s| s.cpu_per_req_us), short))
+            .collect();
+        let usage: Vec<String> = PEERS
+            .iter()
+            .map(|&kind| {
+                format!(
+                    "{:.0} / {:.0}",
+                    median(&figures(result, kind, |s| s.server_cpu_pct)),
+                    median(&figures(result, kind, |s| s.client_cpu_pct)),
+                )
+            })
+            .collect();
+        let switches: Vec<String> = PEERS
+            .iter()
+            .map(|&kind| {
+                short(median(&figures(result, kind, |s| {
+                    s.ctx_per_req.unwrap_or(f64::NAN)
+                })))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            result.scenario,
+            cpu[0],
+            cpu[1],
+            cpu[2],
+            ratio_cell(&result.ratios(Kind::Std, |s| s.cpu_per_req_us)),
+            ratio_cell(&result.ratios(Kind::Tokio, |s| s.cpu_per_req_us)),
+            usage[0],
+            usage[1],
+            usage[2],
+            switches.join(" / "),
+        );
+    }
+    let errors: u64 = results
+        .iter()
+        .flat_map(|r| (0..r.servers.len()).flat_map(|s| r.load(s)))
+        .map(|s| s.errors)
+        .sum();
+    let _ = writeln!(
+        out,
+        "\nFailed connections over all load runs: {errors} (every byte received was checked; a wrong byte stops the run).\n"
+    );
+}
+
+fn idle_table(out: &mut String, results: &[&ScenarioResult]) {
+    let _ = writeln!(
+        out,
+        "### Idle connections\n\nN clients connect, each does one `ping` and then stays silent; then fresh clients connect and `ping`. Medians over the rounds. *served* = answered `pong` and held by the server, *busy* = got `error: server busy` and was closed. Memory is the growth of the server's peak RSS (VmHWM) divided by the connections it serves, and the same for its anonymous memory (RssAnon: heap and thread stacks, without pages of mapped files).\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | server | served / busy | open all | fresh client: reply, time p50 (max) | VmHWM before → held | VmHWM per served connection | RssAnon per served connection |"
+    );
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|");
+    for result in results {
+        for (s, spec) in result.servers.iter().enumerate() {
+            if let Some(reason) = result.skipped(s) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | not run: {reason} | | | | | |",
+                    result.scenario,
+                    spec.label()
+                );
+                continue;
+            }
+            let samples = result.idle(s);
+            if samples.is_empty() {
+                continue;
+            }
+            let get = |f: fn(&IdleSample) -> f64| -> f64 {
+                median(&samples.iter().map(f).collect::<Vec<_>>())
+            };
+            let probes: Vec<f64> = samples
+                .iter()
+                .flat_map(|s| s.probes.iter().map(|(d, _)| ms(*d)))
+                .collect();
+            let pong = samples
+                .iter()
+                .flat_map(|s| &s.probes)
+                .filter(|p| p.1)
+                .count();
+            let total = samples.iter().map(|s| s.probes.len()).sum::<usize>();
+            let reply = if pong == total {
+                "pong"
+            } else if pong == 0 {
+                "busy"
+            } else {
+                "mixed"
+            };
+            let per = get(|s| s.bytes_per_served().unwrap_or(f64::NAN));
+            let anon = get(|s| s.anon_per_served().unwrap_or(f64::NAN));
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} ms | {reply}, {} ms ({} ms) | {} → {} KiB | {} | {} |",
+                result.scenario,
+                spec.label(),
+                thousands(get(|s| s.served as f64)),
+                thousands(get(|s| s.busy as f64)),
+                short(get(|s| ms(s.open))),
+                short(median(&probes)),
+                short(min_max(&probes).1),
+                thousands(get(|s| s.hwm_before as f64 / 1024.0)),
+                thousands(get(|s| s.hwm_after as f64 / 1024.0)),
+                bytes(per),
+                bytes(anon),
+            );
+        }
+    }
+    let _ = writeln!(out);
+}
+
+fn bytes(value: f64) -> String {
+    if !value.is_finite() {
+        "–".to_string()
+    } else if value >= 1024.0 {
+        format!("{:.1} KiB", value / 1024.0)
+    } else {
+        format!("{value:.0} B")
+    }
+}
+
+/// The targets of issue 4, part 3.
+fn targets_table(out: &mut String, results: &[ScenarioResult]) {
+    let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+    for result in results {
+        let scenario = result.scenario;
+        let rate = |peer| median(&result.ratios(peer, |s| s.rate));
+        match scenario {
+            Scenario::Churn { .. } => {
+                let r = rate(Kind::Std);
+                rows.push((
+                    "conn/s ≥ 1.3× std".into(),
+                    scenario.to_string(),
+                    format!("{r:.2}×"),
+                    r >= 1.3,
+                ));
+                let r = rate(Kind::Tokio);
+                rows.push((
+                    "conn/s ≥ 1.0× tokio".into(),
+                    scenario.to_string(),
+                    format!("{r:.2}×"),
+                    r >= 1.0,
+                ));
+            }
+            Scenario::PingPong { c, .. } | Scenario::Lines { c } => {
+                let r = rate(Kind::Std);
+                rows.push((
+                    "msg/s ≥ 1.0× std".into(),
+                    scenario.to_string(),
+                    format!("{r:.2}×"),
+                    r >= 1.0,
+                ));
+                if c == 1 {
+                    let r = rate(Kind::Tokio);
+                    rows.push((
+                        "msg/s ≥ 1.0× tokio at C=1".into(),
+                        scenario.to_string(),
+                        format!("{r:.2}×"),
+                        r >= 1.0,
+                    ));
+                }
+                if c == 8 {
+                    let r = median(&result.ratios(Kind::Tokio, |s| s.cpu_per_req_us));
+                    rows.push((
+                        "CPU/request ≤ 1.1× tokio at C=8".into(),
+                        scenario.to_string(),
+                        format!("{r:.2}×"),
+                        r <= 1.1,
+                    ));
+                }
+            }
+            Scenario::Idle { .. } | Scenario::PoolFull => {
+                let Some(fd) = result.index(Kind::Frontdesk) else {
+                    continue;
+                };
+                let samples = result.idle(fd);
+                let label = result.servers[fd].label();
+                if let Scenario::Idle { .. } = scenario {
+                    let per = median(
+                        &samples
+                            .iter()
+                            .map(|s| s.bytes_per_served().unwrap_or(f64::NAN))
+                            .collect::<Vec<_>>(),
+                    );
+                    rows.push((
+                        "memory per held connection < 2 KiB".into(),
+                        format!("{scenario}, {label}"),
+                        bytes(per),
+                        per < 2048.0,
+                    ));
+                }
+                let worst = samples
+                    .iter()
+                    .flat_map(|s| s.probes.iter().map(|(d, _)| ms(*d)))
+                    .fold(0.0, f64::max);
+                rows.push((
+                    "fresh client answered within 100 ms, pool held by idle clients".into(),
+                    format!("{scenario}, {label}"),
+                    format!("max {} ms", short(worst)),
+                    worst <= 100.0,
+                ));
+            }
+        }
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "### Targets (issue 4, part 3)\n\nMedians of the per-round frontdesk ÷ peer ratios from this run.\n"
+    );
+    let _ = writeln!(out, "| target | scenario | measured | met |");
+    let _ = writeln!(out, "|---|---|--:|:-:|");
+    for (target, scenario, measured, met) in rows {
+        let met = if met { "yes" } else { "**no**" };
+        let _ = writeln!(out, "| {target} | {scenario} | {measured} | {met} |");
+    }
+    let _ = writeln!(out);
+}

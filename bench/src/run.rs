@@ -1,0 +1,412 @@
+//! The scenarios, and one measured run of one server in one scenario.
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::child::ServerProcess;
+use crate::load::{self, Exchange, Mark, Timing, Window};
+use crate::procfs;
+use crate::servers::{FdOptions, Kind, Protocol};
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+/// frontdesk's configuration for the load scenarios: as many workers as
+/// the largest C, so every client has a worker; every other option at its
+/// default (queue 64, Block, idle timeout 5 min, write timeout 30 s).
+pub const FD_MAIN: FdOptions = FdOptions {
+    workers: 64,
+    queue: 64,
+    reject: false,
+    idle_timeout_ms: None,
+};
+
+/// frontdesk with its default pool (16 workers, queue 64, Block), run
+/// beside `FD_MAIN` at C = 64 to show more clients than workers.
+pub const FD_DEFAULT_POOL: FdOptions = FdOptions {
+    workers: 16,
+    queue: 64,
+    reject: false,
+    idle_timeout_ms: None,
+};
+
+/// frontdesk for the idle scenario: the same pool, no queue, and the busy
+/// reply for whoever comes when every worker is held (the `commands`
+/// example's setup).
+pub const FD_REJECT: FdOptions = FdOptions {
+    workers: 64,
+    queue: 0,
+    reject: true,
+    idle_timeout_ms: None,
+};
+
+/// frontdesk with its pool held by idle clients, Block policy: a new
+/// client is served when an idle one times out.
+pub const FD_BLOCK_IDLE: FdOptions = FdOptions {
+    workers: 64,
+    queue: 0,
+    reject: false,
+    idle_timeout_ms: Some(100),
+};
+
+/// One server as a scenario runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSpec {
+    pub kind: Kind,
+    pub fd: FdOptions,
+}
+
+impl ServerSpec {
+    pub const fn new(kind: Kind, fd: FdOptions) -> ServerSpec {
+        ServerSpec { kind, fd }
+    }
+
+    pub fn label(&self) -> String {
+        match self.kind {
+            Kind::Frontdesk if self.fd != FD_MAIN => format!("frontdesk ({})", self.fd),
+            kind => kind.name().to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// `c` connections each echo `size` bytes at a time.
+    PingPong { c: usize, size: usize },
+    /// `c` connections each do `ping` → `pong`.
+    Lines { c: usize },
+    /// `c` clients each connect, do one `ping`, close, and start over.
+    Churn { c: usize },
+    /// `n` connections held idle, then fresh clients.
+    Idle { n: usize },
+    /// Every worker held by an idle client, then one fresh client.
+    PoolFull,
+}
+
+impl Scenario {
+    pub fn servers(self) -> Vec<ServerSpec> {
+        let mut servers = match self {
+            Scenario::PingPong { .. } | Scenario::Lines { .. } | Scenario::Churn { .. } => vec![
+                ServerSpec::new(Kind::Std, FD_MAIN),
+                ServerSpec::new(Kind::Tokio, FD_MAIN),
+                ServerSpec::new(Kind::Frontdesk, FD_MAIN),
+            ],
+            Scenario::Idle { .. } => vec![
+                ServerSpec::new(Kind::Std, FD_REJECT),
+                ServerSpec::new(Kind::Tokio, FD_REJECT),
+                ServerSpec::new(Kind::Frontdesk, FD_REJECT),
+            ],
+            Scenario::PoolFull => vec![ServerSpec::new(Kind::Frontdesk, FD_BLOCK_IDLE)],
+        };
+        match self {
+            // More clients than the default pool has workers.
+            Scenario::PingPong { c: 64, size: 64 } => {
+                servers.push(ServerSpec::new(Kind::Frontdesk, FD_DEFAULT_POOL));
+            }
+            // A pool as large as the crowd of idle clients.
+            Scenario::Idle { n } if n <= frontdesk::MAX_WORKERS => {
+                servers.push(ServerSpec::new(
+                    Kind::Frontdesk,
+                    FdOptions {
+                        workers: n,
+                        ..FD_REJECT
+                    },
+                ));
+            }
+            _ => {}
+        }
+        servers
+    }
+
+    fn protocol(self) -> Protocol {
+        match self {
+            Scenario::PingPong { .. } => Protocol::Echo,
+            _ => Protocol::Lines,
+        }
+    }
+
+    pub fn is_load(self) -> bool {
+        matches!(
+            self,
+            Scenario::PingPong { .. } | Scenario::Lines { .. } | Scenario::Churn { .. }
+        )
+    }
+
+    /// What one unit of throughput is.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Scenario::Churn { .. } => "conn/s",
+            _ => "msg/s",
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Scenario::PingPong { c, size } => write!(f, "ping-pong C={c} S={}", size_name(size)),
+            Scenario::Lines { c } => write!(f, "lines C={c}"),
+            Scenario::Churn { c } => write!(f, "churn C={c}"),
+            Scenario::Idle { n } => write!(f, "idle N={n}"),
+            Scenario::PoolFull => write!(f, "pool full"),
+        }
+    }
+}
+
+pub fn size_name(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+/// The figures of one load run (ping-pong, lines or churn).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadSample {
+    /// Exchanges (or connections) per second.
+    pub rate: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub p999_us: f64,
+    /// Server CPU time (user + system) per exchange, in microseconds.
+    pub cpu_per_req_us: f64,
+    /// Server and load-generator CPU use, in % of one core.
+    pub server_cpu_pct: f64,
+    pub client_cpu_pct: f64,
+    /// Server context switches per exchange (live threads only; `None`
+    /// for churn, where the std server's threads come and go).
+    pub ctx_per_req: Option<f64>,
+    pub errors: u64,
+    /// Clients that never got a reply.
+    pub starved: usize,
+}
+
+/// The figures of one idle run.
+#[derive(Debug, Clone, Default)]
+pub struct IdleSample {
+    /// Connections being served (answered `pong`) while held.
+    pub served: usize,
+    /// Connections that got the busy reply instead.
+    pub busy: usize,
+    /// Time to open and answer all held connections.
+    pub open: Duration,
+    /// Fresh clients: time to their reply, and whether it was `pong`.
+    pub probes: Vec<(Duration, bool)>,
+    /// VmHWM before the idle connections and with them held.
+    pub hwm_before: u64,
+    pub hwm_after: u64,
+    /// Growth of the server's private anonymous memory (RssAnon: heap and
+    /// thread stacks, no mapped files) while the connections are held.
+    pub anon_growth: u64,
+}
+
+impl IdleSample {
+    /// Peak memory (VmHWM) added per connection the server is serving.
+    pub fn bytes_per_served(&self) -> Option<f64> {
+        (self.served > 0)
+            .then(|| self.hwm_after.saturating_sub(self.hwm_before) as f64 / self.served as f64)
+    }
+
+    /// Anonymous memory (RssAnon) added per connection the server is serving.
+    pub fn anon_per_served(&self) -> Option<f64> {
+        (self.served > 0).then(|| self.anon_growth as f64 / self.served as f64)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Sample {
+    Load(LoadSample),
+    Idle(IdleSample),
+    /// Not run, and why.
+    Skipped(String),
+}
+
+/// Why `spec` cannot run `scenario` on this machine, if it cannot.
+pub fn skip_reason(spec: ServerSpec, scenario: Scenario, fd_limit: u64) -> Option<String> {
+    let Scenario::Idle { n } = scenario else {
+        return None;
+    };
+    // `try_clone` gives the std server two descriptors per connection.
+    let per_connection = if spec.kind == Kind::Std { 2 } else { 1 };
+    let needed = per_connection * n as u64 + 64;
+    (needed > fd_limit).then(|| {
+        format!(
+            "needs {needed} open files ({per_connection} per connection), the limit is {fd_limit}"
+        )
+    })
+}
+
+/// Runs `spec` in `scenario` once, in a fresh server process.
+pub fn run_once(spec: ServerSpec, scenario: Scenario, timing: Timing) -> BoxResult<Sample> {
+    let server = ServerProcess::start(spec.kind, scenario.protocol(), spec.fd)?;
+    match scenario {
+        Scenario::PingPong { c, size } => load_run(&server, scenario, |addr, mark| {
+            load::ping_pong(addr, c, Exchange::Echo { size }, timing, mark)
+        }),
+        Scenario::Lines { c } => load_run(&server, scenario, |addr, mark| {
+            load::ping_pong(addr, c, Exchange::Line, timing, mark)
+        }),
+        Scenario::Churn { c } => load_run(&server, scenario, |addr, mark| {
+            load::churn(addr, c, timing, mark)
+        }),
+        Scenario::Idle { n } => idle_run(&server, n, 10),
+        Scenario::PoolFull => idle_run(&server, spec.fd.workers, 1),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    server_cpu: Duration,
+    client_cpu: Duration,
+    ctx: u64,
+}
+
+fn snapshot(pid: u32) -> io::Result<Snapshot> {
+    Ok(Snapshot {
+        server_cpu: procfs::cpu_time(pid)?,
+        client_cpu: procfs::cpu_time(std::process::id())?,
+        ctx: procfs::context_switches(pid)?,
+    })
+}
+
+fn load_run(
+    server: &ServerProcess,
+    scenario: Scenario,
+    generate: impl FnOnce(std::net::SocketAddr, &mut dyn FnMut(Mark)) -> BoxResult<Window>,
+) -> BoxResult<Sample> {
+    let pid = server.pid();
+    let mut start = None;
+    let mut end = None;
+    let window = generate(server.addr(), &mut |mark| {
+        let snap = snapshot(pid);
+        match mark {
+            Mark::Start => start = Some(snap),
+            Mark::End => end = Some(snap),
+        }
+    })?;
+    let start = start.ok_or("window never started")??;
+    let end = end.ok_or("window never ended")??;
+    let secs = window.elapsed.as_secs_f64();
+    let requests = window.completed.max(1) as f64;
+    let server_cpu = (end.server_cpu - start.server_cpu).as_secs_f64();
+    let client_cpu = (end.client_cpu - start.client_cpu).as_secs_f64();
+    let mut latencies = window.latencies;
+    latencies.sort_unstable();
+    let percentile = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+        f64::from(latencies[i]) / 1000.0
+    };
+    Ok(Sample::Load(LoadSample {
+        rate: window.completed as f64 / secs,
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        p999_us: percentile(0.999),
+        cpu_per_req_us: server_cpu * 1e6 / requests,
+        server_cpu_pct: server_cpu * 100.0 / secs,
+        client_cpu_pct: client_cpu * 100.0 / secs,
+        ctx_per_req: match scenario {
+            Scenario::Churn { .. } => None,
+            _ => Some(end.ctx.saturating_sub(start.ctx) as f64 / requests),
+        },
+        errors: window.errors,
+        starved: window.starved,
+    }))
+}
+
+fn idle_run(server: &ServerProcess, n: usize, probes: usize) -> BoxResult<Sample> {
+    let pid = server.pid();
+    // A server prints its address before it has started its threads: let
+    // it finish starting, and serve one client, before the baseline.
+    thread::sleep(Duration::from_millis(100));
+    load::probe(server.addr())?;
+    thread::sleep(Duration::from_millis(20));
+    let hwm_before = procfs::status_bytes(pid, "VmHWM")?;
+    let anon_before = procfs::status_bytes(pid, "RssAnon")?;
+    let started = Instant::now();
+    let held = load::hold_idle(server.addr(), n, started + Duration::from_secs(60))?;
+    let open = started.elapsed();
+    // Let the server settle (threads parked, tasks suspended) before
+    // reading its memory.
+    thread::sleep(Duration::from_millis(50));
+    let hwm_after = procfs::status_bytes(pid, "VmHWM")?;
+    let anon_after = procfs::status_bytes(pid, "RssAnon")?;
+    let mut sample = IdleSample {
+        served: held.served,
+        busy: held.busy,
+        open,
+        probes: Vec::with_capacity(probes),
+        hwm_before,
+        hwm_after,
+        anon_growth: anon_after.saturating_sub(anon_before),
+    };
+    for _ in 0..probes {
+        sample.probes.push(load::probe(server.addr())?);
+    }
+    drop(held);
+    Ok(Sample::Idle(sample))
+}
+
+/// Every sample of one scenario: `rounds[r][s]` is server `s` in round `r`.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    pub scenario: Scenario,
+    pub servers: Vec<ServerSpec>,
+    pub rounds: Vec<Vec<Sample>>,
+}
+
+impl ScenarioResult {
+    /// The load samples of server `s`, one per round.
+    pub fn load(&self, s: usize) -> Vec<LoadSample> {
+        self.rounds
+            .iter()
+            .filter_map(|round| match &round[s] {
+                Sample::Load(sample) => Some(*sample),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The idle samples of server `s`, one per round.
+    pub fn idle(&self, s: usize) -> Vec<IdleSample> {
+        self.rounds
+            .iter()
+            .filter_map(|round| match &round[s] {
+                Sample::Idle(sample) => Some(sample.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Why server `s` was skipped, if it was skipped in every round.
+    pub fn skipped(&self, s: usize) -> Option<&str> {
+        let mut reasons = self.rounds.iter().map(|round| match &round[s] {
+            Sample::Skipped(reason) => Some(reason.as_str()),
+            _ => None,
+        });
+        let first = reasons.next()??;
+        reasons.all(|r| r.is_some()).then_some(first)
+    }
+
+    /// The index of the server of this kind.
+    pub fn index(&self, kind: Kind) -> Option<usize> {
+        self.servers.iter().position(|spec| spec.kind == kind)
+    }
+
+    /// `figure(frontdesk) / figure(peer)` in each round.
+    pub fn ratios(&self, peer: Kind, figure: impl Fn(&LoadSample) -> f64) -> Vec<f64> {
+        let (Some(fd), Some(peer)) = (self.index(Kind::Frontdesk), self.index(peer)) else {
+            return Vec::new();
+        };
+        self.load(fd)
+            .iter()
+            .zip(self.load(peer))
+            .map(|(fd, peer)| figure(fd) / figure(&peer))
+            .collect()
+    }
+}

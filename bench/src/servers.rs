@@ -1,0 +1,395 @@
+//! The three servers under test, each run in its own child process
+//! (`bench serve KIND PROTOCOL [options]`), and the protocol code they share.
+//!
+//! Every server binds `127.0.0.1:0`, prints `listening on ADDR` on stdout and
+//! serves until the driver kills it. Each sets `TCP_NODELAY` on every accepted
+//! stream.
+
+use std::error::Error;
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::str::FromStr;
+use std::thread;
+use std::time::Duration;
+
+use frontdesk::{Connection, LineError, LineReader, Overload, Server};
+
+/// Size of the echo servers' read buffer, the same in all three (and in
+/// frontdesk's `echo` example).
+const ECHO_BUF: usize = 16 * 1024;
+
+/// Longest line the frontdesk `commands` handler accepts, as in the example.
+const MAX_LINE: usize = 8192;
+
+/// Which implementation serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `TcpListener::incoming` + `thread::spawn` per connection.
+    Std,
+    /// tokio multi-thread runtime, one task per connection.
+    Tokio,
+    /// frontdesk's fixed worker pool.
+    Frontdesk,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Std => "std",
+            Kind::Tokio => "tokio",
+            Kind::Frontdesk => "frontdesk",
+        }
+    }
+}
+
+impl FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        match s {
+            "std" => Ok(Kind::Std),
+            "tokio" => Ok(Kind::Tokio),
+            "frontdesk" => Ok(Kind::Frontdesk),
+            _ => Err(format!("unknown server kind `{s}`")),
+        }
+    }
+}
+
+/// What the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Every byte comes back.
+    Echo,
+    /// The `commands` line protocol: `ping` → `pong`, `quit` → `bye` and
+    /// close, anything else → `unknown: <line>`.
+    Lines,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Echo => "echo",
+            Protocol::Lines => "lines",
+        }
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Protocol, String> {
+        match s {
+            "echo" => Ok(Protocol::Echo),
+            "lines" => Ok(Protocol::Lines),
+            _ => Err(format!("unknown protocol `{s}`")),
+        }
+    }
+}
+
+/// frontdesk's configuration for one run; ignored by the other servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdOptions {
+    pub workers: usize,
+    pub queue: usize,
+    /// `Overload::Reject` with a busy reply instead of `Overload::Block`.
+    pub reject: bool,
+    /// `None` keeps frontdesk's default idle timeout.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl FdOptions {
+    pub fn to_args(self) -> Vec<String> {
+        let mut args = vec![
+            "--workers".to_string(),
+            self.workers.to_string(),
+            "--queue".to_string(),
+            self.queue.to_string(),
+        ];
+        if self.reject {
+            args.push("--reject".to_string());
+        }
+        if let Some(ms) = self.idle_timeout_ms {
+            args.push("--idle-timeout-ms".to_string());
+            args.push(ms.to_string());
+        }
+        args
+    }
+}
+
+impl fmt::Display for FdOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "workers={} queue={}", self.workers, self.queue)?;
+        f.write_str(if self.reject { " Reject" } else { " Block" })?;
+        if let Some(ms) = self.idle_timeout_ms {
+            write!(f, " idle_timeout={ms}ms")?;
+        }
+        Ok(())
+    }
+}
+
+/// Entry point of a server child: `serve KIND PROTOCOL [--workers N]
+/// [--queue N] [--reject] [--idle-timeout-ms N]`.
+pub fn serve_main(args: &[String]) -> Result<(), Box<dyn Error>> {
+    die_with_parent();
+    match std::env::var("BENCH_SERVER_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => crate::procfs::pin_to_cpus(&cpus)?,
+        _ => {}
+    }
+    let [kind, protocol, rest @ ..] = args else {
+        return Err("usage: bench serve KIND PROTOCOL [options]".into());
+    };
+    let kind: Kind = kind.parse()?;
+    let protocol: Protocol = protocol.parse()?;
+    let mut options = FdOptions {
+        workers: 64,
+        queue: 64,
+        reject: false,
+        idle_timeout_ms: None,
+    };
+    let mut rest = rest.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || -> Result<u64, Box<dyn Error>> {
+            let v = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            Ok(v.parse()?)
+        };
+        match flag.as_str() {
+            "--workers" => options.workers = value()? as usize,
+            "--queue" => options.queue = value()? as usize,
+            "--idle-timeout-ms" => options.idle_timeout_ms = Some(value()?),
+            "--reject" => options.reject = true,
+            _ => return Err(format!("unknown option `{flag}`").into()),
+        }
+    }
+    match kind {
+        Kind::Std => run_std(protocol)?,
+        Kind::Tokio => run_tokio(protocol)?,
+        Kind::Frontdesk => run_frontdesk(protocol, options)?,
+    }
+    Ok(())
+}
+
+/// Makes the kernel kill this child when the driver dies, however it dies,
+/// so that no server outlives a benchmark run.
+#[allow(unsafe_code)]
+fn die_with_parent() {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches
+    // no memory of ours.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // The parent may have died before the prctl: then we were re-parented.
+    if let Ok(parent) = std::env::var("BENCH_PARENT_PID") {
+        // SAFETY: getppid has no preconditions.
+        let now = unsafe { libc::getppid() };
+        if parent.parse::<i32>().ok() != Some(now) {
+            std::process::exit(1);
+        }
+    }
+}
+
+fn announce(addr: SocketAddr) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening on {addr}")?;
+    out.flush()
+}
+
+/// The reply to one line of the `commands` protocol, appended to `out`;
+/// false when the connection should be closed after it.
+pub fn command_reply(line: &[u8], out: &mut Vec<u8>) -> bool {
+    let line = line.trim_ascii();
+    match std::str::from_utf8(line) {
+        Ok("ping") => out.extend_from_slice(b"pong\n"),
+        Ok("quit") => {
+            out.extend_from_slice(b"bye\n");
+            return false;
+        }
+        Ok(other) => {
+            out.extend_from_slice(b"unknown: ");
+            out.extend_from_slice(other.as_bytes());
+            out.push(b'\n');
+        }
+        Err(_) => out.extend_from_slice(b"error: invalid utf-8\n"),
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------
+// a. std: what a newcomer writes after the book's web-server chapter.
+
+fn run_std(protocol: Protocol) -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    announce(listener.local_addr()?)?;
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(_) => continue,
+        };
+        stream.set_nodelay(true)?;
+        thread::spawn(move || {
+            let _ = match protocol {
+                Protocol::Echo => std_echo(stream),
+                Protocol::Lines => std_lines(stream),
+            };
+        });
+    }
+    Ok(())
+}
+
+fn std_echo(mut stream: TcpStream) -> io::Result<()> {
+    let mut buf = [0u8; ECHO_BUF];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
+fn std_lines(stream: TcpStream) -> io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reply = Vec::new();
+    for line in BufReader::new(stream).lines() {
+        let line = line?;
+        reply.clear();
+        let more = command_reply(line.as_bytes(), &mut reply);
+        writer.write_all(&reply)?;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// b. tokio: multi-thread runtime (one worker per core), a task per connection.
+
+fn run_tokio(protocol: Protocol) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?)?;
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(_) => continue,
+            };
+            stream.set_nodelay(true)?;
+            tokio::spawn(async move {
+                let _ = match protocol {
+                    Protocol::Echo => tokio_echo(stream).await,
+                    Protocol::Lines => tokio_lines(stream).await,
+                };
+            });
+        }
+    })
+}
+
+async fn tokio_echo(mut stream: tokio::net::TcpStream) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; ECHO_BUF];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn tokio_lines(mut stream: tokio::net::TcpStream) -> io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (reader, mut writer) = stream.split();
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    let mut reply = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        reply.clear();
+        let more = command_reply(line.as_bytes(), &mut reply);
+        writer.write_all(&reply).await?;
+        if !more {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// c. frontdesk, with handlers equivalent to the `echo` and `commands` examples.
+
+fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn Error>> {
+    let mut builder = Server::builder()
+        .workers(options.workers)
+        .queue(options.queue)
+        .nodelay(true);
+    if options.reject {
+        builder = builder.overload(Overload::Reject);
+        if protocol == Protocol::Lines {
+            builder =
+                builder.on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
+        }
+    }
+    if let Some(ms) = options.idle_timeout_ms {
+        builder = builder.idle_timeout(Duration::from_millis(ms));
+    }
+    let server = builder.bind("127.0.0.1:0")?;
+    announce(server.local_addr())?;
+    match protocol {
+        Protocol::Echo => server.run(fd_echo)?,
+        Protocol::Lines => server.run(fd_commands)?,
+    };
+    Ok(())
+}
+
+fn fd_echo(conn: &mut Connection) -> io::Result<()> {
+    let mut buf = [0u8; ECHO_BUF];
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.write_all(&buf[..n])?;
+    }
+}
+
+/// The `commands` example's handler: frontdesk's `LineReader` (bounded
+/// lines, no allocation per line), one reply per line.
+fn fd_commands(conn: &mut Connection) -> io::Result<()> {
+    let conn: &Connection = conn;
+    let mut out = conn;
+    let mut lines = LineReader::new(conn, MAX_LINE);
+    let mut reply = Vec::with_capacity(128);
+    loop {
+        match lines.read_line() {
+            Ok(line) => {
+                reply.clear();
+                let more = command_reply(line, &mut reply);
+                out.write_all(&reply)?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(LineError::TooLong { .. }) => return out.write_all(b"error: line too long\n"),
+            Err(LineError::Closed { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_protocol() {
+        let mut out = Vec::new();
+        assert!(command_reply(b" ping\r", &mut out));
+        assert!(command_reply(b"", &mut out));
+        assert!(command_reply(b"\xff", &mut out));
+        assert!(!command_reply(b"quit", &mut out));
+        assert_eq!(
+            out,
+            b"pong\nunknown: \nerror: invalid utf-8\nbye\n".as_slice()
+        );
+    }
+}
