@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Select, Sender, TrySendError};
 
 use crate::builder::Overload;
-use crate::connection::{Connection, Limits};
+use crate::connection::{Connection, Limits, SocketTimeouts};
 use crate::error::{Error, Result};
 use crate::pool::{panic_message, Job};
 use crate::server::Config;
 use crate::shutdown::Shared;
-use crate::socket;
+use crate::socket::{self, StreamOptions};
 use crate::stats::{Counters, RejectReason};
 
 /// How long the reject handler may take for one connection. It runs on the
@@ -44,6 +44,11 @@ pub(crate) struct Acceptor<'a> {
     config: &'a Config,
     shared: Arc<Shared>,
     last_id: u64,
+    /// Whether accepted streams inherit the listener's options; learnt from
+    /// the first one.
+    inherits: Option<bool>,
+    /// Whether the per-stream options were set on the listener.
+    listener_prepared: bool,
     backoff: Option<Duration>,
     reject_log: RateLimit,
 }
@@ -55,12 +60,23 @@ impl<'a> Acceptor<'a> {
         config: &'a Config,
         shared: Arc<Shared>,
     ) -> Acceptor<'a> {
+        let write_timeout = config.limits.socket_write_timeout();
+        let listener_prepared =
+            match socket::prepare_listener(&listener, config.stream.nodelay, write_timeout) {
+                Ok(()) => true,
+                Err(error) => {
+                    log::debug!("could not set stream options on the listener: error={error}");
+                    false
+                }
+            };
         Acceptor {
             listener,
             queue,
             config,
             shared,
             last_id: 0,
+            inherits: None,
+            listener_prepared,
             backoff: None,
             reject_log: RateLimit::new(REJECT_LOG_INTERVAL),
         }
@@ -116,22 +132,20 @@ impl<'a> Acceptor<'a> {
     }
 
     fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+        self.last_id += 1;
+        let timeouts = self.prepare(&stream, peer);
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
-        self.last_id += 1;
         let job = Job {
             stream,
             peer,
             id: self.last_id,
+            timeouts,
         };
         if let Some(max) = self.config.max_connections {
             if counters.open.load(Ordering::Relaxed) >= max {
                 return self.reject(job, RejectReason::MaxConnections);
             }
-        }
-        if let Err(error) = socket::configure(&job.stream, self.config.stream) {
-            // Usually the client is already gone; its handler will find out.
-            log::debug!("could not set socket options: peer={peer} error={error}");
         }
         // Counted before the send so that the worker's decrement can never
         // come first.
@@ -139,6 +153,46 @@ impl<'a> Acceptor<'a> {
         if let Err((job, reason)) = self.hand_over(job) {
             counters.open.fetch_sub(1, Ordering::Relaxed);
             self.reject(job, reason);
+        }
+    }
+
+    /// Sets the options `stream` did not inherit from the listener, and
+    /// returns the timeouts its socket has, when known.
+    ///
+    /// Linux copies `TCP_NODELAY` and `SO_SNDTIMEO` from the listener to
+    /// accepted sockets, which saves two system calls per connection. The
+    /// first stream shows whether this system does; until then, and where it
+    /// does not, every stream gets its options set.
+    fn prepare(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<SocketTimeouts> {
+        let options = self.config.stream;
+        let inherited = SocketTimeouts {
+            read: None,
+            write: self.config.limits.socket_write_timeout(),
+        };
+        if self.inherits.is_none() {
+            let inherits = self.listener_prepared
+                && socket::has(stream, options.nodelay, inherited.read, inherited.write);
+            log::debug!("accepted streams inherit the listener's options: {inherits}");
+            self.inherits = Some(inherits);
+        }
+        let result = if self.inherits == Some(true) {
+            socket::configure(
+                stream,
+                StreamOptions {
+                    nodelay: false,
+                    ..options
+                },
+            )
+        } else {
+            socket::configure(stream, options)
+        };
+        if let Err(error) = result {
+            // Usually the client is already gone; its handler will find out.
+            log::debug!("could not set socket options: peer={peer} error={error}");
+        }
+        match self.inherits {
+            Some(true) => Some(inherited),
+            _ => None,
         }
     }
 
@@ -191,7 +245,12 @@ impl<'a> Acceptor<'a> {
     }
 
     fn reject(&mut self, job: Job, reason: RejectReason) {
-        let Job { stream, peer, id } = job;
+        let Job {
+            stream,
+            peer,
+            id,
+            timeouts,
+        } = job;
         self.shared.counters.rejected(reason);
         if let Some(suppressed) = self.reject_log.ready() {
             log::warn!(
@@ -213,6 +272,7 @@ impl<'a> Acceptor<'a> {
             id,
             Arc::clone(&self.shared),
             limits,
+            timeouts,
         );
         conn.set_deadline(Instant::now() + REJECT_TIME);
         match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut conn))) {

@@ -94,6 +94,27 @@ pub(crate) struct Limits {
     pub(crate) idle_timeout: Option<Duration>,
 }
 
+/// The timeouts a stream's socket has when its `Connection` is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SocketTimeouts {
+    pub(crate) read: Option<Duration>,
+    pub(crate) write: Option<Duration>,
+}
+
+impl Limits {
+    /// The write timeout a connection with these limits and no deadline
+    /// sets on its socket.
+    pub(crate) fn socket_write_timeout(&self) -> Option<Duration> {
+        self.write_timeout.map(at_least_a_tick)
+    }
+}
+
+/// `set_read_timeout(Some(0))` is an error; a zero timeout means "fail at
+/// once", which the kernel spells as 1 µs.
+fn at_least_a_tick(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_micros(1))
+}
+
 /// One client's connection, as a handler sees it.
 ///
 /// `Connection` is [`Read`] and [`Write`], and so is `&Connection`, which lets
@@ -158,6 +179,7 @@ impl Connection {
         id: u64,
         shared: Arc<Shared>,
         limits: Limits,
+        socket_timeouts: Option<SocketTimeouts>,
     ) -> Connection {
         Connection {
             stream,
@@ -166,9 +188,8 @@ impl Connection {
             shared,
             limits,
             deadline: None,
-            // A freshly accepted socket has no timeouts set.
-            socket_read_timeout: Cell::new(Some(None)),
-            socket_write_timeout: Cell::new(Some(None)),
+            socket_read_timeout: Cell::new(socket_timeouts.map(|t| t.read)),
+            socket_write_timeout: Cell::new(socket_timeouts.map(|t| t.write)),
             ended: Cell::new(None),
             silent_since: Cell::new(None),
         }
@@ -402,9 +423,7 @@ impl Connection {
             }
             tighten(Some(left), Timeout::Deadline);
         }
-        // `set_read_timeout(Some(0))` is an error; a zero idle or operation
-        // timeout means "fail at once", which the kernel spells as 1 µs.
-        Ok((timeout.map(|t| t.max(Duration::from_micros(1))), cause))
+        Ok((timeout.map(at_least_a_tick), cause))
     }
 
     fn deadline_passed(&self) -> bool {

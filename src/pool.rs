@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::connection::{Connection, Limits};
+use crate::connection::{Connection, Limits, SocketTimeouts};
 use crate::error::{Error, Result};
 use crate::handle::ShutdownReport;
 use crate::handler::Handler;
@@ -30,6 +30,8 @@ pub(crate) struct Job {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) id: u64,
+    /// The timeouts the socket has, when known.
+    pub(crate) timeouts: Option<SocketTimeouts>,
 }
 
 /// The connection a worker is serving, if any, so that shutdown can close
@@ -199,7 +201,13 @@ impl Worker {
     fn run(self) {
         let counters = &self.shared.counters;
         let slot = &self.slots[self.index];
-        for Job { stream, peer, id } in self.jobs.iter() {
+        for Job {
+            stream,
+            peer,
+            id,
+            timeouts,
+        } in self.jobs.iter()
+        {
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
                 log::debug!("closing queued connection unserved: peer={peer} id={id}");
@@ -217,7 +225,8 @@ impl Worker {
                 force_close(&stream, counters);
             }
             log::debug!("serving connection: peer={peer} id={id}");
-            let mut conn = Connection::new(stream, peer, id, Arc::clone(&self.shared), self.limits);
+            let shared = Arc::clone(&self.shared);
+            let mut conn = Connection::new(stream, peer, id, shared, self.limits, timeouts);
             self.serve(&mut conn);
             drop(conn);
             // Dropping the slot's reference closes the socket.

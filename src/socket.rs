@@ -87,6 +87,34 @@ pub(crate) fn configure(stream: &TcpStream, options: StreamOptions) -> io::Resul
     Ok(())
 }
 
+/// Sets on the listener the options accepted streams should have, for
+/// systems that copy them to accepted sockets (Linux does).
+pub(crate) fn prepare_listener(
+    listener: &TcpListener,
+    nodelay: bool,
+    write_timeout: Option<Duration>,
+) -> io::Result<()> {
+    let socket = SockRef::from(listener);
+    socket.set_tcp_nodelay(nodelay)?;
+    socket.set_write_timeout(write_timeout)
+}
+
+/// Whether `stream` has these options, as it does when it inherited them
+/// from a listener prepared by `prepare_listener`.
+pub(crate) fn has(
+    stream: &TcpStream,
+    nodelay: bool,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+) -> bool {
+    let matches = || -> io::Result<bool> {
+        Ok(stream.nodelay()? == nodelay
+            && stream.read_timeout()? == read_timeout
+            && stream.write_timeout()? == write_timeout)
+    };
+    matches().unwrap_or(false)
+}
+
 /// Connects to `addr` from a socket bound to an OS-assigned port on the
 /// same IP, and tells `bound` the source address before connecting, so the
 /// other side can recognise the connection the moment it arrives.
@@ -121,6 +149,18 @@ mod tests {
     fn listens_on_an_os_assigned_port() {
         let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
         assert_ne!(listener.local_addr().unwrap().port(), 0);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_streams_inherit_a_prepared_listeners_options() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
+        let timeout = Some(Duration::from_secs(7));
+        prepare_listener(&listener, true, timeout).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        assert!(has(&stream, true, None, timeout));
+        assert!(!has(&stream, false, None, timeout));
     }
 
     #[test]
