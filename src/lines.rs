@@ -11,8 +11,10 @@ use std::str::Utf8Error;
 
 /// The size the buffer starts at when `max_line` allows more. Most protocol
 /// lines are short, so a server with a generous limit and many connections
-/// should not pay for that limit on every connection up front.
-const INITIAL_CAPACITY: usize = 8 * 1024;
+/// should not pay for that limit on every connection up front: the buffer is
+/// zero-filled, so every byte of it is memory the connection really uses.
+/// 1 KiB still takes dozens of pipelined short commands per `read`.
+const INITIAL_CAPACITY: usize = 1024;
 
 /// Reads lines of at most `max_line` bytes from any [`Read`].
 ///
@@ -21,7 +23,7 @@ const INITIAL_CAPACITY: usize = 8 * 1024;
 /// internal buffer, so reading a line neither copies nor allocates.
 ///
 /// Memory use is bounded by the limit, whatever the peer sends: the buffer
-/// starts at `min(max_line + 2, 8 KiB)` bytes and grows, only as a line
+/// starts at `min(max_line + 2, 1 KiB)` bytes and grows, only as a line
 /// needs it, up to `max_line + 2` bytes (the longest line plus `\r\n`).
 ///
 /// Reads are made with a buffer-sized `read` call whenever no complete line
@@ -125,7 +127,7 @@ impl<R: Read> LineReader<R> {
     ///
     /// A `max_line` of 0 is allowed and accepts only empty lines. The buffer
     /// holds at most `max_line + 2` bytes and starts at
-    /// `min(max_line + 2, 8 KiB)`.
+    /// `min(max_line + 2, 1 KiB)`.
     pub fn new(inner: R, max_line: usize) -> Self {
         LineReader {
             inner,
