@@ -1,33 +1,44 @@
 //! An echo server: every byte a client sends comes back unchanged.
 //!
 //! ```text
-//! cargo run --example echo
-//! nc 127.0.0.1 7878
+//! cargo run --example echo                      # listens on 127.0.0.1:7878
+//! nc 127.0.0.1 7878                             # type; each line comes back
+//! cargo run --example echo -- 127.0.0.1:0 --workers 4 --idle-timeout-ms 10000
+//! cargo run --example echo -- --help            # the options all examples share
 //! ```
+//!
+//! Bytes are streamed: the server reads what has arrived, writes it back,
+//! and reads again, so any amount of binary data goes through with at most
+//! 8 KiB held per connection. A client must therefore read while it writes:
+//! one that sends megabytes without reading fills the TCP buffers both ways
+//! and then waits for itself (the server's write timeout ends that after
+//! 30 s). When the client half-closes (`shutdown(Write)`, or Ctrl-D in
+//! `nc -N`), the server sends back the rest and closes.
+//!
+//! When every worker is busy and the queue is full, a new connection is
+//! closed at once, without a word.
 
-use std::io::{self, Read, Write};
-use std::time::Duration;
+mod common;
 
-use frontdesk::{Connection, Server};
+use std::io;
+use std::process::ExitCode;
+
+use frontdesk::Connection;
+
+use common::{Input, Options};
 
 fn echo(conn: &mut Connection) -> io::Result<()> {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        conn.write_all(&buf[..n])?;
-    }
+    let mut input = Input::new(conn);
+    // Ends when the client half-closes or the server shuts down (and the
+    // client has sent nothing more), once all of it has been written back.
+    io::copy(&mut input, &mut &*conn)?;
+    Ok(())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    env_logger::init();
-    let server = Server::builder()
-        .workers(8)
-        .idle_timeout(Duration::from_secs(60))
-        .bind("127.0.0.1:7878")?;
-    println!("listening on {}", server.local_addr());
-    server.run(echo)?;
-    Ok(())
+fn main() -> ExitCode {
+    let options = Options::parse(
+        "echo: a TCP server that sends every byte back",
+        Options::default(),
+    );
+    common::serve(&options, options.builder(), echo)
 }

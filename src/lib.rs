@@ -117,6 +117,12 @@ mod shutdown;
 mod socket;
 mod stats;
 
+// The guide's snippets run as doc tests, so the guide cannot drift from the
+// API.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/guide.md")]
+mod guide {}
+
 pub use crate::acceptor::REJECT_TIME;
 pub use crate::builder::{Overload, ServerBuilder, MAX_QUEUE, MAX_WORKERS};
 pub use crate::connection::{Connection, Timeout};

@@ -1,0 +1,403 @@
+//! What the examples share: the command line, the server set-up, signal
+//! handling, and [`Input`], the reader that ends when the server shuts down.
+//!
+//! Every example takes the same arguments:
+//!
+//! ```text
+//! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N] [--max-line BYTES]
+//! ```
+//!
+//! Copy this file along with an example: together they are a complete
+//! server.
+
+// Each example uses a different part of this module.
+#![allow(dead_code)]
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use frontdesk::{Connection, Handler, Overload, Server, ServerBuilder, Timeout};
+
+/// How often a handler waiting for its client looks whether the server is
+/// shutting down (see [`Input`]).
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+/// How long a shutdown lets connections finish before closing them by
+/// force. Handlers reading through [`Input`] finish within [`POLL`] of the
+/// signal once they have answered what they received; this only bounds
+/// clients that keep sending, or do not read their answers. With it the
+/// process exits about 2 s after SIGINT or SIGTERM at the latest (3 s if a
+/// handler ignores its closed connection for the library's 1 s grace),
+/// within the 5 s the examples promise.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+
+/// The options every example takes.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    /// Where to listen: `ADDR`, resolved.
+    pub(crate) addr: Vec<SocketAddr>,
+    /// `--workers N`: worker threads, each serving one connection at a time.
+    pub(crate) workers: usize,
+    /// `--queue N`: connections that may wait for a worker.
+    pub(crate) queue: usize,
+    /// What each connection's handler needs to know.
+    pub(crate) limits: Limits,
+}
+
+/// The options a handler needs, for each connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// `--idle-timeout-ms N`: close a connection silent for this long;
+    /// `None` (from `0`) never does.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// `--max-line BYTES`: the longest line accepted, terminator excluded.
+    pub(crate) max_line: usize,
+}
+
+impl Default for Options {
+    /// The library's defaults, and lines of up to 8 KiB.
+    fn default() -> Options {
+        Options {
+            addr: Vec::new(), // DEFAULT_ADDR, resolved by `parse`
+            workers: 16,
+            queue: 64,
+            limits: Limits {
+                idle_timeout: Some(Duration::from_secs(300)),
+                max_line: 8192,
+            },
+        }
+    }
+}
+
+impl Options {
+    /// Sets up logging (`RUST_LOG`) and parses the command line. Prints the
+    /// usage and exits with 0 on `--help`; prints a one-line error and exits
+    /// with 2 on a bad argument.
+    ///
+    /// `about` describes the example in `--help`; `defaults` are the values
+    /// of the options not given.
+    pub(crate) fn parse(about: &str, defaults: Options) -> Options {
+        env_logger::init();
+        let mut args = std::env::args_os();
+        let program = program_name(args.next());
+        match parse_args(args, defaults.clone()) {
+            Ok(Some(options)) => options,
+            Ok(None) => {
+                // Nothing to do if stdout is closed: exit all the same.
+                let _ = io::stdout().write_all(usage(&program, about, &defaults).as_bytes());
+                std::process::exit(0);
+            }
+            Err(message) => {
+                eprintln!("{program}: {message} (see --help)");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// A server builder set up from the options, with what all the examples
+    /// do the same way:
+    ///
+    /// - the Reject overload policy: when every worker is busy and the
+    ///   queue is full, a new client is turned away at once (through the
+    ///   `on_reject` handler, if the example sets one) rather than left
+    ///   waiting in the kernel's backlog;
+    /// - a read timeout of [`POLL`], which [`Input`] needs (read it
+    ///   through [`Input`], not from the connection directly);
+    /// - a drain deadline of [`SHUTDOWN_TIMEOUT`].
+    pub(crate) fn builder(&self) -> ServerBuilder {
+        Server::builder()
+            .workers(self.workers)
+            .queue(self.queue)
+            .overload(Overload::Reject)
+            .idle_timeout(self.limits.idle_timeout)
+            .read_timeout(POLL)
+            .shutdown_timeout(SHUTDOWN_TIMEOUT)
+    }
+}
+
+/// Binds `builder` to the options' address, prints `listening on IP:PORT`,
+/// and serves with `handler` until SIGINT or SIGTERM, then shuts down
+/// gracefully. Returns the process's exit code: 0 after a shutdown, 1 (with
+/// a one-line error on stderr) if the server could not start or failed.
+pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Handler) -> ExitCode {
+    match try_serve(options, builder, handler) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let program = program_name(std::env::args_os().next());
+            eprintln!("{program}: {}", error_chain(&*error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn try_serve(
+    options: &Options,
+    builder: ServerBuilder,
+    handler: impl Handler,
+) -> Result<(), Box<dyn Error>> {
+    let server = builder.bind(&options.addr[..])?;
+    // Watch for signals before announcing the address: whoever reads the
+    // line may send a signal at once, and it must stop us gracefully.
+    let signals = signals::watch(server.stopper())?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    let result = server.run(handler);
+    signals.close();
+    // The library logs the shutdown report at `info`.
+    result?;
+    Ok(())
+}
+
+/// Reads from a connection until the client closes it, or until the server
+/// shuts down and the client has nothing more to say.
+///
+/// A handler blocked in `read` waits for its client and cannot see that the
+/// server is shutting down; at the drain deadline the library closes its
+/// connection by force. To let handlers end sooner, and cleanly, `Input`
+/// reads in slices of [`POLL`] (the builder's read timeout) and after a
+/// slice in which nothing arrived, looks at
+/// [`Connection::is_shutting_down`]. If the server is shutting down it
+/// reports end of stream, as if the client had closed. Bytes that arrived
+/// before are read first, so a handler that answers each request as it
+/// reads it has answered everything its client sent before the signal.
+///
+/// The idle timeout still counts from the client's last byte across these
+/// slices: the library ends the connection with [`Timeout::Idle`].
+#[derive(Debug)]
+pub(crate) struct Input<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> Input<'a> {
+    /// Reads from `conn`.
+    pub(crate) fn new(conn: &'a Connection) -> Input<'a> {
+        Input { conn }
+    }
+}
+
+impl Read for Input<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut conn = self.conn;
+        // Each round waits for one POLL; the idle timeout (an error from
+        // the library) or the server's shutdown ends the loop while the
+        // client stays silent.
+        loop {
+            match conn.read(buf) {
+                Err(error) if Timeout::of(&error) == Some(Timeout::Read) => {
+                    if self.conn.is_shutting_down() {
+                        return Ok(0);
+                    }
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Parses the arguments after the program name: `Ok(None)` for `--help`.
+fn parse_args(
+    args: impl IntoIterator<Item = OsString>,
+    defaults: Options,
+) -> Result<Option<Options>, String> {
+    let mut options = defaults;
+    let mut addr: Option<String> = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let arg = arg
+            .into_string()
+            .map_err(|arg| format!("argument {arg:?} is not valid UTF-8"))?;
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        if !arg.starts_with('-') {
+            if let Some(first) = &addr {
+                return Err(format!(
+                    "unexpected argument '{arg}' (the address is already '{first}')"
+                ));
+            }
+            addr = Some(arg);
+            continue;
+        }
+        // `--name value` or `--name=value`.
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (arg, None),
+        };
+        if !matches!(
+            name.as_str(),
+            "--workers" | "--queue" | "--idle-timeout-ms" | "--max-line"
+        ) {
+            return Err(format!("unknown option '{name}'"));
+        }
+        if seen.contains(&name) {
+            return Err(format!("{name} given twice"));
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => args
+                .next()
+                .and_then(|value| value.into_string().ok())
+                .ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        match name.as_str() {
+            "--workers" => options.workers = number(&name, &value)?,
+            "--queue" => options.queue = number(&name, &value)?,
+            "--idle-timeout-ms" => {
+                options.limits.idle_timeout = match number(&name, &value)? {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                }
+            }
+            _ => options.limits.max_line = number(&name, &value)?,
+        }
+        seen.push(name);
+    }
+    let addr = addr.unwrap_or_else(|| DEFAULT_ADDR.to_string());
+    options.addr = addr
+        .to_socket_addrs()
+        .map_err(|error| format!("invalid address '{addr}': {error}"))?
+        .collect();
+    if options.addr.is_empty() {
+        return Err(format!("invalid address '{addr}': it resolves to nothing"));
+    }
+    Ok(Some(options))
+}
+
+fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
+    value
+        .parse()
+        .map_err(|_| format!("invalid value '{value}' for {name}: expected a whole number"))
+}
+
+fn usage(program: &str, about: &str, defaults: &Options) -> String {
+    let idle = match defaults.limits.idle_timeout {
+        Some(idle) => idle.as_millis().to_string(),
+        None => "0".to_string(),
+    };
+    format!(
+        "{about}
+
+usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N] [--max-line BYTES]
+
+  ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
+                        port 0 lets the system pick a free port
+  --workers N           worker threads, each serving one connection at a time
+                        (default {workers})
+  --queue N             accepted connections that may wait for a worker; when
+                        it is full, new ones are turned away (default {queue})
+  --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
+                        does (default {idle})
+  --max-line BYTES      the longest line accepted, in bytes (default {max_line})
+  -h, --help            print this help
+
+Prints `listening on IP:PORT` once listening. SIGINT (Ctrl-C) or SIGTERM
+shuts down gracefully: stop accepting, answer what clients already sent,
+close; a second signal exits at once. RUST_LOG=debug logs each connection
+on stderr.
+",
+        workers = defaults.workers,
+        queue = defaults.queue,
+        max_line = defaults.limits.max_line,
+    )
+}
+
+/// The program's name for messages: the file name without directory or
+/// extension (`echo`), as Unix tools print it.
+fn program_name(arg0: Option<OsString>) -> String {
+    arg0.as_deref()
+        .map(Path::new)
+        .and_then(Path::file_stem)
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "example".to_string())
+}
+
+/// An error and its causes on one line: `failed to listen on
+/// 127.0.0.1:7878: Address already in use (os error 98)`.
+fn error_chain(error: &dyn Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+#[cfg(unix)]
+mod signals {
+    use std::io;
+    use std::thread::{self, JoinHandle};
+
+    use frontdesk::Stopper;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::{Handle, Signals};
+
+    /// The thread that turns SIGINT and SIGTERM into a graceful shutdown.
+    pub(super) struct Watch {
+        handle: Handle,
+        thread: JoinHandle<()>,
+    }
+
+    /// Starts a thread that stops the server on the first SIGINT or SIGTERM
+    /// and ends the process at once on a second one.
+    ///
+    /// Signals arrive on a thread of our own, not in a signal handler, so
+    /// it may do anything: here, call `Stopper::stop`, which wakes the
+    /// accept loop with a connection and so is not allowed in a handler.
+    pub(super) fn watch(stopper: Stopper) -> io::Result<Watch> {
+        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let thread = thread::Builder::new()
+            .name("signals".to_string())
+            .spawn(move || {
+                let mut signals = signals.forever();
+                if let Some(signal) = signals.next() {
+                    log::info!("signal {signal}: shutting down");
+                    stopper.stop();
+                }
+                if signals.next().is_some() {
+                    eprintln!("second signal: exiting without waiting for connections");
+                    std::process::exit(1);
+                }
+            })?;
+        Ok(Watch { handle, thread })
+    }
+
+    impl Watch {
+        /// Stops watching and joins the thread.
+        pub(super) fn close(self) {
+            self.handle.close();
+            let _ = self.thread.join();
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod signals {
+    use std::io;
+
+    use frontdesk::Stopper;
+
+    /// Elsewhere than Unix, Ctrl-C ends the process at once.
+    pub(super) struct Watch;
+
+    pub(super) fn watch(_: Stopper) -> io::Result<Watch> {
+        Ok(Watch)
+    }
+
+    impl Watch {
+        pub(super) fn close(self) {}
+    }
+}

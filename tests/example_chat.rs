@@ -1,0 +1,162 @@
+//! End-to-end tests of `examples/chat.rs`: the compiled example, run as a
+//! user would, with several clients over loopback.
+
+#![cfg(unix)]
+
+mod support;
+
+use support::{Client, Example};
+
+/// A chat client that has been greeted, so it is in the room.
+struct Chatter {
+    client: Client,
+    /// How the others see it: its address.
+    name: String,
+}
+
+impl Chatter {
+    /// Connects and reads the greeting, which says `others` were there.
+    fn join(server: &Example, others: usize) -> Chatter {
+        let mut client = server.connect();
+        let name = client
+            .stream()
+            .local_addr()
+            .expect("client address")
+            .to_string();
+        client.expect(&format!("* you are {name}; others here: {others}"));
+        Chatter { client, name }
+    }
+
+    fn say(&mut self, line: &str) {
+        self.client.send(format!("{line}\n"));
+    }
+
+    fn expect(&mut self, line: &str) {
+        self.client.expect(line);
+    }
+}
+
+/// Three clients in the room, each told of the ones that came after it.
+fn three(server: &Example) -> (Chatter, Chatter, Chatter) {
+    let mut a = Chatter::join(server, 0);
+    let mut b = Chatter::join(server, 1);
+    a.expect(&format!("* {} joined", b.name));
+    let c = Chatter::join(server, 2);
+    a.expect(&format!("* {} joined", c.name));
+    b.expect(&format!("* {} joined", c.name));
+    (a, b, c)
+}
+
+#[test]
+fn lines_go_to_every_other_client_with_arrivals_and_departures() {
+    let mut server = Example::start("chat", &[]);
+    let (mut a, mut b, mut c) = three(&server);
+    a.say("hello");
+    b.expect(&format!("{}: hello", a.name));
+    c.expect(&format!("{}: hello", a.name));
+    b.say("hi there ");
+    // The next thing `a` gets is `b`'s line: its own did not come back.
+    a.expect(&format!("{}: hi there ", b.name));
+    c.expect(&format!("{}: hi there ", b.name));
+    let c_name = c.name.clone();
+    drop(c);
+    a.expect(&format!("* {c_name} left"));
+    b.expect(&format!("* {c_name} left"));
+    // `c` is gone from the room: nothing is sent to it any more.
+    a.say("still here");
+    b.expect(&format!("{}: still here", a.name));
+    server.stop();
+}
+
+#[test]
+fn stalled_client_is_dropped_without_delaying_the_others() {
+    let mut server = Example::start("chat", &[]);
+    let (mut a, mut b, stalled) = three(&server);
+    // `stalled` reads nothing more. `a` talks and `b` must get every line
+    // at once, while the lines pile up for `stalled` (in its socket
+    // buffers, then its outbox) until the server gives up on it. `b`'s
+    // read timeout fails the test if `stalled` holds anyone up.
+    let text = "x".repeat(8000);
+    let dropped = format!("* {} left (too slow)", stalled.name);
+    let mut announced = false;
+    // Enough for the socket buffers (a few MiB at most on loopback) and
+    // the outbox (64 lines) many times over.
+    for i in 0..5000 {
+        a.say(&format!("{i} {text}"));
+        let mut got = b.client.line();
+        if got == dropped {
+            announced = true;
+            got = b.client.line();
+        }
+        assert_eq!(got, format!("{}: {i} {text}", a.name), "line {i}");
+        if announced {
+            break;
+        }
+    }
+    assert!(announced, "the stalled client was never dropped");
+    a.expect(&dropped);
+    // The room goes on without it.
+    b.say("bye");
+    a.expect(&format!("{}: bye", b.name));
+    // Its connection was closed: what it was sent before ends in end of
+    // file (or a reset).
+    let mut stalled = stalled.client;
+    let _ = stalled.read_to_end_or_reset();
+    server.stop();
+}
+
+#[test]
+fn bad_lines_are_answered_to_their_sender_only() {
+    let mut server = Example::start("chat", &["--max-line", "16"]);
+    let (mut a, mut b, _c) = three(&server);
+    a.client.send(b"\xff\xfe\n");
+    a.expect("error: invalid utf-8");
+    a.say("0123456789abcdef");
+    b.expect(&format!("{}: 0123456789abcdef", a.name));
+    a.say("0123456789abcdefg");
+    a.expect("error: line too long");
+    a.client.expect_closed();
+    b.expect(&format!("* {} left", a.name));
+    server.stop();
+}
+
+#[test]
+fn clients_beyond_the_workers_get_server_busy() {
+    let mut server = Example::start("chat", &["--workers", "2"]);
+    let mut a = Chatter::join(&server, 0);
+    let mut b = Chatter::join(&server, 1);
+    a.expect(&format!("* {} joined", b.name));
+    // Both workers are taken, and chat waits in no queue by default.
+    let mut third = server.connect();
+    third.expect("error: server busy");
+    third.expect_closed();
+    // When one leaves, a worker is free again.
+    let a_name = a.name.clone();
+    drop(a);
+    b.expect(&format!("* {a_name} left"));
+    let mut c = Client::connect_served(
+        server.addr,
+        |client| matches!(client.try_line(), Ok(Some(line)) if line.starts_with("* you are ")),
+    );
+    let c_name = c.stream().local_addr().expect("client address").to_string();
+    b.expect(&format!("* {c_name} joined"));
+    b.say("welcome");
+    c.expect(&format!("{}: welcome", b.name));
+    server.stop();
+}
+
+#[test]
+fn sigterm_delivers_lines_sent_before_it_and_exits_0() {
+    let mut server = Example::start("chat", &[]);
+    let (mut a, mut b, mut c) = three(&server);
+    a.say("last words");
+    server.stop();
+    let said = format!("{}: last words", a.name);
+    for listener in [&mut b, &mut c] {
+        let rest = listener.client.read_to_end_or_reset();
+        let rest = String::from_utf8_lossy(&rest);
+        // Departures may come before or after it.
+        assert!(rest.lines().any(|line| line == said), "{rest:?}");
+    }
+    let _ = a.client.read_to_end_or_reset();
+}

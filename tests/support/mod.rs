@@ -1,0 +1,441 @@
+//! Helpers for the end-to-end tests of the examples (`tests/example_*.rs`):
+//! build the example binaries once, run one as a user would, talk to it
+//! over loopback, signal it and check how it exits.
+//!
+//! Nothing here sleeps to wait for something: a server is ready when it has
+//! printed its `listening on` line, a reply is there when a read returns
+//! it, and a process has exited when its stderr reaches end of file. Every
+//! wait has a generous bound ([`PATIENCE`]) so that a bug fails a test
+//! instead of hanging it.
+//!
+//! Each test binary compiles this module on its own and uses only some of
+//! it, hence the `dead_code` allowance.
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+/// The longest the tests wait for anything that should happen: a reply, a
+/// server to start or to exit. Everything here takes milliseconds on an idle
+/// machine; the bound is far above that because the tests also run on a
+/// loaded 2-core CI machine, and only has to be finite so that a bug fails
+/// the test instead of hanging it.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// How soon after SIGINT or SIGTERM an example must have exited (the
+/// issue's requirement).
+pub(crate) const EXIT_WITHIN: Duration = Duration::from_secs(5);
+
+/// The path of the compiled example `name`, building all examples the
+/// first time it is called in this test binary.
+///
+/// Integration tests cannot depend on examples, so this runs
+/// `cargo build --examples` with the profile, target and target directory
+/// this test binary was built with (all read from its own path), and finds
+/// the binaries beside it, in `<target-dir>/[<triple>/]<profile>/examples`.
+/// Cargo has released its build lock by the time tests run, so the nested
+/// build does not wait for the outer one; when `cargo test` has already
+/// built the examples it finds nothing to do.
+pub(crate) fn example_path(name: &str) -> PathBuf {
+    static EXAMPLES: OnceLock<PathBuf> = OnceLock::new();
+    EXAMPLES
+        .get_or_init(build_examples)
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX))
+}
+
+fn build_examples() -> PathBuf {
+    // <target-dir>/[<triple>/]<profile>/deps/<this test>-<hash>
+    let exe = std::env::current_exe().expect("path of the test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in <profile>/deps");
+    // `CARGO_TARGET_TMPDIR` is <target-dir>/tmp, however the target
+    // directory was chosen (default, CARGO_TARGET_DIR, --target-dir).
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target directory");
+    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
+        Some("debug") => "dev",
+        Some(profile) => profile,
+        None => panic!("no profile in {}", profile_dir.display()),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .args(["build", "--examples", "--quiet", "--manifest-path"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .args(["--profile", profile, "--target-dir"])
+        .arg(target_dir);
+    let triple_dir = profile_dir.parent().expect("profile directory's parent");
+    if triple_dir != target_dir {
+        // Cross-compiled: <target-dir>/<triple>/<profile>.
+        command
+            .arg("--target")
+            .arg(triple_dir.file_name().expect("triple"));
+    }
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build --examples");
+    assert!(
+        output.status.success(),
+        "cargo build --examples failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    profile_dir.join("examples")
+}
+
+/// A running example, killed when dropped if it has not exited.
+pub(crate) struct Example {
+    child: Child,
+    /// The address from its `listening on` line.
+    pub(crate) addr: SocketAddr,
+    /// Lines printed to stdout after `listening on` (there should be none).
+    stdout: Receiver<String>,
+    /// Everything printed to stderr so far.
+    stderr: Arc<Mutex<Vec<u8>>>,
+    /// Disconnected when stderr reaches end of file, that is when the
+    /// process has exited.
+    stderr_closed: Receiver<()>,
+    status: Option<ExitStatus>,
+}
+
+impl Example {
+    /// Starts example `name` on `127.0.0.1:0` with `args`, and waits for
+    /// its `listening on` line.
+    pub(crate) fn start(name: &str, args: &[&str]) -> Example {
+        let mut child = Command::new(example_path(name))
+            .arg("127.0.0.1:0")
+            .args(args)
+            // Connection logs help when a test fails; they are only shown
+            // then.
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+        let stdout = lines_of(child.stdout.take().expect("piped stdout"));
+        let (stderr, stderr_closed) = collect(child.stderr.take().expect("piped stderr"));
+        let mut example = Example {
+            child,
+            addr: "0.0.0.0:0".parse().expect("an address"),
+            stdout,
+            stderr,
+            stderr_closed,
+            status: None,
+        };
+        let first = match example.stdout.recv_timeout(PATIENCE) {
+            Ok(line) => line,
+            Err(error) => {
+                // If it exited, let its last words arrive.
+                let _ = example.stderr_closed.recv_timeout(Duration::from_secs(1));
+                panic!(
+                    "{name} printed no `listening on` line ({error}); stderr:\n{}",
+                    example.stderr()
+                )
+            }
+        };
+        let addr = first
+            .strip_prefix("listening on ")
+            .and_then(|addr| addr.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: unexpected first line {first:?}"));
+        example.addr = addr;
+        example
+    }
+
+    /// Connects a client.
+    pub(crate) fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub(crate) fn signal(&self, signal: i32) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) takes plain integers. The process has not been
+        // waited for (`status` is only set by `wait`), so the pid is still
+        // this child's.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::kill(pid, signal) };
+        assert_eq!(result, 0, "kill: {}", io::Error::last_os_error());
+    }
+
+    /// Waits up to `limit` for the process to exit and returns its status
+    /// and how long it took. Panics (and so kills it) if it does not exit.
+    pub(crate) fn wait(&mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        match self.stderr_closed.recv_timeout(limit) {
+            Err(RecvTimeoutError::Disconnected) => {}
+            Ok(()) => unreachable!("nothing is sent on this channel"),
+            Err(RecvTimeoutError::Timeout) => panic!(
+                "the example did not exit within {limit:?}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+        // stderr is closed: the process has exited, so this returns at once.
+        let status = self.child.wait().expect("wait for the example");
+        self.status = Some(status);
+        (status, start.elapsed())
+    }
+
+    /// Sends `signal`, checks that the process exits with status 0 within
+    /// [`EXIT_WITHIN`], prints nothing more on stdout and no panic on
+    /// stderr. Returns how long it took to exit.
+    pub(crate) fn stop_with(&mut self, signal: i32) -> Duration {
+        self.signal(signal);
+        let (status, took) = self.wait(PATIENCE);
+        let stderr = self.stderr();
+        assert!(
+            status.success(),
+            "exit status {status} after signal {signal}; stderr:\n{stderr}"
+        );
+        assert!(
+            took <= EXIT_WITHIN,
+            "took {took:?} to exit after signal {signal}; stderr:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "a panic:\n{stderr}");
+        let more = until_closed(&self.stdout);
+        assert!(more.is_empty(), "more output on stdout: {more:?}");
+        took
+    }
+
+    /// Stops the example with SIGTERM; see [`stop_with`](Example::stop_with).
+    pub(crate) fn stop(&mut self) -> Duration {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// What the process has printed to stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends each line of `stdout` on the returned channel, from a thread that
+/// ends at end of file.
+fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = crossbeam_channel::unbounded();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// The lines still to come from [`lines_of`] until end of file, which
+/// comes soon once the process has exited.
+fn until_closed(lines: &Receiver<String>) -> Vec<String> {
+    let deadline = Instant::now() + PATIENCE;
+    let mut rest = Vec::new();
+    loop {
+        match lines.recv_deadline(deadline) {
+            Ok(line) => rest.push(line),
+            Err(RecvTimeoutError::Disconnected) => return rest,
+            Err(RecvTimeoutError::Timeout) => panic!("stdout still open {PATIENCE:?} after exit"),
+        }
+    }
+}
+
+/// Collects `stderr` into a buffer from a thread; the returned receiver is
+/// disconnected at end of file.
+fn collect(mut stderr: impl Read + Send + 'static) -> (Arc<Mutex<Vec<u8>>>, Receiver<()>) {
+    let buffer = Arc::new(Mutex::new(Vec::new()));
+    let (closed, stderr_closed) = crossbeam_channel::bounded::<()>(0);
+    let collected = Arc::clone(&buffer);
+    thread::spawn(move || {
+        let _closed = closed;
+        let mut chunk = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut chunk) {
+            collected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(&chunk[..n]);
+        }
+    });
+    (buffer, stderr_closed)
+}
+
+/// Runs example `name` with exactly `args` (no address is added) to the
+/// end, for arguments that make it exit at once. Returns its status,
+/// stdout and stderr.
+pub(crate) fn run(name: &str, args: &[&str]) -> (ExitStatus, String, String) {
+    let mut child = Command::new(example_path(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start example {name}: {e}"));
+    let stdout = lines_of(child.stdout.take().expect("piped stdout"));
+    let (stderr, stderr_closed) = collect(child.stderr.take().expect("piped stderr"));
+    let exited = stderr_closed.recv_timeout(PATIENCE);
+    if exited != Err(RecvTimeoutError::Disconnected) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name} {args:?} did not exit within {PATIENCE:?}");
+    }
+    let status = child.wait().expect("wait for the example");
+    let stdout = until_closed(&stdout);
+    let stderr =
+        String::from_utf8_lossy(&stderr.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    (status, stdout.join("\n"), stderr)
+}
+
+/// A client connection with read and write timeouts of [`PATIENCE`], so a
+/// server that never answers fails the test instead of hanging it.
+pub(crate) struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(PATIENCE))
+            .expect("write timeout");
+        // Each `send` goes out at once, as its own segment.
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// The socket, for writing from another thread (`try_clone`) or
+    /// shutting down.
+    pub(crate) fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub(crate) fn send(&mut self, bytes: impl AsRef<[u8]>) {
+        self.reader
+            .get_mut()
+            .write_all(bytes.as_ref())
+            .expect("send to the example");
+    }
+
+    /// Sends `bytes`, or returns the error (for a server that may have
+    /// closed the connection already).
+    pub(crate) fn try_send(&mut self, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+        self.reader.get_mut().write_all(bytes.as_ref())
+    }
+
+    /// Reads one line without its `\n`: `None` at end of file, or the error.
+    pub(crate) fn try_line(&mut self) -> io::Result<Option<String>> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line)? == 0 {
+            return Ok(None);
+        }
+        if line.ends_with('\n') {
+            line.pop();
+        }
+        Ok(Some(line))
+    }
+
+    /// Reads one line and returns it without its `\n`.
+    pub(crate) fn line(&mut self) -> String {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("connection closed, expected a line"),
+            Ok(_) => {}
+            Err(e) => panic!("reading a line: {e} (got {line:?} so far)"),
+        }
+        assert!(line.ends_with('\n'), "unterminated line {line:?}");
+        line.pop();
+        line
+    }
+
+    /// Reads one line and checks it.
+    pub(crate) fn expect(&mut self, expected: &str) {
+        assert_eq!(self.line(), expected);
+    }
+
+    /// Checks that the server closes the connection with nothing more to
+    /// say. A reset counts as closed: a server that closes a socket with
+    /// unread input (the rest of an over-long line) makes the kernel send
+    /// one, after the data already sent.
+    pub(crate) fn expect_closed(&mut self) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected the connection to close: {e}"),
+        }
+        assert!(
+            rest.is_empty(),
+            "expected the connection to close, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+
+    /// Connects to a `--workers 1 --queue 0` server until the one worker
+    /// serves this client, as `served` (a request and its answer) shows.
+    ///
+    /// Right after start-up, or right after the worker's previous
+    /// connection ended, the worker may not yet be waiting for work, and a
+    /// connection arriving in that instant is turned away (a queue of 0
+    /// hands a connection over only to a worker that is waiting). The
+    /// rejected client sees a busy reply or a closed connection; it tries
+    /// again, at most [`PATIENCE`] long.
+    pub(crate) fn connect_served(addr: SocketAddr, served: impl Fn(&mut Client) -> bool) -> Client {
+        let start = Instant::now();
+        loop {
+            let mut client = Client::connect(addr);
+            if served(&mut client) {
+                return client;
+            }
+            assert!(
+                start.elapsed() < PATIENCE,
+                "never served within {PATIENCE:?}"
+            );
+        }
+    }
+
+    /// Reads until end of file or a reset and returns everything read.
+    pub(crate) fn read_to_end_or_reset(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        match self.reader.read_to_end(&mut all) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("expected the connection to close: {e}"),
+        }
+        all
+    }
+
+    /// Reads until end of file and returns everything.
+    pub(crate) fn read_to_end(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        self.reader
+            .read_to_end(&mut all)
+            .expect("read until the server closes");
+        all
+    }
+
+    pub(crate) fn reader(&mut self) -> &mut BufReader<TcpStream> {
+        &mut self.reader
+    }
+}
