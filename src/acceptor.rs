@@ -39,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Acceptor<'a> {
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     queue: Sender<Job>,
     config: &'a Config,
     shared: Arc<Shared>,
@@ -70,7 +70,7 @@ impl<'a> Acceptor<'a> {
                 }
             };
         Acceptor {
-            listener,
+            listener: Arc::new(listener),
             queue,
             config,
             shared,
@@ -86,6 +86,13 @@ impl<'a> Acceptor<'a> {
     /// Consumes the acceptor, so the listener is closed and the queue's
     /// sender dropped when this returns.
     pub(crate) fn run(mut self) -> Result<()> {
+        self.shared.lend_listener(&self.listener);
+        let result = self.accept_until_stopped();
+        self.shared.return_listener();
+        result
+    }
+
+    fn accept_until_stopped(&mut self) -> Result<()> {
         while !self.shared.is_stopping() {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
@@ -96,6 +103,8 @@ impl<'a> Acceptor<'a> {
                         self.dispatch(stream, peer);
                     }
                 }
+                // The stop signal may interrupt `accept` with an error.
+                Err(_) if self.shared.is_stopping() => break,
                 Err(error) => self.accept_failed(error)?,
             }
         }

@@ -15,8 +15,9 @@ use crate::stats::Stats;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Connections open (active or queued) when the server stopped
-    /// accepting that finished on their own before the drain deadline.
+    /// Connections that finished on their own between the stop request and
+    /// the drain deadline: those active or queued at the stop, and any
+    /// accepted while the acceptor was stopping.
     pub drained: u64,
     /// Active connections shut down by force at the drain deadline.
     pub forced: u64,

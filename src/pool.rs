@@ -112,7 +112,6 @@ impl WorkerPool {
             shared,
         } = self;
         let counters = &shared.counters;
-        let in_flight = counters.open.load(Ordering::SeqCst) as u64;
         let forced_before = counters.forced_closed.load(Ordering::SeqCst);
         let dropped_before = counters.dropped.load(Ordering::SeqCst);
 
@@ -150,7 +149,7 @@ impl WorkerPool {
         let forced = counters.forced_closed.load(Ordering::SeqCst) - forced_before;
         let dropped = counters.dropped.load(Ordering::SeqCst) - dropped_before;
         ShutdownReport {
-            drained: in_flight.saturating_sub(forced + dropped),
+            drained: shared.completed_since_stop().saturating_sub(forced),
             forced,
             dropped,
             stuck_workers,

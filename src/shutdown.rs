@@ -1,15 +1,19 @@
 //! The stop signal: how a shutdown request reaches a blocked acceptor.
 //!
 //! The acceptor can be blocked in three places, and each has its own wake-up:
-//! in `accept(2)` (a loopback connection to our own listener, the portable
-//! way: there is no other way to interrupt a blocking accept on every OS),
-//! in a channel send while the queue is full, and in the back-off wait after
-//! a resource error (both wait on `closed`, a channel that is disconnected
-//! when the signal is raised).
+//! in `accept(2)`, in a channel send while the queue is full, and in the
+//! back-off wait after a resource error (both wait on `closed`, a channel
+//! that is disconnected when the signal is raised).
+//!
+//! A blocking `accept` is woken by `shutdown(SHUT_RD)` on the listener where
+//! the system supports it (Linux), and otherwise by a loopback connection to
+//! our own listener, the portable way. The connection alone is not enough:
+//! with `SO_REUSEPORT` the kernel may hand it to another server's listener
+//! on the same port.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) workers: usize,
     stop: StopSignal,
+    /// `counters.completed` when the stop signal was raised.
+    completed_at_stop: AtomicU64,
 }
 
 impl Shared {
@@ -38,19 +44,49 @@ impl Shared {
             counters: Counters::default(),
             workers,
             stop: StopSignal::new(local_addr),
+            completed_at_stop: AtomicU64::new(0),
         }
     }
 
     /// Raises the stop signal and wakes the acceptor.
     pub(crate) fn stop(&self) {
-        if self.stop.raise() {
+        if self.raise() {
             self.stop.wake_accept();
         }
     }
 
     /// Raises the stop signal once the acceptor has already left its loop.
     pub(crate) fn stop_without_wake(&self) {
-        self.stop.raise();
+        self.raise();
+    }
+
+    fn raise(&self) -> bool {
+        let completed = self.counters.completed.load(Ordering::SeqCst);
+        let raised = self.stop.raise();
+        if raised {
+            self.completed_at_stop.store(completed, Ordering::SeqCst);
+        }
+        raised
+    }
+
+    /// Connections completed since the stop signal was raised.
+    pub(crate) fn completed_since_stop(&self) -> u64 {
+        let now = self.counters.completed.load(Ordering::SeqCst);
+        now.saturating_sub(self.completed_at_stop.load(Ordering::SeqCst))
+    }
+
+    /// Lends the stop signal the listener so that it can interrupt a
+    /// blocking `accept`. Must be called before the acceptor first looks at
+    /// `is_stopping`. (Shared rather than duplicated: a second descriptor
+    /// could be the one that `EMFILE` leaves no room for.)
+    pub(crate) fn lend_listener(&self, listener: &Arc<TcpListener>) {
+        *lock(&self.stop.listener) = Some(Arc::clone(listener));
+    }
+
+    /// Takes back the listener lent by `lend_listener`: the port is free
+    /// only once the last reference is dropped.
+    pub(crate) fn return_listener(&self) {
+        drop(lock(&self.stop.listener).take());
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -90,6 +126,8 @@ struct StopSignal {
     /// The local address of the wake-up connection, so that the acceptor
     /// can tell it from a real client accepted at the same moment.
     waker: Mutex<Option<SocketAddr>>,
+    /// The listener, while the acceptor runs.
+    listener: Mutex<Option<Arc<TcpListener>>>,
 }
 
 impl StopSignal {
@@ -102,6 +140,7 @@ impl StopSignal {
             closed,
             wake_addr: wake_addr(local_addr),
             waker: Mutex::new(None),
+            listener: Mutex::new(None),
         }
     }
 
@@ -115,6 +154,11 @@ impl StopSignal {
     }
 
     fn wake_accept(&self) {
+        if let Some(listener) = lock(&self.listener).take() {
+            if socket::interrupt_accept(&listener).is_ok() {
+                return;
+            }
+        }
         let result =
             socket::connect_reporting_source(self.wake_addr, WAKE_CONNECT_TIMEOUT, |source| {
                 *lock(&self.waker) = Some(source);

@@ -115,6 +115,19 @@ pub(crate) fn has(
     matches().unwrap_or(false)
 }
 
+/// Wakes a thread blocked in `accept` on `listener`, which stops listening.
+///
+/// On Linux `shutdown(SHUT_RD)` on a listening socket does this: the
+/// blocked `accept` and every later one fail with `EINVAL`. Other systems
+/// refuse the call (`ENOTCONN`) or ignore it, so this fails there.
+pub(crate) fn interrupt_accept(listener: &TcpListener) -> io::Result<()> {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        SockRef::from(listener).shutdown(std::net::Shutdown::Read)
+    } else {
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
 /// Connects to `addr` from a socket bound to an OS-assigned port on the
 /// same IP, and tells `bound` the source address before connecting, so the
 /// other side can recognise the connection the moment it arrives.

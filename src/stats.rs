@@ -19,7 +19,8 @@ pub struct Stats {
     pub accepted: u64,
     /// Connections a worker is serving now.
     pub active: usize,
-    /// Accepted connections waiting in the queue for a worker.
+    /// Accepted connections waiting in the queue for a worker (including
+    /// one the acceptor is handing over while the queue is full).
     pub queued: usize,
     /// Workers running a handler now. With a fixed pool this equals `active`;
     /// the two will differ once idle connections can wait outside the pool.

@@ -1,0 +1,488 @@
+//! Shutdown: stopping at once, draining queued connections, forcing what is
+//! left at the deadline, dropping the handle, `Stopper` with `run` and
+//! `join`, and the stats a stopped server ends with.
+
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+use frontdesk::{Connection, Overload, Server};
+use util::{
+    assert_accounted, assert_closed, client, client_with_request, exchange, read_line, wait_until,
+    DropSignal, Gate, LOCALHOST, QUIET, TIMEOUT,
+};
+
+/// How much longer than its drain deadline a shutdown may take: the force
+/// grace (1 s) plus slack for a loaded machine.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(3);
+
+/// Whether nothing listens on `addr` any more: a new listener can bind it
+/// (std sets SO_REUSEADDR, so connections in TIME_WAIT do not matter).
+fn port_is_free(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
+fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect(addr) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+        other => panic!("expected the connection to be refused, got {other:?}"),
+    }
+}
+
+/// A handler that reads from its client until the client closes, without
+/// answering: with a silent client it stays blocked in `read`. Reports on
+/// `entered` when it starts and on `ended` what its last read returned.
+fn blocked_reader(
+    entered: crossbeam_channel::Sender<u64>,
+    ended: crossbeam_channel::Sender<String>,
+) -> impl Fn(&mut Connection) -> io::Result<()> {
+    move |conn: &mut Connection| {
+        entered.send(conn.id()).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match conn.read(&mut buf) {
+                Ok(0) => {
+                    let _ = ended.send("eof".to_string());
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = ended.send(format!("error: {e}"));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn shutdown_of_an_idle_server_is_quick_and_frees_the_port() {
+    let handle = Server::bind(LOCALHOST).unwrap().spawn(util::echo).unwrap();
+    let addr = handle.local_addr();
+    assert!(!port_is_free(addr));
+
+    let start = Instant::now();
+    let report = handle.shutdown().unwrap();
+    // Nothing to drain: no deadline is waited for. The bound is generous
+    // for a loaded machine; the usual time is well under a millisecond.
+    assert!(start.elapsed() < Duration::from_secs(2), "{report:?}");
+    assert_eq!(
+        (
+            report.drained,
+            report.forced,
+            report.dropped,
+            report.stuck_workers
+        ),
+        (0, 0, 0, 0)
+    );
+
+    assert_refused(addr);
+    let again = Server::bind(addr).expect("the port is free after shutdown");
+    drop(again);
+}
+
+#[test]
+fn shutdown_drains_queued_connections() {
+    const WORKERS: usize = 2;
+    const QUEUED: usize = 4;
+    let gate = Gate::new();
+    let in_handler = gate.clone();
+    let handle = Server::builder()
+        .workers(WORKERS)
+        .queue(QUEUED)
+        .shutdown_timeout(TIMEOUT)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| -> io::Result<()> {
+            in_handler.pass(conn)?;
+            let mut line = String::new();
+            BufReader::new(&*conn).read_line(&mut line)?;
+            writeln!(
+                conn,
+                "{} shutting_down={}",
+                line.trim_end(),
+                conn.is_shutting_down()
+            )
+        })
+        .unwrap();
+    let addr = handle.local_addr();
+
+    // Fill the workers, then queue clients that have already sent their
+    // request.
+    let mut clients: Vec<(TcpStream, String)> = Vec::new();
+    for i in 0..WORKERS + QUEUED {
+        let line = format!("request {i}");
+        clients.push((client_with_request(addr, &line), line));
+        if i + 1 == WORKERS {
+            gate.wait_entered(WORKERS);
+        }
+    }
+    wait_until("the queue is full", || {
+        let stats = handle.stats();
+        stats.accepted == (WORKERS + QUEUED) as u64 && stats.queued == QUEUED
+    });
+
+    let stopper = handle.stopper();
+    let shutdown = thread::spawn(move || handle.shutdown());
+    // Let the handlers go only once the server has stopped accepting (its
+    // listener is closed): `report.drained` counts the connections open at
+    // that moment, so one finishing earlier would not be counted.
+    wait_until("the listener is closed", || port_is_free(addr));
+    assert!(stopper.is_stopping());
+    assert_refused(addr);
+    gate.open();
+
+    for (mut stream, line) in clients {
+        assert_eq!(read_line(&mut stream), format!("{line} shutting_down=true"));
+    }
+    let report = shutdown.join().unwrap().unwrap();
+    assert_eq!(report.drained, (WORKERS + QUEUED) as u64, "{report:?}");
+    assert_eq!(report.forced, 0);
+    assert_eq!(report.dropped, 0);
+    assert_eq!(report.stuck_workers, 0);
+}
+
+#[test]
+fn handlers_see_that_the_server_is_shutting_down() {
+    // A handler serving many requests on one connection answers the
+    // current one and returns once the server shuts down. It looks at the
+    // flag after reading a request and tells the client what it saw.
+    let handle = Server::builder()
+        .shutdown_timeout(TIMEOUT)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(|conn: &mut Connection| -> io::Result<()> {
+            let mut reader = BufReader::new(&*conn);
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let stopping = conn.is_shutting_down();
+                writeln!(&*conn, "{} shutting_down={stopping}", line.trim_end())?;
+                if stopping {
+                    return Ok(());
+                }
+            }
+        })
+        .unwrap();
+    let addr = handle.local_addr();
+    let mut stream = client(addr);
+    assert_eq!(exchange(&mut stream, "first"), "first shutting_down=false");
+
+    let stopper = handle.stopper();
+    assert!(!stopper.is_stopping());
+    let shutdown = thread::spawn(move || handle.shutdown());
+    // See `shutdown_drains_queued_connections` for why wait for this.
+    wait_until("the listener is closed", || port_is_free(addr));
+    assert!(stopper.is_stopping());
+    assert_eq!(exchange(&mut stream, "last"), "last shutting_down=true");
+    assert_closed(&mut stream);
+    let report = shutdown.join().unwrap().unwrap();
+    assert_eq!((report.drained, report.forced), (1, 0), "{report:?}");
+}
+
+#[test]
+fn shutdown_force_closes_a_handler_blocked_in_read_at_the_deadline() {
+    const DEADLINE: Duration = Duration::from_millis(500);
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(1)
+        .idle_timeout(None)
+        .shutdown_timeout(DEADLINE)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(blocked_reader(entered_tx, ended_tx))
+        .unwrap();
+    let mut silent = client(handle.local_addr());
+    entered.recv_timeout(TIMEOUT).unwrap();
+
+    let start = Instant::now();
+    let report = handle.shutdown().unwrap();
+    let took = start.elapsed();
+    assert!(took >= DEADLINE, "forced before the deadline: {took:?}");
+    assert!(took < DEADLINE + SHUTDOWN_SLACK, "took {took:?}");
+    assert_eq!(report.forced, 1, "{report:?}");
+    assert_eq!(report.drained, 0);
+    assert_eq!(report.dropped, 0);
+    assert_eq!(report.stuck_workers, 0);
+    // The handler's read returned (the socket was shut down both ways)...
+    assert_eq!(ended.try_recv().as_deref(), Ok("eof"));
+    // ...and the client sees the connection closed.
+    assert_closed(&mut silent);
+}
+
+#[test]
+fn queued_connections_still_waiting_at_the_deadline_are_dropped() {
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (ended_tx, _ended) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(1)
+        .queue(2)
+        .idle_timeout(None)
+        .shutdown_timeout(Duration::from_millis(300))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(blocked_reader(entered_tx, ended_tx))
+        .unwrap();
+    let addr = handle.local_addr();
+    let _silent = client(addr);
+    entered.recv_timeout(TIMEOUT).unwrap();
+    let mut queued: Vec<TcpStream> = (0..2)
+        .map(|i| client_with_request(addr, &format!("request {i}")))
+        .collect();
+    wait_until("two connections are queued", || {
+        let stats = handle.stats();
+        stats.accepted == 3 && stats.queued == 2
+    });
+
+    let (report, stats) = util::stop(handle);
+    assert_eq!(report.forced, 1, "{report:?}");
+    assert_eq!(report.dropped, 2, "{report:?}");
+    assert_eq!(report.drained, 0, "{report:?}");
+    assert_eq!(report.stuck_workers, 0);
+    // The queued clients were never served: no handler started for them.
+    assert!(entered.try_recv().is_err());
+    for stream in &mut queued {
+        assert_closed(stream);
+    }
+    assert_eq!(stats.dropped, 2);
+    assert_eq!(stats.forced_closed, 1);
+    assert_eq!(stats.completed, 1);
+    assert_accounted(&stats);
+}
+
+#[test]
+fn shutdown_leaves_behind_a_handler_that_never_returns() {
+    // A handler that ignores its closed socket cannot make shutdown wait
+    // forever: it is reported as stuck and left to end on its own.
+    let gate = Gate::new();
+    let in_handler = gate.clone();
+    let handle = Server::builder()
+        .workers(2)
+        .shutdown_timeout(Duration::from_millis(200))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| in_handler.pass(conn))
+        .unwrap();
+    let _client = client(handle.local_addr());
+    gate.wait_entered(1);
+
+    let start = Instant::now();
+    let report = handle.shutdown().unwrap();
+    assert!(start.elapsed() < Duration::from_millis(200) + SHUTDOWN_SLACK);
+    assert_eq!(report.stuck_workers, 1, "{report:?}");
+    assert_eq!(report.forced, 1, "{report:?}");
+    gate.open();
+}
+
+#[test]
+fn client_held_by_the_acceptor_at_shutdown_is_rejected_as_shutting_down() {
+    // Under `Block` the acceptor holds one extra connection while it waits
+    // for room in the queue; a shutdown ends that wait.
+    let gate = Gate::new();
+    let in_handler = gate.clone();
+    let handle = Server::builder()
+        .workers(1)
+        .queue(0)
+        .overload(Overload::Block)
+        .shutdown_timeout(TIMEOUT)
+        .on_reject(|conn: &mut Connection| conn.write_all(b"error: shutting down\n"))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| {
+            in_handler.pass(conn)?;
+            util::answer_line(conn)
+        })
+        .unwrap();
+    let addr = handle.local_addr();
+    let mut active = client_with_request(addr, "served");
+    gate.wait_entered(1);
+    let mut held = client_with_request(addr, "held");
+    wait_until("the acceptor holds the second client", || {
+        handle.stats().accepted == 2
+    });
+
+    let stopper = handle.stopper();
+    stopper.stop();
+    assert_eq!(read_line(&mut held), "error: shutting down");
+    // See `shutdown_drains_queued_connections` for why wait for this.
+    wait_until("the listener is closed", || port_is_free(addr));
+    gate.open();
+    assert_eq!(read_line(&mut active), "served");
+    wait_until("the server has stopped", || handle.is_finished());
+    let stats = handle.stats();
+    let report = handle.join().unwrap();
+    assert_eq!(stats.rejected.shutting_down, 1);
+    assert_eq!(report.drained, 1, "{report:?}");
+    // The report's stats are the final ones, as the handle shows them.
+    assert_eq!(report.stats, stats);
+    assert_accounted(&stats);
+}
+
+#[test]
+fn dropping_the_handle_shuts_down_and_joins_the_workers() {
+    let (dropped_tx, dropped) = crossbeam_channel::bounded(1);
+    let signal = DropSignal(dropped_tx);
+    let handle = Server::builder()
+        .workers(3)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| {
+            let _held = &signal;
+            util::echo(conn)
+        })
+        .unwrap();
+    let addr = handle.local_addr();
+    assert_eq!(exchange(&mut client(addr), "hello"), "hello");
+
+    drop(handle);
+    // The handler is dropped only after the last worker has ended: by the
+    // time `drop` returns, that has happened.
+    assert_eq!(dropped.try_recv(), Ok(()));
+    assert!(port_is_free(addr));
+    assert_refused(addr);
+}
+
+#[test]
+fn stopper_ends_run_on_the_calling_thread() {
+    let server = Server::builder().workers(2).bind(LOCALHOST).unwrap();
+    let addr = server.local_addr();
+    let stopper = server.stopper();
+    let (result_tx, result) = crossbeam_channel::bounded(1);
+    // `run` blocks the thread that calls it; run it on a thread of its own
+    // so that a broken stop fails this test instead of hanging it.
+    let runner = thread::spawn(move || {
+        let _ = result_tx.send(server.run(util::echo));
+    });
+    assert_eq!(exchange(&mut client(addr), "running"), "running");
+    assert!(matches!(
+        result.recv_timeout(QUIET),
+        Err(RecvTimeoutError::Timeout)
+    ));
+
+    stopper.stop();
+    let report = result
+        .recv_timeout(TIMEOUT)
+        .expect("run returns after stop")
+        .unwrap();
+    runner.join().unwrap();
+    assert_eq!(report.forced, 0);
+    assert_eq!(report.stuck_workers, 0);
+    assert_refused(addr);
+}
+
+#[test]
+fn stop_before_run_makes_run_return_at_once() {
+    let server = Server::bind(LOCALHOST).unwrap();
+    server.stopper().stop();
+    let (result_tx, result) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let _ = result_tx.send(server.run(util::echo));
+    });
+    let report = result.recv_timeout(TIMEOUT).unwrap().unwrap();
+    assert_eq!(report.drained + report.forced + report.dropped, 0);
+}
+
+#[test]
+fn join_waits_for_a_stop_from_a_stopper() {
+    let handle = Server::bind(LOCALHOST).unwrap().spawn(util::echo).unwrap();
+    let addr = handle.local_addr();
+    let stopper = handle.stopper();
+    assert!(!handle.is_finished());
+    let (result_tx, result) = crossbeam_channel::bounded(1);
+    thread::spawn(move || {
+        let _ = result_tx.send(handle.join());
+    });
+    // `join` must not return on its own, and the server keeps serving.
+    assert!(matches!(
+        result.recv_timeout(QUIET),
+        Err(RecvTimeoutError::Timeout)
+    ));
+    assert_eq!(
+        exchange(&mut client(addr), "still serving"),
+        "still serving"
+    );
+
+    stopper.stop();
+    let report = result
+        .recv_timeout(TIMEOUT)
+        .expect("join returns after stop")
+        .unwrap();
+    assert_eq!(report.forced, 0);
+    // Stopping again does nothing.
+    stopper.stop();
+    assert!(stopper.is_stopping());
+}
+
+#[test]
+fn stats_add_up_after_a_busy_life() {
+    // A mix of served, rejected, failed and dropped connections, then the
+    // identity `accepted == completed + rejected + dropped`.
+    let gate = Gate::new();
+    let in_handler = gate.clone();
+    let handle = Server::builder()
+        .workers(2)
+        .queue(1)
+        .max_connections(3)
+        .overload(Overload::Reject)
+        .shutdown_timeout(Duration::from_millis(200))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| -> io::Result<()> {
+            let mut line = String::new();
+            BufReader::new(&*conn).read_line(&mut line)?;
+            match line.trim_end() {
+                "hold" => {
+                    in_handler.pass(conn)?;
+                    // Stays in `read` until forced at the deadline.
+                    let mut rest = Vec::new();
+                    (&*conn).read_to_end(&mut rest)?;
+                    Ok(())
+                }
+                "fail" => Err(io::Error::other("asked to fail")),
+                _ => conn.write_all(line.as_bytes()),
+            }
+        })
+        .unwrap();
+    let addr = handle.local_addr();
+
+    for i in 0..3 {
+        let line = format!("plain {i}");
+        assert_eq!(exchange(&mut client(addr), &line), line);
+    }
+    let mut failed = client_with_request(addr, "fail");
+    assert_closed(&mut failed);
+    wait_until("the first four are completed", || {
+        handle.stats().completed == 4
+    });
+
+    // One at a time: under `Reject` a second client arriving before a
+    // worker has taken the first from the queue (of one) would be turned
+    // away.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(client_with_request(addr, "hold"));
+        gate.wait_entered(1);
+    }
+    gate.open();
+    let _queued = client_with_request(addr, "queued");
+    wait_until("one connection is queued", || handle.stats().queued == 1);
+    // Over max_connections (3): rejected.
+    assert_closed(&mut client(addr));
+
+    let (report, stats) = util::stop(handle);
+    assert_eq!(stats.accepted, 8, "{stats:#?}");
+    assert_eq!(stats.completed, 6, "{stats:#?}");
+    assert_eq!(stats.handler_errors, 1, "{stats:#?}");
+    assert_eq!(stats.rejected.max_connections, 1, "{stats:#?}");
+    assert_eq!(stats.dropped, 1, "{stats:#?}");
+    assert_eq!((report.forced, report.dropped), (2, 1), "{report:?}");
+    assert_accounted(&stats);
+}

@@ -1,0 +1,306 @@
+//! Helpers shared by the behaviour tests in `tests/`.
+//!
+//! Every test talks to a real server over loopback (`127.0.0.1:0`). The
+//! helpers here keep such tests from hanging and from relying on sleeps:
+//!
+//! - [`client`] connects with read and write timeouts of [`TIMEOUT`], so a
+//!   server that never answers fails the test instead of hanging it;
+//! - [`Gate`] holds handlers inside their workers until the test lets them
+//!   go, and tells the test which handlers have entered, so a test knows
+//!   exactly when N workers are busy;
+//! - [`wait_until`] polls a condition (usually on [`Stats`]) for at most
+//!   [`TIMEOUT`], for the few things no channel can report;
+//! - [`assert_silent`] is the one place where a test waits on purpose: to
+//!   show that something does *not* happen within [`QUIET`].
+//!
+//! Each test binary compiles this module on its own and uses only some of
+//! it, hence the `dead_code` allowance. Items are `pub(crate)` because the
+//! crate's `unreachable_pub` lint also applies to test binaries.
+
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use frontdesk::{Connection, ServerHandle, ShutdownReport, Stats};
+
+/// The address every test server binds: loopback, with a port from the OS.
+pub(crate) const LOCALHOST: &str = "127.0.0.1:0";
+
+/// The longest a test waits for something that should happen.
+///
+/// Far longer than anything here takes on an idle machine (milliseconds):
+/// the tests also run on a loaded 2-core CI machine, in parallel with each
+/// other, and a generous bound only costs time when a test is failing
+/// anyway. It only has to be finite, so that a bug fails the test instead of
+/// hanging it.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a test watches for something that must *not* happen (a reply,
+/// a handler starting). Short, because every passing run waits this long;
+/// long enough that on loopback the thing would have happened by then if the
+/// code were wrong.
+pub(crate) const QUIET: Duration = Duration::from_millis(300);
+
+/// Connects to `addr` with read and write timeouts of [`TIMEOUT`].
+pub(crate) fn client(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+    stream
+}
+
+/// Connects to `addr` and sends `line` (a newline is added).
+pub(crate) fn client_with_request(addr: SocketAddr, line: &str) -> TcpStream {
+    let mut stream = client(addr);
+    send_line(&mut stream, line);
+    stream
+}
+
+/// Writes `line` and a newline.
+pub(crate) fn send_line(stream: &mut TcpStream, line: &str) {
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
+}
+
+/// Reads one line, without its newline. Reads a byte at a time so that
+/// nothing after the line is taken from the socket.
+///
+/// # Panics
+///
+/// If the connection ends or fails (including a read timeout) first.
+pub(crate) fn read_line(stream: &mut TcpStream) -> String {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match stream.read(&mut byte) {
+            Ok(0) => panic!(
+                "connection closed after {:?}, before the end of the line",
+                String::from_utf8_lossy(&line)
+            ),
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => line.push(byte[0]),
+            Err(e) => panic!(
+                "read failed after {:?}: {e}",
+                String::from_utf8_lossy(&line)
+            ),
+        }
+    }
+    String::from_utf8(line).expect("the server sends text")
+}
+
+/// Sends `line` and returns the line that comes back.
+pub(crate) fn exchange(stream: &mut TcpStream, line: &str) -> String {
+    send_line(stream, line);
+    read_line(stream)
+}
+
+/// Asserts that the server closed the connection without sending anything
+/// (more): the next read gives end of file or a reset.
+pub(crate) fn assert_closed(stream: &mut TcpStream) {
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Ok(n) => panic!(
+            "expected the connection to be closed, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("expected the connection to be closed, got {e}"),
+    }
+}
+
+/// Asserts that nothing arrives on `stream` for [`QUIET`] (no data, no end
+/// of file), then restores the read timeout to [`TIMEOUT`].
+pub(crate) fn assert_silent(stream: &mut TcpStream) {
+    stream.set_read_timeout(Some(QUIET)).unwrap();
+    let mut buf = [0u8; 256];
+    match stream.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        Ok(0) => panic!("expected silence, but the connection was closed"),
+        Ok(n) => panic!(
+            "expected silence, got {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        ),
+        Err(e) => panic!("expected silence, got {e}"),
+    }
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+}
+
+/// Polls `cond` until it holds; panics naming `what` if it does not within
+/// [`TIMEOUT`].
+///
+/// For conditions no channel reports, such as counters in [`Stats`]. The
+/// bound is generous because the condition usually holds within
+/// milliseconds; it only has to be finite (see [`TIMEOUT`]).
+pub(crate) fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "timed out after {TIMEOUT:?} waiting until {what}"
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Shuts the server down and returns its report and final stats.
+pub(crate) fn stop(handle: ServerHandle) -> (ShutdownReport, Stats) {
+    let report = handle.shutdown().expect("the server stops cleanly");
+    (report, report.stats)
+}
+
+/// Asserts the accounting identity of a stopped server: every accepted
+/// connection was completed, rejected or dropped.
+pub(crate) fn assert_accounted(stats: &Stats) {
+    assert_eq!(
+        stats.accepted,
+        stats.completed + stats.rejected.total() + stats.dropped,
+        "accepted == completed + rejected + dropped: {stats:#?}"
+    );
+    assert_eq!(stats.active, 0, "{stats:#?}");
+    assert_eq!(stats.queued, 0, "{stats:#?}");
+}
+
+/// A handler that echoes every byte until the client closes.
+pub(crate) fn echo(conn: &mut Connection) -> io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        conn.write_all(&buf[..n])?;
+    }
+}
+
+/// A handler that reads one line, writes it back, and returns.
+pub(crate) fn answer_line(conn: &mut Connection) -> io::Result<()> {
+    let mut line = String::new();
+    BufReader::new(&*conn).read_line(&mut line)?;
+    (&*conn).write_all(line.as_bytes())
+}
+
+/// Holds handlers inside their workers until the test releases them.
+///
+/// A handler calls [`pass`](Gate::pass) first thing: the gate reports the
+/// connection's id to the test, then waits for a permit. The test learns
+/// from [`wait_entered`](Gate::wait_entered) that N handlers are running at
+/// once (so N workers are busy), and lets them go with
+/// [`release`](Gate::release) (one permit each) or [`open`](Gate::open)
+/// (every handler, now and later).
+///
+/// A handler that gets no permit within [`TIMEOUT`] gives up with an error,
+/// so a failing test cannot leave a worker blocked forever.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    entered_tx: Sender<u64>,
+    entered: Receiver<u64>,
+    permits_tx: Mutex<Option<Sender<()>>>,
+    permits: Receiver<()>,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub(crate) fn new() -> Arc<Gate> {
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (permits_tx, permits) = crossbeam_channel::unbounded();
+        Arc::new(Gate {
+            entered_tx,
+            entered,
+            permits_tx: Mutex::new(Some(permits_tx)),
+            permits,
+        })
+    }
+
+    /// Called by a handler: reports `conn` as entered, then waits for a
+    /// permit (or for the gate to open).
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` if the test gives no permit within [`TIMEOUT`].
+    pub(crate) fn pass(&self, conn: &Connection) -> io::Result<()> {
+        self.entered_tx.send(conn.id()).unwrap();
+        match self.permits.recv_timeout(TIMEOUT) {
+            // Disconnected: the gate is open.
+            Ok(()) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the test never released this handler",
+            )),
+        }
+    }
+
+    /// Waits until `n` more handlers have entered and returns their
+    /// connection ids in the order they entered.
+    pub(crate) fn wait_entered(&self, n: usize) -> Vec<u64> {
+        let deadline = Instant::now() + TIMEOUT;
+        (0..n)
+            .map(|i| {
+                self.entered.recv_deadline(deadline).unwrap_or_else(|_| {
+                    panic!("only {i} of {n} handlers entered within {TIMEOUT:?}")
+                })
+            })
+            .collect()
+    }
+
+    /// Asserts that no further handler enters within [`QUIET`].
+    pub(crate) fn assert_none_enters(&self) {
+        if let Ok(id) = self.entered.recv_timeout(QUIET) {
+            panic!("expected no handler to start, but connection {id} entered");
+        }
+    }
+
+    /// Lets `n` waiting (or future) handlers go on.
+    pub(crate) fn release(&self, n: usize) {
+        if let Some(permits) = &*self.permits_tx.lock().unwrap() {
+            for _ in 0..n {
+                permits.send(()).unwrap();
+            }
+        }
+    }
+
+    /// Lets every handler go on, now and from now on.
+    pub(crate) fn open(&self) {
+        self.permits_tx.lock().unwrap().take();
+    }
+}
+
+/// Sends on a channel when dropped: put one in a handler to learn when the
+/// server has dropped its handler (that is, when every worker has ended).
+#[derive(Debug)]
+pub(crate) struct DropSignal(pub(crate) Sender<()>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
+/// The thread names of this process that start with `frontdesk-` (Linux:
+/// read from `/proc/self/task/*/comm`, where names are cut to 15 bytes, e.g.
+/// `frontdesk-worke`).
+#[cfg(target_os = "linux")]
+pub(crate) fn frontdesk_threads() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        // A thread may end between listing and reading.
+        let Ok(comm) = std::fs::read_to_string(task.unwrap().path().join("comm")) else {
+            continue;
+        };
+        let name = comm.trim_end().to_string();
+        if name.starts_with("frontdesk-") {
+            names.push(name);
+        }
+    }
+    names
+}
