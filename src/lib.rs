@@ -117,11 +117,14 @@ mod shutdown;
 mod socket;
 mod stats;
 
-// The guide's snippets run as doc tests, so the guide cannot drift from the
-// API.
+// The guide's and the README's snippets run as doc tests, so they cannot
+// drift from the API.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/guide.md")]
 mod guide {}
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
 
 pub use crate::acceptor::REJECT_TIME;
 pub use crate::builder::{Overload, ServerBuilder, MAX_QUEUE, MAX_WORKERS};
