@@ -309,12 +309,14 @@ impl ServerBuilder {
     /// assert!(matches!(error, frontdesk::Error::Bind { addr, .. } if addr == taken));
     /// # Ok(()) }
     /// ```
-    pub fn bind(self, addr: impl ToSocketAddrs) -> Result<Server> {
+    pub fn bind(self, addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
         let config = self.config()?;
         let options = self.listen_options()?;
-        let addrs = addr
-            .to_socket_addrs()
-            .map_err(|source| Error::Resolve { source })?;
+        let resolve_error = |source| Error::Resolve {
+            addr: format!("{addr:?}"),
+            source,
+        };
+        let addrs = addr.to_socket_addrs().map_err(resolve_error)?;
         let mut last = None;
         for addr in addrs {
             match socket::listen(addr, options) {
@@ -322,11 +324,11 @@ impl ServerBuilder {
                 Err(source) => last = Some(Error::Bind { addr, source }),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Resolve {
-            source: io::Error::new(
+        Err(last.unwrap_or_else(|| {
+            resolve_error(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "could not resolve to any addresses",
-            ),
+            ))
         }))
     }
 
@@ -476,6 +478,10 @@ mod tests {
     fn unresolvable_address_is_resolve_error() {
         let error = ServerBuilder::new().bind("127.0.0.1:notaport").unwrap_err();
         assert!(matches!(error, Error::Resolve { .. }), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            r#"failed to resolve "127.0.0.1:notaport""#
+        );
         let no_addrs: &[SocketAddr] = &[];
         let error = ServerBuilder::new().bind(no_addrs).unwrap_err();
         assert!(matches!(error, Error::Resolve { .. }), "{error:?}");

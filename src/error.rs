@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 #[non_exhaustive]
 pub enum Error {
     /// The address given to `bind` could not be resolved to any socket address.
-    #[error("failed to resolve the listen address")]
+    #[error("failed to resolve {addr}")]
     Resolve {
+        /// The address as given to `bind`, in its `Debug` form.
+        addr: String,
         /// The resolver's error.
         #[source]
         source: io::Error,

@@ -92,7 +92,7 @@ impl Server {
     /// assert_ne!(server.local_addr().port(), 0);
     /// # Ok(()) }
     /// ```
-    pub fn bind(addr: impl ToSocketAddrs) -> Result<Server> {
+    pub fn bind(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
         ServerBuilder::new().bind(addr)
     }
 
