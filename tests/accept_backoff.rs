@@ -11,15 +11,18 @@
 // says why it is sound.
 #![allow(unsafe_code)]
 
+mod util;
+
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use frontdesk::{Connection, Server, ServerHandle, Stats};
+use frontdesk::{Connection, Server};
+use util::{client, read_exactly, until_closed, wait_for_stats, LOCALHOST, TIMEOUT};
 
 /// Set (to `1`) in the child process.
 const CHILD_ENV: &str = "FRONTDESK_EMFILE_CHILD";
@@ -28,9 +31,12 @@ const CHILD_OK: &str = "emfile child: ok";
 /// How long the parent lets the child run: its own waits add up to far
 /// less, so this only ends a child that hangs.
 const CHILD_TIME_LIMIT: Duration = Duration::from_secs(60);
-/// How long a client or the child waits for anything before calling it a
-/// bug: the back-off never sleeps more than 1 s at a time.
-const PATIENCE: Duration = Duration::from_secs(10);
+/// The longest the acceptor sleeps at a time when backing off
+/// (`MAX_BACKOFF` in `src/acceptor.rs`).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+// Clients and the child's waits give up after `TIMEOUT`; a server that
+// backs off must still answer well within it.
+const _: () = assert!(TIMEOUT.as_secs() >= 5 * MAX_BACKOFF.as_secs());
 const CLIENTS: usize = 5;
 
 #[test]
@@ -95,22 +101,17 @@ fn pong(conn: &mut Connection) -> io::Result<()> {
     let mut ping = [0u8; 5];
     conn.read_exact(&mut ping)?;
     conn.write_all(b"pong\n")?;
-    let mut buf = [0u8; 64];
-    while conn.read(&mut buf)? > 0 {}
-    Ok(())
+    until_closed(conn)
 }
 
 fn child() {
-    let server = Server::builder()
-        .workers(CLIENTS)
-        .bind("127.0.0.1:0")
-        .unwrap();
+    let server = Server::builder().workers(CLIENTS).bind(LOCALHOST).unwrap();
     // Every client connects (the kernel completes the handshake into the
     // backlog) and sends its ping before descriptors run out: a client
     // socket needs one too.
     let mut clients: Vec<TcpStream> = (0..CLIENTS)
         .map(|_| {
-            let mut client = connect(server.local_addr());
+            let mut client = client(server.local_addr());
             client.write_all(b"ping\n").unwrap();
             client
         })
@@ -126,7 +127,9 @@ fn child() {
     let limit = RestoreFdLimit(original);
 
     expect_pong(&mut clients[0]);
-    let stats = wait_for_stats(&handle, "an accept error", |s| s.accept_errors >= 1);
+    let stats = wait_for_stats(&handle, "an accept error is counted", |s| {
+        s.accept_errors >= 1
+    });
     assert_eq!(stats.accepted, 1, "{stats:?}");
 
     // The acceptor keeps failing; measure what that costs. The sleep shows
@@ -160,7 +163,7 @@ fn child() {
     }
     drop(clients);
 
-    let stats = wait_for_stats(&handle, "every client done", |s| {
+    let stats = wait_for_stats(&handle, "every client is done", |s| {
         s.completed == CLIENTS as u64
     });
     assert_eq!(stats.accepted, CLIENTS as u64, "{stats:?}");
@@ -174,33 +177,8 @@ fn child() {
     );
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream
-}
-
 fn expect_pong(client: &mut TcpStream) {
-    let mut reply = [0u8; 5];
-    client.read_exact(&mut reply).expect("pong");
-    assert_eq!(&reply, b"pong\n");
-}
-
-fn wait_for_stats(handle: &ServerHandle, what: &str, ok: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let stats = handle.stats();
-        if ok(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stats never showed {what}: {stats:?}"
-        );
-        // Polling a counter: nothing can notify us when it changes.
-        thread::sleep(Duration::from_millis(5));
-    }
+    assert_eq!(read_exactly(client, 5), b"pong\n");
 }
 
 /// Sets the soft `RLIMIT_NOFILE` so that exactly one more descriptor can

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::thread;
 
 use frontdesk::{Connection, Server};
-use util::{client, exchange, read_line, send_line, wait_until, Gate, LOCALHOST};
+use util::{client, exchange, read_line, send_line, serve, wait_until, Gate, LOCALHOST};
 
 #[test]
 fn echoes_what_the_client_sends() {
@@ -45,17 +45,10 @@ fn echoes_a_large_payload_intact() {
 fn n_workers_serve_n_clients_at_once() {
     const N: usize = 4;
     let gate = Gate::new();
-    let in_handler = gate.clone();
-    let handle = Server::builder()
-        .workers(N)
-        .queue(0)
-        .bind(LOCALHOST)
-        .unwrap()
-        .spawn(move |conn: &mut Connection| {
-            in_handler.pass(conn)?;
-            util::echo(conn)
-        })
-        .unwrap();
+    let handle = serve(
+        Server::builder().workers(N).queue(0),
+        gate.guard(util::echo),
+    );
 
     let mut clients: Vec<TcpStream> = (0..N).map(|_| client(handle.local_addr())).collect();
     // The gate lets no handler go before the test does: all N are inside

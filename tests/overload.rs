@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use frontdesk::{Connection, Overload, Server, ServerBuilder, ServerHandle, Stats, REJECT_TIME};
 use util::{
-    assert_accounted, assert_closed, assert_silent, client, client_with_request, read_line,
-    wait_until, Gate, LOCALHOST, TIMEOUT,
+    assert_accounted, assert_closed, assert_silent, client, client_with_request, read_line, serve,
+    wait_until, Gate, TIMEOUT,
 };
 
 const BUSY: &str = "error: server busy";
@@ -43,15 +43,7 @@ impl Full {
     /// more, waiting until the stats show them.
     fn start(builder: ServerBuilder, active: usize, queued: usize) -> Full {
         let gate = Gate::new();
-        let in_handler = gate.clone();
-        let handle = builder
-            .bind(LOCALHOST)
-            .unwrap()
-            .spawn(move |conn: &mut Connection| {
-                in_handler.pass(conn)?;
-                util::answer_line(conn)
-            })
-            .unwrap();
+        let handle = serve(builder, gate.guard(util::answer_line));
         let addr = handle.local_addr();
         let mut full = Full {
             handle,
@@ -88,7 +80,7 @@ impl Full {
     }
 
     fn wait_for_stats(&self, what: &str, cond: impl Fn(&Stats) -> bool) {
-        wait_until(what, || cond(&self.handle.stats()));
+        util::wait_for_stats(&self.handle, what, cond);
     }
 
     /// Opens the gate, checks that every client held or queued gets its

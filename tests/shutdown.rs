@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use frontdesk::{Connection, Overload, Server};
 use util::{
-    assert_accounted, assert_closed, client, client_with_request, exchange, read_line, wait_until,
-    DropSignal, Gate, LOCALHOST, QUIET, TIMEOUT,
+    assert_accounted, assert_closed, client, client_with_request, exchange, read_line,
+    run_on_thread, serve, wait_until, DropSignal, Gate, LOCALHOST, QUIET, TIMEOUT,
 };
 
 /// How much longer than its drain deadline a shutdown may take: the force
@@ -90,15 +90,12 @@ fn shutdown_drains_queued_connections() {
     const WORKERS: usize = 2;
     const QUEUED: usize = 4;
     let gate = Gate::new();
-    let in_handler = gate.clone();
-    let handle = Server::builder()
-        .workers(WORKERS)
-        .queue(QUEUED)
-        .shutdown_timeout(TIMEOUT)
-        .bind(LOCALHOST)
-        .unwrap()
-        .spawn(move |conn: &mut Connection| -> io::Result<()> {
-            in_handler.pass(conn)?;
+    let handle = serve(
+        Server::builder()
+            .workers(WORKERS)
+            .queue(QUEUED)
+            .shutdown_timeout(TIMEOUT),
+        gate.guard(|conn: &mut Connection| -> io::Result<()> {
             let mut line = String::new();
             BufReader::new(&*conn).read_line(&mut line)?;
             writeln!(
@@ -107,8 +104,8 @@ fn shutdown_drains_queued_connections() {
                 line.trim_end(),
                 conn.is_shutting_down()
             )
-        })
-        .unwrap();
+        }),
+    );
     let addr = handle.local_addr();
 
     // Fill the workers, then queue clients that have already sent their
@@ -287,20 +284,15 @@ fn client_held_by_the_acceptor_at_shutdown_is_rejected_as_shutting_down() {
     // Under `Block` the acceptor holds one extra connection while it waits
     // for room in the queue; a shutdown ends that wait.
     let gate = Gate::new();
-    let in_handler = gate.clone();
-    let handle = Server::builder()
-        .workers(1)
-        .queue(0)
-        .overload(Overload::Block)
-        .shutdown_timeout(TIMEOUT)
-        .on_reject(|conn: &mut Connection| conn.write_all(b"error: shutting down\n"))
-        .bind(LOCALHOST)
-        .unwrap()
-        .spawn(move |conn: &mut Connection| {
-            in_handler.pass(conn)?;
-            util::answer_line(conn)
-        })
-        .unwrap();
+    let handle = serve(
+        Server::builder()
+            .workers(1)
+            .queue(0)
+            .overload(Overload::Block)
+            .shutdown_timeout(TIMEOUT)
+            .on_reject(|conn: &mut Connection| conn.write_all(b"error: shutting down\n")),
+        gate.guard(util::answer_line),
+    );
     let addr = handle.local_addr();
     let mut active = client_with_request(addr, "served");
     gate.wait_entered(1);
@@ -355,12 +347,8 @@ fn stopper_ends_run_on_the_calling_thread() {
     let server = Server::builder().workers(2).bind(LOCALHOST).unwrap();
     let addr = server.local_addr();
     let stopper = server.stopper();
-    let (result_tx, result) = crossbeam_channel::bounded(1);
-    // `run` blocks the thread that calls it; run it on a thread of its own
-    // so that a broken stop fails this test instead of hanging it.
-    let runner = thread::spawn(move || {
-        let _ = result_tx.send(server.run(util::echo));
-    });
+    // A broken stop fails this test instead of hanging it.
+    let (runner, result) = run_on_thread(server, util::echo);
     assert_eq!(exchange(&mut client(addr), "running"), "running");
     assert!(matches!(
         result.recv_timeout(QUIET),
@@ -382,10 +370,7 @@ fn stopper_ends_run_on_the_calling_thread() {
 fn stop_before_run_makes_run_return_at_once() {
     let server = Server::bind(LOCALHOST).unwrap();
     server.stopper().stop();
-    let (result_tx, result) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let _ = result_tx.send(server.run(util::echo));
-    });
+    let (_runner, result) = run_on_thread(server, util::echo);
     let report = result.recv_timeout(TIMEOUT).unwrap().unwrap();
     assert_eq!(report.drained + report.forced + report.dropped, 0);
 }

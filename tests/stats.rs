@@ -3,81 +3,21 @@
 //! shutdown, every accepted connection is accounted for exactly once and
 //! every counter holds exactly what happened.
 
+mod util;
+
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::thread;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use frontdesk::{Connection, Overload, Server, ServerHandle, Stats};
-
-/// How long a client or the test waits for anything before calling it a
-/// bug; nothing here should take more than a fraction of it.
-const PATIENCE: Duration = Duration::from_secs(10);
-
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream
-}
-
-/// Asserts that the server closed `stream`: a read returns end of file or a
-/// reset, not data and not a client-side timeout (which would be a hang).
-fn assert_closed(stream: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected the connection closed, got {n} bytes"),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-            ) => {}
-        Err(e) => panic!("expected the connection closed, got {e} ({:?})", e.kind()),
-    }
-}
-
-fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    stream.read_exact(&mut buf).expect("read from server");
-    buf
-}
-
-fn wait_for_stats(handle: &ServerHandle, what: &str, ok: impl Fn(&Stats) -> bool) -> Stats {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let stats = handle.stats();
-        if ok(&stats) {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stats never showed {what}: {stats:?}"
-        );
-        // Polling a counter: nothing can notify us when it changes.
-        thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Reads one line (without its `\n`) a byte at a time; `None` at end of
-/// file.
-fn read_line(conn: &mut Connection) -> io::Result<Option<String>> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        if conn.read(&mut byte)? == 0 {
-            return Ok(None);
-        }
-        if byte[0] == b'\n' {
-            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
-        }
-        line.push(byte[0]);
-    }
-}
+use frontdesk::{Connection, Overload, Server};
+use util::{
+    assert_accounted, assert_closed, client, read_exactly, read_request_line, serve, until_closed,
+    wait_for_stats, wait_until,
+};
 
 /// One command per connection; see the match.
 fn commands(conn: &mut Connection) -> io::Result<()> {
-    let Some(command) = read_line(conn)? else {
+    let Some(command) = read_request_line(conn)? else {
         return Ok(());
     };
     let mut buf = [0u8; 64];
@@ -97,8 +37,7 @@ fn commands(conn: &mut Connection) -> io::Result<()> {
         "hold" => {
             conn.set_idle_timeout(None);
             conn.write_all(b"held\n")?;
-            while conn.read(&mut buf)? > 0 {}
-            Ok(())
+            until_closed(conn)
         }
         other => panic!("unknown command {other:?}"),
     }
@@ -106,16 +45,15 @@ fn commands(conn: &mut Connection) -> io::Result<()> {
 
 #[test]
 fn counters_add_up_after_a_mixed_workload() {
-    let handle = Server::builder()
-        .workers(2)
-        .queue(1)
-        .overload(Overload::Reject)
-        .idle_timeout(Duration::from_millis(300))
-        .shutdown_timeout(Duration::from_millis(300))
-        .bind("127.0.0.1:0")
-        .unwrap()
-        .spawn(commands)
-        .unwrap();
+    let handle = serve(
+        Server::builder()
+            .workers(2)
+            .queue(1)
+            .overload(Overload::Reject)
+            .idle_timeout(Duration::from_millis(300))
+            .shutdown_timeout(Duration::from_millis(300)),
+        commands,
+    );
     let addr = handle.local_addr();
 
     // One connection at a time, each closed before the next starts: two
@@ -124,14 +62,14 @@ fn counters_add_up_after_a_mixed_workload() {
         "ok", "err", "panic", "idle", "ok", "deadline", "err", "ok", "panic", "idle", "err", "ok",
     ];
     for command in workload {
-        let mut client = connect(addr);
+        let mut client = client(addr);
         writeln!(client, "{command}").unwrap();
         if command == "ok" {
             assert_eq!(read_exactly(&mut client, 3), b"ok\n");
         }
         assert_closed(&mut client);
     }
-    let stats = wait_for_stats(&handle, "the workload done", |s| {
+    let stats = wait_for_stats(&handle, "the workload is done", |s| {
         s.completed == 12 && s.active == 0
     });
     assert_eq!(stats.accepted, 12, "{stats:?}");
@@ -139,16 +77,16 @@ fn counters_add_up_after_a_mixed_workload() {
     // Both workers held, the queue slot taken, two more turned away.
     let mut held: Vec<TcpStream> = (0..2)
         .map(|_| {
-            let mut client = connect(addr);
+            let mut client = client(addr);
             client.write_all(b"hold\n").unwrap();
             assert_eq!(read_exactly(&mut client, 5), b"held\n");
             client
         })
         .collect();
-    let queued = connect(addr);
-    wait_for_stats(&handle, "a queued connection", |s| s.queued == 1);
+    let queued = client(addr);
+    wait_for_stats(&handle, "a connection is queued", |s| s.queued == 1);
     for _ in 0..2 {
-        assert_closed(&mut connect(addr));
+        assert_closed(&mut client(addr));
     }
 
     // Shut down: the held ones are closed by force at the drain deadline,
@@ -156,12 +94,8 @@ fn counters_add_up_after_a_mixed_workload() {
     // handle, so stop through a stopper and read the final stats before
     // joining.
     handle.stopper().stop();
-    let begin = Instant::now();
-    while !handle.is_finished() {
-        assert!(begin.elapsed() < PATIENCE, "shutdown did not finish");
-        // Polling: `is_finished` is the only non-consuming way to tell.
-        thread::sleep(Duration::from_millis(5));
-    }
+    // Polling: `is_finished` is the only non-consuming way to tell.
+    wait_until("the server has stopped", || handle.is_finished());
     let stats = handle.stats();
     let report = handle.join().unwrap();
     for client in &mut held {
@@ -170,11 +104,7 @@ fn counters_add_up_after_a_mixed_workload() {
     drop(queued);
 
     assert_eq!((report.forced, report.dropped), (2, 1), "{report:?}");
-    assert_eq!(
-        stats.accepted,
-        stats.completed + stats.rejected.total() + stats.dropped,
-        "{stats:?}"
-    );
+    assert_accounted(&stats);
     assert_eq!(stats.accepted, 17, "{stats:?}");
     assert_eq!(stats.completed, 14, "{stats:?}");
     assert_eq!(stats.rejected.overload, 2, "{stats:?}");

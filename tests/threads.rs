@@ -7,11 +7,8 @@
 
 mod util;
 
-use std::io;
-use std::thread;
-
-use frontdesk::{Connection, Server, ShutdownReport};
-use util::{client, exchange, wait_until, Gate, LOCALHOST, TIMEOUT};
+use frontdesk::{Server, ShutdownReport};
+use util::{client, exchange, serve, wait_until, Gate, LOCALHOST, TIMEOUT};
 
 /// Checks that the server's threads are gone.
 ///
@@ -35,17 +32,12 @@ fn no_frontdesk_thread_remains_after_shutdown() {
 
     // `shutdown` with a connection still open, forced at the deadline.
     let gate = Gate::new();
-    let in_handler = gate.clone();
-    let handle = Server::builder()
-        .workers(WORKERS)
-        .shutdown_timeout(std::time::Duration::from_millis(100))
-        .bind(LOCALHOST)
-        .unwrap()
-        .spawn(move |conn: &mut Connection| -> io::Result<()> {
-            in_handler.pass(conn)?;
-            util::echo(conn)
-        })
-        .unwrap();
+    let handle = serve(
+        Server::builder()
+            .workers(WORKERS)
+            .shutdown_timeout(std::time::Duration::from_millis(100)),
+        gate.guard(util::echo),
+    );
     // The check below can fail: the threads exist while the server runs.
     // A new thread takes its own name only once it runs (until then it
     // has its parent's), and the kernel cuts names to 15 bytes.
@@ -82,10 +74,7 @@ fn no_frontdesk_thread_remains_after_shutdown() {
     let server = Server::builder().workers(WORKERS).bind(LOCALHOST).unwrap();
     let addr = server.local_addr();
     let stopper = server.stopper();
-    let (result_tx, result) = crossbeam_channel::bounded(1);
-    let runner = thread::spawn(move || {
-        let _ = result_tx.send(server.run(util::echo));
-    });
+    let (runner, result) = util::run_on_thread(server, util::echo);
     assert_eq!(exchange(&mut client(addr), "y"), "y");
     stopper.stop();
     let report = result.recv_timeout(TIMEOUT).unwrap().unwrap();

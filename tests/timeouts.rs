@@ -5,21 +5,20 @@
 //!
 //! Timing assertions only say that a limit fired, not much earlier than
 //! asked and at most `SLACK` after it: never exact times, so a loaded
-//! machine cannot make them flaky.
+//! machine cannot make them flaky. Clients and the test give up after
+//! [`TIMEOUT`]: far beyond every limit used here, so it only fires when the
+//! server really hangs.
+
+mod util;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use frontdesk::{Connection, ServerBuilder, ServerHandle, Stats, Timeout};
-
-/// How long a client or the test waits for anything before calling it a
-/// bug: far beyond every limit used here, so it only fires when the server
-/// really hangs.
-const PATIENCE: Duration = Duration::from_secs(10);
+use frontdesk::{Connection, ServerBuilder, Stats, Timeout};
+use util::{assert_closed, client, echo, read_exactly, serve, TIMEOUT};
 
 /// How much later than its limit a timeout may fire (scheduling on a busy
 /// 2-core machine, kernel timer granularity).
@@ -30,61 +29,11 @@ const SLACK: Duration = Duration::from_secs(2);
 /// tick, so allow a little.
 const EARLY: Duration = Duration::from_millis(50);
 
-fn start(builder: ServerBuilder, handler: impl frontdesk::Handler) -> ServerHandle {
-    builder
-        .bind("127.0.0.1:0")
-        .expect("bind")
-        .spawn(handler)
-        .expect("spawn")
-}
-
-/// A client socket that gives up after `PATIENCE` instead of hanging.
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    stream.set_write_timeout(Some(PATIENCE)).unwrap();
-    stream
-}
-
-/// Asserts that the server closed `stream`: a read returns end of file or a
-/// reset, not data and not a client-side timeout.
-fn assert_closed(stream: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    match stream.read(&mut buf) {
-        Ok(0) => {}
-        Ok(n) => panic!("expected the connection closed, got {n} bytes"),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-            ) => {}
-        Err(e) => panic!("expected the connection closed, got {e} ({:?})", e.kind()),
-    }
-}
-
-fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; n];
-    stream.read_exact(&mut buf).expect("read from server");
-    buf
-}
-
 /// The timeout carried by a handler's result, `Ok(())` when it succeeded.
 fn timeout_of<T>(result: &io::Result<T>) -> Result<(), Option<Timeout>> {
     match result {
         Ok(_) => Ok(()),
         Err(e) => Err(Timeout::of(e)),
-    }
-}
-
-/// Echoes until end of file.
-fn echo(conn: &mut Connection) -> io::Result<()> {
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        conn.write_all(&buf[..n])?;
     }
 }
 
@@ -119,36 +68,32 @@ fn idle_timeout_closes_a_silent_client_and_frees_the_worker() {
     const IDLE: Duration = Duration::from_millis(500);
     let (started_tx, started) = mpsc::channel();
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1).idle_timeout(IDLE),
         reporting_echo(started_tx, finished_tx),
     );
 
-    let mut silent = connect(handle.local_addr());
-    let silent_id = started
-        .recv_timeout(PATIENCE)
-        .expect("silent client served");
+    let mut silent = client(handle.local_addr());
+    let silent_id = started.recv_timeout(TIMEOUT).expect("silent client served");
     // The only worker is taken: this one waits in the queue until the
     // silent client is timed out.
-    let mut second = connect(handle.local_addr());
+    let mut second = client(handle.local_addr());
     second.write_all(b"hello").unwrap();
 
     assert_closed(&mut silent);
-    let done = finished.recv_timeout(PATIENCE).expect("handler returned");
+    let done = finished.recv_timeout(TIMEOUT).expect("handler returned");
     assert_eq!(done.id, silent_id);
     assert_eq!(done.outcome, Err(Some(Timeout::Idle)));
     assert!(done.after >= IDLE - EARLY, "idle fired early: {done:?}");
     assert!(done.after <= IDLE + SLACK, "idle fired late: {done:?}");
 
     // The freed worker serves the client that was waiting.
-    let second_id = started
-        .recv_timeout(PATIENCE)
-        .expect("second client served");
+    let second_id = started.recv_timeout(TIMEOUT).expect("second client served");
     assert_ne!(second_id, silent_id);
     assert_eq!(read_exactly(&mut second, 5), b"hello");
     drop(second);
     let done = finished
-        .recv_timeout(PATIENCE)
+        .recv_timeout(TIMEOUT)
         .expect("second handler returned");
     assert_eq!((done.id, done.outcome), (second_id, Ok(())));
 
@@ -163,12 +108,12 @@ fn a_client_that_keeps_sending_within_the_idle_timeout_is_not_closed() {
     const IDLE: Duration = Duration::from_secs(1);
     let (started_tx, _started) = mpsc::channel();
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1).idle_timeout(IDLE),
         reporting_echo(started_tx, finished_tx),
     );
 
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     let begin = Instant::now();
     // 25 bytes 100 ms apart: the connection lives 2.5 idle timeouts, but
     // the client is never silent for more than a tenth of one.
@@ -181,7 +126,7 @@ fn a_client_that_keeps_sending_within_the_idle_timeout_is_not_closed() {
     assert!(begin.elapsed() > 2 * IDLE);
     drop(client);
 
-    let done = finished.recv_timeout(PATIENCE).expect("handler returned");
+    let done = finished.recv_timeout(TIMEOUT).expect("handler returned");
     assert_eq!(done.outcome, Ok(()), "{done:?}");
     assert_eq!(handle.stats().timeouts.idle, 0);
     handle.shutdown().unwrap();
@@ -193,7 +138,7 @@ fn idle_timeout_set_in_the_handler_overrides_the_builder() {
     // The builder's idle timeout (the default, 5 minutes) would never fire
     // within this test; the handler's own does.
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             let begin = Instant::now();
@@ -204,9 +149,9 @@ fn idle_timeout_set_in_the_handler_overrides_the_builder() {
         },
     );
 
-    let mut silent = connect(handle.local_addr());
+    let mut silent = client(handle.local_addr());
     assert_closed(&mut silent);
-    let (outcome, after) = finished.recv_timeout(PATIENCE).unwrap();
+    let (outcome, after) = finished.recv_timeout(TIMEOUT).unwrap();
     assert_eq!(outcome, Err(Some(Timeout::Idle)));
     assert!(after >= IDLE - EARLY && after <= IDLE + SLACK, "{after:?}");
     assert_eq!(handle.stats().timeouts.idle, 1);
@@ -217,7 +162,7 @@ fn idle_timeout_set_in_the_handler_overrides_the_builder() {
 fn no_idle_timeout_set_in_the_handler_overrides_the_builder() {
     const IDLE: Duration = Duration::from_millis(200);
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1).idle_timeout(IDLE),
         move |conn: &mut Connection| {
             conn.set_idle_timeout(None);
@@ -227,7 +172,7 @@ fn no_idle_timeout_set_in_the_handler_overrides_the_builder() {
         },
     );
 
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     // Silent for five of the builder's idle timeouts: shows that nothing
     // closes the connection in that window.
     thread::sleep(5 * IDLE);
@@ -235,7 +180,7 @@ fn no_idle_timeout_set_in_the_handler_overrides_the_builder() {
     assert_eq!(read_exactly(&mut client, 10), b"still here");
     drop(client);
 
-    assert_eq!(finished.recv_timeout(PATIENCE).unwrap(), Ok(()));
+    assert_eq!(finished.recv_timeout(TIMEOUT).unwrap(), Ok(()));
     assert_eq!(handle.stats().timeouts.idle, 0);
     handle.shutdown().unwrap();
 }
@@ -253,7 +198,7 @@ fn deadline_stops_a_client_trickling_one_byte_at_a_time() {
     let (finished_tx, finished) = mpsc::channel();
     // Default idle timeout (5 minutes): every byte arrives well within it,
     // so only the deadline can stop this client.
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             let begin = Instant::now();
@@ -280,7 +225,7 @@ fn deadline_stops_a_client_trickling_one_byte_at_a_time() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let trickler = thread::spawn({
-        let mut client = connect(handle.local_addr());
+        let mut client = client(handle.local_addr());
         let stop = Arc::clone(&stop);
         move || {
             // At most 200 bytes, 50 ms apart (10 s): far past the deadline.
@@ -294,7 +239,7 @@ fn deadline_stops_a_client_trickling_one_byte_at_a_time() {
         }
     });
 
-    let done = finished.recv_timeout(PATIENCE).expect("handler returned");
+    let done = finished.recv_timeout(TIMEOUT).expect("handler returned");
     stop.store(true, Ordering::SeqCst);
     trickler.join().unwrap();
     assert_eq!(done.outcome, Err(Some(Timeout::Deadline)), "{done:?}");
@@ -319,7 +264,7 @@ fn deadline_stops_a_client_trickling_one_byte_at_a_time() {
 fn deadline_also_bounds_writes_to_a_client_that_does_not_read() {
     const DEADLINE: Duration = Duration::from_millis(500);
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             let begin = Instant::now();
@@ -340,8 +285,8 @@ fn deadline_also_bounds_writes_to_a_client_that_does_not_read() {
         },
     );
 
-    let client = connect(handle.local_addr());
-    let (outcome, after) = finished.recv_timeout(PATIENCE).expect("handler returned");
+    let client = client(handle.local_addr());
+    let (outcome, after) = finished.recv_timeout(TIMEOUT).expect("handler returned");
     assert_eq!(outcome, Err(Some(Timeout::Deadline)));
     assert!(after <= DEADLINE + SLACK, "deadline fired late: {after:?}");
     let stats = handle.stats();
@@ -366,7 +311,7 @@ fn reads_and_writes_after(end: Timeout) -> (AfterEnd, Stats) {
     const LIMIT: Duration = Duration::from_millis(200);
     let (timed_out_tx, timed_out) = mpsc::channel();
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             match end {
@@ -378,7 +323,7 @@ fn reads_and_writes_after(end: Timeout) -> (AfterEnd, Stats) {
             let _ = timed_out_tx.send(());
             // Wait (bounded) until the client's bytes are here, without
             // consuming them: a read that is not refused would get them.
-            let until = Instant::now() + PATIENCE;
+            let until = Instant::now() + TIMEOUT;
             while Instant::now() < until {
                 if matches!(conn.stream().peek(&mut buf), Ok(n) if n > 0) {
                     break;
@@ -400,46 +345,51 @@ fn reads_and_writes_after(end: Timeout) -> (AfterEnd, Stats) {
         },
     );
 
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     timed_out
-        .recv_timeout(PATIENCE)
+        .recv_timeout(TIMEOUT)
         .expect("first read timed out");
     client.write_all(b"too late").unwrap();
-    let after = finished.recv_timeout(PATIENCE).expect("handler returned");
+    let after = finished.recv_timeout(TIMEOUT).expect("handler returned");
     let stats = handle.stats();
     drop(client);
     handle.shutdown().unwrap();
     (after, stats)
 }
 
-#[test]
-fn after_an_idle_timeout_every_read_and_write_fails_at_once() {
-    let (after, stats) = reads_and_writes_after(Timeout::Idle);
-    assert_eq!(after.first, Err(Some(Timeout::Idle)), "{after:?}");
-    assert_eq!(after.read_again, Err(Some(Timeout::Idle)), "{after:?}");
-    assert_eq!(after.write_again, Err(Some(Timeout::Idle)), "{after:?}");
+/// Asserts that once `end` (idle or deadline) has ended a connection, every
+/// later read and write fails with it at once, and that it is counted once.
+fn assert_every_read_and_write_fails_at_once_after(end: Timeout) {
+    let (after, stats) = reads_and_writes_after(end);
+    assert_eq!(after.first, Err(Some(end)), "{after:?}");
+    assert_eq!(after.read_again, Err(Some(end)), "{after:?}");
+    assert_eq!(after.write_again, Err(Some(end)), "{after:?}");
     // "At once": no waiting on the socket (the client's data was there
     // and the write had room, so the only way to fail is to refuse).
     assert!(after.took < Duration::from_secs(1), "{after:?}");
     // Counted once per connection, not once per refused call.
-    assert_eq!(stats.timeouts.idle, 1, "{stats:?}");
+    let counted = match end {
+        Timeout::Idle => stats.timeouts.idle,
+        _ => stats.timeouts.deadline,
+    };
+    assert_eq!(counted, 1, "{stats:?}");
+}
+
+#[test]
+fn after_an_idle_timeout_every_read_and_write_fails_at_once() {
+    assert_every_read_and_write_fails_at_once_after(Timeout::Idle);
 }
 
 #[test]
 fn after_the_deadline_every_read_and_write_fails_at_once() {
-    let (after, stats) = reads_and_writes_after(Timeout::Deadline);
-    assert_eq!(after.first, Err(Some(Timeout::Deadline)), "{after:?}");
-    assert_eq!(after.read_again, Err(Some(Timeout::Deadline)), "{after:?}");
-    assert_eq!(after.write_again, Err(Some(Timeout::Deadline)), "{after:?}");
-    assert!(after.took < Duration::from_secs(1), "{after:?}");
-    assert_eq!(stats.timeouts.deadline, 1, "{stats:?}");
+    assert_every_read_and_write_fails_at_once_after(Timeout::Deadline);
 }
 
 #[test]
 fn read_timeout_fires_and_leaves_the_connection_usable() {
     const READ: Duration = Duration::from_millis(200);
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1).read_timeout(READ),
         move |conn: &mut Connection| {
             // A read timeout used as a tick: say so after the first one and
@@ -464,11 +414,11 @@ fn read_timeout_fires_and_leaves_the_connection_usable() {
         },
     );
 
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     assert_eq!(read_exactly(&mut client, 5), b"tick\n");
     client.write_all(b"x").unwrap();
     assert_eq!(read_exactly(&mut client, 1), b"x");
-    let (outcome, ticks) = finished.recv_timeout(PATIENCE).unwrap();
+    let (outcome, ticks) = finished.recv_timeout(TIMEOUT).unwrap();
     assert_eq!(outcome, Ok(()));
     assert!(ticks >= 1);
     let stats = handle.stats();
@@ -488,7 +438,7 @@ struct Flooded {
 fn write_timeout_fires_for_a_client_that_never_reads() {
     const WRITE: Duration = Duration::from_millis(300);
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1).write_timeout(WRITE),
         move |conn: &mut Connection| {
             let chunk = [b'.'; 64 * 1024];
@@ -514,13 +464,13 @@ fn write_timeout_fires_for_a_client_that_never_reads() {
             }
             // The client starts reading now; the connection is still usable
             // (with a write timeout that allows for a slow test machine).
-            conn.set_write_timeout(Some(PATIENCE));
+            conn.set_write_timeout(Some(TIMEOUT));
             conn.write_all(b"END")
         },
     );
 
-    let mut client = connect(handle.local_addr());
-    let flooded = finished.recv_timeout(PATIENCE).expect("write timed out");
+    let mut client = client(handle.local_addr());
+    let flooded = finished.recv_timeout(TIMEOUT).expect("write timed out");
     assert_eq!(flooded.outcome, Err(Some(Timeout::Write)), "{flooded:?}");
     assert!(flooded.written > 0, "{flooded:?}");
 
@@ -543,7 +493,7 @@ fn default_timeouts_are_the_documented_ones() {
     // timeout. A connection puts the limit that applies on the socket
     // before each read or write, so the socket shows which ones are in force.
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             let mut byte = [0u8; 1];
@@ -560,11 +510,11 @@ fn default_timeouts_are_the_documented_ones() {
         },
     );
 
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     client.write_all(b"a").unwrap();
     assert_eq!(read_exactly(&mut client, 1), b"a");
     client.write_all(b"b").unwrap();
-    let (read, write, read_only) = finished.recv_timeout(PATIENCE).expect("handler ran");
+    let (read, write, read_only) = finished.recv_timeout(TIMEOUT).expect("handler ran");
     assert_eq!(read, Some(Duration::from_secs(300)), "idle timeout");
     assert_eq!(write, Some(Duration::from_secs(30)), "write timeout");
     assert_eq!(read_only, None, "read timeout");
@@ -579,7 +529,7 @@ fn a_read_timeout_set_on_the_stream_directly_is_overwritten() {
     // `setsockopt` because its own limit had not changed kept the stream's
     // 20 ms, and reported it as an idle timeout that ended the connection.
     let (finished_tx, finished) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         ServerBuilder::new().workers(1),
         move |conn: &mut Connection| {
             let mut byte = [0u8; 1];
@@ -591,13 +541,13 @@ fn a_read_timeout_set_on_the_stream_directly_is_overwritten() {
             result
         },
     );
-    let mut client = connect(handle.local_addr());
+    let mut client = client(handle.local_addr());
     client.write_all(b"a").unwrap();
     // Silent for ten times the stream's own timeout (but far less than the
     // idle timeout): shows that the stream's timeout is not in force.
     thread::sleep(Duration::from_millis(200));
     client.write_all(b"b").unwrap();
-    assert_eq!(finished.recv_timeout(PATIENCE).unwrap(), Ok(()));
+    assert_eq!(finished.recv_timeout(TIMEOUT).unwrap(), Ok(()));
     handle.shutdown().unwrap();
 }
 
@@ -607,7 +557,7 @@ fn idle_timeout_counts_across_read_timeouts() {
     // end a client that stays silent for the idle timeout.
     let idle = Duration::from_millis(600);
     let (tx, rx) = mpsc::channel();
-    let handle = start(
+    let handle = serve(
         frontdesk::Server::builder()
             .read_timeout(Duration::from_millis(100))
             .idle_timeout(idle),
@@ -626,8 +576,8 @@ fn idle_timeout_counts_across_read_timeouts() {
             result.map(drop)
         },
     );
-    let mut client = connect(handle.local_addr());
-    let (outcome, polls, elapsed) = rx.recv_timeout(PATIENCE).expect("handler reports");
+    let mut client = client(handle.local_addr());
+    let (outcome, polls, elapsed) = rx.recv_timeout(TIMEOUT).expect("handler reports");
     assert_eq!(outcome, Err(Some(Timeout::Idle)));
     assert!(polls >= 2, "the handler polled {polls} times");
     assert!(elapsed + EARLY >= idle, "idle fired after {elapsed:?}");

@@ -3,13 +3,17 @@
 //! Every test talks to a real server over loopback (`127.0.0.1:0`). The
 //! helpers here keep such tests from hanging and from relying on sleeps:
 //!
+//! - [`serve`] starts a server on [`LOCALHOST`] with a handler;
 //! - [`client`] connects with read and write timeouts of [`TIMEOUT`], so a
 //!   server that never answers fails the test instead of hanging it;
 //! - [`Gate`] holds handlers inside their workers until the test lets them
 //!   go, and tells the test which handlers have entered, so a test knows
 //!   exactly when N workers are busy;
-//! - [`wait_until`] polls a condition (usually on [`Stats`]) for at most
-//!   [`TIMEOUT`], for the few things no channel can report;
+//! - [`wait_until`] and [`wait_for_stats`] poll a condition (usually on
+//!   [`Stats`]) for at most [`TIMEOUT`], for the few things no channel can
+//!   report;
+//! - [`run_on_thread`] runs a blocking [`Server::run`] where a test can give
+//!   up on it;
 //! - [`assert_silent`] is the one place where a test waits on purpose: to
 //!   show that something does *not* happen within [`QUIET`].
 //!
@@ -19,6 +23,7 @@
 
 #![allow(dead_code)]
 
+use std::fmt::Debug;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -26,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use frontdesk::{Connection, ServerHandle, ShutdownReport, Stats};
+use frontdesk::{Connection, Handler, Server, ServerBuilder, ServerHandle, ShutdownReport, Stats};
 
 /// The address every test server binds: loopback, with a port from the OS.
 pub(crate) const LOCALHOST: &str = "127.0.0.1:0";
@@ -45,6 +50,15 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 /// long enough that on loopback the thing would have happened by then if the
 /// code were wrong.
 pub(crate) const QUIET: Duration = Duration::from_millis(300);
+
+/// Binds `builder` to [`LOCALHOST`] and spawns the server with `handler`.
+pub(crate) fn serve(builder: ServerBuilder, handler: impl Handler) -> ServerHandle {
+    builder
+        .bind(LOCALHOST)
+        .expect("bind")
+        .spawn(handler)
+        .expect("spawn")
+}
 
 /// Connects to `addr` with read and write timeouts of [`TIMEOUT`].
 pub(crate) fn client(addr: SocketAddr) -> TcpStream {
@@ -94,6 +108,19 @@ pub(crate) fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).expect("the server sends text")
 }
 
+/// Reads exactly `n` bytes.
+///
+/// # Panics
+///
+/// If the connection ends or fails (including a read timeout) first.
+pub(crate) fn read_exactly(stream: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    stream
+        .read_exact(&mut buf)
+        .unwrap_or_else(|e| panic!("read {n} bytes from the server: {e}"));
+    buf
+}
+
 /// Sends `line` and returns the line that comes back.
 pub(crate) fn exchange(stream: &mut TcpStream, line: &str) -> String {
     send_line(stream, line);
@@ -111,7 +138,10 @@ pub(crate) fn assert_closed(stream: &mut TcpStream) {
             "expected the connection to be closed, got {:?}",
             String::from_utf8_lossy(&buf[..n])
         ),
-        Err(e) => panic!("expected the connection to be closed, got {e}"),
+        Err(e) => panic!(
+            "expected the connection to be closed, got {e} ({:?})",
+            e.kind()
+        ),
     }
 }
 
@@ -143,14 +173,56 @@ pub(crate) fn assert_silent(stream: &mut TcpStream) {
 /// bound is generous because the condition usually holds within
 /// milliseconds; it only has to be finite (see [`TIMEOUT`]).
 pub(crate) fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    wait_for(what, cond, |&held| held);
+}
+
+/// Polls `handle`'s stats until `ok` accepts them, and returns the stats it
+/// accepted; panics naming `what`, with the last stats seen, if that does not
+/// happen within [`TIMEOUT`] (as [`wait_until`]).
+pub(crate) fn wait_for_stats(
+    handle: &ServerHandle,
+    what: &str,
+    ok: impl Fn(&Stats) -> bool,
+) -> Stats {
+    wait_for(what, || handle.stats(), ok)
+}
+
+/// Takes a `sample` every few milliseconds until `ok` accepts one, and
+/// returns it; panics naming `what`, with the last sample, after
+/// [`TIMEOUT`].
+fn wait_for<T: Debug>(what: &str, sample: impl Fn() -> T, ok: impl Fn(&T) -> bool) -> T {
     let start = Instant::now();
-    while !cond() {
+    loop {
+        let last = sample();
+        if ok(&last) {
+            return last;
+        }
         assert!(
             start.elapsed() < TIMEOUT,
-            "timed out after {TIMEOUT:?} waiting until {what}"
+            "timed out after {TIMEOUT:?} waiting until {what}; last seen: {last:#?}"
         );
         thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Runs `server` with `handler` on a thread of its own, and returns that
+/// thread and a channel that receives what `run` returned.
+///
+/// `run` blocks the thread that calls it; on another thread, a `run` that
+/// never returns fails the test (at a bounded `recv_timeout` on the channel)
+/// instead of hanging it.
+pub(crate) fn run_on_thread(
+    server: Server,
+    handler: impl Handler,
+) -> (
+    thread::JoinHandle<()>,
+    Receiver<frontdesk::Result<ShutdownReport>>,
+) {
+    let (result_tx, result) = crossbeam_channel::bounded(1);
+    let runner = thread::spawn(move || {
+        let _ = result_tx.send(server.run(handler));
+    });
+    (runner, result)
 }
 
 /// Shuts the server down and returns its report and final stats.
@@ -190,9 +262,33 @@ pub(crate) fn answer_line(conn: &mut Connection) -> io::Result<()> {
     (&*conn).write_all(line.as_bytes())
 }
 
+/// For handlers: reads the client's next line (without its `\n`) a byte at
+/// a time, so that nothing after it is consumed; `None` at end of file.
+pub(crate) fn read_request_line(conn: &mut Connection) -> io::Result<Option<String>> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        if conn.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        if byte[0] == b'\n' {
+            return Ok(Some(String::from_utf8_lossy(&line).into_owned()));
+        }
+        line.push(byte[0]);
+    }
+}
+
+/// For handlers: reads and discards until the client closes.
+pub(crate) fn until_closed(conn: &mut Connection) -> io::Result<()> {
+    let mut buf = [0u8; 256];
+    while conn.read(&mut buf)? > 0 {}
+    Ok(())
+}
+
 /// Holds handlers inside their workers until the test releases them.
 ///
-/// A handler calls [`pass`](Gate::pass) first thing: the gate reports the
+/// A handler calls [`pass`](Gate::pass) first thing (or is wrapped by
+/// [`guard`](Gate::guard), which does that): the gate reports the
 /// connection's id to the test, then waits for a permit. The test learns
 /// from [`wait_entered`](Gate::wait_entered) that N handlers are running at
 /// once (so N workers are busy), and lets them go with
@@ -237,6 +333,16 @@ impl Gate {
                 io::ErrorKind::TimedOut,
                 "the test never released this handler",
             )),
+        }
+    }
+
+    /// A handler that first [`pass`](Gate::pass)es this gate, then serves
+    /// the connection with `then`.
+    pub(crate) fn guard(self: &Arc<Gate>, then: impl Handler) -> impl Handler {
+        let gate = Arc::clone(self);
+        move |conn: &mut Connection| {
+            gate.pass(conn)?;
+            then.handle(conn)
         }
     }
 
