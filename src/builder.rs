@@ -196,7 +196,8 @@ impl ServerBuilder {
     ///
     /// Defaults to off. Keepalive finds peers that vanished without closing
     /// (a crashed host, a dropped NAT entry); it does not limit how long a
-    /// live but silent client may stay (that is the idle timeout).
+    /// live but silent client may stay (that is the idle timeout). Must be
+    /// between 1 and 32767 seconds (Linux's range for `TCP_KEEPIDLE`).
     pub fn keepalive(mut self, idle: impl Into<Option<Duration>>) -> Self {
         self.keepalive = idle.into();
         self
@@ -204,7 +205,8 @@ impl ServerBuilder {
 
     /// Sets the longest time one read may wait; `None` for no limit. A read
     /// that times out fails with [`Timeout::Read`](crate::Timeout::Read)
-    /// and the connection stays usable.
+    /// and the connection stays usable. As for every timeout here, zero
+    /// means "fail at once", not "no limit".
     ///
     /// Defaults to none: the idle timeout already bounds waiting for input.
     /// Maps to `SO_RCVTIMEO`.
@@ -374,6 +376,15 @@ impl ServerBuilder {
         if self.queue > MAX_QUEUE {
             return Err(Error::Config("`queue` must be at most MAX_QUEUE (1048576)"));
         }
+        if let Some(idle) = self.keepalive {
+            // Outside Linux's range, setsockopt fails with EINVAL on every
+            // accepted stream, and only a debug log would say so.
+            if idle < Duration::from_secs(1) || idle > Duration::from_secs(32767) {
+                return Err(Error::Config(
+                    "`keepalive` must be between 1 and 32767 seconds",
+                ));
+            }
+        }
         if self.max_connections == Some(0) {
             return Err(Error::Config("`max_connections` must be at least 1"));
         }
@@ -467,6 +478,21 @@ mod tests {
     #[test]
     fn huge_backlog_is_config_error() {
         assert!(config_error(ServerBuilder::new().backlog(u32::MAX)).contains("backlog"));
+    }
+
+    #[test]
+    fn keepalive_outside_the_kernels_range_is_config_error() {
+        for idle in [
+            Duration::ZERO,
+            Duration::from_millis(500),
+            Duration::from_secs(32768),
+        ] {
+            assert!(config_error(ServerBuilder::new().keepalive(idle)).contains("keepalive"));
+        }
+        ServerBuilder::new()
+            .keepalive(Duration::from_secs(1))
+            .bind("127.0.0.1:0")
+            .unwrap();
     }
 
     #[test]

@@ -129,7 +129,10 @@ fn at_least_a_tick(timeout: Duration) -> Duration {
 ///
 /// - the read timeout bounds one `read` ([`Timeout::Read`], the connection
 ///   stays usable);
-/// - the write timeout bounds one `write` ([`Timeout::Write`]);
+/// - the write timeout bounds how long writing waits for the client to make
+///   room ([`Timeout::Write`]; when the kernel took part of the buffer
+///   before the timeout fired, the following write fails instead, so a
+///   `write_all` gives up after about one write timeout);
 /// - the idle timeout bounds how long the client may stay silent while the
 ///   handler reads: one `read`, or several that each hit the read timeout
 ///   ([`Timeout::Idle`], the connection is finished);
@@ -142,10 +145,13 @@ fn at_least_a_tick(timeout: Duration) -> Duration {
 /// set only when it changes, so a connection without a deadline costs no
 /// extra system call per read.
 ///
-/// The write timeout bounds each `write` call, and the kernel accepts partial
-/// writes, so a client that reads a few bytes just often enough can keep a
-/// long `write_all` going. Only a deadline bounds a whole exchange: set one
-/// when a reply is large and the client is not trusted.
+/// A client that reads a few bytes just often enough can keep a long
+/// `write_all` going, as it can keep a read going by sending a byte now and
+/// then. Only a deadline bounds a whole exchange: set one when a reply is
+/// large or a request long and the client is not trusted.
+///
+/// The setters take `&self`, so a handler can change a limit or set a
+/// deadline per request while a reader borrows the connection.
 ///
 /// # Shutdown
 ///
@@ -158,8 +164,8 @@ pub struct Connection {
     peer_addr: SocketAddr,
     id: u64,
     shared: Arc<Shared>,
-    limits: Limits,
-    deadline: Option<Instant>,
+    limits: Cell<Limits>,
+    deadline: Cell<Option<Instant>>,
     /// The timeouts currently set on the socket, to skip unchanged
     /// `setsockopt` calls; `None` when unknown because the handler was given
     /// the stream (see `stream`).
@@ -170,6 +176,9 @@ pub struct Connection {
     /// When the client's current silence began, once a read timeout has
     /// fired during it.
     silent_since: Cell<Option<Instant>>,
+    /// Set when a write returned a partial count after waiting the write
+    /// timeout: the next write reports the timeout.
+    write_stalled: Cell<bool>,
 }
 
 impl Connection {
@@ -186,12 +195,13 @@ impl Connection {
             peer_addr,
             id,
             shared,
-            limits,
-            deadline: None,
+            limits: Cell::new(limits),
+            deadline: Cell::new(None),
             socket_read_timeout: Cell::new(socket_timeouts.map(|t| t.read)),
             socket_write_timeout: Cell::new(socket_timeouts.map(|t| t.write)),
             ended: Cell::new(None),
             silent_since: Cell::new(None),
+            write_stalled: Cell::new(false),
         }
     }
 
@@ -257,46 +267,52 @@ impl Connection {
     /// }
     /// # let _ = handle;
     /// ```
-    pub fn set_deadline(&mut self, deadline: impl Into<Option<Instant>>) {
-        self.deadline = deadline.into();
+    pub fn set_deadline(&self, deadline: impl Into<Option<Instant>>) {
+        self.deadline.set(deadline.into());
     }
 
     /// The deadline set by [`set_deadline`](Connection::set_deadline).
     pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
+        self.deadline.get()
     }
 
     /// Sets the read timeout for this connection; `None` waits forever
     /// (still bounded by the idle timeout and the deadline).
-    pub fn set_read_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
-        self.limits.read_timeout = timeout.into();
+    pub fn set_read_timeout(&self, timeout: impl Into<Option<Duration>>) {
+        self.update_limits(|limits| limits.read_timeout = timeout.into());
     }
 
     /// The read timeout in force for this connection.
     pub fn read_timeout(&self) -> Option<Duration> {
-        self.limits.read_timeout
+        self.limits.get().read_timeout
     }
 
     /// Sets the write timeout for this connection; `None` waits forever
     /// (still bounded by the deadline).
-    pub fn set_write_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
-        self.limits.write_timeout = timeout.into();
+    pub fn set_write_timeout(&self, timeout: impl Into<Option<Duration>>) {
+        self.update_limits(|limits| limits.write_timeout = timeout.into());
     }
 
     /// The write timeout in force for this connection.
     pub fn write_timeout(&self) -> Option<Duration> {
-        self.limits.write_timeout
+        self.limits.get().write_timeout
     }
 
     /// Sets the idle timeout for this connection; `None` lets the client
     /// stay silent forever.
-    pub fn set_idle_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
-        self.limits.idle_timeout = timeout.into();
+    pub fn set_idle_timeout(&self, timeout: impl Into<Option<Duration>>) {
+        self.update_limits(|limits| limits.idle_timeout = timeout.into());
     }
 
     /// The idle timeout in force for this connection.
     pub fn idle_timeout(&self) -> Option<Duration> {
-        self.limits.idle_timeout
+        self.limits.get().idle_timeout
+    }
+
+    fn update_limits(&self, change: impl FnOnce(&mut Limits)) {
+        let mut limits = self.limits.get();
+        change(&mut limits);
+        self.limits.set(limits);
     }
 
     /// The timeout that finished this connection ([`Timeout::Idle`] or
@@ -320,7 +336,7 @@ impl Connection {
         // already: the idle timeout counts from its last byte, not from
         // this read, so a handler that polls with a short read timeout
         // still ends an idle connection.
-        let idle = match (self.limits.idle_timeout, self.silent_since.get()) {
+        let idle = match (self.limits.get().idle_timeout, self.silent_since.get()) {
             (Some(idle), Some(since)) if self.ended.get().is_none() => {
                 let left = idle.saturating_sub(since.elapsed());
                 if left.is_zero() {
@@ -331,7 +347,7 @@ impl Connection {
             (idle, _) => idle,
         };
         let bounds = Bounds {
-            op: (self.limits.read_timeout, Timeout::Read),
+            op: (self.limits.get().read_timeout, Timeout::Read),
             idle,
         };
         let result = self.with_timeout(
@@ -347,7 +363,7 @@ impl Connection {
                     && Timeout::of(error) == Some(Timeout::Read) =>
             {
                 // The read that just timed out waited the whole read timeout.
-                let waited = self.limits.read_timeout.unwrap_or_default();
+                let waited = self.limits.get().read_timeout.unwrap_or_default();
                 self.silent_since.set(Instant::now().checked_sub(waited));
             }
             _ => {}
@@ -356,16 +372,32 @@ impl Connection {
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
-        let limits = Bounds {
-            op: (self.limits.write_timeout, Timeout::Write),
+        // When the write timeout fires after the kernel took part of the
+        // buffer, `send` reports the partial count, not the timeout, and
+        // `write_all` would start a whole new timeout for the rest. Report
+        // the timeout on the next write instead, so that a client that stops
+        // reading holds the worker for about one write timeout, not several.
+        if self.write_stalled.replace(false) {
+            return Err(self.timed_out(Timeout::Write));
+        }
+        let write_timeout = self.limits.get().write_timeout;
+        let bounds = Bounds {
+            op: (write_timeout, Timeout::Write),
             idle: None,
         };
-        self.with_timeout(
-            limits,
+        let started = write_timeout.map(|_| Instant::now());
+        let result = self.with_timeout(
+            bounds,
             &self.socket_write_timeout,
             |timeout| self.stream.set_write_timeout(timeout),
             |mut stream| stream.write(buf),
-        )
+        );
+        if let (Ok(n), Some(timeout), Some(started)) = (&result, write_timeout, started) {
+            if *n < buf.len() && started.elapsed() >= timeout {
+                self.write_stalled.set(true);
+            }
+        }
+        result
     }
 
     /// Runs one read or write under the shortest applicable limit, and turns
@@ -416,7 +448,7 @@ impl Connection {
             }
         };
         tighten(bounds.idle, Timeout::Idle);
-        if let Some(deadline) = self.deadline {
+        if let Some(deadline) = self.deadline.get() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Timeout::Deadline);
@@ -428,6 +460,7 @@ impl Connection {
 
     fn deadline_passed(&self) -> bool {
         self.deadline
+            .get()
             .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
@@ -506,6 +539,7 @@ impl fmt::Debug for Connection {
             socket_write_timeout: _,
             ended,
             silent_since: _,
+            write_stalled: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)

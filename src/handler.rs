@@ -29,7 +29,10 @@ use crate::connection::Connection;
 ///
 /// impl Handler for Greeter {
 ///     fn handle(&self, conn: &mut Connection) -> io::Result<()> {
-///         writeln!(conn, "{}, {}", self.greeting, conn.peer_addr())
+///         // One write, one packet: `writeln!` on an unbuffered connection
+///         // would send each piece of the format separately.
+///         let line = format!("{}, {}\n", self.greeting, conn.peer_addr());
+///         conn.write_all(line.as_bytes())
 ///     }
 /// }
 ///

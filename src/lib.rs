@@ -80,9 +80,10 @@
 //! # Logging
 //!
 //! The library never prints; it logs through the [`log`] crate: `info` when
-//! it starts and stops listening, `debug` for each connection, `warn` for
-//! accept errors and rejected connections (at most once a second), `error`
-//! for panics in handlers and fatal accept errors.
+//! it starts and stops listening, `debug` for each connection and for
+//! accept errors that concern one connection, `warn` for the first resource
+//! error (`EMFILE`, ...) of a back-off and for rejected connections (at most
+//! once a second), `error` for panics in handlers and fatal accept errors.
 //!
 //! # Accept errors
 //!

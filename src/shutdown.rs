@@ -231,9 +231,13 @@ impl Stopper {
         Stopper { shared }
     }
 
-    /// Asks the server to shut down gracefully, and returns at once.
+    /// Asks the server to shut down gracefully, and returns without waiting
+    /// for the shutdown.
     ///
-    /// Calling it again, or after the server stopped, does nothing.
+    /// On Linux it returns at once. Elsewhere it wakes the acceptor with a
+    /// connection to the server's own port, which may take up to a second
+    /// when the listen backlog is full. Calling it again, or after the
+    /// server stopped, does nothing.
     pub fn stop(&self) {
         self.shared.stop();
     }

@@ -586,3 +586,29 @@ fn idle_timeout_counts_across_read_timeouts() {
     let stats = handle.shutdown().expect("shutdown").stats;
     assert_eq!(stats.timeouts.idle, 1);
 }
+
+#[test]
+fn write_all_gives_up_after_about_one_write_timeout() {
+    // The kernel answers a write that times out after taking part of the
+    // buffer with the partial count, not the timeout; `write_all` must not
+    // start a whole new timeout for the rest each time (it took 3x here).
+    const WRITE: Duration = Duration::from_secs(2);
+    let (finished_tx, finished) = mpsc::channel();
+    let handle = serve(
+        ServerBuilder::new().workers(1).write_timeout(WRITE),
+        move |conn: &mut Connection| {
+            // Far more than loopback buffers hold, sent in one call.
+            let reply = vec![b'.'; 64 << 20];
+            let started = Instant::now();
+            let result = conn.write_all(&reply);
+            let _ = finished_tx.send((timeout_of(&result), started.elapsed()));
+            result
+        },
+    );
+    let _client = client(handle.local_addr());
+    let (outcome, elapsed) = finished.recv_timeout(TIMEOUT).expect("write_all returns");
+    assert_eq!(outcome, Err(Some(Timeout::Write)));
+    assert!(elapsed + EARLY >= WRITE, "gave up after {elapsed:?}");
+    assert!(elapsed <= WRITE + SLACK, "gave up after {elapsed:?}");
+    handle.shutdown().unwrap();
+}
