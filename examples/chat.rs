@@ -18,12 +18,32 @@
 //!
 //! The handler is a struct that owns the [`Room`], shared by every worker.
 //! Nothing that waits on a client happens while the room is locked: each
-//! client has an outbox (a bounded channel) and a writer thread that sends
-//! it; relaying a line only puts it in the other clients' outboxes. A client
-//! that stops reading holds up nobody: its outbox fills, and then it is
-//! dropped from the room, its connection is closed and its departure
-//! announced (`* 127.0.0.1:50000 left (too slow)`). A client that leaves is removed from the room before its
-//! handler returns.
+//! client has an outbox (a bounded channel of [`OUTBOX`] lines) and a
+//! writer thread that sends it. Relaying a line locks the room only to copy
+//! the list of the other clients' outboxes, then puts the line in each.
+//!
+//! # Back-pressure, and when a client is too slow
+//!
+//! A client may paste a thousand lines at once; its handler reads them as
+//! fast as the network brings them, far faster than the others' writer
+//! threads send them. When a listener's outbox is full, the sender's
+//! handler waits for it to make room, so a burst is relayed at the pace of
+//! the listeners (the sender's own lines wait in its socket, and then in
+//! its client), and nobody's outbox grows without bound.
+//!
+//! A listener that stops reading must not hold everybody up, though: the
+//! sender waits at most [`STALL`] (1 s) for all the full outboxes of one
+//! line together, and a listener whose outbox stayed full that long is
+//! dropped: its connection is closed and its departure announced
+//! (`* 127.0.0.1:50000 left (too slow)`). So a stalled client delays the
+//! others by at most about a second, once. A client that leaves is removed
+//! from the room before its handler returns.
+//!
+//! # Idle timeout: off by default
+//!
+//! A chat client may only read, for hours. Unlike the other examples, chat
+//! turns the idle timeout off by default (`--idle-timeout-ms 0`); pass
+//! `--idle-timeout-ms N` to close clients that send nothing for `N` ms.
 //!
 //! # A fixed pool serves at most `--workers` clients at once
 //!
@@ -43,20 +63,25 @@ use std::net::{Shutdown, TcpStream};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use frontdesk::{Connection, Handler, LineError, LineReader};
 
 use common::{Input, Limits, Options};
 
-/// How many messages may wait for one client. When its outbox is full the
-/// client is not keeping up and is dropped. Bounds the memory a client can
-/// hold to this many lines.
+/// How many lines may wait for one client. A listener may fall this far
+/// behind without slowing anyone; beyond it, senders wait for it. Bounds
+/// the memory one client can hold to this many lines.
 const OUTBOX: usize = 64;
 
-/// How long the writer thread may wait for a client to make room for one
-/// message before it gives up on the client.
+/// How long a sender waits for full outboxes to take one line. A listener
+/// whose outbox stayed full this long is not reading, and is dropped.
+const STALL: Duration = Duration::from_secs(1);
+
+/// How long the writer thread may wait for its client to take one line.
+/// While others talk, a client that stops reading is dropped after
+/// [`STALL`]; this bounds the writer when nobody is talking.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The chat server: one value shared by all workers.
@@ -77,6 +102,10 @@ struct Member {
     /// To close the connection of a client that is dropped.
     stream: Arc<TcpStream>,
 }
+
+/// The outboxes a line goes to, copied out of the room so that the sender
+/// can wait for them without holding the room's lock.
+type Recipients = Vec<(u64, Sender<Arc<str>>)>;
 
 impl Handler for Chat {
     fn handle(&self, conn: &mut Connection) -> io::Result<()> {
@@ -104,15 +133,17 @@ impl Handler for Chat {
         );
         let result = self.relay(conn, id);
         self.room.leave(id);
-        // The room held the outbox's only sender: the writer sends what is
-        // left in it, then ends.
+        // Once the room and any sender still delivering a line have let go
+        // of the outbox (within STALL), the writer sends what is left in it,
+        // then ends.
         let _ = writer.join();
         result
     }
 }
 
 impl Chat {
-    /// Passes the client's lines to the room until it leaves.
+    /// Passes the client's lines to the room until it leaves. While the
+    /// room waits for slow listeners, this client's lines wait unread.
     fn relay(&self, conn: &Connection, id: u64) -> io::Result<()> {
         let input = Input::new(conn);
         let mut lines = LineReader::new(input, self.limits.max_line);
@@ -161,20 +192,26 @@ impl Room {
             member.name,
             members.len()
         );
-        // The outbox is new and empty: this cannot fail.
+        // The outbox is new and empty, and nobody else can reach it before
+        // it is in the room: this cannot fail, and comes first.
         let _ = member.outbox.try_send(welcome.into());
+        let to = recipients(&members, id);
         let text = format!("* {} joined\n", member.name);
-        broadcast(&mut members, id, text);
         members.insert(id, member);
+        drop(members);
+        self.deliver(to, text);
     }
 
     fn say(&self, id: u64, line: &str) {
-        let mut members = self.members();
+        let members = self.members();
         // A client dropped from the room may still have lines in flight.
-        if let Some(member) = members.get(&id) {
-            let text = format!("{}: {line}\n", member.name);
-            broadcast(&mut members, id, text);
-        }
+        let Some(member) = members.get(&id) else {
+            return;
+        };
+        let text = format!("{}: {line}\n", member.name);
+        let to = recipients(&members, id);
+        drop(members);
+        self.deliver(to, text);
     }
 
     /// Sends `text` to one client only.
@@ -188,42 +225,91 @@ impl Room {
 
     fn leave(&self, id: u64) {
         let mut members = self.members();
-        if let Some(member) = members.remove(&id) {
-            let text = format!("* {} left\n", member.name);
-            broadcast(&mut members, id, text);
+        let Some(member) = members.remove(&id) else {
+            return; // dropped already
+        };
+        let to = recipients(&members, id);
+        drop(members);
+        self.deliver(to, format!("* {} left\n", member.name));
+    }
+
+    /// Puts `text` in the outboxes of `to`, waiting up to [`STALL`] for
+    /// full ones, with the room unlocked. The members that could not take
+    /// it are dropped: their connection is closed and their departure
+    /// announced in turn.
+    fn deliver(&self, to: Recipients, text: String) {
+        // Each announcement after the first is of a member that was
+        // removed, so this ends after at most one round per member.
+        let mut announcements = vec![(to, Arc::<str>::from(text))];
+        while let Some((to, text)) = announcements.pop() {
+            for id in put(&to, &text) {
+                let mut members = self.members();
+                // It may have left, or been dropped by another sender,
+                // while we waited.
+                let Some(member) = members.remove(&id) else {
+                    continue;
+                };
+                log::debug!("dropping a client that does not keep up: {}", member.name);
+                let _ = member.stream.shutdown(Shutdown::Both);
+                let text = format!("* {} left (too slow)\n", member.name);
+                announcements.push((recipients(&members, id), text.into()));
+            }
         }
     }
 }
 
-/// Puts `text` in the outbox of every member but `from`, without waiting.
-/// Members whose outbox is full (or whose writer has given up) are dropped:
-/// their connection is closed and their departure announced in turn.
-fn broadcast(members: &mut HashMap<u64, Member>, from: u64, text: String) {
-    // Each round after the first announces one dropped member, so this
-    // ends after at most one round per member.
-    let mut announcements = vec![(from, Arc::<str>::from(text))];
-    while let Some((from, text)) = announcements.pop() {
-        let mut dropped = Vec::new();
-        for (&id, member) in members.iter() {
-            if id != from && member.outbox.try_send(Arc::clone(&text)).is_err() {
-                dropped.push(id);
-            }
-        }
-        for id in dropped {
-            let member = members.remove(&id).expect("a member just seen");
-            log::debug!("dropping a client that does not keep up: {}", member.name);
-            let _ = member.stream.shutdown(Shutdown::Both);
-            let text = format!("* {} left (too slow)\n", member.name);
-            announcements.push((id, text.into()));
+/// The outboxes of every member but `from`.
+fn recipients(members: &HashMap<u64, Member>, from: u64) -> Recipients {
+    members
+        .iter()
+        .filter(|(&id, _)| id != from)
+        .map(|(&id, member)| (id, member.outbox.clone()))
+        .collect()
+}
+
+/// Puts `text` in each outbox of `to`. Full outboxes are waited for all
+/// at once, for at most [`STALL`] in all, so a line is delayed by at most
+/// that however many listeners have stalled. Returns the members whose
+/// outbox stayed full that long, or whose writer has given up.
+fn put(to: &[(u64, Sender<Arc<str>>)], text: &Arc<str>) -> Vec<u64> {
+    let mut failed = Vec::new();
+    let mut full = Vec::new();
+    for (id, outbox) in to {
+        match outbox.try_send(Arc::clone(text)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => full.push((*id, outbox)),
+            Err(TrySendError::Disconnected(_)) => failed.push(*id),
         }
     }
+    let deadline = Instant::now() + STALL;
+    while !full.is_empty() {
+        let mut select = Select::new();
+        for &(_, outbox) in &full {
+            select.send(outbox);
+        }
+        // Whichever outbox makes room first takes the line.
+        let Ok(operation) = select.select_deadline(deadline) else {
+            break; // the ones left have been full since the deadline was set
+        };
+        let (id, outbox) = full.swap_remove(operation.index());
+        if operation.send(outbox, Arc::clone(text)).is_err() {
+            failed.push(id);
+        }
+    }
+    failed.extend(full.iter().map(|&(id, _)| id));
+    failed
 }
 
 fn main() -> ExitCode {
     let options = Options::parse(
-        "chat: a TCP chat relay; each line goes to every other client",
+        "chat: a TCP chat relay; each line goes to every other client.
+Clients that only read stay connected: the idle timeout is off by default.",
         Options {
             queue: 0,
+            limits: Limits {
+                idle_timeout: None,
+                ..Options::default().limits
+            },
             ..Options::default()
         },
     );

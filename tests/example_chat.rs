@@ -5,7 +5,21 @@
 
 mod support;
 
+use std::io::Write;
+use std::thread;
+use std::time::{Duration, Instant};
+
 use support::{Client, Example};
+
+/// How long the chat example waits for a listener whose outbox is full
+/// before it drops it (`STALL` in `examples/chat.rs`).
+const STALL: Duration = Duration::from_secs(1);
+
+/// How much longer than [`STALL`] a healthy client may wait for a line
+/// while a stalled one is being dropped: the stall itself takes STALL; the
+/// rest is room for a loaded CI machine. Far below the example's 10 s write
+/// timeout, so the test fails if the stall is only found by that.
+const SLACK: Duration = Duration::from_secs(3);
 
 /// A chat client that has been greeted, so it is in the room.
 struct Chatter {
@@ -69,24 +83,66 @@ fn lines_go_to_every_other_client_with_arrivals_and_departures() {
 }
 
 #[test]
+fn a_burst_reaches_every_listener_in_full_and_in_order() {
+    let mut server = Example::start("chat", &[]);
+    let (mut a, mut b, mut c) = three(&server);
+    // `a` pastes 1000 lines in one write, about 1 MB: far more than the
+    // listeners' outboxes (64 lines each) hold, and more than the socket
+    // buffers take at once. The server reads them faster than it can send
+    // them on; it must slow `a` down to the listeners' pace, not drop them.
+    let text = "y".repeat(1000);
+    let paste: String = (0..1000).map(|i| format!("{i} {text}\n")).collect();
+    let mut paster = a.client.stream().try_clone().expect("clone the socket");
+    let pasting = thread::spawn(move || paster.write_all(paste.as_bytes()));
+    let a_name = a.name.clone();
+    thread::scope(|scope| {
+        for listener in [&mut b, &mut c] {
+            let a_name = &a_name;
+            let text = &text;
+            scope.spawn(move || {
+                for i in 0..1000 {
+                    listener.expect(&format!("{a_name}: {i} {text}"));
+                }
+            });
+        }
+    });
+    pasting
+        .join()
+        .expect("the pasting thread")
+        .expect("paste 1000 lines");
+    // Nobody was dropped: everyone is still in the room.
+    b.say("all there");
+    a.expect(&format!("{}: all there", b.name));
+    c.expect(&format!("{}: all there", b.name));
+    server.stop();
+}
+
+#[test]
 fn stalled_client_is_dropped_without_delaying_the_others() {
     let mut server = Example::start("chat", &[]);
     let (mut a, mut b, stalled) = three(&server);
-    // `stalled` reads nothing more. `a` talks and `b` must get every line
-    // at once, while the lines pile up for `stalled` (in its socket
-    // buffers, then its outbox) until the server gives up on it. `b`'s
-    // read timeout fails the test if `stalled` holds anyone up.
+    // `stalled` reads nothing more. `a` talks and `b` reads every line,
+    // while the lines pile up for `stalled` (in its socket buffers, then
+    // its outbox) until its outbox stays full for STALL and the server
+    // drops it. Meanwhile `b` waits for no line longer than that.
     let text = "x".repeat(8000);
     let dropped = format!("* {} left (too slow)", stalled.name);
     let mut announced = false;
+    let mut slowest = Duration::ZERO;
+    let mut line = |b: &mut Chatter| {
+        let start = Instant::now();
+        let line = b.client.line();
+        slowest = slowest.max(start.elapsed());
+        line
+    };
     // Enough for the socket buffers (a few MiB at most on loopback) and
     // the outbox (64 lines) many times over.
     for i in 0..5000 {
         a.say(&format!("{i} {text}"));
-        let mut got = b.client.line();
+        let mut got = line(&mut b);
         if got == dropped {
             announced = true;
-            got = b.client.line();
+            got = line(&mut b);
         }
         assert_eq!(got, format!("{}: {i} {text}", a.name), "line {i}");
         if announced {
@@ -94,6 +150,10 @@ fn stalled_client_is_dropped_without_delaying_the_others() {
         }
     }
     assert!(announced, "the stalled client was never dropped");
+    assert!(
+        slowest <= STALL + SLACK,
+        "a healthy client waited {slowest:?} for a line"
+    );
     a.expect(&dropped);
     // The room goes on without it.
     b.say("bye");

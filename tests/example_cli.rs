@@ -12,13 +12,25 @@ use support::{run, Example};
 
 const EXAMPLES: [&str; 3] = ["echo", "commands", "chat"];
 
-/// Runs `name` with `args`, which must make it fail at once, and checks
-/// the failure: a non-zero exit status (not a crash on a signal), exactly
-/// one line on stderr that contains `expected`, no panic, nothing on stdout.
+/// The exit status for a bad argument, as `--help` says.
+const BAD_ARGUMENT: i32 = 2;
+
+/// The exit status when the server cannot start, as `--help` says.
+const CANNOT_START: i32 = 1;
+
+/// Runs `name` with `args`, a bad argument, and checks that it fails at
+/// once as [`fails_with`] says, with exit status 2.
 fn fails(name: &str, args: &[&str], expected: &str) {
+    fails_with(BAD_ARGUMENT, name, args, expected);
+}
+
+/// Runs `name` with `args`, which must make it fail at once, and checks
+/// the failure: exit status `code` (not a crash on a signal), exactly one
+/// line on stderr that contains `expected`, no panic, nothing on stdout.
+fn fails_with(code: i32, name: &str, args: &[&str], expected: &str) {
     let (status, stdout, stderr) = run(name, args);
     let context = format!("{name} {args:?}: status {status}, stderr {stderr:?}");
-    assert!(status.code().is_some_and(|code| code != 0), "{context}");
+    assert_eq!(status.code(), Some(code), "{context}");
     assert_eq!(stderr.lines().count(), 1, "{context}");
     assert!(stderr.ends_with('\n'), "{context}");
     assert!(stderr.contains(expected), "{context}");
@@ -51,8 +63,24 @@ fn chat_waits_in_no_queue_by_default() {
 }
 
 #[test]
-fn zero_workers_is_an_error() {
-    fails("commands", &["127.0.0.1:0", "--workers", "0"], "workers");
+fn chat_has_no_idle_timeout_by_default() {
+    let (_, stdout, _) = run("chat", &["--help"]);
+    assert!(stdout.contains("does (default 0, off)"), "{stdout}");
+    let (_, stdout, _) = run("commands", &["--help"]);
+    assert!(stdout.contains("does (default 300000)"), "{stdout}");
+}
+
+#[test]
+fn invalid_configuration_exits_2_like_a_bad_argument() {
+    // These parse, and the library's `bind` refuses them with
+    // `Error::Config`.
+    fails(
+        "commands",
+        &["127.0.0.1:0", "--workers", "0"],
+        "invalid configuration: `workers` must be at least 1",
+    );
+    fails("echo", &["127.0.0.1:0", "--workers", "5000"], "`workers`");
+    fails("chat", &["127.0.0.1:0", "--queue", "2000000"], "`queue`");
 }
 
 #[test]
@@ -105,7 +133,12 @@ fn busy_port_is_an_error() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("address").to_string();
     for name in EXAMPLES {
-        fails(name, &[&addr], &format!("failed to listen on {addr}"));
+        fails_with(
+            CANNOT_START,
+            name,
+            &[&addr],
+            &format!("failed to listen on {addr}"),
+        );
     }
 }
 

@@ -125,13 +125,20 @@ impl Options {
 
 /// Binds `builder` to the options' address, prints `listening on IP:PORT`,
 /// and serves with `handler` until SIGINT or SIGTERM, then shuts down
-/// gracefully. Returns the process's exit code: 0 after a shutdown, 1 (with
-/// a one-line error on stderr) if the server could not start or failed.
+/// gracefully. Returns the process's exit code, with a one-line error on
+/// stderr for a failure: 0 after a shutdown; 2 if the library finds the
+/// configuration invalid ([`frontdesk::Error::Config`], e.g. `--workers 0`),
+/// which is a bad argument like those [`Options::parse`] rejects; 1 if the
+/// server could not start (a busy port) or failed.
 pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Handler) -> ExitCode {
     match try_serve(options, builder, handler) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let program = program_name(std::env::args_os().next());
+            if let Some(frontdesk::Error::Config(_)) = error.downcast_ref() {
+                eprintln!("{program}: {error} (see --help)");
+                return ExitCode::from(2);
+            }
             eprintln!("{program}: {}", error_chain(&*error));
             ExitCode::FAILURE
         }
@@ -283,7 +290,7 @@ fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
 fn usage(program: &str, about: &str, defaults: &Options) -> String {
     let idle = match defaults.limits.idle_timeout {
         Some(idle) => idle.as_millis().to_string(),
-        None => "0".to_string(),
+        None => "0, off".to_string(),
     };
     format!(
         "{about}
@@ -305,6 +312,9 @@ Prints `listening on IP:PORT` once listening. SIGINT (Ctrl-C) or SIGTERM
 shuts down gracefully: stop accepting, answer what clients already sent,
 close; a second signal exits at once. RUST_LOG=debug logs each connection
 on stderr.
+
+Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
+configuration, 1 if the server cannot start (a busy port) or fails.
 ",
         workers = defaults.workers,
         queue = defaults.queue,
