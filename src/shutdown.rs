@@ -250,7 +250,37 @@ impl Stopper {
 
 #[cfg(test)]
 mod tests {
+    use std::thread;
+
     use super::*;
+
+    #[test]
+    fn wake_up_connection_reaches_accept_and_is_recognised() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = Shared::new(listener.local_addr().unwrap(), 1);
+        // Nothing lent: `stop` must fall back to the portable wake-up
+        // connection, which Linux otherwise never uses.
+        let accepting = thread::spawn(move || listener.accept().map(|(_, peer)| peer));
+        shared.stop();
+        let peer = accepting.join().unwrap().unwrap();
+        assert!(shared.is_wake_up(peer));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn stop_interrupts_a_blocked_accept_on_linux() {
+        let listener = Arc::new(TcpListener::bind("127.0.0.1:0").unwrap());
+        let shared = Shared::new(listener.local_addr().unwrap(), 1);
+        shared.lend_listener(&listener);
+        let accepting = {
+            let listener = Arc::clone(&listener);
+            thread::spawn(move || listener.accept().map(|(_, peer)| peer))
+        };
+        shared.stop();
+        // Whether it was blocked already or calls accept afterwards, it
+        // fails instead of waiting for a client.
+        assert!(accepting.join().unwrap().is_err());
+    }
 
     #[test]
     fn wake_addr_maps_unspecified_to_loopback() {
