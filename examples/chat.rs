@@ -68,7 +68,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
 use frontdesk::{Connection, Handler, LineError, LineReader};
 
-use common::{Input, Limits, Options};
+use common::{Limits, Options};
 
 /// How many lines may wait for one client. A listener may fall this far
 /// behind without slowing anyone; beyond it, senders wait for it. Bounds
@@ -145,8 +145,7 @@ impl Chat {
     /// Passes the client's lines to the room until it leaves. While the
     /// room waits for slow listeners, this client's lines wait unread.
     fn relay(&self, conn: &Connection, id: u64) -> io::Result<()> {
-        let input = Input::new(conn);
-        let mut lines = LineReader::new(input, self.limits.max_line);
+        let mut lines = LineReader::new(conn, self.limits.max_line);
         loop {
             match lines.read_line_str() {
                 Ok(line) => self.room.say(id, line),

@@ -33,11 +33,11 @@ use std::process::ExitCode;
 
 use frontdesk::{Connection, LineError, LineReader};
 
-use common::{Input, Limits, Options};
+use common::{Limits, Options};
 
 fn commands(conn: &mut Connection, limits: Limits) -> io::Result<()> {
     let mut out = &*conn;
-    let mut lines = LineReader::new(Input::new(conn), limits.max_line);
+    let mut lines = LineReader::new(&*conn, limits.max_line);
     loop {
         match lines.read_line_str() {
             Ok(line) => match line.trim() {

@@ -25,13 +25,12 @@ use std::process::ExitCode;
 
 use frontdesk::Connection;
 
-use common::{Input, Options};
+use common::Options;
 
 fn echo(conn: &mut Connection) -> io::Result<()> {
-    let mut input = Input::new(conn);
-    // Ends when the client half-closes or the server shuts down (and the
-    // client has sent nothing more), once all of it has been written back.
-    io::copy(&mut input, &mut &*conn)?;
+    // Ends when the client half-closes, or when the server shuts down and
+    // what the client had sent until then has been written back.
+    io::copy(&mut &*conn, &mut &*conn)?;
     Ok(())
 }
 

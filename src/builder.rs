@@ -84,6 +84,7 @@ pub struct ServerBuilder {
     overload: Overload,
     max_connections: Option<usize>,
     shutdown_timeout: Duration,
+    stop_reading_on_shutdown: bool,
     on_reject: Option<Arc<dyn Handler>>,
 }
 
@@ -111,6 +112,7 @@ impl ServerBuilder {
             overload: Overload::Block,
             max_connections: None,
             shutdown_timeout: Duration::from_secs(10),
+            stop_reading_on_shutdown: false,
             on_reject: None,
         }
     }
@@ -264,6 +266,29 @@ impl ServerBuilder {
         self
     }
 
+    /// When the server shuts down, ends every connection's input: a read
+    /// returns what the client had already sent, then end of stream, while
+    /// writes still work (`shutdown(SHUT_RD)` on each connection being
+    /// served, and on each queued one as a worker takes it).
+    ///
+    /// Defaults to off: handlers go on reading until they return (they can
+    /// watch [`Connection::is_shutting_down`](crate::Connection::is_shutting_down))
+    /// or the drain deadline closes their connection. Turn it on for a
+    /// protocol where every message is answered as it arrives (a line
+    /// protocol, a chat): everything received before the shutdown is then
+    /// answered, and a handler waiting for a silent client returns at once
+    /// instead of holding the shutdown until the deadline. Leave it off when
+    /// a request can span many reads and must not be cut short.
+    ///
+    /// # Platform notes
+    ///
+    /// Relies on Linux's behaviour: after `SHUT_RD` a read returns the
+    /// bytes already received, then 0. Elsewhere a read may fail instead.
+    pub fn stop_reading_on_shutdown(mut self, yes: bool) -> Self {
+        self.stop_reading_on_shutdown = yes;
+        self
+    }
+
     /// Sets the handler run on the acceptor thread for every rejected
     /// connection before it is closed, for example to write a "busy" line.
     ///
@@ -394,6 +419,7 @@ impl ServerBuilder {
             overload: self.overload,
             max_connections: self.max_connections,
             shutdown_timeout: self.shutdown_timeout,
+            stop_reading_on_shutdown: self.stop_reading_on_shutdown,
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -425,6 +451,7 @@ impl fmt::Debug for ServerBuilder {
             overload,
             max_connections,
             shutdown_timeout,
+            stop_reading_on_shutdown,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -442,6 +469,7 @@ impl fmt::Debug for ServerBuilder {
             .field("overload", overload)
             .field("max_connections", max_connections)
             .field("shutdown_timeout", shutdown_timeout)
+            .field("stop_reading_on_shutdown", stop_reading_on_shutdown)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

@@ -16,6 +16,7 @@ use crate::connection::{Connection, Limits, SocketTimeouts};
 use crate::error::{Error, Result};
 use crate::handle::ShutdownReport;
 use crate::handler::Handler;
+use crate::server::Config;
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
 
@@ -44,6 +45,7 @@ pub(crate) struct WorkerPool {
     /// Disconnected once every worker has returned: each holds a sender.
     done: Receiver<()>,
     shared: Arc<Shared>,
+    stop_reading: bool,
 }
 
 impl WorkerPool {
@@ -51,13 +53,12 @@ impl WorkerPool {
     /// its queue. Dropping the sender stops the workers once the queue is
     /// empty.
     pub(crate) fn start(
-        workers: usize,
-        queue: usize,
+        config: &Config,
         handler: Arc<dyn Handler>,
         shared: Arc<Shared>,
-        limits: Limits,
     ) -> Result<(WorkerPool, Sender<Job>)> {
-        let (sender, receiver) = crossbeam_channel::bounded::<Job>(queue);
+        let workers = config.workers;
+        let (sender, receiver) = crossbeam_channel::bounded::<Job>(config.queue);
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let slots: Arc<[Slot]> = (0..workers).map(|_| Mutex::new(None)).collect();
         let mut threads = Vec::with_capacity(workers);
@@ -68,7 +69,8 @@ impl WorkerPool {
                 handler: Arc::clone(&handler),
                 shared: Arc::clone(&shared),
                 slots: Arc::clone(&slots),
-                limits,
+                limits: config.limits,
+                stop_reading: config.stop_reading_on_shutdown,
                 _done: done_tx.clone(),
             };
             let name = format!("frontdesk-worker-{index}");
@@ -88,12 +90,14 @@ impl WorkerPool {
                 }
             }
         }
+        let stop_reading = config.stop_reading_on_shutdown;
         Ok((
             WorkerPool {
                 threads,
                 slots,
                 done,
                 shared,
+                stop_reading,
             },
             sender,
         ))
@@ -110,8 +114,20 @@ impl WorkerPool {
             slots,
             done,
             shared,
+            stop_reading,
         } = self;
         let counters = &shared.counters;
+        if stop_reading {
+            // Handlers blocked in a read get what the client already sent,
+            // then end of stream; their writes still work. The stop flag is
+            // up, so a worker that fills its slot after this scan does the
+            // same itself.
+            for slot in slots.iter() {
+                if let Some(stream) = lock(slot).as_ref() {
+                    let _ = stream.shutdown(Shutdown::Read);
+                }
+            }
+        }
         let forced_before = counters.forced_closed.load(Ordering::SeqCst);
         let dropped_before = counters.dropped.load(Ordering::SeqCst);
 
@@ -166,6 +182,7 @@ impl fmt::Debug for WorkerPool {
             slots: _,
             done: _,
             shared: _,
+            stop_reading: _,
         } = self;
         f.debug_struct("WorkerPool")
             .field("workers", &threads.len())
@@ -192,6 +209,7 @@ struct Worker {
     shared: Arc<Shared>,
     slots: Arc<[Slot]>,
     limits: Limits,
+    stop_reading: bool,
     /// Dropped when the thread ends; see `WorkerPool::done`.
     _done: Sender<()>,
 }
@@ -222,6 +240,10 @@ impl Worker {
             // the other.
             if self.shared.is_forced() {
                 force_close(&stream, counters);
+            } else if self.stop_reading && self.shared.is_stopping() {
+                // Picked up during the drain: what the client sent is
+                // answered, then its reads end (see `stop_reading`).
+                let _ = stream.shutdown(Shutdown::Read);
             }
             log::debug!("serving connection: peer={peer} id={id}");
             let shared = Arc::clone(&self.shared);

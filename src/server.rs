@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) overload: Overload,
     pub(crate) max_connections: Option<usize>,
     pub(crate) shutdown_timeout: Duration,
+    pub(crate) stop_reading_on_shutdown: bool,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn Handler>>,
@@ -38,6 +39,7 @@ impl fmt::Debug for Config {
             overload,
             max_connections,
             shutdown_timeout,
+            stop_reading_on_shutdown,
             limits,
             stream,
             on_reject,
@@ -48,6 +50,7 @@ impl fmt::Debug for Config {
             .field("overload", overload)
             .field("max_connections", max_connections)
             .field("shutdown_timeout", shutdown_timeout)
+            .field("stop_reading_on_shutdown", stop_reading_on_shutdown)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
@@ -159,13 +162,8 @@ impl Server {
     /// }
     /// ```
     pub fn run(self, handler: impl Handler) -> Result<ShutdownReport> {
-        let (pool, queue) = WorkerPool::start(
-            self.config.workers,
-            self.config.queue,
-            Arc::new(handler),
-            Arc::clone(&self.shared),
-            self.config.limits,
-        )?;
+        let (pool, queue) =
+            WorkerPool::start(&self.config, Arc::new(handler), Arc::clone(&self.shared))?;
         self.serve(pool, queue)
     }
 
@@ -210,13 +208,8 @@ impl Server {
         let thread = thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let (pool, queue) = WorkerPool::start(
-                    self.config.workers,
-                    self.config.queue,
-                    Arc::new(handler),
-                    Arc::clone(&self.shared),
-                    self.config.limits,
-                )?;
+                let (pool, queue) =
+                    WorkerPool::start(&self.config, Arc::new(handler), Arc::clone(&self.shared))?;
                 let _ = started_tx.send(());
                 self.serve(pool, queue)
             })

@@ -13,7 +13,7 @@ use crossbeam_channel::RecvTimeoutError;
 use frontdesk::{Connection, Overload, Server};
 use util::{
     assert_accounted, assert_closed, client, client_with_request, exchange, read_line,
-    run_on_thread, serve, wait_until, DropSignal, Gate, LOCALHOST, QUIET, TIMEOUT,
+    run_on_thread, serve, wait_for_stats, wait_until, DropSignal, Gate, LOCALHOST, QUIET, TIMEOUT,
 };
 
 /// How much longer than its drain deadline a shutdown may take: the force
@@ -470,4 +470,50 @@ fn stats_add_up_after_a_busy_life() {
     assert_eq!(stats.dropped, 1, "{stats:#?}");
     assert_eq!((report.forced, report.dropped), (2, 1), "{report:?}");
     assert_accounted(&stats);
+}
+
+/// A line protocol: answers each line with `got <line>` until end of stream.
+fn answer_every_line(conn: &mut Connection) -> io::Result<()> {
+    let mut lines = frontdesk::LineReader::new(&*conn, 1024);
+    loop {
+        match lines.read_line_str() {
+            Ok(line) => (&*conn).write_all(format!("got {line}\n").as_bytes())?,
+            Err(frontdesk::LineError::Closed { .. }) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+#[test]
+fn stop_reading_on_shutdown_answers_what_was_sent_and_ends_at_once() {
+    // Without the option a handler waiting for a silent client holds the
+    // shutdown until the drain deadline; with it, it answers what it got,
+    // sees end of stream and returns.
+    let handle = serve(
+        Server::builder()
+            .workers(2)
+            .shutdown_timeout(TIMEOUT)
+            .stop_reading_on_shutdown(true),
+        answer_every_line,
+    );
+    let addr = handle.local_addr();
+    let mut talker = client(addr);
+    let mut silent = client(addr);
+    assert_eq!(exchange(&mut silent, "hello"), "got hello");
+    // Sent without waiting: still unread when the shutdown begins.
+    talker.write_all(b"one\ntwo\nthree\n").unwrap();
+    wait_for_stats(&handle, "both connections served", |s| s.active == 2);
+
+    let started = Instant::now();
+    let report = handle.shutdown().unwrap();
+    assert!(
+        started.elapsed() < TIMEOUT / 2,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!((report.drained, report.forced), (2, 0), "{report:?}");
+    let mut replies = String::new();
+    talker.read_to_string(&mut replies).unwrap();
+    assert_eq!(replies, "got one\ngot two\ngot three\n");
+    assert_closed(&mut silent);
 }

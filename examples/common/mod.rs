@@ -1,5 +1,5 @@
-//! What the examples share: the command line, the server set-up, signal
-//! handling, and [`Input`], the reader that ends when the server shuts down.
+//! What the examples share: the command line, the server set-up and signal
+//! handling.
 //!
 //! Every example takes the same arguments:
 //!
@@ -15,23 +15,19 @@
 
 use std::error::Error;
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use frontdesk::{Connection, Handler, Overload, Server, ServerBuilder, Timeout};
-
-/// How often a handler waiting for its client looks whether the server is
-/// shutting down (see [`Input`]).
-pub(crate) const POLL: Duration = Duration::from_millis(100);
+use frontdesk::{Handler, Overload, Server, ServerBuilder};
 
 /// How long a shutdown lets connections finish before closing them by
-/// force. Handlers reading through [`Input`] finish within [`POLL`] of the
-/// signal once they have answered what they received; this only bounds
-/// clients that keep sending, or do not read their answers. With it the
+/// force. The examples stop reading when the shutdown begins, so handlers
+/// finish as soon as they have answered what they received; this only
+/// bounds clients that do not read their answers. With it the
 /// process exits about 2 s after SIGINT or SIGTERM at the latest (3 s if a
 /// handler ignores its closed connection for the library's 1 s grace),
 /// within the 5 s the examples promise.
@@ -109,8 +105,9 @@ impl Options {
     ///   queue is full, a new client is turned away at once (through the
     ///   `on_reject` handler, if the example sets one) rather than left
     ///   waiting in the kernel's backlog;
-    /// - a read timeout of [`POLL`], which [`Input`] needs (read it
-    ///   through [`Input`], not from the connection directly);
+    /// - on shutdown, every connection's input ends: handlers answer what
+    ///   their client already sent, then see end of stream, as if it had
+    ///   closed (`stop_reading_on_shutdown`);
     /// - a drain deadline of [`SHUTDOWN_TIMEOUT`].
     pub(crate) fn builder(&self) -> ServerBuilder {
         Server::builder()
@@ -118,7 +115,7 @@ impl Options {
             .queue(self.queue)
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
-            .read_timeout(POLL)
+            .stop_reading_on_shutdown(true)
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
     }
 }
@@ -163,52 +160,6 @@ fn try_serve(
     // The library logs the shutdown report at `info`.
     result?;
     Ok(())
-}
-
-/// Reads from a connection until the client closes it, or until the server
-/// shuts down and the client has nothing more to say.
-///
-/// A handler blocked in `read` waits for its client and cannot see that the
-/// server is shutting down; at the drain deadline the library closes its
-/// connection by force. To let handlers end sooner, and cleanly, `Input`
-/// reads in slices of [`POLL`] (the builder's read timeout) and after a
-/// slice in which nothing arrived, looks at
-/// [`Connection::is_shutting_down`]. If the server is shutting down it
-/// reports end of stream, as if the client had closed. Bytes that arrived
-/// before are read first, so a handler that answers each request as it
-/// reads it has answered everything its client sent before the signal.
-///
-/// The idle timeout still counts from the client's last byte across these
-/// slices: the library ends the connection with [`Timeout::Idle`].
-#[derive(Debug)]
-pub(crate) struct Input<'a> {
-    conn: &'a Connection,
-}
-
-impl<'a> Input<'a> {
-    /// Reads from `conn`.
-    pub(crate) fn new(conn: &'a Connection) -> Input<'a> {
-        Input { conn }
-    }
-}
-
-impl Read for Input<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut conn = self.conn;
-        // Each round waits for one POLL; the idle timeout (an error from
-        // the library) or the server's shutdown ends the loop while the
-        // client stays silent.
-        loop {
-            match conn.read(buf) {
-                Err(error) if Timeout::of(&error) == Some(Timeout::Read) => {
-                    if self.conn.is_shutting_down() {
-                        return Ok(0);
-                    }
-                }
-                result => return result,
-            }
-        }
-    }
 }
 
 /// Parses the arguments after the program name: `Ok(None)` for `--help`.
