@@ -44,11 +44,10 @@ pub(crate) struct Acceptor<'a> {
     config: &'a Config,
     shared: Arc<Shared>,
     last_id: u64,
-    /// Whether accepted streams inherit the listener's options; learnt from
-    /// the first one.
+    /// Whether accepted streams inherit the listener's options: learnt from
+    /// the first one, or `false` at once when the listener could not take
+    /// them.
     inherits: Option<bool>,
-    /// Whether the per-stream options were set on the listener.
-    listener_prepared: bool,
     backoff: Option<Duration>,
     reject_log: RateLimit,
 }
@@ -61,12 +60,12 @@ impl<'a> Acceptor<'a> {
         shared: Arc<Shared>,
     ) -> Acceptor<'a> {
         let write_timeout = config.limits.socket_write_timeout();
-        let listener_prepared =
+        let inherits =
             match socket::prepare_listener(&listener, config.stream.nodelay, write_timeout) {
-                Ok(()) => true,
+                Ok(()) => None,
                 Err(error) => {
                     log::debug!("could not set stream options on the listener: error={error}");
-                    false
+                    Some(false)
                 }
             };
         Acceptor {
@@ -75,8 +74,7 @@ impl<'a> Acceptor<'a> {
             config,
             shared,
             last_id: 0,
-            inherits: None,
-            listener_prepared,
+            inherits,
             backoff: None,
             reject_log: RateLimit::new(REJECT_LOG_INTERVAL),
         }
@@ -179,8 +177,7 @@ impl<'a> Acceptor<'a> {
             write: self.config.limits.socket_write_timeout(),
         };
         if self.inherits.is_none() {
-            let inherits = self.listener_prepared
-                && socket::has(stream, options.nodelay, inherited.read, inherited.write);
+            let inherits = socket::has(stream, options.nodelay, inherited.read, inherited.write);
             log::debug!("accepted streams inherit the listener's options: {inherits}");
             self.inherits = Some(inherits);
         }

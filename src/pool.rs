@@ -122,11 +122,9 @@ impl WorkerPool {
             // then end of stream; their writes still work. The stop flag is
             // up, so a worker that fills its slot after this scan does the
             // same itself.
-            for slot in slots.iter() {
-                if let Some(stream) = lock(slot).as_ref() {
-                    let _ = stream.shutdown(Shutdown::Read);
-                }
-            }
+            for_each_active(&slots, |stream| {
+                let _ = stream.shutdown(Shutdown::Read);
+            });
         }
         let forced_before = counters.forced_closed.load(Ordering::SeqCst);
         let dropped_before = counters.dropped.load(Ordering::SeqCst);
@@ -135,11 +133,7 @@ impl WorkerPool {
         let mut all_returned = done.recv_deadline(deadline) == Err(RecvTimeoutError::Disconnected);
         if !all_returned {
             shared.force();
-            for slot in slots.iter() {
-                if let Some(stream) = lock(slot).as_ref() {
-                    force_close(stream, counters);
-                }
-            }
+            for_each_active(&slots, |stream| force_close(stream, counters));
             all_returned = done.recv_timeout(FORCE_GRACE) == Err(RecvTimeoutError::Disconnected);
         }
 
@@ -193,6 +187,15 @@ impl fmt::Debug for WorkerPool {
 fn far_future() -> Instant {
     // About 30 years: "no timeout" without overflowing `Instant`.
     Instant::now() + Duration::from_secs(60 * 60 * 24 * 365 * 30)
+}
+
+/// Calls `f` with the stream of every worker serving a connection.
+fn for_each_active(slots: &[Slot], mut f: impl FnMut(&TcpStream)) {
+    for slot in slots {
+        if let Some(stream) = lock(slot).as_ref() {
+            f(stream);
+        }
+    }
 }
 
 fn force_close(stream: &TcpStream, counters: &Counters) {
