@@ -66,9 +66,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
-use frontdesk::{Connection, Handler, LineError, LineReader};
+use frontdesk::{Connection, Handler, LineError, LineReader, Timeout};
 
 use common::{Limits, Options};
+
+/// How often a handler waiting for its client looks whether the server is
+/// shutting down.
+const POLL: Duration = Duration::from_millis(100);
 
 /// How many lines may wait for one client. A listener may fall this far
 /// behind without slowing anyone; beyond it, senders wait for it. Bounds
@@ -154,8 +158,15 @@ impl Chat {
                     self.room.tell(id, "error: line too long\n");
                     return Ok(());
                 }
-                // The client closed, was dropped, or the server is shutting
-                // down.
+                // Nothing arrived for POLL: leave only once the server is
+                // shutting down, so lines other clients sent before the
+                // shutdown still reach this one.
+                Err(LineError::TimedOut(error)) if Timeout::of(&error) == Some(Timeout::Read) => {
+                    if conn.is_shutting_down() {
+                        return Ok(());
+                    }
+                }
+                // The client closed, or was dropped.
                 Err(LineError::Closed { .. }) => return Ok(()),
                 Err(error) => return Err(error.into()),
             }
@@ -312,8 +323,14 @@ Clients that only read stay connected: the idle timeout is off by default.",
             ..Options::default()
         },
     );
+    // Unlike the other examples, chat must not end every input when the
+    // shutdown begins: a listener would leave before the lines its peers
+    // sent just before the signal reached it. Its handlers look at the
+    // shutdown flag each time a POLL passes without input instead.
     let builder = options
         .builder()
+        .stop_reading_on_shutdown(false)
+        .read_timeout(POLL)
         .on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
     let chat = Chat {
         room: Room::default(),
