@@ -66,7 +66,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender, TrySendError};
-use frontdesk::{Connection, Handler, LineError, LineReader, Timeout};
+use frontdesk::{Connection, Handler, LineError, LineReader, Rejected, Timeout};
 
 use common::{Limits, Options};
 
@@ -323,15 +323,14 @@ Clients that only read stay connected: the idle timeout is off by default.",
             ..Options::default()
         },
     );
-    // Unlike the other examples, chat must not end every input when the
-    // shutdown begins: a listener would leave before the lines its peers
-    // sent just before the signal reached it. Its handlers look at the
-    // shutdown flag each time a POLL passes without input instead.
+    // Chat's handlers look at the shutdown flag each time a POLL passes
+    // without input (POLL is shorter than the drain's quiet time, so the
+    // read timeout fires first): a listener must not leave before the
+    // lines its peers sent just before the signal have reached it.
     let builder = options
         .builder()
-        .stop_reading_on_shutdown(false)
         .read_timeout(POLL)
-        .on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
+        .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
     let chat = Chat {
         room: Room::default(),
         limits: options.limits,

@@ -31,7 +31,7 @@ mod common;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use frontdesk::{Connection, LineError, LineReader};
+use frontdesk::{Connection, LineError, LineReader, Rejected};
 
 use common::{Limits, Options};
 
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     let limits = options.limits;
     let builder = options
         .builder()
-        .on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
+        .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
     common::serve(&options, builder, move |conn: &mut Connection| {
         commands(conn, limits)
     })

@@ -9,28 +9,24 @@
 //! | `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` | out of a resource that frees itself as connections close: wait 5 ms, doubling up to 1 s while the error lasts, back to 5 ms after a success; one warning per episode |
 //! | anything else (for example `EBADF`, `EINVAL`) | the listener is broken: the server shuts down and `run` / `join` return [`Error::Accept`] |
 
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender, TrySendError};
 
-use crate::builder::Overload;
-use crate::connection::{Connection, Limits, SocketTimeouts};
+use crate::closer::Closer;
+use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
-use crate::pool::{panic_message, Job};
-use crate::server::Config;
+use crate::handler::run_guarded;
+use crate::pool::Job;
+use crate::reject::{RejectReason, Rejected};
 use crate::shutdown::Shared;
-use crate::socket::{self, StreamOptions};
-use crate::stats::{Counters, RejectReason};
-
-/// How long the reject handler may take for one connection. It runs on the
-/// acceptor thread, so this bounds how long one rejected client can stall
-/// accepting.
-pub const REJECT_TIME: Duration = Duration::from_millis(100);
+use crate::socket;
+use crate::stats::Counters;
+use crate::wait::{self, Interest};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -38,41 +34,63 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// flood the log.
 const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Where the listener came from, which decides what the server may change
+/// on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Bound by the server: its options are ours to set.
+    Bound,
+    /// Adopted (`from_listener`): the socket may be shared with its owner,
+    /// a clone, or another process. Only its blocking mode is changed while
+    /// the server runs, and put back afterwards.
+    Adopted { was_nonblocking: bool },
+}
+
 pub(crate) struct Acceptor<'a> {
-    listener: Arc<TcpListener>,
+    /// In non-blocking mode (see `Server::new`).
+    listener: TcpListener,
+    origin: Origin,
     queue: Sender<Job>,
     config: &'a Config,
     shared: Arc<Shared>,
+    closer: Closer,
     last_id: u64,
-    /// Whether accepted streams inherit the listener's options: learnt from
-    /// the first one, or `false` at once when the listener could not take
-    /// them.
+    /// Whether accepted streams inherit the listener's `TCP_NODELAY`:
+    /// learnt from the first one, or `false` at once when the listener is
+    /// not ours to change or could not take it.
     inherits: Option<bool>,
     backoff: Option<Duration>,
     reject_log: RateLimit,
 }
 
 impl<'a> Acceptor<'a> {
+    /// `listener` must be in non-blocking mode already, so that the loop
+    /// waits in `poll(2)` where the stop signal can reach it.
     pub(crate) fn new(
         listener: TcpListener,
+        origin: Origin,
         queue: Sender<Job>,
         config: &'a Config,
         shared: Arc<Shared>,
+        closer: Closer,
     ) -> Acceptor<'a> {
-        let write_timeout = config.limits.socket_write_timeout();
-        let inherits =
-            match socket::prepare_listener(&listener, config.stream.nodelay, write_timeout) {
+        let inherits = match origin {
+            Origin::Adopted { .. } => Some(false),
+            Origin::Bound => match socket::prepare_listener(&listener, config.stream.nodelay) {
                 Ok(()) => None,
                 Err(error) => {
                     log::debug!("could not set stream options on the listener: error={error}");
                     Some(false)
                 }
-            };
+            },
+        };
         Acceptor {
-            listener: Arc::new(listener),
+            listener,
+            origin,
             queue,
             config,
             shared,
+            closer,
             last_id: 0,
             inherits,
             backoff: None,
@@ -84,9 +102,18 @@ impl<'a> Acceptor<'a> {
     /// Consumes the acceptor, so the listener is closed and the queue's
     /// sender dropped when this returns.
     pub(crate) fn run(mut self) -> Result<()> {
-        self.shared.lend_listener(&self.listener);
         let result = self.accept_until_stopped();
-        self.shared.return_listener();
+        if self.origin
+            == (Origin::Adopted {
+                was_nonblocking: false,
+            })
+        {
+            // Whoever else holds this socket (a `try_clone`, a parent
+            // process) finds it in the mode they left it in.
+            if let Err(error) = self.listener.set_nonblocking(false) {
+                log::warn!("could not put the listener back in blocking mode: error={error}");
+            }
+        }
         result
     }
 
@@ -97,16 +124,27 @@ impl<'a> Acceptor<'a> {
                     if self.backoff.take().is_some() {
                         log::info!("accepting again after resource errors");
                     }
-                    if !self.shared.is_wake_up(peer) {
-                        self.dispatch(stream, peer);
-                    }
+                    self.dispatch(stream, peer);
                 }
-                // The stop signal may interrupt `accept` with an error.
-                Err(_) if self.shared.is_stopping() => break,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.wait_for_clients()?;
+                }
                 Err(error) => self.accept_failed(error)?,
             }
         }
         Ok(())
+    }
+
+    /// Waits until a client is waiting in the backlog or the server stops.
+    fn wait_for_clients(&self) -> Result<()> {
+        let stop = self.shared.stop_signal();
+        match wait::wait(&self.listener, Interest::Read, Some(stop), None) {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                log::error!("waiting for connections failed, stopping the server: error={error}");
+                Err(Error::Accept { source: error })
+            }
+        }
     }
 
     fn accept_failed(&mut self, error: io::Error) -> Result<()> {
@@ -140,14 +178,13 @@ impl<'a> Acceptor<'a> {
 
     fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
         self.last_id += 1;
-        let timeouts = self.prepare(&stream, peer);
+        self.prepare(&stream, peer);
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
         let job = Job {
             stream,
             peer,
             id: self.last_id,
-            timeouts,
         };
         if let Some(max) = self.config.max_connections {
             if counters.open.load(Ordering::Relaxed) >= max {
@@ -163,42 +200,33 @@ impl<'a> Acceptor<'a> {
         }
     }
 
-    /// Sets the options `stream` did not inherit from the listener, and
-    /// returns the timeouts its socket has, when known.
+    /// Sets the options `stream` did not inherit from the listener.
     ///
-    /// Linux copies `TCP_NODELAY` and `SO_SNDTIMEO` from the listener to
-    /// accepted sockets, which saves two system calls per connection. The
-    /// first stream shows whether this system does; until then, and where it
-    /// does not, every stream gets its options set.
-    fn prepare(&mut self, stream: &TcpStream, peer: SocketAddr) -> Option<SocketTimeouts> {
-        let options = self.config.stream;
-        let inherited = SocketTimeouts {
-            read: None,
-            write: self.config.limits.socket_write_timeout(),
-        };
+    /// Linux copies `TCP_NODELAY` from the listener to accepted sockets,
+    /// which saves a system call per connection. The first stream shows
+    /// whether this system does; until then, and where it does not, every
+    /// stream gets it set.
+    fn prepare(&mut self, stream: &TcpStream, peer: SocketAddr) {
+        let mut options = self.config.stream;
         if self.inherits.is_none() {
-            let inherits = socket::has(stream, options.nodelay, inherited.read, inherited.write);
+            let inherits = socket::has_nodelay(stream, options.nodelay);
             log::debug!("accepted streams inherit the listener's options: {inherits}");
             self.inherits = Some(inherits);
         }
-        let result = if self.inherits == Some(true) {
-            socket::configure(
-                stream,
-                StreamOptions {
-                    nodelay: false,
-                    ..options
-                },
-            )
-        } else {
-            socket::configure(stream, options)
-        };
-        if let Err(error) = result {
+        if self.inherits == Some(true) {
+            options.nodelay = false;
+        }
+        // The BSDs and macOS pass the listener's O_NONBLOCK on to accepted
+        // sockets; a handler that uses `Connection::stream` directly
+        // expects a blocking one, as on Linux. Windows has no
+        // `MSG_DONTWAIT`, so there every stream is non-blocking instead.
+        #[cfg(all(unix, not(any(target_os = "linux", target_os = "android"))))]
+        let _ = stream.set_nonblocking(false);
+        #[cfg(windows)]
+        let _ = stream.set_nonblocking(true);
+        if let Err(error) = socket::configure(stream, options) {
             // Usually the client is already gone; its handler will find out.
             log::debug!("could not set socket options: peer={peer} error={error}");
-        }
-        match self.inherits {
-            Some(true) => Some(inherited),
-            _ => None,
         }
     }
 
@@ -251,68 +279,21 @@ impl<'a> Acceptor<'a> {
     }
 
     fn reject(&mut self, job: Job, reason: RejectReason) {
-        let Job {
-            stream,
-            peer,
-            id,
-            timeouts,
-        } = job;
-        self.shared.counters.rejected(reason);
+        let Job { stream, peer, id } = job;
+        let counters = &self.shared.counters;
+        counters.rejected(reason);
         if let Some(suppressed) = self.reject_log.ready() {
             log::warn!(
                 "rejecting connection: peer={peer} reason={reason:?} (and {suppressed} more since the last warning)"
             );
         }
-        let Some(handler) = &self.config.on_reject else {
-            return;
-        };
-        let stream = Arc::new(stream);
-        let limits = Limits {
-            read_timeout: None,
-            write_timeout: None,
-            idle_timeout: None,
-        };
-        let mut conn = Connection::new(
-            Arc::clone(&stream),
-            peer,
-            id,
-            Arc::clone(&self.shared),
-            limits,
-            timeouts,
-        );
-        conn.set_deadline(Instant::now() + REJECT_TIME);
-        match panic::catch_unwind(AssertUnwindSafe(|| handler.handle(&mut conn))) {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => log::debug!("reject handler failed: peer={peer} error={error}"),
-            Err(payload) => {
-                Counters::bump(&self.shared.counters.panics);
-                log::error!(
-                    "reject handler panicked: peer={peer} panic={}",
-                    panic_message(&*payload)
-                );
-            }
+        let mut rejected = Rejected::new(stream, peer, id, reason);
+        if let Some(handler) = &self.config.on_reject {
+            run_guarded("reject handler", peer, id, counters, None, || {
+                handler.reject(&mut rejected)
+            });
         }
-        drop(conn);
-        close_gently(&stream);
-    }
-}
-
-/// Closes a connection so that what was written reaches the client.
-///
-/// Closing a socket that still has unread input makes the kernel send a
-/// reset instead of a FIN, and a reset can destroy data the client has not
-/// read yet. So: send FIN, then read (without waiting) what has already
-/// arrived, then close.
-fn close_gently(stream: &TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    if stream.set_nonblocking(true).is_ok() {
-        let mut sink = [0u8; 1024];
-        for _ in 0..64 {
-            match (&*stream).read(&mut sink) {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
-        }
+        self.closer.close(Arc::new(rejected.stream));
     }
 }
 

@@ -6,10 +6,10 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::connection::Limits;
+use crate::config::{Config, Limits, Linger, Overload};
 use crate::error::{Error, Result};
-use crate::handler::Handler;
-use crate::server::{Config, Server};
+use crate::reject::RejectHandler;
+use crate::server::Server;
 use crate::socket::{self, ListenOptions, StreamOptions};
 
 /// The most worker threads a server may have. Far above what a blocking
@@ -21,29 +21,44 @@ pub const MAX_WORKERS: usize = 4096;
 /// up front, so a mistyped number would cost memory.
 pub const MAX_QUEUE: usize = 1 << 20;
 
-/// What the acceptor does with a new connection when every worker is busy
-/// and the queue is full.
-///
-/// The default is `Block`: nothing a client sends is lost, short bursts wait
-/// in the kernel's backlog, and this is what users of std's `TcpListener`,
-/// Go's `net/http` or Python's `socketserver` expect. Choose `Reject` for an
-/// interactive service where a fast, explicit "busy" beats an unbounded
-/// wait, and `Wait` to absorb short bursts but still say "busy" when the
-/// pool stays full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Overload {
-    /// Stop accepting until a worker or a queue slot is free; new callers
-    /// wait in the kernel's listen backlog (back-pressure).
-    #[default]
-    Block,
-    /// Accept the connection and hand it at once to the reject handler
-    /// (by default: close it).
-    Reject,
-    /// Wait up to this long for room in the queue, then reject. The
-    /// acceptor waits in the meantime, so under sustained overload at most
-    /// one connection is rejected per wait.
-    Wait(Duration),
+// `Server`'s constructors are here, beside the builder they use, so that
+// `server.rs` (which runs a server) does not depend on this file.
+impl Server {
+    /// A builder to configure a server; see [`ServerBuilder`] for the
+    /// options and their defaults.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// Binds `addr` with every option at its default; shorthand for
+    /// `Server::builder().bind(addr)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`ServerBuilder::bind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Port 0: the OS picks a free port.
+    /// let server = frontdesk::Server::bind("127.0.0.1:0")?;
+    /// assert_ne!(server.local_addr().port(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn bind(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
+        ServerBuilder::new().bind(addr)
+    }
+
+    /// Serves on a listener the caller already has, with every option at
+    /// its default; shorthand for `Server::builder().from_listener(listener)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`ServerBuilder::from_listener`].
+    pub fn from_listener(listener: TcpListener) -> Result<Server> {
+        ServerBuilder::new().from_listener(listener)
+    }
 }
 
 /// Configures and binds a [`Server`].
@@ -84,8 +99,10 @@ pub struct ServerBuilder {
     overload: Overload,
     max_connections: Option<usize>,
     shutdown_timeout: Duration,
-    stop_reading_on_shutdown: bool,
-    on_reject: Option<Arc<dyn Handler>>,
+    drain_quiet_time: Duration,
+    linger_time: Duration,
+    linger_bytes: usize,
+    on_reject: Option<Arc<dyn RejectHandler>>,
 }
 
 impl Default for ServerBuilder {
@@ -112,7 +129,9 @@ impl ServerBuilder {
             overload: Overload::Block,
             max_connections: None,
             shutdown_timeout: Duration::from_secs(10),
-            stop_reading_on_shutdown: false,
+            drain_quiet_time: Duration::from_millis(200),
+            linger_time: Duration::from_secs(2),
+            linger_bytes: 1 << 20,
             on_reject: None,
         }
     }
@@ -266,48 +285,77 @@ impl ServerBuilder {
         self
     }
 
-    /// When the server shuts down, ends every connection's input: a read
-    /// returns what the client had already sent, then end of stream, while
-    /// writes still work (`shutdown(SHUT_RD)` on each connection being
-    /// served, and on each queued one as a worker takes it).
+    /// Sets how long, during a shutdown, a read that finds nothing to read
+    /// waits for more before it reports end of stream.
     ///
-    /// Defaults to off: handlers go on reading until they return (they can
-    /// watch [`Connection::is_shutting_down`](crate::Connection::is_shutting_down))
-    /// or the drain deadline closes their connection. Turn it on for a
-    /// protocol where every message is answered as it arrives (a line
-    /// protocol, a chat): everything received before the shutdown is then
-    /// answered, and a handler waiting for a silent client returns at once
-    /// instead of holding the shutdown until the deadline. Leave it off when
-    /// a request can span many reads and must not be cut short.
+    /// Defaults to 200 ms. A shutdown answers everything a client sent
+    /// before it: a handler's reads return what has arrived and what keeps
+    /// arriving, and end once the client has been quiet this long, so a
+    /// handler waiting for a silent client returns within this time
+    /// instead of holding the shutdown until its deadline. The default is
+    /// well above a round trip on any network a server and its clients
+    /// share, so a client whose requests are still on their way is not cut
+    /// off; raise it for clients far away. Bounded by the drain deadline
+    /// ([`shutdown_timeout`](ServerBuilder::shutdown_timeout)) in any case.
+    pub fn drain_quiet_time(mut self, time: Duration) -> Self {
+        self.drain_quiet_time = time;
+        self
+    }
+
+    /// Sets how long a gentle close waits for the client's end of stream.
     ///
-    /// # Platform notes
+    /// Defaults to 2 seconds. Every connection ends gently, however it
+    /// ends (handler returned or failed, rejected, dropped at shutdown,
+    /// timed out): the server shuts down its side for writing, so the
+    /// client reads every reply and then end of stream; then it reads and
+    /// discards whatever the client still sends until the client closes,
+    /// and only then closes the socket. Closing at once with unread input
+    /// would make the kernel send a reset, which can destroy replies the
+    /// client has not read yet. The wait holds no worker: a closer thread
+    /// waits for every such connection at once. When the client has not
+    /// closed within this time, or has sent more than
+    /// [`linger_bytes`](ServerBuilder::linger_bytes), the socket is closed
+    /// anyway and counted in [`Stats::linger_cut`](crate::Stats::linger_cut).
+    /// Zero closes as soon as nothing more has arrived.
+    pub fn linger_time(mut self, time: Duration) -> Self {
+        self.linger_time = time;
+        self
+    }
+
+    /// Sets how many bytes a gentle close discards while it waits for the
+    /// client's end of stream (see [`linger_time`](ServerBuilder::linger_time)).
     ///
-    /// Relies on Linux's behaviour: after `SHUT_RD` a read returns the
-    /// bytes already received, then 0. Elsewhere a read may fail instead.
-    pub fn stop_reading_on_shutdown(mut self, yes: bool) -> Self {
-        self.stop_reading_on_shutdown = yes;
+    /// Defaults to 1 MiB.
+    pub fn linger_bytes(mut self, bytes: usize) -> Self {
+        self.linger_bytes = bytes;
         self
     }
 
     /// Sets the handler run on the acceptor thread for every rejected
     /// connection before it is closed, for example to write a "busy" line.
     ///
-    /// By default a rejected connection is closed at once. The handler runs
-    /// under a deadline of [`REJECT_TIME`](crate::REJECT_TIME), so a client
-    /// can never stall the acceptor for longer; then the connection is shut
-    /// down for writing and closed.
+    /// By default a rejected connection is closed at once. The handler gets
+    /// a [`Rejected`](crate::Rejected): the client's address, the
+    /// [reason](crate::RejectReason), and writes that never wait (nothing
+    /// the client does can stall the acceptor through it). It must return
+    /// quickly all the same: nothing is accepted while it runs. The
+    /// connection is then closed gently, so the reply arrives even when
+    /// the client had already sent a request.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::io::Write;
-    /// use frontdesk::{Connection, Overload, Server};
+    /// use frontdesk::{Overload, RejectReason, Rejected, Server};
     ///
     /// let _builder = Server::builder()
     ///     .overload(Overload::Reject)
-    ///     .on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
+    ///     .on_reject(|conn: &mut Rejected| match conn.reason() {
+    ///         RejectReason::ShuttingDown => conn.write_all(b"error: shutting down\n"),
+    ///         _ => conn.write_all(b"error: server busy\n"),
+    ///     });
     /// ```
-    pub fn on_reject(mut self, handler: impl Handler) -> Self {
+    pub fn on_reject(mut self, handler: impl RejectHandler) -> Self {
         self.on_reject = Some(Arc::new(handler));
         self
     }
@@ -347,7 +395,7 @@ impl ServerBuilder {
         let mut last = None;
         for addr in addrs {
             match socket::listen(addr, options) {
-                Ok(listener) => return Server::new(listener, config),
+                Ok(listener) => return Server::new(listener, false, config),
                 Err(source) => last = Some(Error::Bind { addr, source }),
             }
         }
@@ -362,9 +410,15 @@ impl ServerBuilder {
     /// Builds a server on a listener the caller already has (from a test, a
     /// socket-activation manager or another library).
     ///
-    /// The listener's own options are left as they are; the
-    /// listener-related setters (`backlog`, `reuse_address`, `reuse_port`,
-    /// `only_v6`) do not apply. The listener is switched to blocking mode.
+    /// The listener may be shared (a `try_clone`, a socket passed on by
+    /// systemd or a parent process), so the server changes nothing on it
+    /// for good: its options are left as they are (the listener-related
+    /// setters `backlog`, `reuse_address`, `reuse_port` and `only_v6` do
+    /// not apply, and `TCP_NODELAY` is set on each accepted stream instead
+    /// of once on the listener), and stopping the server does not stop
+    /// the socket listening. The one change is its blocking mode, which
+    /// every descriptor of the socket shares: it is non-blocking from this
+    /// call until the server stops, then put back as it was.
     ///
     /// # Errors
     ///
@@ -372,10 +426,7 @@ impl ServerBuilder {
     /// listener's address or mode cannot be read or set.
     pub fn from_listener(self, listener: TcpListener) -> Result<Server> {
         let config = self.config()?;
-        listener
-            .set_nonblocking(false)
-            .map_err(|source| Error::Listener { source })?;
-        Server::new(listener, config)
+        Server::new(listener, true, config)
     }
 
     fn listen_options(&self) -> Result<ListenOptions> {
@@ -419,7 +470,11 @@ impl ServerBuilder {
             overload: self.overload,
             max_connections: self.max_connections,
             shutdown_timeout: self.shutdown_timeout,
-            stop_reading_on_shutdown: self.stop_reading_on_shutdown,
+            drain_quiet: self.drain_quiet_time,
+            linger: Linger {
+                time: self.linger_time,
+                bytes: self.linger_bytes,
+            },
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -451,7 +506,9 @@ impl fmt::Debug for ServerBuilder {
             overload,
             max_connections,
             shutdown_timeout,
-            stop_reading_on_shutdown,
+            drain_quiet_time,
+            linger_time,
+            linger_bytes,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -469,7 +526,9 @@ impl fmt::Debug for ServerBuilder {
             .field("overload", overload)
             .field("max_connections", max_connections)
             .field("shutdown_timeout", shutdown_timeout)
-            .field("stop_reading_on_shutdown", stop_reading_on_shutdown)
+            .field("drain_quiet_time", drain_quiet_time)
+            .field("linger_time", linger_time)
+            .field("linger_bytes", linger_bytes)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

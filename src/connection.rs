@@ -9,8 +9,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Limits;
 use crate::shutdown::Shared;
 use crate::stats::Counters;
+use crate::wait::{self, Interest, Signal, Woken};
 
 /// Which limit a timed-out read or write ran into.
 ///
@@ -86,35 +88,6 @@ impl From<Timeout> for io::Error {
     }
 }
 
-/// The per-connection limits configured on the builder.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Limits {
-    pub(crate) read_timeout: Option<Duration>,
-    pub(crate) write_timeout: Option<Duration>,
-    pub(crate) idle_timeout: Option<Duration>,
-}
-
-/// The timeouts a stream's socket has when its `Connection` is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct SocketTimeouts {
-    pub(crate) read: Option<Duration>,
-    pub(crate) write: Option<Duration>,
-}
-
-impl Limits {
-    /// The write timeout a connection with these limits and no deadline
-    /// sets on its socket.
-    pub(crate) fn socket_write_timeout(&self) -> Option<Duration> {
-        self.write_timeout.map(at_least_a_tick)
-    }
-}
-
-/// `set_read_timeout(Some(0))` is an error; a zero timeout means "fail at
-/// once", which the kernel spells as 1 µs.
-fn at_least_a_tick(timeout: Duration) -> Duration {
-    timeout.max(Duration::from_micros(1))
-}
-
 /// One client's connection, as a handler sees it.
 ///
 /// `Connection` is [`Read`] and [`Write`], and so is `&Connection`, which lets
@@ -129,10 +102,8 @@ fn at_least_a_tick(timeout: Duration) -> Duration {
 ///
 /// - the read timeout bounds one `read` ([`Timeout::Read`], the connection
 ///   stays usable);
-/// - the write timeout bounds how long writing waits for the client to make
-///   room ([`Timeout::Write`]; when the kernel took part of the buffer
-///   before the timeout fired, the following write fails instead, so a
-///   `write_all` gives up after about one write timeout);
+/// - the write timeout bounds how long one write waits for the client to
+///   make room ([`Timeout::Write`]);
 /// - the idle timeout bounds how long the client may stay silent while the
 ///   handler reads: one `read`, or several that each hit the read timeout
 ///   ([`Timeout::Idle`], the connection is finished);
@@ -141,9 +112,10 @@ fn at_least_a_tick(timeout: Duration) -> Duration {
 ///   worker past it ([`Timeout::Deadline`], the connection is finished).
 ///
 /// A read waits for the shortest of these; when the read and idle timeouts
-/// are equal, the idle timeout is the one reported. The socket's timeout is
-/// set only when it changes, so a connection without a deadline costs no
-/// extra system call per read.
+/// are equal, the idle timeout is the one reported. A read or write whose
+/// data is ready costs one system call; one that has to wait costs two
+/// more (a `poll(2)` and the retry). The socket's own timeouts are not
+/// used, and the socket stays in blocking mode.
 ///
 /// A client that reads a few bytes just often enough can keep a long
 /// `write_all` going, as it can keep a read going by sending a byte now and
@@ -156,9 +128,15 @@ fn at_least_a_tick(timeout: Duration) -> Duration {
 /// # Shutdown
 ///
 /// While the server drains, [`is_shutting_down`](Connection::is_shutting_down)
-/// is true: a handler that serves many requests on one connection should
-/// finish the current one and return. Connections still open at the drain
-/// deadline are shut down (both directions), so a blocked read returns.
+/// is true, and reads change in one way: a read that finds nothing to
+/// read waits at most [`drain_quiet_time`](crate::ServerBuilder::drain_quiet_time)
+/// for more, then returns `Ok(0)`, end of stream. So every byte the
+/// client sent before the shutdown, and whatever it keeps sending without
+/// a pause, is read and answered; a handler waiting for a silent client
+/// returns at once. At the drain deadline, reads and writes still waiting
+/// fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
+/// ends, the connection is then closed gently: the client reads every
+/// reply, then end of stream, never a reset.
 pub struct Connection {
     stream: Arc<TcpStream>,
     peer_addr: SocketAddr,
@@ -166,19 +144,11 @@ pub struct Connection {
     shared: Arc<Shared>,
     limits: Cell<Limits>,
     deadline: Cell<Option<Instant>>,
-    /// The timeouts currently set on the socket, to skip unchanged
-    /// `setsockopt` calls; `None` when unknown because the handler was given
-    /// the stream (see `stream`).
-    socket_read_timeout: Cell<Option<Option<Duration>>>,
-    socket_write_timeout: Cell<Option<Option<Duration>>>,
     /// Set once an idle or deadline timeout has finished this connection.
     ended: Cell<Option<Timeout>>,
     /// When the client's current silence began, once a read timeout has
     /// fired during it.
     silent_since: Cell<Option<Instant>>,
-    /// Set when a write returned a partial count after waiting the write
-    /// timeout: the next write reports the timeout.
-    write_stalled: Cell<bool>,
 }
 
 impl Connection {
@@ -188,7 +158,6 @@ impl Connection {
         id: u64,
         shared: Arc<Shared>,
         limits: Limits,
-        socket_timeouts: Option<SocketTimeouts>,
     ) -> Connection {
         Connection {
             stream,
@@ -197,11 +166,8 @@ impl Connection {
             shared,
             limits: Cell::new(limits),
             deadline: Cell::new(None),
-            socket_read_timeout: Cell::new(socket_timeouts.map(|t| t.read)),
-            socket_write_timeout: Cell::new(socket_timeouts.map(|t| t.write)),
             ended: Cell::new(None),
             silent_since: Cell::new(None),
-            write_stalled: Cell::new(false),
         }
     }
 
@@ -229,15 +195,12 @@ impl Connection {
     /// The underlying stream, for socket options or `try_clone` (for
     /// example to write from another thread).
     ///
-    /// Timeouts set directly on the stream are overwritten by the
-    /// connection's own: use [`set_read_timeout`](Connection::set_read_timeout)
-    /// and friends instead. A clone shares the socket's timeouts with the
-    /// connection, which does not see them change: set none on a clone.
+    /// Reads and writes made on the stream directly bypass the
+    /// connection's timeouts and its shutdown handling: a read blocked
+    /// there is not woken by the drain deadline. The connection does not
+    /// use the socket's own timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`), so
+    /// setting them affects only such direct use.
     pub fn stream(&self) -> &TcpStream {
-        // The caller may change the socket's timeouts: set them again
-        // before the next read and write.
-        self.socket_read_timeout.set(None);
-        self.socket_write_timeout.set(None);
         &self.stream
     }
 
@@ -332,130 +295,149 @@ impl Connection {
     }
 
     fn do_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // After a read timeout the client has been silent for a while
-        // already: the idle timeout counts from its last byte, not from
-        // this read, so a handler that polls with a short read timeout
-        // still ends an idle connection.
-        let idle = match (self.limits.get().idle_timeout, self.silent_since.get()) {
-            (Some(idle), Some(since)) if self.ended.get().is_none() => {
+        loop {
+            self.check_usable()?;
+            match wait::recv_now(&self.stream, buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.silent_since.set(None);
+                    }
+                    return Ok(n);
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
+            // Nothing has arrived: wait for the client, the shortest limit,
+            // or the server's stop.
+            let draining = self.shared.is_stopping();
+            let mut limit = self.limit(Bounds {
+                op: (
+                    self.limits.get().read_timeout,
+                    Cause::Timeout(Timeout::Read),
+                ),
+                idle: self.idle_left()?,
+            })?;
+            let signal = if draining {
+                limit.tighten(Some(self.shared.drain_quiet), Cause::DrainQuiet);
+                self.shared.force_signal()
+            } else {
+                self.shared.stop_signal()
+            };
+            match wait::wait(&self.stream, Interest::Read, Some(signal), limit.timeout)? {
+                // Ready: read again. Stopped: read again, draining. Forced:
+                // `check_usable` says so.
+                Woken::Ready | Woken::Signal => {}
+                Woken::TimedOut => match limit.cause {
+                    // The client has been quiet since the shutdown began:
+                    // what it sent has all been read.
+                    Cause::DrainQuiet => return Ok(0),
+                    Cause::Timeout(timeout) => {
+                        if let Some(error) = self.expired(timeout) {
+                            if timeout == Timeout::Read {
+                                self.note_silence();
+                            }
+                            return Err(error);
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// After a read timeout the client has been silent for a while
+    /// already: the idle timeout counts from its last byte, not from the
+    /// next read, so a handler that polls with a short read timeout still
+    /// ends an idle connection.
+    fn idle_left(&self) -> io::Result<Option<Duration>> {
+        match (self.limits.get().idle_timeout, self.silent_since.get()) {
+            (Some(idle), Some(since)) => {
                 let left = idle.saturating_sub(since.elapsed());
                 if left.is_zero() {
                     return Err(self.timed_out(Timeout::Idle));
                 }
-                Some(left)
+                Ok(Some(left))
             }
-            (idle, _) => idle,
-        };
-        let bounds = Bounds {
-            op: (self.limits.get().read_timeout, Timeout::Read),
-            idle,
-        };
-        let result = self.with_timeout(
-            bounds,
-            &self.socket_read_timeout,
-            |timeout| self.stream.set_read_timeout(timeout),
-            |mut stream| stream.read(buf),
-        );
-        match &result {
-            Ok(n) if *n > 0 => self.silent_since.set(None),
-            Err(error)
-                if self.silent_since.get().is_none()
-                    && Timeout::of(error) == Some(Timeout::Read) =>
-            {
-                // The read that just timed out waited the whole read timeout.
-                let waited = self.limits.get().read_timeout.unwrap_or_default();
-                self.silent_since.set(Instant::now().checked_sub(waited));
-            }
-            _ => {}
+            (idle, _) => Ok(idle),
         }
-        result
+    }
+
+    fn note_silence(&self) {
+        if self.silent_since.get().is_none() {
+            // The read that just timed out waited the whole read timeout.
+            let waited = self.limits.get().read_timeout.unwrap_or_default();
+            self.silent_since.set(Instant::now().checked_sub(waited));
+        }
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
-        // When the write timeout fires after the kernel took part of the
-        // buffer, `send` reports the partial count, not the timeout, and
-        // `write_all` would start a whole new timeout for the rest. Report
-        // the timeout on the next write instead, so that a client that stops
-        // reading holds the worker for about one write timeout, not several.
-        if self.write_stalled.replace(false) {
-            return Err(self.timed_out(Timeout::Write));
-        }
-        let write_timeout = self.limits.get().write_timeout;
-        let bounds = Bounds {
-            op: (write_timeout, Timeout::Write),
-            idle: None,
-        };
-        let started = write_timeout.map(|_| Instant::now());
-        let result = self.with_timeout(
-            bounds,
-            &self.socket_write_timeout,
-            |timeout| self.stream.set_write_timeout(timeout),
-            |mut stream| stream.write(buf),
-        );
-        if let (Ok(n), Some(timeout), Some(started)) = (&result, write_timeout, started) {
-            if *n < buf.len() && started.elapsed() >= timeout {
-                self.write_stalled.set(true);
-            }
-        }
-        result
-    }
-
-    /// Runs one read or write under the shortest applicable limit, and turns
-    /// a timeout into the right [`Timeout`].
-    fn with_timeout<T>(
-        &self,
-        bounds: Bounds,
-        current: &Cell<Option<Option<Duration>>>,
-        set_timeout: impl Fn(Option<Duration>) -> io::Result<()>,
-        mut op: impl FnMut(&TcpStream) -> io::Result<T>,
-    ) -> io::Result<T> {
         loop {
-            if let Some(ended) = self.ended.get() {
-                return Err(ended.into());
-            }
-            let (timeout, cause) = match self.limit(bounds) {
-                Ok(limit) => limit,
-                Err(timeout) => return Err(self.timed_out(timeout)),
-            };
-            if current.get() != Some(timeout) {
-                set_timeout(timeout)?;
-                current.set(Some(timeout));
-            }
-            match op(&self.stream) {
-                Err(e) if is_timeout(&e) => {
-                    // The kernel's timer can fire a little before our
-                    // deadline; go round again for the rest of the time.
-                    if cause == Timeout::Deadline && !self.deadline_passed() {
-                        continue;
-                    }
-                    return Err(self.timed_out(cause));
-                }
+            self.check_usable()?;
+            match wait::send_now(&self.stream, buf) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 result => return result,
             }
+            // The client's receive window and our send buffer are full:
+            // wait for room. A shutdown does not end the wait (the client
+            // may be about to read), the drain deadline does.
+            let limit = self.limit(Bounds {
+                op: (
+                    self.limits.get().write_timeout,
+                    Cause::Timeout(Timeout::Write),
+                ),
+                idle: None,
+            })?;
+            let signal: &Signal = self.shared.force_signal();
+            if wait::wait(&self.stream, Interest::Write, Some(signal), limit.timeout)?
+                == Woken::TimedOut
+            {
+                if let Cause::Timeout(timeout) = limit.cause {
+                    if let Some(error) = self.expired(timeout) {
+                        return Err(error);
+                    }
+                }
+            }
         }
     }
 
-    /// The timeout for the next operation and the limit it comes from, or
-    /// the error if the deadline has already passed.
-    fn limit(&self, bounds: Bounds) -> Result<(Option<Duration>, Timeout), Timeout> {
-        let (mut timeout, mut cause) = bounds.op;
-        let mut tighten = |candidate: Option<Duration>, kind: Timeout| {
-            if let Some(candidate) = candidate {
-                if timeout.map_or(true, |t| candidate <= t) {
-                    timeout = Some(candidate);
-                    cause = kind;
-                }
-            }
-        };
-        tighten(bounds.idle, Timeout::Idle);
+    /// Fails when the connection can no longer be used: a timeout finished
+    /// it, or the drain deadline passed.
+    fn check_usable(&self) -> io::Result<()> {
+        if let Some(ended) = self.ended.get() {
+            return Err(ended.into());
+        }
+        if self.shared.is_forced() {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server's drain deadline passed",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error for a wait that timed out on `timeout`, or `None` when
+    /// the wait ended a little before the deadline (the kernel's timer may
+    /// fire early) and should go round again.
+    fn expired(&self, timeout: Timeout) -> Option<io::Error> {
+        if timeout == Timeout::Deadline && !self.deadline_passed() {
+            return None;
+        }
+        Some(self.timed_out(timeout))
+    }
+
+    /// The time the next wait may take and the limit it comes from, or the
+    /// error if the deadline has already passed.
+    fn limit(&self, bounds: Bounds) -> io::Result<Limit> {
+        let (timeout, cause) = bounds.op;
+        let mut limit = Limit { timeout, cause };
+        limit.tighten(bounds.idle, Cause::Timeout(Timeout::Idle));
         if let Some(deadline) = self.deadline.get() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(Timeout::Deadline);
+                return Err(self.timed_out(Timeout::Deadline));
             }
-            tighten(Some(left), Timeout::Deadline);
+            limit.tighten(Some(left), Cause::Timeout(Timeout::Deadline));
         }
-        Ok((timeout.map(at_least_a_tick), cause))
+        Ok(limit)
     }
 
     fn deadline_passed(&self) -> bool {
@@ -481,17 +463,36 @@ impl Connection {
 #[derive(Debug, Clone, Copy)]
 struct Bounds {
     /// The per-operation timeout and what to call it when it fires.
-    op: (Option<Duration>, Timeout),
+    op: (Option<Duration>, Cause),
     idle: Option<Duration>,
 }
 
-/// `SO_RCVTIMEO` and `SO_SNDTIMEO` report `EAGAIN` (`WouldBlock`) on Unix and
-/// `WSAETIMEDOUT` (`TimedOut`) on Windows.
-fn is_timeout(error: &io::Error) -> bool {
-    matches!(
-        error.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// What ends a wait when its time runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    Timeout(Timeout),
+    /// The client sent nothing for the drain's quiet time.
+    DrainQuiet,
+}
+
+/// How long a wait may take, and why.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    timeout: Option<Duration>,
+    cause: Cause,
+}
+
+impl Limit {
+    /// Makes `candidate` the limit if it is at least as short; so of two
+    /// equal limits the later one is reported.
+    fn tighten(&mut self, candidate: Option<Duration>, cause: Cause) {
+        if let Some(candidate) = candidate {
+            if self.timeout.map_or(true, |t| candidate <= t) {
+                self.timeout = Some(candidate);
+                self.cause = cause;
+            }
+        }
+    }
 }
 
 impl Read for Connection {
@@ -535,11 +536,8 @@ impl fmt::Debug for Connection {
             shared: _,
             limits,
             deadline,
-            socket_read_timeout: _,
-            socket_write_timeout: _,
             ended,
             silent_since: _,
-            write_stalled: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)

@@ -51,6 +51,14 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The descriptors that wake waiting threads (a socket pair per signal)
+    /// could not be created, usually for lack of file descriptors.
+    #[error("failed to create the server's wake-up descriptors")]
+    Signal {
+        /// The operating system's reason.
+        #[source]
+        source: io::Error,
+    },
     /// `accept` failed in a way that retrying cannot fix; the server stopped.
     ///
     /// See the crate documentation for which accept errors are retried.

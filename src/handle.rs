@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::Result;
-use crate::shutdown::{Shared, Stopper};
+use crate::shutdown::Shared;
 use crate::stats::Stats;
 
 /// What a graceful shutdown did, from [`ServerHandle::shutdown`],
@@ -19,9 +19,11 @@ pub struct ShutdownReport {
     /// the drain deadline: those active or queued at the stop, and any
     /// accepted while the acceptor was stopping.
     pub drained: u64,
-    /// Active connections shut down by force at the drain deadline.
+    /// Active connections whose reads and writes were ended by force at
+    /// the drain deadline (they were still closed gently).
     pub forced: u64,
-    /// Queued connections closed unserved at the drain deadline.
+    /// Queued connections closed unserved at the drain deadline (gently:
+    /// the client sees an end of stream, not a reset).
     pub dropped: u64,
     /// Workers whose handler did not return even after its connection was
     /// closed (it ignores errors and never returns). They are left running
@@ -31,7 +33,8 @@ pub struct ShutdownReport {
     /// shutdown.
     pub elapsed: Duration,
     /// The server's counters at the end, when every accepted connection
-    /// has been served, rejected or dropped.
+    /// has been served, rejected or dropped, except those of stuck workers:
+    /// `accepted == completed + rejected.total() + dropped + stuck_workers`.
     pub stats: Stats,
 }
 
@@ -39,23 +42,31 @@ pub struct ShutdownReport {
 ///
 /// The handle is `Send` and `Sync`. Dropping it shuts the server down
 /// gracefully, as [`shutdown`](ServerHandle::shutdown) does, and waits for
-/// it.
+/// it: keep it for as long as the server should run.
 ///
 /// # Shutdown
 ///
-/// [`shutdown`](ServerHandle::shutdown) (or a [`Stopper`]) stops the server
-/// in this order:
+/// [`shutdown`](ServerHandle::shutdown) (or a [`ServerControl`]) stops the
+/// server in this order:
 ///
 /// 1. stop accepting and close the listener at once: the port is free for
 ///    a new server;
-/// 2. let the workers serve the queued connections and finish the active
-///    ones until the drain deadline (`shutdown_timeout` after step 1);
-///    handlers can see it through
+/// 2. drain: the workers serve the queued connections and finish the
+///    active ones until the drain deadline (`shutdown_timeout` after step
+///    1). Every byte a client sent before the stop is read by its handler:
+///    a read returns what has arrived, and reports end of stream only once
+///    the client has sent nothing for
+///    [`drain_quiet_time`](crate::ServerBuilder::drain_quiet_time).
+///    Handlers can also see the drain through
 ///    [`Connection::is_shutting_down`](crate::Connection::is_shutting_down);
-/// 3. at the deadline, shut down (both ways) the connections still active,
-///    so that handlers blocked in a read return, and close the queued ones
-///    unserved;
-/// 4. join every thread and return a [`ShutdownReport`].
+/// 3. at the deadline, reads and writes still waiting fail, and queued
+///    connections are closed unserved;
+/// 4. every connection, however it ended, is closed gently (see
+///    [`linger_time`](crate::ServerBuilder::linger_time)); lingering
+///    closes get until the drain deadline, or half a second after the
+///    force;
+/// 5. join every thread and return a [`ShutdownReport`].
+#[must_use = "dropping the handle shuts the server down"]
 #[derive(Debug)]
 pub struct ServerHandle {
     thread: Option<JoinHandle<Result<ShutdownReport>>>,
@@ -86,10 +97,11 @@ impl ServerHandle {
         self.shared.counters.snapshot(self.shared.workers)
     }
 
-    /// A [`Stopper`] to start the shutdown from another thread while this
-    /// one waits in [`join`](ServerHandle::join).
-    pub fn stopper(&self) -> Stopper {
-        Stopper::new(Arc::clone(&self.shared))
+    /// A [`ServerControl`] to stop the server or read its counters from
+    /// another thread, for example while this one waits in
+    /// [`join`](ServerHandle::join).
+    pub fn control(&self) -> ServerControl {
+        ServerControl::new(Arc::clone(&self.shared), self.local_addr)
     }
 
     /// Whether the server has stopped (its accept loop and shutdown are
@@ -111,7 +123,7 @@ impl ServerHandle {
         self.wait()
     }
 
-    /// Waits until the server stops: after a [`Stopper`] asked it to, or
+    /// Waits until the server stops: after a [`ServerControl`] asked it to, or
     /// on a fatal accept error.
     ///
     /// # Errors
@@ -138,5 +150,66 @@ impl Drop for ServerHandle {
             // A panic or error here has nobody to go to.
             let _ = thread.join();
         }
+    }
+}
+
+/// A cloneable handle to a server, for any thread: stop it, read its
+/// counters, learn its address. It works for a server started with
+/// [`Server::run`](crate::Server::run) (which blocks the thread that could
+/// otherwise ask) as for one started with
+/// [`Server::spawn`](crate::Server::spawn).
+///
+/// Get one from [`Server::control`](crate::Server::control) or
+/// [`ServerHandle::control`]. [`stop`](ServerControl::stop) returns at
+/// once; the thread that owns the server carries out the shutdown and
+/// returns its report.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = frontdesk::Server::bind("127.0.0.1:0")?;
+/// let control = server.control();
+/// let watcher = std::thread::spawn(move || {
+///     let _served_so_far = control.stats().completed;
+///     control.stop();
+/// });
+/// let report = server.run(|_: &mut frontdesk::Connection| Ok(()))?;
+/// assert_eq!(report.forced, 0);
+/// # watcher.join().unwrap();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ServerControl {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+}
+
+impl ServerControl {
+    pub(crate) fn new(shared: Arc<Shared>, local_addr: SocketAddr) -> ServerControl {
+        ServerControl { shared, local_addr }
+    }
+
+    /// Asks the server to shut down gracefully (see
+    /// [`ServerHandle`]'s Shutdown section), and returns at once without
+    /// waiting for it. Calling it again, or after the server stopped, does
+    /// nothing.
+    pub fn stop(&self) {
+        self.shared.stop();
+    }
+
+    /// Whether a shutdown has been asked for.
+    pub fn is_stopping(&self) -> bool {
+        self.shared.is_stopping()
+    }
+
+    /// A snapshot of the server's counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot(self.shared.workers)
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 }

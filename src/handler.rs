@@ -1,8 +1,14 @@
-//! The `Handler` trait: the code a user writes to serve one connection.
+//! The `Handler` trait: the code a user writes to serve one connection,
+//! and the guard every call of user code on a connection runs under.
 
+use std::any::Any;
 use std::io;
+use std::net::SocketAddr;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::AtomicU64;
 
 use crate::connection::Connection;
+use crate::stats::Counters;
 
 /// Serves connections; one value is shared by every worker thread.
 ///
@@ -59,5 +65,46 @@ where
 {
     fn handle(&self, conn: &mut Connection) -> io::Result<()> {
         self(conn)
+    }
+}
+
+/// Runs user code for one connection (`what` names it in the log): an
+/// `Err` is logged at `debug` and counted in `errors` when given, a panic
+/// is caught, logged at `error` and counted in `panics`. Nothing it does
+/// can stop the calling thread.
+pub(crate) fn run_guarded(
+    what: &str,
+    peer: SocketAddr,
+    id: u64,
+    counters: &Counters,
+    errors: Option<&AtomicU64>,
+    call: impl FnOnce() -> io::Result<()>,
+) {
+    match panic::catch_unwind(AssertUnwindSafe(call)) {
+        Ok(Ok(())) => log::debug!("{what} returned: peer={peer} id={id}"),
+        Ok(Err(error)) => {
+            if let Some(errors) = errors {
+                Counters::bump(errors);
+            }
+            log::debug!("{what} failed: peer={peer} id={id} error={error}");
+        }
+        Err(payload) => {
+            Counters::bump(&counters.panics);
+            log::error!(
+                "{what} panicked: peer={peer} id={id} panic={}",
+                panic_message(&*payload)
+            );
+        }
+    }
+}
+
+/// The message of a panic, when it has one (as `panic!` with a string does).
+fn panic_message(payload: &(dyn Any + Send)) -> &str {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        message
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message
+    } else {
+        "<not a string>"
     }
 }

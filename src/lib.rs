@@ -49,10 +49,16 @@
 //! One thread, `frontdesk-acceptor` (or the thread that calls
 //! [`Server::run`]), accepts connections and puts them in a bounded queue.
 //! `workers` threads take them from the queue one at a time and run the
-//! handler; the connection is closed when the handler returns. A handler's
-//! error is logged and counted, a handler's panic is caught, logged and
-//! counted, and the worker goes on to the next connection: the pool never
-//! shrinks.
+//! handler. A handler's error is logged and counted, a handler's panic is
+//! caught, logged and counted, and the worker goes on to the next
+//! connection: the pool never shrinks.
+//!
+//! When the handler returns, the connection is closed *gently*: the server
+//! sends its end of stream, reads and discards what the client still
+//! sends until the client closes, then closes the socket, so no reset
+//! destroys a reply the client has not read yet. A thread of its own,
+//! `frontdesk-closer`, does that waiting for every connection at once; see
+//! [`ServerBuilder::linger_time`].
 //!
 //! # Overload
 //!
@@ -73,9 +79,11 @@
 //!
 //! # Shutdown
 //!
-//! [`ServerHandle::shutdown`] (or a [`Stopper`]) stops accepting at once,
-//! lets queued and active connections finish until `shutdown_timeout`, then
-//! closes what is left and joins every thread; see [`ServerHandle`].
+//! [`ServerHandle::shutdown`] (or a [`ServerControl`]) stops accepting at
+//! once, then drains: every byte a client sent before the stop is read and
+//! answered (a read returns end of stream once the client pauses), until
+//! `shutdown_timeout`; then reads and writes still waiting fail, what is
+//! left closes gently, and every thread is joined; see [`ServerHandle`].
 //!
 //! # Logging
 //!
@@ -98,7 +106,9 @@
 //!
 //! # Platform notes
 //!
-//! Written and tested on Linux. `SO_REUSEADDR` is never set on Windows
+//! Written and tested on Linux. Reads and writes use `MSG_DONTWAIT` and wait
+//! in `poll(2)` (through `rustix`), which every Unix has; Windows builds
+//! use WSAPoll and are untested. `SO_REUSEADDR` is never set on Windows
 //! (there it allows another socket to take over the port);
 //! [`reuse_port`](ServerBuilder::reuse_port) is Unix only.
 
@@ -107,16 +117,20 @@
 
 mod acceptor;
 mod builder;
+mod closer;
+mod config;
 mod connection;
 mod error;
 mod handle;
 mod handler;
 mod lines;
 mod pool;
+mod reject;
 mod server;
 mod shutdown;
 mod socket;
 mod stats;
+mod wait;
 
 // The guide's and the README's snippets run as doc tests, so they cannot
 // drift from the API.
@@ -127,13 +141,13 @@ mod guide {}
 #[doc = include_str!("../README.md")]
 mod readme {}
 
-pub use crate::acceptor::REJECT_TIME;
-pub use crate::builder::{Overload, ServerBuilder, MAX_QUEUE, MAX_WORKERS};
+pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
+pub use crate::config::Overload;
 pub use crate::connection::{Connection, Timeout};
 pub use crate::error::{Error, Result};
-pub use crate::handle::{ServerHandle, ShutdownReport};
+pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 pub use crate::handler::Handler;
 pub use crate::lines::{LineError, LineReader};
+pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::Server;
-pub use crate::shutdown::Stopper;
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};

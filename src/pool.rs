@@ -1,10 +1,8 @@
 //! `WorkerPool`: a fixed set of worker threads fed by a bounded channel of
 //! accepted streams, and the drain-then-force end of a shutdown.
 
-use std::any::Any;
 use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -12,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::connection::{Connection, Limits, SocketTimeouts};
+use crate::closer::Closer;
+use crate::config::{Config, Limits};
+use crate::connection::Connection;
 use crate::error::{Error, Result};
-use crate::handle::ShutdownReport;
-use crate::handler::Handler;
-use crate::server::Config;
+use crate::handler::{run_guarded, Handler};
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
 
-/// How long shutdown waits for workers after closing their connections by
-/// force. A handler blocked on its socket returns at once; one that ignores
-/// errors and keeps computing is left behind after this.
+/// How long shutdown waits for workers after ending their connections by
+/// force. A handler waiting on its connection returns at once; one that
+/// ignores errors and keeps computing is left behind after this.
 pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);
 
 /// An accepted connection on its way from the acceptor to a worker.
@@ -31,12 +29,10 @@ pub(crate) struct Job {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) id: u64,
-    /// The timeouts the socket has, when known.
-    pub(crate) timeouts: Option<SocketTimeouts>,
 }
 
-/// The connection a worker is serving, if any, so that shutdown can close
-/// it by force.
+/// The connection a worker is serving, if any, so that shutdown can end it
+/// by force.
 type Slot = Mutex<Option<Arc<TcpStream>>>;
 
 pub(crate) struct WorkerPool {
@@ -44,8 +40,20 @@ pub(crate) struct WorkerPool {
     slots: Arc<[Slot]>,
     /// Disconnected once every worker has returned: each holds a sender.
     done: Receiver<()>,
+    /// The queue, to close what is left in it when every worker is stuck.
+    jobs: Receiver<Job>,
     shared: Arc<Shared>,
-    stop_reading: bool,
+    closer: Closer,
+}
+
+/// What the end of a shutdown found in the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Drained {
+    /// Connections ended by force at the drain deadline.
+    pub(crate) forced: u64,
+    /// Queued connections closed unserved.
+    pub(crate) dropped: u64,
+    pub(crate) stuck_workers: usize,
 }
 
 impl WorkerPool {
@@ -56,6 +64,7 @@ impl WorkerPool {
         config: &Config,
         handler: Arc<dyn Handler>,
         shared: Arc<Shared>,
+        closer: &Closer,
     ) -> Result<(WorkerPool, Sender<Job>)> {
         let workers = config.workers;
         let (sender, receiver) = crossbeam_channel::bounded::<Job>(config.queue);
@@ -70,7 +79,7 @@ impl WorkerPool {
                 shared: Arc::clone(&shared),
                 slots: Arc::clone(&slots),
                 limits: config.limits,
-                stop_reading: config.stop_reading_on_shutdown,
+                closer: closer.clone(),
                 _done: done_tx.clone(),
             };
             let name = format!("frontdesk-worker-{index}");
@@ -90,51 +99,49 @@ impl WorkerPool {
                 }
             }
         }
-        let stop_reading = config.stop_reading_on_shutdown;
         Ok((
             WorkerPool {
                 threads,
                 slots,
                 done,
+                jobs: receiver,
                 shared,
-                stop_reading,
+                closer: closer.clone(),
             },
             sender,
         ))
     }
 
-    /// Waits until `stopped_at + timeout` for the workers to finish what is
-    /// active and queued, then closes what is left by force and joins every
-    /// worker that returns within [`FORCE_GRACE`].
+    /// Waits until `deadline` for the workers to finish what is active and
+    /// queued, then ends what is left by force, closes what is still
+    /// queued, and joins every worker that returns within [`FORCE_GRACE`].
     ///
     /// The queue's sender must be gone already.
-    pub(crate) fn shut_down(self, stopped_at: Instant, timeout: Duration) -> ShutdownReport {
+    pub(crate) fn shut_down(self, deadline: Instant) -> Drained {
         let WorkerPool {
             threads,
             slots,
             done,
+            jobs,
             shared,
-            stop_reading,
+            closer,
         } = self;
         let counters = &shared.counters;
-        if stop_reading {
-            // Handlers blocked in a read get what the client already sent,
-            // then end of stream; their writes still work. The stop flag is
-            // up, so a worker that fills its slot after this scan does the
-            // same itself.
-            for_each_active(&slots, |stream| {
-                let _ = stream.shutdown(Shutdown::Read);
-            });
-        }
         let forced_before = counters.forced_closed.load(Ordering::SeqCst);
         let dropped_before = counters.dropped.load(Ordering::SeqCst);
 
-        let deadline = stopped_at.checked_add(timeout).unwrap_or_else(far_future);
         let mut all_returned = done.recv_deadline(deadline) == Err(RecvTimeoutError::Disconnected);
         if !all_returned {
-            shared.force();
+            // Counted before the force is raised: a handler it wakes may
+            // return and clear its slot at once.
             for_each_active(&slots, |stream| force_close(stream, counters));
+            shared.force();
             all_returned = done.recv_timeout(FORCE_GRACE) == Err(RecvTimeoutError::Disconnected);
+        }
+        // Workers that are stuck no longer take from the queue: what they
+        // left there is closed here, so no client waits for nothing.
+        for job in jobs.try_iter() {
+            drop_unserved(job, &closer, counters);
         }
 
         let mut stuck_workers = 0;
@@ -145,26 +152,20 @@ impl WorkerPool {
             if all_returned || thread.is_finished() {
                 let _ = thread.join();
             } else {
-                // A handler that neither returns nor notices its closed
-                // socket. Waiting longer could wait forever; the thread is
-                // left to end on its own.
+                // A handler that neither returns nor notices its ended
+                // connection. Waiting longer could wait forever; the thread
+                // is left to end on its own.
                 stuck_workers += 1;
                 log::error!(
-                    "worker {} did not stop after its connection was closed; leaving it behind",
+                    "worker {} did not stop after its connection was ended; leaving it behind",
                     thread.thread().name().unwrap_or("?")
                 );
             }
         }
-
-        let forced = counters.forced_closed.load(Ordering::SeqCst) - forced_before;
-        let dropped = counters.dropped.load(Ordering::SeqCst) - dropped_before;
-        ShutdownReport {
-            drained: shared.completed_since_stop().saturating_sub(forced),
-            forced,
-            dropped,
+        Drained {
+            forced: counters.forced_closed.load(Ordering::SeqCst) - forced_before,
+            dropped: counters.dropped.load(Ordering::SeqCst) - dropped_before,
             stuck_workers,
-            elapsed: stopped_at.elapsed(),
-            stats: counters.snapshot(shared.workers),
         }
     }
 }
@@ -175,18 +176,14 @@ impl fmt::Debug for WorkerPool {
             threads,
             slots: _,
             done: _,
+            jobs: _,
             shared: _,
-            stop_reading: _,
+            closer: _,
         } = self;
         f.debug_struct("WorkerPool")
             .field("workers", &threads.len())
             .finish_non_exhaustive()
     }
-}
-
-fn far_future() -> Instant {
-    // About 30 years: "no timeout" without overflowing `Instant`.
-    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365 * 30)
 }
 
 /// Calls `f` with the stream of every worker serving a connection.
@@ -198,11 +195,26 @@ fn for_each_active(slots: &[Slot], mut f: impl FnMut(&TcpStream)) {
     }
 }
 
+/// Ends an active connection at the drain deadline. The force signal has
+/// already woken the handler if it waits in a read or write of its
+/// `Connection`; `shutdown(SHUT_WR)` also ends a write it makes on the
+/// stream directly (or on a clone) and tells the client. The read side is
+/// left alone: the gentle close still reads what the client sends.
 fn force_close(stream: &TcpStream, counters: &Counters) {
-    // shutdown(2), not close: the handler still owns the descriptor, and
-    // a shut-down socket makes its blocked read or write return at once.
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = stream.shutdown(Shutdown::Write);
     Counters::bump(&counters.forced_closed);
+}
+
+/// Closes a queued connection that no worker will serve.
+fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
+    log::debug!(
+        "closing queued connection unserved: peer={} id={}",
+        job.peer,
+        job.id
+    );
+    Counters::bump(&counters.dropped);
+    counters.open.fetch_sub(1, Ordering::Relaxed);
+    closer.close(Arc::new(job.stream));
 }
 
 struct Worker {
@@ -212,7 +224,7 @@ struct Worker {
     shared: Arc<Shared>,
     slots: Arc<[Slot]>,
     limits: Limits,
-    stop_reading: bool,
+    closer: Closer,
     /// Dropped when the thread ends; see `WorkerPool::done`.
     _done: Sender<()>,
 }
@@ -221,73 +233,41 @@ impl Worker {
     fn run(self) {
         let counters = &self.shared.counters;
         let slot = &self.slots[self.index];
-        for Job {
-            stream,
-            peer,
-            id,
-            timeouts,
-        } in self.jobs.iter()
-        {
+        for job in self.jobs.iter() {
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
-                log::debug!("closing queued connection unserved: peer={peer} id={id}");
-                Counters::bump(&counters.dropped);
-                counters.open.fetch_sub(1, Ordering::Relaxed);
+                drop_unserved(job, &self.closer, counters);
                 continue;
             }
+            let Job { stream, peer, id } = job;
             counters.busy.fetch_add(1, Ordering::Relaxed);
             let stream = Arc::new(stream);
             *lock(slot) = Some(Arc::clone(&stream));
-            // Shutdown sets the flag before it looks at the slots, and we
-            // filled our slot before looking at the flag: one of us sees
-            // the other.
+            // Shutdown looks at the slots, then raises the force flag; we
+            // filled our slot before looking at the flag. A connection
+            // taken in between is ended by the force without being counted
+            // as forced: only a worker that takes a new connection in that
+            // instant misses the count.
             if self.shared.is_forced() {
                 force_close(&stream, counters);
-            } else if self.stop_reading && self.shared.is_stopping() {
-                // Picked up during the drain: what the client sent is
-                // answered, then its reads end (see `stop_reading`).
-                let _ = stream.shutdown(Shutdown::Read);
             }
             log::debug!("serving connection: peer={peer} id={id}");
             let shared = Arc::clone(&self.shared);
-            let mut conn = Connection::new(stream, peer, id, shared, self.limits, timeouts);
-            self.serve(&mut conn);
+            let mut conn = Connection::new(Arc::clone(&stream), peer, id, shared, self.limits);
+            run_guarded(
+                "handler",
+                peer,
+                id,
+                counters,
+                Some(&counters.handler_errors),
+                || self.handler.handle(&mut conn),
+            );
             drop(conn);
-            // Dropping the slot's reference closes the socket.
             *lock(slot) = None;
+            self.closer.close(stream);
             Counters::bump(&counters.completed);
             counters.busy.fetch_sub(1, Ordering::Relaxed);
             counters.open.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-
-    fn serve(&self, conn: &mut Connection) {
-        let counters = &self.shared.counters;
-        let (peer, id) = (conn.peer_addr(), conn.id());
-        match panic::catch_unwind(AssertUnwindSafe(|| self.handler.handle(conn))) {
-            Ok(Ok(())) => log::debug!("connection closed: peer={peer} id={id}"),
-            Ok(Err(error)) => {
-                Counters::bump(&counters.handler_errors);
-                log::debug!("connection closed with error: peer={peer} id={id} error={error}");
-            }
-            Err(payload) => {
-                Counters::bump(&counters.panics);
-                log::error!(
-                    "handler panicked: peer={peer} id={id} panic={}",
-                    panic_message(&*payload)
-                );
-            }
-        }
-    }
-}
-
-/// The message of a panic, when it has one (as `panic!` with a string does).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message
-    } else {
-        "<not a string>"
     }
 }

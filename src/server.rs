@@ -1,124 +1,69 @@
 //! `Server`: a bound listener and its configuration, and the two ways to
 //! start serving: `run` on the calling thread, `spawn` in the background.
 
-use std::fmt;
-use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::acceptor::Acceptor;
-use crate::builder::{Overload, ServerBuilder};
-use crate::connection::Limits;
+use crate::acceptor::{Acceptor, Origin};
+use crate::closer::Closer;
+use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::handle::{ServerHandle, ShutdownReport};
+use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::Handler;
 use crate::pool::WorkerPool;
-use crate::shutdown::{Shared, Stopper};
-use crate::socket::StreamOptions;
+use crate::shutdown::Shared;
+use crate::socket;
+use crate::wait::Signal;
 
-/// The checked configuration a server runs with.
-#[derive(Clone)]
-pub(crate) struct Config {
-    pub(crate) workers: usize,
-    pub(crate) queue: usize,
-    pub(crate) overload: Overload,
-    pub(crate) max_connections: Option<usize>,
-    pub(crate) shutdown_timeout: Duration,
-    pub(crate) stop_reading_on_shutdown: bool,
-    pub(crate) limits: Limits,
-    pub(crate) stream: StreamOptions,
-    pub(crate) on_reject: Option<Arc<dyn Handler>>,
-}
-
-impl fmt::Debug for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Config {
-            workers,
-            queue,
-            overload,
-            max_connections,
-            shutdown_timeout,
-            stop_reading_on_shutdown,
-            limits,
-            stream,
-            on_reject,
-        } = self;
-        f.debug_struct("Config")
-            .field("workers", workers)
-            .field("queue", queue)
-            .field("overload", overload)
-            .field("max_connections", max_connections)
-            .field("shutdown_timeout", shutdown_timeout)
-            .field("stop_reading_on_shutdown", stop_reading_on_shutdown)
-            .field("limits", limits)
-            .field("stream", stream)
-            .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
-            .finish()
-    }
-}
+/// After a forced end, how long the gentle closes of the connections just
+/// ended may still wait for their clients' end of stream.
+const LINGER_AFTER_FORCE: Duration = Duration::from_millis(500);
 
 /// A listening TCP server that has not started serving yet.
 ///
-/// Made by [`Server::bind`] or a [`ServerBuilder`]. The socket is already
+/// Made by [`Server::bind`] or a [`ServerBuilder`](crate::ServerBuilder)
+/// (the constructors live with the builder, in `builder.rs`). The socket is already
 /// listening, so [`local_addr`](Server::local_addr) tells the real port when
 /// binding port 0, and clients that connect now wait in the backlog. No
 /// thread is started until [`run`](Server::run) or [`spawn`](Server::spawn).
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    origin: Origin,
+    /// For the closer thread, made here so that starting the server opens
+    /// no descriptor (it may be started when the process has none left).
+    doorbell: Signal,
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
 }
 
 impl Server {
-    /// A builder to configure a server; see [`ServerBuilder`] for the
-    /// options and their defaults.
-    pub fn builder() -> ServerBuilder {
-        ServerBuilder::new()
-    }
-
-    /// Binds `addr` with every option at its default; shorthand for
-    /// `Server::builder().bind(addr)`.
-    ///
-    /// # Errors
-    ///
-    /// See [`ServerBuilder::bind`].
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // Port 0: the OS picks a free port.
-    /// let server = frontdesk::Server::bind("127.0.0.1:0")?;
-    /// assert_ne!(server.local_addr().port(), 0);
-    /// # Ok(()) }
-    /// ```
-    pub fn bind(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
-        ServerBuilder::new().bind(addr)
-    }
-
-    /// Serves on a listener the caller already has, with every option at
-    /// its default; shorthand for `Server::builder().from_listener(listener)`.
-    ///
-    /// # Errors
-    ///
-    /// See [`ServerBuilder::from_listener`].
-    pub fn from_listener(listener: TcpListener) -> Result<Server> {
-        ServerBuilder::new().from_listener(listener)
-    }
-
-    pub(crate) fn new(listener: TcpListener, config: Config) -> Result<Server> {
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| Error::Listener { source })?;
-        let shared = Arc::new(Shared::new(local_addr, config.workers));
+    /// Makes a server on `listener`, which is switched to non-blocking
+    /// mode (the accept loop waits in `poll(2)`); an adopted listener's
+    /// mode is put back when the server stops.
+    pub(crate) fn new(listener: TcpListener, adopted: bool, config: Config) -> Result<Server> {
+        let listener_error = |source| Error::Listener { source };
+        let local_addr = listener.local_addr().map_err(listener_error)?;
+        let origin = if adopted {
+            let was_nonblocking = socket::is_nonblocking(&listener).map_err(listener_error)?;
+            Origin::Adopted { was_nonblocking }
+        } else {
+            Origin::Bound
+        };
+        listener.set_nonblocking(true).map_err(listener_error)?;
+        let signal_error = |source| Error::Signal { source };
+        let shared = Shared::new(config.workers, config.drain_quiet).map_err(signal_error)?;
+        let doorbell = Signal::new().map_err(signal_error)?;
         Ok(Server {
             listener,
+            origin,
+            doorbell,
             local_addr,
             config,
-            shared,
+            shared: Arc::new(shared),
         })
     }
 
@@ -128,23 +73,23 @@ impl Server {
         self.local_addr
     }
 
-    /// A [`Stopper`] to shut the server down from another thread, for
-    /// example when it runs with [`run`](Server::run).
-    pub fn stopper(&self) -> Stopper {
-        Stopper::new(Arc::clone(&self.shared))
+    /// A [`ServerControl`] to stop the server or read its counters from
+    /// another thread, for example while it runs with [`run`](Server::run).
+    pub fn control(&self) -> ServerControl {
+        ServerControl::new(Arc::clone(&self.shared), self.local_addr)
     }
 
     /// Serves connections with `handler` on the calling thread until the
-    /// server is stopped through a [`Stopper`], then shuts down gracefully
-    /// and returns the report.
+    /// server is stopped through a [`ServerControl`], then shuts down
+    /// gracefully and returns the report.
     ///
     /// The calling thread runs the accept loop; the workers are started
     /// here.
     ///
     /// # Errors
     ///
-    /// [`Error::Spawn`] if a worker thread cannot be started (the ones
-    /// already started are stopped first), and [`Error::Accept`] if the
+    /// [`Error::Spawn`] if a thread cannot be started (the ones already
+    /// started are stopped first), and [`Error::Accept`] if the
     /// accept loop met an error retrying cannot fix; the server has then
     /// been shut down as gracefully as for a requested stop.
     ///
@@ -162,17 +107,15 @@ impl Server {
     /// }
     /// ```
     pub fn run(self, handler: impl Handler) -> Result<ShutdownReport> {
-        let (pool, queue) =
-            WorkerPool::start(&self.config, Arc::new(handler), Arc::clone(&self.shared))?;
-        self.serve(pool, queue)
+        self.serve(Arc::new(handler), || {})
     }
 
     /// Starts serving connections with `handler` in the background and
     /// returns a handle to watch and stop the server.
     ///
-    /// The accept loop runs on a thread named `frontdesk-acceptor`, and the
-    /// workers on threads named `frontdesk-worker-N`. All of them are
-    /// running when this returns.
+    /// The accept loop runs on a thread named `frontdesk-acceptor`, the
+    /// workers on threads named `frontdesk-worker-N`, and gentle closes on
+    /// `frontdesk-closer`. All of them are running when this returns.
     ///
     /// # Errors
     ///
@@ -208,10 +151,9 @@ impl Server {
         let thread = thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let (pool, queue) =
-                    WorkerPool::start(&self.config, Arc::new(handler), Arc::clone(&self.shared))?;
-                let _ = started_tx.send(());
-                self.serve(pool, queue)
+                self.serve(Arc::new(handler), || {
+                    let _ = started_tx.send(());
+                })
             })
             .map_err(|source| Error::Spawn { name, source })?;
         if started_rx.recv().is_err() {
@@ -226,30 +168,59 @@ impl Server {
         Ok(ServerHandle::new(thread, shared, local_addr))
     }
 
-    /// Runs the accept loop, then the shutdown sequence.
-    fn serve(
-        self,
-        pool: WorkerPool,
-        queue: crossbeam_channel::Sender<crate::pool::Job>,
-    ) -> Result<ShutdownReport> {
+    /// Starts the closer and the workers, says so through `started`, runs
+    /// the accept loop, then the shutdown sequence.
+    fn serve(self, handler: Arc<dyn Handler>, started: impl FnOnce()) -> Result<ShutdownReport> {
         let Server {
             listener,
+            origin,
+            doorbell,
             local_addr,
             config,
             shared,
         } = self;
+        let (closer, closer_thread) = Closer::start(Arc::clone(&shared), config.linger, doorbell)?;
+        let (pool, queue) = match WorkerPool::start(&config, handler, Arc::clone(&shared), &closer)
+        {
+            Ok(started) => started,
+            Err(error) => {
+                closer_thread.finish(Instant::now());
+                return Err(error);
+            }
+        };
+        started();
         log::info!(
             "listening on {local_addr} workers={} queue={} overload={:?}",
             config.workers,
             config.queue,
             config.overload
         );
-        let result = Acceptor::new(listener, queue, &config, Arc::clone(&shared)).run();
+        let acceptor = Acceptor::new(
+            listener,
+            origin,
+            queue,
+            &config,
+            Arc::clone(&shared),
+            closer,
+        );
+        let result = acceptor.run();
         // The listener and the queue's sender are gone now: the port is
         // free and the workers stop once the queue is empty.
         let stopped_at = Instant::now();
-        shared.stop_without_wake();
-        let report = pool.shut_down(stopped_at, config.shutdown_timeout);
+        shared.stop();
+        let deadline = stopped_at
+            .checked_add(config.shutdown_timeout)
+            .unwrap_or_else(far_future);
+        let drained = pool.shut_down(deadline);
+        closer_thread.finish(deadline.max(Instant::now() + LINGER_AFTER_FORCE));
+        let report = ShutdownReport {
+            drained: shared.completed_since_stop().saturating_sub(drained.forced),
+            forced: drained.forced,
+            dropped: drained.dropped,
+            stuck_workers: drained.stuck_workers,
+            elapsed: stopped_at.elapsed(),
+            stats: shared.counters.snapshot(shared.workers),
+        };
         log::info!(
             "stopped {local_addr}: drained={} forced={} dropped={} in {:?}",
             report.drained,
@@ -259,4 +230,9 @@ impl Server {
         );
         result.map(|()| report)
     }
+}
+
+fn far_future() -> Instant {
+    // About 30 years: "no timeout" without overflowing `Instant`.
+    Instant::now() + Duration::from_secs(60 * 60 * 24 * 365 * 30)
 }

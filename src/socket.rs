@@ -88,61 +88,30 @@ pub(crate) fn configure(stream: &TcpStream, options: StreamOptions) -> io::Resul
 }
 
 /// Sets on the listener the options accepted streams should have, for
-/// systems that copy them to accepted sockets (Linux does).
-pub(crate) fn prepare_listener(
-    listener: &TcpListener,
-    nodelay: bool,
-    write_timeout: Option<Duration>,
-) -> io::Result<()> {
-    let socket = SockRef::from(listener);
-    socket.set_tcp_nodelay(nodelay)?;
-    socket.set_write_timeout(write_timeout)
+/// systems that copy them to accepted sockets (Linux does). Only for a
+/// listener the server made itself: the options of an adopted one belong
+/// to its owner.
+pub(crate) fn prepare_listener(listener: &TcpListener, nodelay: bool) -> io::Result<()> {
+    SockRef::from(listener).set_tcp_nodelay(nodelay)
 }
 
-/// Whether `stream` has these options, as it does when it inherited them
-/// from a listener prepared by `prepare_listener`.
-pub(crate) fn has(
-    stream: &TcpStream,
-    nodelay: bool,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
-) -> bool {
-    let matches = || -> io::Result<bool> {
-        Ok(stream.nodelay()? == nodelay
-            && stream.read_timeout()? == read_timeout
-            && stream.write_timeout()? == write_timeout)
-    };
-    matches().unwrap_or(false)
+/// Whether `stream` has `TCP_NODELAY` as asked, as it does when it
+/// inherited it from a listener prepared by `prepare_listener`.
+pub(crate) fn has_nodelay(stream: &TcpStream, nodelay: bool) -> bool {
+    stream.nodelay().is_ok_and(|value| value == nodelay)
 }
 
-/// Wakes a thread blocked in `accept` on `listener`, which stops listening.
-///
-/// On Linux `shutdown(SHUT_RD)` on a listening socket does this: the
-/// blocked `accept` and every later one fail with `EINVAL`. Other systems
-/// refuse the call (`ENOTCONN`) or ignore it, so this fails there.
-pub(crate) fn interrupt_accept(listener: &TcpListener) -> io::Result<()> {
-    if cfg!(any(target_os = "linux", target_os = "android")) {
-        SockRef::from(listener).shutdown(std::net::Shutdown::Read)
-    } else {
-        Err(io::Error::from(io::ErrorKind::Unsupported))
-    }
+/// Whether `listener` is in non-blocking mode (`O_NONBLOCK`), a mode every
+/// descriptor of the socket shares.
+#[cfg(unix)]
+pub(crate) fn is_nonblocking(listener: &TcpListener) -> io::Result<bool> {
+    SockRef::from(listener).nonblocking()
 }
 
-/// Connects to `addr` from a socket bound to an OS-assigned port on the
-/// same IP, and tells `bound` the source address before connecting, so the
-/// other side can recognise the connection the moment it arrives.
-pub(crate) fn connect_reporting_source(
-    addr: SocketAddr,
-    timeout: Duration,
-    bound: impl FnOnce(SocketAddr),
-) -> io::Result<TcpStream> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.bind(&SocketAddr::new(addr.ip(), 0).into())?;
-    if let Some(source) = socket.local_addr()?.as_socket() {
-        bound(source);
-    }
-    socket.connect_timeout(&addr.into(), timeout)?;
-    Ok(socket.into())
+/// Windows cannot tell; the mode is assumed blocking, std's default.
+#[cfg(not(unix))]
+pub(crate) fn is_nonblocking(_: &TcpListener) -> io::Result<bool> {
+    Ok(false)
 }
 
 #[cfg(test)]
@@ -168,12 +137,20 @@ mod tests {
     #[test]
     fn accepted_streams_inherit_a_prepared_listeners_options() {
         let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
-        let timeout = Some(Duration::from_secs(7));
-        prepare_listener(&listener, true, timeout).unwrap();
+        prepare_listener(&listener, true).unwrap();
         let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (stream, _) = listener.accept().unwrap();
-        assert!(has(&stream, true, None, timeout));
-        assert!(!has(&stream, false, None, timeout));
+        assert!(has_nodelay(&stream, true));
+        assert!(!has_nodelay(&stream, false));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn tells_the_listeners_mode() {
+        let listener = listen("127.0.0.1:0".parse().unwrap(), options()).unwrap();
+        assert!(!is_nonblocking(&listener).unwrap());
+        listener.set_nonblocking(true).unwrap();
+        assert!(is_nonblocking(&listener).unwrap());
     }
 
     #[test]

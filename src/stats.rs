@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::reject::RejectReason;
+
 /// A snapshot of a server's counters, from [`ServerHandle::stats`](crate::ServerHandle::stats).
 ///
 /// Counters are read one by one without a lock, so a snapshot taken while
@@ -10,6 +12,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 ///
 /// `accepted == completed + rejected.total() + dropped`
 ///
+/// (plus one per stuck worker, see
+/// [`ShutdownReport::stuck_workers`](crate::ShutdownReport::stuck_workers)),
 /// and while it runs, `accepted` also counts the `active` and `queued` ones
 /// (give or take the one the acceptor is handing over).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,12 +45,24 @@ pub struct Stats {
     pub timeouts: TimeoutStats,
     /// Errors returned by `accept`, whether retried or fatal.
     pub accept_errors: u64,
-    /// Active connections shut down by force because the drain deadline
-    /// passed during shutdown (a subset of `completed`).
+    /// Active connections whose reads and writes were ended by force
+    /// because the drain deadline passed during shutdown (a subset of
+    /// `completed`, once their handlers return).
     pub forced_closed: u64,
     /// Queued connections closed unserved because the drain deadline passed
     /// during shutdown.
     pub dropped: u64,
+    /// Connections being closed gently now: their end of stream was sent,
+    /// and the server waits for the client's (see
+    /// [`linger_time`](crate::ServerBuilder::linger_time)). They are no
+    /// longer `active` or `queued`, and hold no worker.
+    pub lingering: usize,
+    /// Gentle closes cut short: the client sent more than
+    /// [`linger_bytes`](crate::ServerBuilder::linger_bytes) or did not
+    /// close within [`linger_time`](crate::ServerBuilder::linger_time), so
+    /// the socket was closed with input unread and the client may have
+    /// seen a reset.
+    pub linger_cut: u64,
 }
 
 /// Rejected connections by reason; part of [`Stats`].
@@ -87,14 +103,6 @@ pub struct TimeoutStats {
     pub deadline: u64,
 }
 
-/// Why the acceptor turned a connection away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RejectReason {
-    Overload,
-    MaxConnections,
-    ShuttingDown,
-}
-
 /// The live counters behind [`Stats`].
 ///
 /// Every counter is a relaxed atomic: each is updated by one or a few
@@ -118,6 +126,8 @@ pub(crate) struct Counters {
     pub(crate) accept_errors: AtomicU64,
     pub(crate) forced_closed: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) lingering: AtomicUsize,
+    pub(crate) linger_cut: AtomicU64,
 }
 
 impl Counters {
@@ -160,6 +170,8 @@ impl Counters {
             accept_errors: get(&self.accept_errors),
             forced_closed: get(&self.forced_closed),
             dropped: get(&self.dropped),
+            lingering: self.lingering.load(Ordering::Relaxed),
+            linger_cut: get(&self.linger_cut),
         }
     }
 }

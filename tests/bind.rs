@@ -9,8 +9,8 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use frontdesk::{
-    Connection, Error, Overload, RejectedStats, Server, ServerBuilder, ServerHandle,
-    ShutdownReport, Stats, Stopper, MAX_QUEUE, MAX_WORKERS,
+    Connection, Error, Overload, RejectedStats, Server, ServerBuilder, ServerControl, ServerHandle,
+    ShutdownReport, Stats, MAX_QUEUE, MAX_WORKERS,
 };
 use util::{client, echo, exchange, read_line, wait_until, LOCALHOST};
 
@@ -337,7 +337,7 @@ fn config_error_message_says_what_is_wrong() {
 fn is_send_and_sync() {
     fn is_send_and_sync<T: Send + Sync>() {}
     is_send_and_sync::<ServerHandle>();
-    is_send_and_sync::<Stopper>();
+    is_send_and_sync::<ServerControl>();
     is_send_and_sync::<Server>();
     is_send_and_sync::<ServerBuilder>();
     is_send_and_sync::<Error>();

@@ -12,7 +12,7 @@ mod util;
 use std::io::{self, Write};
 use std::net::TcpStream;
 
-use frontdesk::{Connection, Overload, Server};
+use frontdesk::{Connection, Overload, Rejected, Server};
 use util::{
     assert_closed, client, read_exactly, read_request_line, serve, until_closed, wait_for_stats,
 };
@@ -87,7 +87,7 @@ fn panic_in_the_reject_hook_does_not_kill_the_acceptor() {
             .workers(1)
             .queue(1)
             .overload(Overload::Reject)
-            .on_reject(|_: &mut Connection| -> io::Result<()> {
+            .on_reject(|_: &mut Rejected| -> io::Result<()> {
                 panic!("reject hook panics on purpose (test)")
             }),
         |conn: &mut Connection| {

@@ -51,7 +51,10 @@ fn counters_add_up_after_a_mixed_workload() {
             .queue(1)
             .overload(Overload::Reject)
             .idle_timeout(Duration::from_millis(300))
-            .shutdown_timeout(Duration::from_millis(300)),
+            .shutdown_timeout(Duration::from_millis(300))
+            // Longer than the drain deadline: the held connections, whose
+            // clients stay silent, are still open at the deadline.
+            .drain_quiet_time(Duration::from_secs(10)),
         commands,
     );
     let addr = handle.local_addr();
@@ -93,7 +96,7 @@ fn counters_add_up_after_a_mixed_workload() {
     // and the queued one is dropped unserved. `shutdown` consumes the
     // handle, so stop through a stopper and read the final stats before
     // joining.
-    handle.stopper().stop();
+    handle.control().stop();
     // Polling: `is_finished` is the only non-consuming way to tell.
     wait_until("the server has stopped", || handle.is_finished());
     let stats = handle.stats();
@@ -111,8 +114,9 @@ fn counters_add_up_after_a_mixed_workload() {
     assert_eq!(stats.rejected.total(), 2, "{stats:?}");
     assert_eq!(stats.dropped, 1, "{stats:?}");
     assert_eq!(stats.forced_closed, 2, "{stats:?}");
-    // 3 `err`, 2 `idle` and 1 `deadline` returned an error.
-    assert_eq!(stats.handler_errors, 6, "{stats:?}");
+    // 3 `err`, 2 `idle`, 1 `deadline` and the 2 forced `hold`s returned
+    // an error.
+    assert_eq!(stats.handler_errors, 8, "{stats:?}");
     assert_eq!(stats.panics, 2, "{stats:?}");
     assert_eq!(stats.timeouts.idle, 2, "{stats:?}");
     assert_eq!(stats.timeouts.deadline, 1, "{stats:?}");

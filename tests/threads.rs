@@ -46,6 +46,7 @@ fn no_frontdesk_thread_remains_after_shutdown() {
         names.sort();
         let mut expected = vec!["frontdesk-worke".to_string(); WORKERS];
         expected.insert(0, "frontdesk-accep".to_string());
+        expected.insert(1, "frontdesk-close".to_string());
         names == expected
     });
     let mut stream = client(handle.local_addr());
@@ -63,17 +64,17 @@ fn no_frontdesk_thread_remains_after_shutdown() {
     drop(handle);
     assert_no_threads_left("dropping the handle", ShutdownReport::default());
 
-    // A Stopper with `join`.
+    // A ServerControl with `join`.
     let handle = Server::bind(LOCALHOST).unwrap().spawn(util::echo).unwrap();
-    handle.stopper().stop();
+    handle.control().stop();
     let report = handle.join().unwrap();
     assert_no_threads_left("join", report);
 
-    // A Stopper with `run` (the accept loop runs on the caller's thread;
-    // only the workers are frontdesk threads).
+    // A ServerControl with `run` (the accept loop runs on the caller's
+    // thread; only the workers and the closer are frontdesk threads).
     let server = Server::builder().workers(WORKERS).bind(LOCALHOST).unwrap();
     let addr = server.local_addr();
-    let stopper = server.stopper();
+    let stopper = server.control();
     let (runner, result) = util::run_on_thread(server, util::echo);
     assert_eq!(exchange(&mut client(addr), "y"), "y");
     stopper.stop();

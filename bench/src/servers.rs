@@ -13,7 +13,7 @@ use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
 
-use frontdesk::{Connection, LineError, LineReader, Overload, Server};
+use frontdesk::{Connection, LineError, LineReader, Overload, Rejected, Server};
 
 /// Size of the echo servers' read buffer, the same in all three (and in
 /// frontdesk's `echo` example).
@@ -326,7 +326,7 @@ fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn E
         builder = builder.overload(Overload::Reject);
         if protocol == Protocol::Lines {
             builder =
-                builder.on_reject(|conn: &mut Connection| conn.write_all(b"error: server busy\n"));
+                builder.on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
         }
     }
     if let Some(ms) = options.idle_timeout_ms {

@@ -105,17 +105,16 @@ impl Options {
     ///   queue is full, a new client is turned away at once (through the
     ///   `on_reject` handler, if the example sets one) rather than left
     ///   waiting in the kernel's backlog;
-    /// - on shutdown, every connection's input ends: handlers answer what
-    ///   their client already sent, then see end of stream, as if it had
-    ///   closed (`stop_reading_on_shutdown`);
-    /// - a drain deadline of [`SHUTDOWN_TIMEOUT`].
+    /// - a drain deadline of [`SHUTDOWN_TIMEOUT`]: on shutdown, handlers
+    ///   answer everything their client sent and see end of stream once it
+    ///   pauses (the library's drain), and the deadline bounds a client
+    ///   that never stops sending.
     pub(crate) fn builder(&self) -> ServerBuilder {
         Server::builder()
             .workers(self.workers)
             .queue(self.queue)
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
-            .stop_reading_on_shutdown(true)
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
     }
 }
@@ -150,7 +149,7 @@ fn try_serve(
     let server = builder.bind(&options.addr[..])?;
     // Watch for signals before announcing the address: whoever reads the
     // line may send a signal at once, and it must stop us gracefully.
-    let signals = signals::watch(server.stopper())?;
+    let signals = signals::watch(server.control())?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
@@ -301,7 +300,7 @@ mod signals {
     use std::io;
     use std::thread::{self, JoinHandle};
 
-    use frontdesk::Stopper;
+    use frontdesk::ServerControl;
     use signal_hook::consts::{SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
 
@@ -315,9 +314,9 @@ mod signals {
     /// and ends the process at once on a second one.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
-    /// it may do anything: here, call `Stopper::stop`, which wakes the
+    /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
-    pub(super) fn watch(stopper: Stopper) -> io::Result<Watch> {
+    pub(super) fn watch(stopper: ServerControl) -> io::Result<Watch> {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         let handle = signals.handle();
         let thread = thread::Builder::new()
@@ -349,12 +348,12 @@ mod signals {
 mod signals {
     use std::io;
 
-    use frontdesk::Stopper;
+    use frontdesk::ServerControl;
 
     /// Elsewhere than Unix, Ctrl-C ends the process at once.
     pub(super) struct Watch;
 
-    pub(super) fn watch(_: Stopper) -> io::Result<Watch> {
+    pub(super) fn watch(_: ServerControl) -> io::Result<Watch> {
         Ok(Watch)
     }
 

@@ -145,6 +145,104 @@ pub(crate) fn assert_closed(stream: &mut TcpStream) {
     }
 }
 
+/// Reads until the server's clean end of stream (a read returns 0, the FIN
+/// of an orderly close) and returns every byte received before it.
+///
+/// Unlike [`assert_closed`], a reset does not count as closed: a server
+/// that closes a socket with unread input makes the kernel send a reset
+/// instead of a FIN, and a reset can destroy data still on its way to the
+/// client. The wait is bounded by the stream's read timeout ([`TIMEOUT`]
+/// for a [`client`]).
+///
+/// # Panics
+///
+/// Naming what happened instead: a reset, no end of stream within the read
+/// timeout (the server never closed), or another error. The message shows
+/// the bytes received until then.
+pub(crate) fn read_to_clean_end(stream: &mut TcpStream) -> Vec<u8> {
+    try_read_to_clean_end(stream).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// As [`read_to_clean_end`], but returns what went wrong instead of
+/// panicking, for a caller that adds context (which round, which client).
+pub(crate) fn try_read_to_clean_end(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut received = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(received),
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(format!(
+                    "expected a clean end of stream after {} bytes ({:?}), but {}",
+                    received.len(),
+                    preview(&received),
+                    describe_unclean_end(stream, &e)
+                ))
+            }
+        }
+    }
+}
+
+/// Asserts that the next read gives a clean end of stream: no more data,
+/// and a FIN rather than a reset (see [`read_to_clean_end`]).
+pub(crate) fn assert_clean_end(stream: &mut TcpStream) {
+    let rest = read_to_clean_end(stream);
+    assert!(
+        rest.is_empty(),
+        "expected a clean end of stream, but got {} more bytes first ({:?})",
+        rest.len(),
+        preview(&rest)
+    );
+}
+
+/// Whether `error` says the peer reset the connection: the error a read
+/// or write gives after an RST (`ECONNRESET`, or `EPIPE` / `ECONNABORTED`
+/// depending on the state the socket was in when it arrived).
+pub(crate) fn is_reset(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// What a failed read instead of a clean end of stream means, for a panic
+/// message.
+fn describe_unclean_end(stream: &TcpStream, error: &io::Error) -> String {
+    if is_reset(error) {
+        format!(
+            "the connection was reset ({error}, {:?}): the server closed it \
+             hard (RST) instead of with a FIN",
+            error.kind()
+        )
+    } else if matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    ) {
+        format!(
+            "no end of stream came within the read timeout ({:?}): the server \
+             never closed the connection",
+            stream.read_timeout().ok().flatten()
+        )
+    } else {
+        format!("the read failed: {error} ({:?})", error.kind())
+    }
+}
+
+/// The start of `bytes` as text, for panic messages.
+fn preview(bytes: &[u8]) -> String {
+    const MAX: usize = 120;
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]).into_owned();
+    if bytes.len() > MAX {
+        format!("{shown}...")
+    } else {
+        shown
+    }
+}
+
 /// Asserts that nothing arrives on `stream` for [`QUIET`] (no data, no end
 /// of file), then restores the read timeout to [`TIMEOUT`].
 pub(crate) fn assert_silent(stream: &mut TcpStream) {

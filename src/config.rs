@@ -1,0 +1,97 @@
+//! The checked configuration a server runs with, and the option types the
+//! builder exposes. A leaf: every other module may read it, it reads only
+//! the other leaves (`socket` for stream options, `reject` for the hook).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::reject::RejectHandler;
+use crate::socket::StreamOptions;
+
+/// What the acceptor does with a new connection when every worker is busy
+/// and the queue is full.
+///
+/// The default is `Block`: nothing a client sends is lost, short bursts wait
+/// in the kernel's backlog, and this is what users of std's `TcpListener`,
+/// Go's `net/http` or Python's `socketserver` expect. Choose `Reject` for an
+/// interactive service where a fast, explicit "busy" beats an unbounded
+/// wait, and `Wait` to absorb short bursts but still say "busy" when the
+/// pool stays full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overload {
+    /// Stop accepting until a worker or a queue slot is free; new callers
+    /// wait in the kernel's listen backlog (back-pressure).
+    #[default]
+    Block,
+    /// Accept the connection and hand it at once to the reject handler
+    /// (by default: close it).
+    Reject,
+    /// Wait up to this long for room in the queue, then reject. The
+    /// acceptor waits in the meantime, so under sustained overload at most
+    /// one connection is rejected per wait.
+    Wait(Duration),
+}
+
+/// The per-connection limits configured on the builder.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// How long and how much a gentle close may read and discard while it
+/// waits for the client's end of stream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Linger {
+    pub(crate) time: Duration,
+    pub(crate) bytes: usize,
+}
+
+/// The checked configuration a server runs with.
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) workers: usize,
+    pub(crate) queue: usize,
+    pub(crate) overload: Overload,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) shutdown_timeout: Duration,
+    /// During a shutdown, how long a read waits for more input before it
+    /// reports end of stream.
+    pub(crate) drain_quiet: Duration,
+    pub(crate) linger: Linger,
+    pub(crate) limits: Limits,
+    pub(crate) stream: StreamOptions,
+    pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Config {
+            workers,
+            queue,
+            overload,
+            max_connections,
+            shutdown_timeout,
+            drain_quiet,
+            linger,
+            limits,
+            stream,
+            on_reject,
+        } = self;
+        f.debug_struct("Config")
+            .field("workers", workers)
+            .field("queue", queue)
+            .field("overload", overload)
+            .field("max_connections", max_connections)
+            .field("shutdown_timeout", shutdown_timeout)
+            .field("drain_quiet", drain_quiet)
+            .field("linger", linger)
+            .field("limits", limits)
+            .field("stream", stream)
+            .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
+            .finish()
+    }
+}

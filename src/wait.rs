@@ -1,0 +1,230 @@
+//! Waiting without blocking in a read: I/O that never waits, a wait for one
+//! socket or a [`Signal`] (whichever comes first), and the `Signal` itself.
+//!
+//! Every read and write the library does on a client's socket goes through
+//! here. A read is `recv(MSG_DONTWAIT)`; only when nothing is there does
+//! the thread wait, in `poll(2)` on the socket *and* a signal descriptor, so
+//! that a shutdown reaches a handler waiting for a silent client at once,
+//! without touching the socket (no `shutdown(SHUT_RD)`, which loses data on
+//! some systems and cannot be undone). The socket itself stays in blocking
+//! mode: `MSG_DONTWAIT` applies to one call, so a handler that reads the
+//! stream directly (or a clone of it) sees the socket it expects (except
+//! on Windows, which has no `MSG_DONTWAIT`: see `recv_now`).
+
+use std::io;
+use std::net::TcpStream;
+use std::time::Duration;
+
+#[cfg(unix)]
+use std::os::unix::net::UnixStream;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::fd::AsFd;
+
+/// What a socket is waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Interest {
+    Read,
+    Write,
+}
+
+/// How a [`wait`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woken {
+    /// The socket is ready (or has an error or hang-up to report).
+    Ready,
+    /// The signal was raised.
+    Signal,
+    /// The timeout passed first.
+    TimedOut,
+}
+
+/// Reads what has arrived, without waiting: `WouldBlock` when nothing has.
+#[cfg(unix)]
+pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use rustix::net::RecvFlags;
+    loop {
+        match rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Writes what fits in the send buffer, without waiting: `WouldBlock` when
+/// nothing does.
+#[cfg(unix)]
+pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::send(stream, buf, send_flags()) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// Never raise `SIGPIPE` where the system can say so per call. Elsewhere
+/// (macOS) Rust's runtime ignores `SIGPIPE` in every program it starts.
+#[cfg(unix)]
+fn send_flags() -> rustix::net::SendFlags {
+    use rustix::net::SendFlags;
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    return SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    #[allow(unreachable_code)]
+    SendFlags::DONTWAIT
+}
+
+/// Windows has no `MSG_DONTWAIT`: there the acceptor puts every stream in
+/// non-blocking mode, and plain reads and writes do not wait.
+#[cfg(windows)]
+pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    (&*stream).read(buf)
+}
+
+/// See `recv_now`.
+#[cfg(windows)]
+pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    (&*stream).write(buf)
+}
+
+/// Waits until `socket` is ready for `interest`, `signal` is raised, or
+/// `timeout` passes (`None`: no limit). One `poll(2)`.
+pub(crate) fn wait(
+    socket: &impl AsFd,
+    interest: Interest,
+    signal: Option<&Signal>,
+    timeout: Option<Duration>,
+) -> io::Result<Woken> {
+    let events = match interest {
+        Interest::Read => PollFlags::IN,
+        Interest::Write => PollFlags::OUT,
+    };
+    let socket = PollFd::new(socket, events);
+    let Some(signal) = signal else {
+        return match poll(&mut [socket], timeout)? {
+            0 => Ok(Woken::TimedOut),
+            _ => Ok(Woken::Ready),
+        };
+    };
+    let mut fds = [socket, PollFd::new(&signal.receiver, PollFlags::IN)];
+    if poll(&mut fds, timeout)? == 0 {
+        Ok(Woken::TimedOut)
+    } else if !fds[1].revents().is_empty() {
+        Ok(Woken::Signal)
+    } else {
+        Ok(Woken::Ready)
+    }
+}
+
+/// Waits until one of `streams` is readable or has hung up, `wake` is
+/// readable, or `timeout` passes; fills `ready` with the indexes of the
+/// streams that are. Returns whether `wake` was readable.
+pub(crate) fn wait_any_readable(
+    streams: &[&TcpStream],
+    wake: &Signal,
+    timeout: Option<Duration>,
+    ready: &mut Vec<usize>,
+) -> io::Result<bool> {
+    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() + 1);
+    fds.push(PollFd::new(&wake.receiver, PollFlags::IN));
+    fds.extend(streams.iter().map(|s| PollFd::new(*s, PollFlags::IN)));
+    ready.clear();
+    if poll(&mut fds, timeout)? == 0 {
+        return Ok(false);
+    }
+    ready.extend(
+        fds[1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, fd)| !fd.revents().is_empty())
+            .map(|(i, _)| i),
+    );
+    Ok(!fds[0].revents().is_empty())
+}
+
+fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
+    // A timeout too long for a `timespec` (centuries) is no timeout.
+    let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
+    loop {
+        match rustix::event::poll(fds, timeout.as_ref()) {
+            Ok(n) => return Ok(n),
+            // A signal handler ran on this thread. Waiting the whole
+            // timeout again can only make the wait a little longer; an
+            // early "timed out" would report a timeout that did not happen.
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+/// A one-way, level-triggered flag that `poll(2)` can wait for: once
+/// raised, its descriptor is readable for good, so every thread waiting on
+/// it wakes, and every later wait returns at once.
+///
+/// It can also be used as a doorbell ([`ring`](Signal::ring) /
+/// [`clear`](Signal::clear)) by a single waiting thread.
+#[derive(Debug)]
+pub(crate) struct Signal {
+    /// Readable once `sender` has written or shut down.
+    receiver: Endpoint,
+    sender: Endpoint,
+}
+
+#[cfg(unix)]
+type Endpoint = UnixStream;
+
+#[cfg(not(unix))]
+type Endpoint = TcpStream;
+
+impl Signal {
+    pub(crate) fn new() -> io::Result<Signal> {
+        let (receiver, sender) = pair()?;
+        receiver.set_nonblocking(true)?;
+        sender.set_nonblocking(true)?;
+        Ok(Signal { receiver, sender })
+    }
+
+    /// Raises the signal for good: its descriptor reads end of stream.
+    pub(crate) fn raise(&self) {
+        let _ = self.sender.shutdown(std::net::Shutdown::Write);
+    }
+
+    /// Makes the descriptor readable until [`clear`](Signal::clear).
+    pub(crate) fn ring(&self) {
+        use std::io::Write;
+        // A full buffer means it is readable already.
+        let _ = (&self.sender).write(&[1]);
+    }
+
+    /// Takes back every [`ring`](Signal::ring) so far.
+    pub(crate) fn clear(&self) {
+        use std::io::Read;
+        let mut sink = [0u8; 64];
+        while matches!((&self.receiver).read(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+#[cfg(unix)]
+fn pair() -> io::Result<(UnixStream, UnixStream)> {
+    UnixStream::pair()
+}
+
+/// Windows has no socket pair: a loopback TCP connection does the same job.
+#[cfg(not(unix))]
+fn pair() -> io::Result<(TcpStream, TcpStream)> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let sender = TcpStream::connect(listener.local_addr()?)?;
+    let (receiver, _) = listener.accept()?;
+    Ok((receiver, sender))
+}
