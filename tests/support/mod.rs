@@ -439,3 +439,92 @@ impl Client {
         &mut self.reader
     }
 }
+
+/// How a stream that the server ended looked to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum End {
+    /// A read returned 0: the server closed (or shut down writing) after
+    /// everything it wrote had been delivered.
+    Clean,
+    /// A read failed with `ConnectionReset`: the server's kernel sent a
+    /// reset, as it does when a socket is closed with unread input. A reset
+    /// throws away what the server had written and the client had not
+    /// received yet, so it may hide lost data.
+    Reset,
+}
+
+impl Client {
+    /// Connects with kernel buffers of about `send` and `receive` bytes,
+    /// set before connecting so that they also shape the TCP window, and
+    /// otherwise like [`Client::connect`]. Small buffers make a client that
+    /// stops reading back up with less data.
+    pub(crate) fn connect_with_buffers(addr: SocketAddr, send: usize, receive: usize) -> Client {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+            .expect("client socket");
+        socket.set_send_buffer_size(send).expect("SO_SNDBUF");
+        socket.set_recv_buffer_size(receive).expect("SO_RCVBUF");
+        socket
+            .connect(&addr.into())
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        let stream = TcpStream::from(socket);
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        stream
+            .set_write_timeout(Some(PATIENCE))
+            .expect("write timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Reads until the stream ends, handing each chunk read to `chunk`, and
+    /// tells a clean end (a read returns 0) from a reset. Panics on any
+    /// other error, including a read that waited [`PATIENCE`] for nothing.
+    pub(crate) fn read_until_end(&mut self, mut chunk: impl FnMut(&[u8])) -> End {
+        loop {
+            let len = match self.reader.fill_buf() {
+                Ok([]) => return End::Clean,
+                Ok(bytes) => {
+                    chunk(bytes);
+                    bytes.len()
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return End::Reset,
+                Err(e) => panic!("reading until the server closes: {e}"),
+            };
+            self.reader.consume(len);
+        }
+    }
+
+    /// Reads until a clean end of stream and returns everything read.
+    ///
+    /// Unlike [`read_to_end_or_reset`](Client::read_to_end_or_reset), a
+    /// reset fails: a server that closes gently never sends one, and a
+    /// reset can destroy replies on their way to the client.
+    pub(crate) fn read_to_clean_end(&mut self) -> Vec<u8> {
+        let mut all = Vec::new();
+        match self.read_until_end(|bytes| all.extend_from_slice(bytes)) {
+            End::Clean => all,
+            End::Reset => panic!(
+                "the connection was reset instead of ending cleanly, after {} bytes: {:?}",
+                all.len(),
+                String::from_utf8_lossy(&all[..all.len().min(200)])
+            ),
+        }
+    }
+
+    /// Checks that the server closes the connection with nothing more to
+    /// say, and cleanly: unlike [`expect_closed`](Client::expect_closed), a
+    /// reset fails.
+    pub(crate) fn expect_clean_end(&mut self) {
+        let rest = self.read_to_clean_end();
+        assert!(
+            rest.is_empty(),
+            "expected the connection to end, got {:?}",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+}
