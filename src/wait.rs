@@ -228,3 +228,69 @@ fn pair() -> io::Result<(TcpStream, TcpStream)> {
     let (receiver, _) = listener.accept()?;
     Ok((receiver, sender))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::thread;
+
+    use super::*;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn a_raised_signal_wakes_a_wait_and_every_later_one() {
+        let (_client, server) = pair();
+        let signal = std::sync::Arc::new(Signal::new().unwrap());
+        let raiser = {
+            let signal = std::sync::Arc::clone(&signal);
+            thread::spawn(move || signal.raise())
+        };
+        // No timeout: only the signal can end this wait.
+        let woken = wait(&server, Interest::Read, Some(&signal), None).unwrap();
+        assert_eq!(woken, Woken::Signal);
+        raiser.join().unwrap();
+        let woken = wait(&server, Interest::Read, Some(&signal), None).unwrap();
+        assert_eq!(woken, Woken::Signal);
+    }
+
+    #[test]
+    fn a_wait_reports_readiness_and_timeouts() {
+        let (mut client, server) = pair();
+        let signal = Signal::new().unwrap();
+        let short = Some(Duration::from_millis(10));
+        let woken = wait(&server, Interest::Read, Some(&signal), short).unwrap();
+        assert_eq!(woken, Woken::TimedOut);
+        let mut buf = [0u8; 8];
+        let error = recv_now(&server, &mut buf).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+        std::io::Write::write_all(&mut client, b"hi").unwrap();
+        let woken = wait(&server, Interest::Read, Some(&signal), None).unwrap();
+        assert_eq!(woken, Woken::Ready);
+        assert_eq!(recv_now(&server, &mut buf).unwrap(), 2);
+        assert_eq!(
+            wait(&server, Interest::Write, None, None).unwrap(),
+            Woken::Ready
+        );
+    }
+
+    #[test]
+    fn a_rung_doorbell_is_readable_until_cleared() {
+        let (_client, server) = pair();
+        let doorbell = Signal::new().unwrap();
+        let mut ready = Vec::new();
+        let short = Some(Duration::from_millis(10));
+        assert!(!wait_any_readable(&[&server], &doorbell, short, &mut ready).unwrap());
+        doorbell.ring();
+        doorbell.ring();
+        assert!(wait_any_readable(&[&server], &doorbell, None, &mut ready).unwrap());
+        doorbell.clear();
+        assert!(!wait_any_readable(&[&server], &doorbell, short, &mut ready).unwrap());
+        assert!(ready.is_empty());
+    }
+}

@@ -416,3 +416,51 @@ fn over_long_line_gets_the_error_line_every_time() {
     every_connection_ends_gently(&server, 200, &request, b"error: line too long\n");
     server.stop();
 }
+
+/// A client that sends `ping` lines and reads the replies without pause
+/// until the server goes away, on its own thread; returns how many lines
+/// it wrote and how it ended.
+fn endless_pinger(server: &Example) -> thread::JoinHandle<u64> {
+    let mut client = server.connect();
+    let stream = client.stream().try_clone().expect("clone the client");
+    let reader = thread::spawn(move || {
+        // Replies are read only so that the server never blocks writing
+        // them; how the stream ends is the server's business here.
+        let _ = client.read_until_end(|_| {});
+    });
+    thread::spawn(move || {
+        let mut stream = stream;
+        let mut sent = 0;
+        let started = Instant::now();
+        // Bounded in time (the server must be gone long before) so the
+        // loop stops by itself even if the test failed.
+        while started.elapsed() < PATIENCE {
+            if stream.write_all(b"ping\n").is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        let _ = reader.join();
+        sent
+    })
+}
+
+#[test]
+fn sigterm_with_a_client_that_never_stops_sending_exits_0_in_time() {
+    // The drain answers a client for as long as it keeps sending; the
+    // drain deadline ends that, and the process still exits with 0 within
+    // EXIT_WITHIN.
+    for name in ["commands", "echo"] {
+        let mut server = Example::start(name, &["--workers", "2"]);
+        let pinger = endless_pinger(&server);
+        // The pinger has been answered at least once: the connection is
+        // being served when the signal comes.
+        let mut probe = server.connect();
+        probe.send("ping\n");
+        let _ = probe.line();
+        drop(probe);
+        server.stop();
+        let sent = pinger.join().expect("the pinger ends");
+        assert!(sent > 0, "{name}: the pinger never sent");
+    }
+}

@@ -27,7 +27,7 @@ use frontdesk::{Connection, Handler, Server, Timeout};
 use socket2::SockRef;
 use util::{
     assert_accounted, assert_clean_end, client, client_with_request, exchange, read_request_line,
-    serve, try_read_to_clean_end, wait_for_stats, TIMEOUT,
+    read_to_clean_end, serve, try_read_to_clean_end, wait_for_stats, TIMEOUT,
 };
 
 /// How much a client sends after its first line, which the handler never
@@ -358,5 +358,31 @@ fn idle_timeout_closes_gently_when_the_rest_of_the_request_comes_too_late() {
     let (_, stats) = util::stop(handle);
     assert_eq!(stats.timeouts.idle, 1, "{stats:#?}");
     assert_eq!(stats.handler_errors, 1, "{stats:#?}");
+    assert_accounted(&stats);
+}
+
+#[test]
+fn a_client_that_never_closes_is_cut_at_the_linger_time_and_counted() {
+    // The client reads the reply and the server's end of stream but never
+    // closes its side: the gentle close waits for it no longer than
+    // `linger_time`, on the closer thread, and counts the cut.
+    let handle = serve(
+        Server::builder()
+            .workers(1)
+            .linger_time(Duration::from_millis(100)),
+        |conn: &mut Connection| conn.write_all(b"bye\n"),
+    );
+    let mut stream = client(handle.local_addr());
+    stream.write_all(b"unread\n").unwrap();
+    assert_eq!(read_to_clean_end(&mut stream), b"bye\n");
+    let stats = wait_for_stats(&handle, "the close is cut", |s| s.linger_cut == 1);
+    assert_eq!(stats.lingering, 0, "{stats:?}");
+    // The worker was free all along: a second client is served while the
+    // first still lingers or after it was cut.
+    let mut second = client(handle.local_addr());
+    assert_eq!(read_to_clean_end(&mut second), b"bye\n");
+    drop((stream, second));
+    let (report, stats) = util::stop(handle);
+    assert_eq!(report.forced, 0, "{report:?}");
     assert_accounted(&stats);
 }
