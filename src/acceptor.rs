@@ -21,7 +21,7 @@ use crate::closer::Closer;
 use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
 use crate::handler::run_guarded;
-use crate::pool::Job;
+use crate::pool::{Accepted, Job};
 use crate::reject::{RejectReason, Rejected};
 use crate::shutdown::Shared;
 use crate::socket;
@@ -181,7 +181,7 @@ impl<'a> Acceptor<'a> {
         self.prepare(&stream, peer);
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
-        let job = Job {
+        let job = Accepted {
             stream,
             peer,
             id: self.last_id,
@@ -232,14 +232,18 @@ impl<'a> Acceptor<'a> {
 
     /// Puts the job in the queue as the overload policy says, or gives it
     /// back with the reason it could not be queued.
-    fn hand_over(&self, job: Job) -> std::result::Result<(), (Job, RejectReason)> {
-        let job = match self.queue.try_send(job) {
+    fn hand_over(&self, job: Accepted) -> std::result::Result<(), (Accepted, RejectReason)> {
+        let job = match self.queue.try_send(Job::Accepted(job)) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(job)) => job,
-            Err(TrySendError::Disconnected(job)) => return Err((job, RejectReason::ShuttingDown)),
+            Err(TrySendError::Disconnected(job)) => {
+                return Err((job.into_accepted(), RejectReason::ShuttingDown))
+            }
         };
         let wait = match self.config.overload {
-            Overload::Reject if !self.pool_has_room() => return Err((job, RejectReason::Overload)),
+            Overload::Reject if !self.pool_has_room() => {
+                return Err((job.into_accepted(), RejectReason::Overload))
+            }
             Overload::Reject | Overload::Block => None,
             Overload::Wait(wait) => Some(wait),
         };
@@ -250,17 +254,20 @@ impl<'a> Acceptor<'a> {
             None => select.select(),
             Some(wait) => match select.select_timeout(wait) {
                 Ok(operation) => operation,
-                Err(_) => return Err((job, RejectReason::Overload)),
+                Err(_) => return Err((job.into_accepted(), RejectReason::Overload)),
             },
         };
         if operation.index() == send {
-            operation
-                .send(&self.queue, job)
-                .map_err(|error| (error.into_inner(), RejectReason::ShuttingDown))
+            operation.send(&self.queue, job).map_err(|error| {
+                (
+                    error.into_inner().into_accepted(),
+                    RejectReason::ShuttingDown,
+                )
+            })
         } else {
             debug_assert_eq!(operation.index(), stop);
             let _ = operation.recv(self.shared.stopped());
-            Err((job, RejectReason::ShuttingDown))
+            Err((job.into_accepted(), RejectReason::ShuttingDown))
         }
     }
 
@@ -278,8 +285,8 @@ impl<'a> Acceptor<'a> {
         open <= self.config.workers + self.config.queue
     }
 
-    fn reject(&mut self, job: Job, reason: RejectReason) {
-        let Job { stream, peer, id } = job;
+    fn reject(&mut self, job: Accepted, reason: RejectReason) {
+        let Accepted { stream, peer, id } = job;
         let counters = &self.shared.counters;
         counters.rejected(reason);
         if let Some(suppressed) = self.reject_log.ready() {

@@ -6,7 +6,7 @@ use std::net::{TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Limits, Linger, Overload};
+use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload};
 use crate::error::{Error, Result};
 use crate::reject::RejectHandler;
 use crate::server::Server;
@@ -102,6 +102,8 @@ pub struct ServerBuilder {
     drain_quiet_time: Duration,
     linger_time: Duration,
     linger_bytes: usize,
+    outbox_limit: usize,
+    outbox_full: OutboxFull,
     on_reject: Option<Arc<dyn RejectHandler>>,
 }
 
@@ -132,6 +134,8 @@ impl ServerBuilder {
             drain_quiet_time: Duration::from_millis(200),
             linger_time: Duration::from_secs(2),
             linger_bytes: 1 << 20,
+            outbox_limit: 256 << 10,
+            outbox_full: OutboxFull::Close,
             on_reject: None,
         }
     }
@@ -266,11 +270,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Caps the connections held by the server (being served or queued);
-    /// beyond it new connections go to the reject handler. `None` for no cap
-    /// other than `workers + queue`.
+    /// Caps the connections held by the server (being served, queued or,
+    /// in the turn mode, parked); beyond it new connections go to the
+    /// reject handler. `None` for no cap other than `workers + queue` in
+    /// the [`Handler`](crate::Handler) mode.
     ///
-    /// Defaults to none. Must be at least 1.
+    /// Defaults to none, which in the turn mode
+    /// ([`spawn_turns`](Server::spawn_turns)) means
+    /// [`TURN_MAX_CONNECTIONS`](crate::TURN_MAX_CONNECTIONS). Must be at
+    /// least 1.
     pub fn max_connections(mut self, n: impl Into<Option<usize>>) -> Self {
         self.max_connections = n.into();
         self
@@ -328,6 +336,30 @@ impl ServerBuilder {
     /// Defaults to 1 MiB.
     pub fn linger_bytes(mut self, bytes: usize) -> Self {
         self.linger_bytes = bytes;
+        self
+    }
+
+    /// Sets how many bytes may wait in the outbox of a turn-mode
+    /// connection ([`Turn::send`](crate::Turn::send), [`Peer::send`](crate::Peer::send)).
+    ///
+    /// Defaults to 256 KiB: far more than a chat line or a game update, so
+    /// only a client that stops reading fills it, and 1,000 such clients
+    /// hold at most 256 MiB. A turn that finds the outbox full gets
+    /// `WouldBlock` (back-pressure); a `Peer` that does follows
+    /// [`outbox_full`](ServerBuilder::outbox_full). A connection whose
+    /// outbox is over half full is not read from until the client has
+    /// read enough, so a client that sends without reading its replies
+    /// cannot grow it either.
+    pub fn outbox_limit(mut self, bytes: usize) -> Self {
+        self.outbox_limit = bytes;
+        self
+    }
+
+    /// Sets what a [`Peer::send`](crate::Peer::send) to a full outbox does.
+    ///
+    /// Defaults to [`OutboxFull::Close`].
+    pub fn outbox_full(mut self, policy: OutboxFull) -> Self {
+        self.outbox_full = policy;
         self
     }
 
@@ -475,6 +507,10 @@ impl ServerBuilder {
                 time: self.linger_time,
                 bytes: self.linger_bytes,
             },
+            outbox: Outbox {
+                limit: self.outbox_limit,
+                full: self.outbox_full,
+            },
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -509,6 +545,8 @@ impl fmt::Debug for ServerBuilder {
             drain_quiet_time,
             linger_time,
             linger_bytes,
+            outbox_limit,
+            outbox_full,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -529,6 +567,8 @@ impl fmt::Debug for ServerBuilder {
             .field("drain_quiet_time", drain_quiet_time)
             .field("linger_time", linger_time)
             .field("linger_bytes", linger_bytes)
+            .field("outbox_limit", outbox_limit)
+            .field("outbox_full", outbox_full)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

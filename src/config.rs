@@ -34,6 +34,29 @@ pub enum Overload {
     Wait(Duration),
 }
 
+/// What happens when a [`Peer::send`](crate::Peer::send) finds a
+/// connection's outbox full (the client reads slower than others write to
+/// it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OutboxFull {
+    /// Close that connection ([`CloseReason::OutboxFull`](crate::CloseReason::OutboxFull)):
+    /// one client that does not read never holds up the others or the
+    /// server's memory.
+    #[default]
+    Close,
+    /// Only report it to the sender ([`SendError::Full`](crate::SendError::Full));
+    /// the bytes are not queued and the connection goes on.
+    Report,
+}
+
+/// The outbox of a turn-mode connection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outbox {
+    pub(crate) limit: usize,
+    pub(crate) full: OutboxFull,
+}
+
 /// The per-connection limits configured on the builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -62,6 +85,7 @@ pub(crate) struct Config {
     /// reports end of stream.
     pub(crate) drain_quiet: Duration,
     pub(crate) linger: Linger,
+    pub(crate) outbox: Outbox,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
@@ -77,6 +101,7 @@ impl fmt::Debug for Config {
             shutdown_timeout,
             drain_quiet,
             linger,
+            outbox,
             limits,
             stream,
             on_reject,
@@ -89,6 +114,7 @@ impl fmt::Debug for Config {
             .field("shutdown_timeout", shutdown_timeout)
             .field("drain_quiet", drain_quiet)
             .field("linger", linger)
+            .field("outbox", outbox)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))

@@ -59,7 +59,7 @@ impl Timeout {
         matches!(self, Timeout::Idle | Timeout::Deadline)
     }
 
-    fn counter(self, counters: &Counters) -> &AtomicU64 {
+    pub(crate) fn counter(self, counters: &Counters) -> &AtomicU64 {
         match self {
             Timeout::Read => &counters.read_timeouts,
             Timeout::Write => &counters.write_timeouts,

@@ -71,22 +71,26 @@ where
 /// Runs user code for one connection (`what` names it in the log): an
 /// `Err` is logged at `debug` and counted in `errors` when given, a panic
 /// is caught, logged at `error` and counted in `panics`. Nothing it does
-/// can stop the calling thread.
-pub(crate) fn run_guarded(
+/// can stop the calling thread. Returns the value when there was one.
+pub(crate) fn run_guarded<T>(
     what: &str,
     peer: SocketAddr,
     id: u64,
     counters: &Counters,
     errors: Option<&AtomicU64>,
-    call: impl FnOnce() -> io::Result<()>,
-) {
+    call: impl FnOnce() -> io::Result<T>,
+) -> Option<T> {
     match panic::catch_unwind(AssertUnwindSafe(call)) {
-        Ok(Ok(())) => log::debug!("{what} returned: peer={peer} id={id}"),
+        Ok(Ok(value)) => {
+            log::trace!("{what} returned: peer={peer} id={id}");
+            Some(value)
+        }
         Ok(Err(error)) => {
             if let Some(errors) = errors {
                 Counters::bump(errors);
             }
             log::debug!("{what} failed: peer={peer} id={id} error={error}");
+            None
         }
         Err(payload) => {
             Counters::bump(&counters.panics);
@@ -94,6 +98,7 @@ pub(crate) fn run_guarded(
                 "{what} panicked: peer={peer} id={id} panic={}",
                 panic_message(&*payload)
             );
+            None
         }
     }
 }

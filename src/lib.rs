@@ -112,7 +112,9 @@
 //! (there it allows another socket to take over the port);
 //! [`reuse_port`](ServerBuilder::reuse_port) is Unix only.
 
-#![forbid(unsafe_code)]
+// Two `unsafe` calls, each with its reason: adding a socket to the
+// readiness set (`parked::register`, `poller::register_signals`).
+#![deny(unsafe_code)]
 #![doc(test(attr(deny(warnings))))]
 
 mod acceptor;
@@ -124,12 +126,17 @@ mod error;
 mod handle;
 mod handler;
 mod lines;
+mod parked;
+mod peer;
+mod poller;
 mod pool;
 mod reject;
 mod server;
 mod shutdown;
 mod socket;
 mod stats;
+mod turn;
+mod turns;
 mod wait;
 
 // The guide's and the README's snippets run as doc tests, so they cannot
@@ -142,12 +149,14 @@ mod guide {}
 mod readme {}
 
 pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
-pub use crate::config::Overload;
+pub use crate::config::{OutboxFull, Overload};
 pub use crate::connection::{Connection, Timeout};
 pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 pub use crate::handler::Handler;
 pub use crate::lines::{LineError, LineReader};
+pub use crate::peer::{Message, Peer, SendError};
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
-pub use crate::server::Server;
+pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
+pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};

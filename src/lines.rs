@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::ops::Range;
 use std::str::Utf8Error;
 
 /// The size the buffer starts at when `max_line` allows more. Most protocol
@@ -171,6 +172,14 @@ impl<R: Read> LineReader<R> {
     /// If the inner reader breaks the `Read` contract by reporting more bytes
     /// than the buffer it was given.
     pub fn read_line(&mut self) -> Result<&[u8], LineError> {
+        let line = self.next_line_range()?;
+        Ok(&self.buf[line])
+    }
+
+    /// Where the next line is in the buffer; see `read_line`. (A range,
+    /// not a slice, so that a caller can look at the reader again when no
+    /// line came.)
+    pub(crate) fn next_line_range(&mut self) -> Result<Range<usize>, LineError> {
         loop {
             if self.skipping {
                 let unread = &self.buf[self.start..self.end];
@@ -198,7 +207,7 @@ impl<R: Read> LineReader<R> {
                             max_line: self.max_line,
                         });
                     }
-                    return Ok(&self.buf[line_start..line_end]);
+                    return Ok(line_start..line_end);
                 }
                 self.scanned = self.end - self.start;
                 let pending_cr = self.start < self.end && self.buf[self.end - 1] == b'\r';
@@ -250,9 +259,16 @@ impl<R: Read> LineReader<R> {
         }
         if self.end == self.buf.len() {
             // A full buffer here holds fewer than `max_line + 2` bytes, or
-            // the line would have been complete or too long already.
+            // the line would have been complete or too long already. An
+            // empty one was released (`release_if_empty`) and starts again
+            // at the initial size.
             let bound = self.max_line.saturating_add(2);
-            let len = self.buf.len().saturating_mul(2).min(bound);
+            let len = self
+                .buf
+                .len()
+                .saturating_mul(2)
+                .max(INITIAL_CAPACITY)
+                .min(bound);
             debug_assert!(len > self.buf.len());
             // `resize` alone may round the allocation up past `bound`.
             self.buf.reserve_exact(len - self.buf.len());
@@ -311,6 +327,24 @@ impl<R> LineReader<R> {
     /// lost; take them first if they matter.
     pub fn into_inner(self) -> R {
         self.inner
+    }
+
+    /// The bytes of a line found by `next_line_range`, valid until the
+    /// next read.
+    pub(crate) fn line_at(&self, line: Range<usize>) -> &[u8] {
+        &self.buf[line]
+    }
+
+    /// Frees the buffer when it holds nothing, so that a connection
+    /// waiting for its next line costs no buffer; the next read allocates
+    /// it again.
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.start == self.end && !self.skipping {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+            self.scanned = 0;
+        }
     }
 
     #[cfg(test)]

@@ -15,6 +15,7 @@ use crate::config::{Config, Limits};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::handler::{run_guarded, Handler};
+use crate::parked::{Entry, Why};
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
 
@@ -25,10 +26,44 @@ pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);
 
 /// An accepted connection on its way from the acceptor to a worker.
 #[derive(Debug)]
-pub(crate) struct Job {
+pub(crate) struct Accepted {
     pub(crate) stream: TcpStream,
     pub(crate) peer: SocketAddr,
     pub(crate) id: u64,
+}
+
+/// What a worker takes from the queue.
+pub(crate) enum Job {
+    /// A new connection, from the acceptor.
+    Accepted(Accepted),
+    /// A turn of a connection of the turn mode, from the poller or from
+    /// whoever closed it.
+    Turn(Arc<Entry>, Why),
+    /// Stop this worker (only when the pool fails to start).
+    Exit,
+}
+
+impl Job {
+    /// The accepted connection of a job the acceptor made.
+    pub(crate) fn into_accepted(self) -> Accepted {
+        match self {
+            Job::Accepted(accepted) => accepted,
+            Job::Turn(..) | Job::Exit => unreachable!("the acceptor only makes Accepted jobs"),
+        }
+    }
+}
+
+/// How the workers serve what they take from the queue: a whole
+/// connection per job ([`WholeConnections`]), or a turn per job
+/// (`turns::Turns`).
+pub(crate) trait Service: Send + Sync + 'static {
+    fn accepted(&self, job: Accepted, worker: &Worker);
+    fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker);
+}
+
+/// The `Handler` mode: a worker serves a connection from accept to close.
+pub(crate) struct WholeConnections {
+    pub(crate) handler: Arc<dyn Handler>,
 }
 
 /// The connection a worker is serving, if any, so that shutdown can end it
@@ -60,14 +95,17 @@ impl WorkerPool {
     /// Starts `workers` threads and returns the pool and the sending end of
     /// its queue. Dropping the sender stops the workers once the queue is
     /// empty.
+    /// Starts `workers` threads that take their jobs from `receiver`
+    /// (`sender` is its other end). They stop once the queue is empty and
+    /// every sender is gone.
     pub(crate) fn start(
         config: &Config,
-        handler: Arc<dyn Handler>,
+        (sender, receiver): (&Sender<Job>, Receiver<Job>),
+        service: Arc<dyn Service>,
         shared: Arc<Shared>,
         closer: &Closer,
-    ) -> Result<(WorkerPool, Sender<Job>)> {
+    ) -> Result<WorkerPool> {
         let workers = config.workers;
-        let (sender, receiver) = crossbeam_channel::bounded::<Job>(config.queue);
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let slots: Arc<[Slot]> = (0..workers).map(|_| Mutex::new(None)).collect();
         let mut threads = Vec::with_capacity(workers);
@@ -75,7 +113,7 @@ impl WorkerPool {
             let worker = Worker {
                 index,
                 jobs: receiver.clone(),
-                handler: Arc::clone(&handler),
+                service: Arc::clone(&service),
                 shared: Arc::clone(&shared),
                 slots: Arc::clone(&slots),
                 limits: config.limits,
@@ -89,9 +127,11 @@ impl WorkerPool {
             {
                 Ok(thread) => threads.push(thread),
                 Err(source) => {
-                    // Stop the workers already started: with the only
-                    // sender gone, each returns from `recv` at once.
-                    drop(sender);
+                    // Stop the workers already started: each takes one
+                    // `Exit` (the queue is empty, nobody else sends yet).
+                    for _ in &threads {
+                        let _ = sender.send(Job::Exit);
+                    }
                     for thread in threads {
                         let _ = thread.join();
                     }
@@ -99,17 +139,14 @@ impl WorkerPool {
                 }
             }
         }
-        Ok((
-            WorkerPool {
-                threads,
-                slots,
-                done,
-                jobs: receiver,
-                shared,
-                closer: closer.clone(),
-            },
-            sender,
-        ))
+        Ok(WorkerPool {
+            threads,
+            slots,
+            done,
+            jobs: receiver,
+            shared,
+            closer: closer.clone(),
+        })
     }
 
     /// Waits until `deadline` for the workers to finish what is active and
@@ -207,24 +244,32 @@ fn force_close(stream: &TcpStream, counters: &Counters) {
 
 /// Closes a queued connection that no worker will serve.
 fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
-    log::debug!(
-        "closing queued connection unserved: peer={} id={}",
-        job.peer,
-        job.id
-    );
-    Counters::bump(&counters.dropped);
-    counters.open.fetch_sub(1, Ordering::Relaxed);
-    closer.close(Arc::new(job.stream));
+    match job {
+        Job::Accepted(job) => {
+            log::debug!(
+                "closing queued connection unserved: peer={} id={}",
+                job.peer,
+                job.id
+            );
+            Counters::bump(&counters.dropped);
+            counters.open.fetch_sub(1, Ordering::Relaxed);
+            closer.close(Arc::new(job.stream));
+        }
+        // An open connection of the turn mode, past the drain deadline.
+        Job::Turn(entry, _) => entry.abort(),
+        Job::Exit => {}
+    }
 }
 
-struct Worker {
+/// A worker thread, and what a [`Service`] may use of it.
+pub(crate) struct Worker {
     index: usize,
     jobs: Receiver<Job>,
-    handler: Arc<dyn Handler>,
-    shared: Arc<Shared>,
+    service: Arc<dyn Service>,
+    pub(crate) shared: Arc<Shared>,
     slots: Arc<[Slot]>,
     limits: Limits,
-    closer: Closer,
+    pub(crate) closer: Closer,
     /// Dropped when the thread ends; see `WorkerPool::done`.
     _done: Sender<()>,
 }
@@ -232,42 +277,73 @@ struct Worker {
 impl Worker {
     fn run(self) {
         let counters = &self.shared.counters;
-        let slot = &self.slots[self.index];
         for job in self.jobs.iter() {
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
                 drop_unserved(job, &self.closer, counters);
                 continue;
             }
-            let Job { stream, peer, id } = job;
             counters.busy.fetch_add(1, Ordering::Relaxed);
-            let stream = Arc::new(stream);
-            *lock(slot) = Some(Arc::clone(&stream));
-            // Shutdown looks at the slots, then raises the force flag; we
-            // filled our slot before looking at the flag. A connection
-            // taken in between is ended by the force without being counted
-            // as forced: only a worker that takes a new connection in that
-            // instant misses the count.
-            if self.shared.is_forced() {
-                force_close(&stream, counters);
+            match job {
+                Job::Accepted(job) => self.service.accepted(job, &self),
+                Job::Turn(entry, why) => self.service.turn(entry, why, &self),
+                Job::Exit => {
+                    counters.busy.fetch_sub(1, Ordering::Relaxed);
+                    return;
+                }
             }
-            log::debug!("serving connection: peer={peer} id={id}");
-            let shared = Arc::clone(&self.shared);
-            let mut conn = Connection::new(Arc::clone(&stream), peer, id, shared, self.limits);
-            run_guarded(
-                "handler",
-                peer,
-                id,
-                counters,
-                Some(&counters.handler_errors),
-                || self.handler.handle(&mut conn),
-            );
-            drop(conn);
-            *lock(slot) = None;
-            self.closer.close(stream);
-            Counters::bump(&counters.completed);
             counters.busy.fetch_sub(1, Ordering::Relaxed);
-            counters.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// Whether another job waits for a worker.
+    pub(crate) fn others_waiting(&self) -> bool {
+        !self.jobs.is_empty()
+    }
+}
+
+impl Service for WholeConnections {
+    fn accepted(&self, job: Accepted, worker: &Worker) {
+        let Worker {
+            index,
+            shared,
+            slots,
+            limits,
+            closer,
+            ..
+        } = worker;
+        let counters = &shared.counters;
+        let slot = &slots[*index];
+        let Accepted { stream, peer, id } = job;
+        let stream = Arc::new(stream);
+        *lock(slot) = Some(Arc::clone(&stream));
+        // Shutdown looks at the slots, then raises the force flag; we
+        // filled our slot before looking at the flag. A connection taken
+        // in between is ended by the force without being counted as
+        // forced: only a worker that takes a new connection in that
+        // instant misses the count.
+        if shared.is_forced() {
+            force_close(&stream, counters);
+        }
+        log::debug!("serving connection: peer={peer} id={id}");
+        let mut conn = Connection::new(Arc::clone(&stream), peer, id, Arc::clone(shared), *limits);
+        run_guarded(
+            "handler",
+            peer,
+            id,
+            counters,
+            Some(&counters.handler_errors),
+            || self.handler.handle(&mut conn),
+        );
+        log::debug!("connection closed: peer={peer} id={id}");
+        drop(conn);
+        *lock(slot) = None;
+        closer.close(stream);
+        Counters::bump(&counters.completed);
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn turn(&self, entry: Arc<Entry>, _: Why, _: &Worker) {
+        unreachable!("no turn of connection id={} in the Handler mode", entry.id);
     }
 }

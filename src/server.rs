@@ -12,9 +12,13 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::Handler;
-use crate::pool::WorkerPool;
+use crate::parked::Hub;
+use crate::poller::PollerThread;
+use crate::pool::{Service, WholeConnections, WorkerPool};
 use crate::shutdown::Shared;
 use crate::socket;
+use crate::turn::TurnHandler;
+use crate::turns::Turns;
 use crate::wait::Signal;
 
 /// After a forced end, how long the gentle closes of the connections just
@@ -107,7 +111,23 @@ impl Server {
     /// }
     /// ```
     pub fn run(self, handler: impl Handler) -> Result<ShutdownReport> {
-        self.serve(Arc::new(handler), || {})
+        self.serve(Mode::whole(handler), || {})
+    }
+
+    /// Serves connections a turn at a time with `handler` on the calling
+    /// thread, as [`run`](Server::run) does with a [`Handler`]: between
+    /// turns connections wait in the readiness set, without a worker (see
+    /// [`TurnHandler`]).
+    ///
+    /// Unless [`max_connections`](crate::ServerBuilder::max_connections)
+    /// was set, the turn mode holds at most
+    /// [`TURN_MAX_CONNECTIONS`](crate::TURN_MAX_CONNECTIONS) connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Server::run).
+    pub fn run_turns(self, handler: impl TurnHandler) -> Result<ShutdownReport> {
+        self.serve(Mode::turns(handler), || {})
     }
 
     /// Starts serving connections with `handler` in the background and
@@ -144,6 +164,25 @@ impl Server {
     /// # Ok(()) }
     /// ```
     pub fn spawn(self, handler: impl Handler) -> Result<ServerHandle> {
+        self.spawn_mode(Mode::whole(handler))
+    }
+
+    /// Starts serving connections a turn at a time with `handler` in the
+    /// background, as [`spawn`](Server::spawn) does with a [`Handler`]. One
+    /// more thread, `frontdesk-poller`, watches the parked connections.
+    ///
+    /// # Errors
+    ///
+    /// As [`spawn`](Server::spawn).
+    ///
+    /// # Examples
+    ///
+    /// See [`TurnHandler`].
+    pub fn spawn_turns(self, handler: impl TurnHandler) -> Result<ServerHandle> {
+        self.spawn_mode(Mode::turns(handler))
+    }
+
+    fn spawn_mode(self, mode: Mode) -> Result<ServerHandle> {
         let shared = Arc::clone(&self.shared);
         let local_addr = self.local_addr;
         let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
@@ -151,7 +190,7 @@ impl Server {
         let thread = thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                self.serve(Arc::new(handler), || {
+                self.serve(mode, || {
                     let _ = started_tx.send(());
                 })
             })
@@ -168,22 +207,61 @@ impl Server {
         Ok(ServerHandle::new(thread, shared, local_addr))
     }
 
-    /// Starts the closer and the workers, says so through `started`, runs
-    /// the accept loop, then the shutdown sequence.
-    fn serve(self, handler: Arc<dyn Handler>, started: impl FnOnce()) -> Result<ShutdownReport> {
+    /// Starts the closer, the poller (turn mode) and the workers, says so
+    /// through `started`, runs the accept loop, then the shutdown sequence.
+    fn serve(self, mode: Mode, started: impl FnOnce()) -> Result<ShutdownReport> {
         let Server {
             listener,
             origin,
             doorbell,
             local_addr,
-            config,
+            mut config,
             shared,
         } = self;
         let (closer, closer_thread) = Closer::start(Arc::clone(&shared), config.linger, doorbell)?;
-        let (pool, queue) = match WorkerPool::start(&config, handler, Arc::clone(&shared), &closer)
-        {
-            Ok(started) => started,
+        let (queue, jobs) = match mode {
+            Mode::Whole(_) => crossbeam_channel::bounded(config.queue),
+            // Each connection has at most one job queued, and
+            // `max_connections` bounds the connections.
+            Mode::Turns(_) => crossbeam_channel::unbounded(),
+        };
+        let (service, poller) = match mode {
+            Mode::Whole(handler) => (
+                Arc::new(WholeConnections { handler }) as Arc<dyn Service>,
+                None,
+            ),
+            Mode::Turns(make) => {
+                config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
+                let hub = Hub::new(&config, Arc::clone(&shared), closer.clone(), queue.clone())
+                    .map_err(|source| Error::Signal { source });
+                let started = hub.and_then(|hub| {
+                    let hub = Arc::new(hub);
+                    let poller = PollerThread::start(Arc::clone(&hub))?;
+                    Ok((make(hub), poller))
+                });
+                match started {
+                    Ok((service, poller)) => (service, Some(poller)),
+                    Err(error) => {
+                        closer_thread.finish(Instant::now());
+                        return Err(error);
+                    }
+                }
+            }
+        };
+        let pool = match WorkerPool::start(
+            &config,
+            (&queue, jobs),
+            service,
+            Arc::clone(&shared),
+            &closer,
+        ) {
+            Ok(pool) => pool,
             Err(error) => {
+                shared.stop();
+                if let Some(poller) = poller {
+                    poller.accepting_stopped();
+                    poller.join();
+                }
                 closer_thread.finish(Instant::now());
                 return Err(error);
             }
@@ -204,14 +282,21 @@ impl Server {
             closer,
         );
         let result = acceptor.run();
-        // The listener and the queue's sender are gone now: the port is
-        // free and the workers stop once the queue is empty.
+        // The listener and the acceptor's sender are gone now: the port is
+        // free and the workers stop once the queue is empty (in the turn
+        // mode, once the poller has let go of its sender too).
         let stopped_at = Instant::now();
         shared.stop();
+        if let Some(poller) = &poller {
+            poller.accepting_stopped();
+        }
         let deadline = stopped_at
             .checked_add(config.shutdown_timeout)
             .unwrap_or_else(far_future);
         let drained = pool.shut_down(deadline);
+        if let Some(poller) = poller {
+            poller.join();
+        }
         closer_thread.finish(deadline.max(Instant::now() + LINGER_AFTER_FORCE));
         let report = ShutdownReport {
             drained: shared.completed_since_stop().saturating_sub(drained.forced),
@@ -229,6 +314,29 @@ impl Server {
             report.elapsed
         );
         result.map(|()| report)
+    }
+}
+
+/// The most connections a turn-mode server holds when
+/// [`max_connections`](crate::ServerBuilder::max_connections) is not set:
+/// thousands of mostly idle clients, as a chat relay or a game lobby has,
+/// and still a bound (raise `ulimit -n` to match).
+pub const TURN_MAX_CONNECTIONS: usize = 10_000;
+
+/// What the workers run: a `Handler` per connection, or a `TurnHandler`
+/// per turn (made once the hub exists).
+enum Mode {
+    Whole(Arc<dyn Handler>),
+    Turns(Box<dyn FnOnce(Arc<Hub>) -> Arc<dyn Service> + Send>),
+}
+
+impl Mode {
+    fn whole(handler: impl Handler) -> Mode {
+        Mode::Whole(Arc::new(handler))
+    }
+
+    fn turns<H: TurnHandler>(handler: H) -> Mode {
+        Mode::Turns(Box::new(move |hub| Arc::new(Turns { handler, hub })))
     }
 }
 

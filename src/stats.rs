@@ -26,9 +26,11 @@ pub struct Stats {
     /// Accepted connections waiting in the queue for a worker (including
     /// one the acceptor is handing over while the queue is full).
     pub queued: usize,
-    /// Workers running a handler now. With a fixed pool this equals `active`;
-    /// the two will differ once idle connections can wait outside the pool.
+    /// Workers running a handler now (equal to `active`).
     pub busy_workers: usize,
+    /// Connections of the turn mode waiting for input in the readiness
+    /// set, without a worker (not counted in `active` or `queued`).
+    pub parked: usize,
     /// The number of worker threads.
     pub workers: usize,
     /// Connections turned away, by reason.
@@ -63,6 +65,9 @@ pub struct Stats {
     /// the socket was closed with input unread and the client may have
     /// seen a reset.
     pub linger_cut: u64,
+    /// Sends to a full outbox (turn mode; see
+    /// [`OutboxFull`](crate::OutboxFull)).
+    pub outbox_full: u64,
 }
 
 /// Rejected connections by reason; part of [`Stats`].
@@ -128,6 +133,8 @@ pub(crate) struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) lingering: AtomicUsize,
     pub(crate) linger_cut: AtomicU64,
+    pub(crate) parked: AtomicUsize,
+    pub(crate) outbox_full: AtomicU64,
 }
 
 impl Counters {
@@ -147,11 +154,13 @@ impl Counters {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let open = self.open.load(Ordering::Relaxed);
         let busy = self.busy.load(Ordering::Relaxed);
+        let parked = self.parked.load(Ordering::Relaxed);
         Stats {
             accepted: get(&self.accepted),
             active: busy,
-            queued: open.saturating_sub(busy),
+            queued: open.saturating_sub(busy + parked),
             busy_workers: busy,
+            parked,
             workers,
             rejected: RejectedStats {
                 overload: get(&self.rejected_overload),
@@ -172,6 +181,7 @@ impl Counters {
             dropped: get(&self.dropped),
             lingering: self.lingering.load(Ordering::Relaxed),
             linger_cut: get(&self.linger_cut),
+            outbox_full: get(&self.outbox_full),
         }
     }
 }

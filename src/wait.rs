@@ -182,10 +182,10 @@ pub(crate) struct Signal {
 }
 
 #[cfg(unix)]
-type Endpoint = UnixStream;
+pub(crate) type Endpoint = UnixStream;
 
 #[cfg(not(unix))]
-type Endpoint = TcpStream;
+pub(crate) type Endpoint = TcpStream;
 
 impl Signal {
     pub(crate) fn new() -> io::Result<Signal> {
@@ -205,6 +205,11 @@ impl Signal {
         use std::io::Write;
         // A full buffer means it is readable already.
         let _ = (&self.sender).write(&[1]);
+    }
+
+    /// The descriptor that becomes readable, for a readiness set.
+    pub(crate) fn source(&self) -> &Endpoint {
+        &self.receiver
     }
 
     /// Takes back every [`ring`](Signal::ring) so far.

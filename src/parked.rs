@@ -1,0 +1,652 @@
+//! A connection of the turn mode between and during its turns: its
+//! outbox, its timers, and the hand-offs between the poller thread, the
+//! workers and any thread holding a [`Peer`](crate::Peer).
+//!
+//! One lock per connection (`Entry::inner`) orders everything that
+//! happens to it. Its `phase` says who has it:
+//!
+//! ```text
+//!  Opening ──park──► Parked ──input, timer, close──► InTurn ──park──► Parked
+//!  (a worker)        (the poller)                    (a worker)
+//!                                                      │ finish
+//!                                                      ▼
+//!                             Closed ◄──outbox empty── Flushing (the poller)
+//! ```
+//!
+//! Only the thread that moves a connection out of `Parked` (under the lock)
+//! hands it to a worker, so a connection never has two turns at once. The
+//! readiness set holds it with one-shot interest: a readiness event
+//! disarms it, and it is armed again, for reading and (while the outbox
+//! holds bytes) writing, each time it goes back to `Parked` or
+//! `Flushing`.
+
+use std::any::Any;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use polling::{Event, Poller};
+
+use crate::closer::Closer;
+use crate::config::{Config, OutboxFull};
+use crate::connection::Timeout;
+use crate::peer::SendError;
+use crate::pool::{Accepted, Job};
+use crate::shutdown::{lock, Shared};
+use crate::stats::Counters;
+use crate::turn::CloseReason;
+use crate::wait;
+
+/// Why a connection is handed to a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// Input arrived (or the client closed its side).
+    Ready,
+    /// The server is shutting down: a last `ready` for what arrived, then
+    /// `close`.
+    Shutdown,
+    /// The connection ends for this reason: `close` only.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Opening,
+    Parked,
+    InTurn,
+    Flushing,
+    Closed,
+}
+
+/// What every connection of one turn-mode server shares: the readiness
+/// set, the way to the workers, the timers, and the limits.
+pub(crate) struct Hub {
+    pub(crate) poller: Poller,
+    /// Connections registered in `poller`, by id.
+    registry: Mutex<HashMap<u64, Arc<Entry>>>,
+    /// (due, id): at most one per connection (see `Inner::scheduled`).
+    timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    /// Taken (`None`) once the last connection has closed during a
+    /// shutdown, so that the workers' queue can disconnect.
+    jobs: Mutex<Option<Sender<Job>>>,
+    pub(crate) shared: Arc<Shared>,
+    /// Set once the acceptor has stopped: no connection comes after it.
+    pub(crate) accepting_stopped: AtomicBool,
+    closer: Closer,
+    outbox_limit: usize,
+    outbox_full: OutboxFull,
+    idle_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("connections", &lock(&self.registry).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(
+        config: &Config,
+        shared: Arc<Shared>,
+        closer: Closer,
+        jobs: Sender<Job>,
+    ) -> io::Result<Hub> {
+        Ok(Hub {
+            poller: Poller::new()?,
+            registry: Mutex::new(HashMap::new()),
+            timers: Mutex::new(BinaryHeap::new()),
+            jobs: Mutex::new(Some(jobs)),
+            shared,
+            accepting_stopped: AtomicBool::new(false),
+            closer,
+            outbox_limit: config.outbox.limit,
+            outbox_full: config.outbox.full,
+            idle_timeout: config.limits.idle_timeout,
+            write_timeout: config.limits.write_timeout,
+        })
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// Every registered connection, for the shutdown.
+    pub(crate) fn entries(&self) -> Vec<Arc<Entry>> {
+        lock(&self.registry).values().cloned().collect()
+    }
+
+    /// Whether no connection is open: none parked, in a turn, queued or
+    /// being opened.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.counters().open.load(Ordering::SeqCst) == 0
+    }
+
+    pub(crate) fn entry(&self, id: u64) -> Option<Arc<Entry>> {
+        lock(&self.registry).get(&id).cloned()
+    }
+
+    /// Lets the workers' queue disconnect once nothing else holds it.
+    pub(crate) fn release_jobs(&self) {
+        drop(lock(&self.jobs).take());
+    }
+
+    /// The earliest timer due by `now`, removed; or `None`, and when the
+    /// next one is due.
+    pub(crate) fn pop_due(&self, now: Instant) -> Result<u64, Option<Instant>> {
+        let mut timers = lock(&self.timers);
+        match timers.peek() {
+            Some(Reverse((due, _))) if *due <= now => {
+                let Reverse((_, id)) = timers.pop().expect("peeked");
+                Ok(id)
+            }
+            Some(Reverse((due, _))) => Err(Some(*due)),
+            None => Err(None),
+        }
+    }
+
+    fn schedule(&self, due: Instant, id: u64) {
+        let mut timers = lock(&self.timers);
+        let earliest = timers.peek().map_or(true, |Reverse((next, _))| due < *next);
+        timers.push(Reverse((due, id)));
+        drop(timers);
+        if earliest {
+            // The poller may be asleep until a later timer.
+            let _ = self.poller.notify();
+        }
+    }
+
+    fn dispatch(&self, entry: &Arc<Entry>, why: Why) {
+        match &*lock(&self.jobs) {
+            Some(jobs) => {
+                // Unbounded: each connection has at most one job queued,
+                // and `max_connections` bounds the connections.
+                let _ = jobs.send(Job::Turn(Arc::clone(entry), why));
+            }
+            None => log::error!("no worker left for connection id={}", entry.id),
+        }
+    }
+}
+
+/// A connection of the turn mode.
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    pub(crate) peer_addr: SocketAddr,
+    stream: Arc<TcpStream>,
+    /// The handler's state, taken by the worker of a turn.
+    pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
+    inner: Mutex<Inner>,
+    pub(crate) hub: Arc<Hub>,
+}
+
+struct Inner {
+    phase: Phase,
+    outbox: Outbox,
+    /// Why the connection is to end, once something asked.
+    close: Option<CloseReason>,
+    /// The handler's deadline (`Turn::set_deadline`).
+    deadline: Option<Instant>,
+    /// When the idle timeout ends the connection if no input comes.
+    idle_until: Option<Instant>,
+    /// Since when the outbox has held bytes the client does not take.
+    stalled_since: Option<Instant>,
+    /// The due time this connection has in the timer heap, if any. Only
+    /// an earlier due time is pushed; a popped timer that finds a later
+    /// one pushes that instead, so the heap holds about one per
+    /// connection.
+    scheduled: Option<Instant>,
+    registered: bool,
+}
+
+impl Entry {
+    pub(crate) fn new(accepted: Accepted, hub: Arc<Hub>) -> Arc<Entry> {
+        let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
+        Arc::new(Entry {
+            id: accepted.id,
+            peer_addr: accepted.peer,
+            stream: Arc::new(accepted.stream),
+            state: Mutex::new(None),
+            inner: Mutex::new(Inner {
+                phase: Phase::Opening,
+                outbox: Outbox::default(),
+                close: None,
+                deadline: None,
+                idle_until,
+                stalled_since: None,
+                scheduled: None,
+                registered: false,
+            }),
+            hub,
+        })
+    }
+
+    pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        wait::recv_now(&self.stream, buf)
+    }
+
+    /// Waits up to `time` for input, for a connection that keeps its
+    /// worker (`Next::Stay`). False when none came or the server stops.
+    pub(crate) fn wait_readable(&self, time: Duration) -> bool {
+        let stop = self.hub.shared.stop_signal();
+        matches!(
+            wait::wait(&*self.stream, wait::Interest::Read, Some(stop), Some(time)),
+            Ok(wait::Woken::Ready)
+        )
+    }
+
+    pub(crate) fn outbox_len(&self) -> usize {
+        lock(&self.inner).outbox.len
+    }
+
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        lock(&self.inner).deadline = deadline;
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        lock(&self.inner).deadline
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.close.is_some() || inner.phase == Phase::Closed
+    }
+
+    /// Queues `bytes` from the connection's own turn: a full outbox is
+    /// back-pressure, reported to the handler.
+    pub(crate) fn send_from_turn(self: &Arc<Self>, bytes: Arc<[u8]>) -> Result<(), SendError> {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Closed {
+            return Err(SendError::Closed);
+        }
+        if inner.outbox.len + bytes.len() > self.hub.outbox_limit {
+            return Err(SendError::Full);
+        }
+        self.queue(&mut inner, bytes);
+        Ok(())
+    }
+
+    /// Queues `bytes` from any thread; a full outbox is handled by the
+    /// server's policy.
+    pub(crate) fn send_from_peer(self: &Arc<Self>, bytes: Arc<[u8]>) -> Result<(), SendError> {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Closed || inner.close.is_some() {
+            return Err(SendError::Closed);
+        }
+        if inner.outbox.len + bytes.len() > self.hub.outbox_limit {
+            Counters::bump(&self.hub.counters().outbox_full);
+            if self.hub.outbox_full == OutboxFull::Close {
+                log::debug!(
+                    "outbox full, closing: peer={} id={}",
+                    self.peer_addr,
+                    self.id
+                );
+                self.ask_to_close(&mut inner, CloseReason::OutboxFull);
+            }
+            return Err(SendError::Full);
+        }
+        self.queue(&mut inner, bytes);
+        Ok(())
+    }
+
+    fn queue(self: &Arc<Self>, inner: &mut Inner, bytes: Arc<[u8]>) {
+        if bytes.is_empty() {
+            return;
+        }
+        let was_empty = inner.outbox.is_empty();
+        inner.outbox.push(bytes);
+        if !was_empty {
+            // Armed for writing already, or in a turn that arms it.
+            return;
+        }
+        // Written at once when the socket takes it: no hand-off for the
+        // common case of a client that reads.
+        self.flush(inner);
+        if inner.phase == Phase::Parked {
+            match inner.close {
+                Some(reason) => self.take_turn(inner, Why::Close(reason)),
+                None if !inner.outbox.is_empty() => self.arm(inner),
+                None => {}
+            }
+        }
+    }
+
+    /// Writes what the socket takes now.
+    fn flush(&self, inner: &mut Inner) {
+        match inner.outbox.write_to(&self.stream) {
+            Ok(0) => {}
+            Ok(_) => {
+                inner.stalled_since = (!inner.outbox.is_empty()).then(Instant::now);
+            }
+            Err(error) => {
+                // The client is gone: nothing queued can reach it.
+                log::debug!(
+                    "write failed, closing: peer={} id={} error={error}",
+                    self.peer_addr,
+                    self.id
+                );
+                inner.outbox.clear();
+                inner.stalled_since = None;
+                inner.close.get_or_insert(CloseReason::Failed);
+            }
+        }
+        if !inner.outbox.is_empty() && inner.stalled_since.is_none() {
+            inner.stalled_since = Some(Instant::now());
+        }
+        if inner.outbox.is_empty() {
+            inner.stalled_since = None;
+        }
+    }
+
+    /// Asks for the connection to end: at once when it is parked (a
+    /// worker gets a closing turn), at the end of its turn otherwise.
+    pub(crate) fn close(self: &Arc<Self>, reason: CloseReason) {
+        let mut inner = lock(&self.inner);
+        self.ask_to_close(&mut inner, reason);
+    }
+
+    fn ask_to_close(self: &Arc<Self>, inner: &mut Inner, reason: CloseReason) {
+        if inner.close.is_some() || matches!(inner.phase, Phase::Closed | Phase::Flushing) {
+            return;
+        }
+        inner.close = Some(reason);
+        if inner.phase == Phase::Parked {
+            self.take_turn(inner, Why::Close(reason));
+        }
+    }
+
+    /// Moves a parked connection to a worker. Under the lock.
+    fn take_turn(self: &Arc<Self>, inner: &mut Inner, why: Why) {
+        debug_assert_eq!(inner.phase, Phase::Parked);
+        inner.phase = Phase::InTurn;
+        self.hub.counters().parked.fetch_sub(1, Ordering::Relaxed);
+        self.hub.dispatch(self, why);
+    }
+
+    /// After a turn (or `open`): parks the connection, unless something
+    /// asked for it to end; then returns why.
+    pub(crate) fn park(self: &Arc<Self>, had_input: bool) -> Result<(), CloseReason> {
+        let mut inner = lock(&self.inner);
+        if let Some(reason) = inner.close {
+            return Err(reason);
+        }
+        if inner.phase == Phase::Closed {
+            return Err(CloseReason::Shutdown);
+        }
+        if had_input {
+            inner.idle_until = self.hub.idle_timeout.map(|idle| Instant::now() + idle);
+        }
+        if !inner.registered {
+            lock(&self.hub.registry).insert(self.id, Arc::clone(self));
+        }
+        inner.phase = Phase::Parked;
+        self.hub.counters().parked.fetch_add(1, Ordering::Relaxed);
+        self.schedule(&mut inner);
+        self.arm(&mut inner);
+        Ok(())
+    }
+
+    /// After the last turn: flushes the outbox, then closes gently.
+    pub(crate) fn finish(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Closed {
+            // Ended by force while the turn ran.
+            return;
+        }
+        inner.close.get_or_insert(CloseReason::Done);
+        inner.phase = Phase::Flushing;
+        self.flush(&mut inner);
+        if inner.outbox.is_empty() {
+            self.close_now(&mut inner);
+        } else {
+            if !inner.registered {
+                lock(&self.hub.registry).insert(self.id, Arc::clone(self));
+            }
+            self.schedule(&mut inner);
+            self.arm(&mut inner);
+        }
+    }
+
+    /// Closes at once, whatever is queued (a stalled client, a forced
+    /// shutdown).
+    pub(crate) fn abort(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Parked {
+            self.hub.counters().parked.fetch_sub(1, Ordering::Relaxed);
+        }
+        if inner.phase != Phase::Closed {
+            self.close_now(&mut inner);
+        }
+    }
+
+    fn close_now(&self, inner: &mut Inner) {
+        inner.phase = Phase::Closed;
+        inner.outbox.clear();
+        if inner.registered {
+            inner.registered = false;
+            if let Err(error) = self.hub.poller.delete(&*self.stream) {
+                log::debug!("could not deregister id={}: error={error}", self.id);
+            }
+        }
+        lock(&self.hub.registry).remove(&self.id);
+        let counters = self.hub.counters();
+        Counters::bump(&counters.completed);
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+        self.hub.closer.close(Arc::clone(&self.stream));
+        if self.hub.shared.is_stopping() && self.hub.is_idle() {
+            // The poller may be waiting for the last one to go.
+            let _ = self.hub.poller.notify();
+        }
+    }
+
+    /// Arms the one-shot interest: reading while the outbox is below half
+    /// its limit (a client that does not read its replies is not read
+    /// from either), writing while it holds bytes.
+    fn arm(&self, inner: &mut Inner) {
+        let flushing = inner.phase == Phase::Flushing;
+        let readable = !flushing && inner.outbox.len <= self.hub.outbox_limit / 2;
+        let writable = !inner.outbox.is_empty();
+        let interest = Event::new(key(self.id), readable, writable);
+        let result = if inner.registered {
+            self.hub.poller.modify(&*self.stream, interest)
+        } else {
+            inner.registered = true;
+            register(&self.hub.poller, &self.stream, interest)
+        };
+        if let Err(error) = result {
+            // Out of memory in the kernel, most likely. The connection
+            // could never be woken again: end it.
+            log::warn!("could not arm id={}: error={error}", self.id);
+            inner.close.get_or_insert(CloseReason::Failed);
+        }
+    }
+
+    /// The earliest of the connection's limits, and which it is.
+    fn due(&self, inner: &Inner) -> Option<(Instant, Timeout)> {
+        let stalled = inner
+            .stalled_since
+            .zip(self.hub.write_timeout)
+            .map(|(since, timeout)| (since + timeout, Timeout::Write));
+        let idle = match inner.phase {
+            Phase::Flushing => None,
+            _ => inner.idle_until.map(|at| (at, Timeout::Idle)),
+        };
+        let deadline = inner.deadline.map(|at| (at, Timeout::Deadline));
+        [stalled, idle, deadline]
+            .into_iter()
+            .flatten()
+            .min_by_key(|(at, _)| *at)
+    }
+
+    fn schedule(&self, inner: &mut Inner) {
+        if let Some((due, _)) = self.due(inner) {
+            if inner.scheduled.map_or(true, |at| due < at) {
+                inner.scheduled = Some(due);
+                self.hub.schedule(due, self.id);
+            }
+        }
+    }
+
+    /// The poller's part when the readiness set reports this connection.
+    pub(crate) fn on_ready(self: &Arc<Self>, readable: bool, writable: bool) {
+        let mut inner = lock(&self.inner);
+        if writable {
+            self.flush(&mut inner);
+        }
+        match inner.phase {
+            Phase::Parked => {
+                if let Some(reason) = inner.close {
+                    self.take_turn(&mut inner, Why::Close(reason));
+                } else if readable {
+                    self.take_turn(&mut inner, Why::Ready);
+                } else {
+                    self.arm(&mut inner);
+                }
+            }
+            Phase::Flushing if inner.outbox.is_empty() => self.close_now(&mut inner),
+            Phase::Flushing => self.arm(&mut inner),
+            // A worker has it, and arms it again when done.
+            Phase::Opening | Phase::InTurn | Phase::Closed => {}
+        }
+    }
+
+    /// The poller's part when this connection's timer is due.
+    pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
+        let mut inner = lock(&self.inner);
+        inner.scheduled = None;
+        match self.due(&inner) {
+            Some((due, timeout)) if due <= now => match inner.phase {
+                Phase::Parked => {
+                    Counters::bump(timeout.counter(self.hub.counters()));
+                    log::debug!(
+                        "parked connection timed out: peer={} id={} reason={timeout}",
+                        self.peer_addr,
+                        self.id
+                    );
+                    let reason = CloseReason::TimedOut(timeout);
+                    inner.close = Some(reason);
+                    self.take_turn(&mut inner, Why::Close(reason));
+                }
+                Phase::Flushing => {
+                    Counters::bump(timeout.counter(self.hub.counters()));
+                    self.close_now(&mut inner);
+                }
+                // A turn is under way; its end schedules again.
+                Phase::Opening | Phase::InTurn | Phase::Closed => {}
+            },
+            Some(_) => self.schedule(&mut inner),
+            None => {}
+        }
+    }
+
+    /// The poller's part when the shutdown begins: a parked connection
+    /// gets its last turns.
+    pub(crate) fn on_shutdown(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Parked {
+            inner.close.get_or_insert(CloseReason::Shutdown);
+            self.take_turn(&mut inner, Why::Shutdown);
+        }
+    }
+}
+
+/// The key of a connection in the readiness set.
+pub(crate) fn key(id: u64) -> usize {
+    // Ids count up from 1; on a 32-bit system they wrap after 4 billion
+    // connections, long after the first ones have closed.
+    id as usize
+}
+
+/// Adds `stream` to the readiness set.
+#[allow(unsafe_code)]
+fn register(poller: &Poller, stream: &TcpStream, interest: Event) -> io::Result<()> {
+    // SAFETY: `polling` requires the source to be deleted from the poller
+    // before it is closed. The stream is owned by its `Entry` (an `Arc`
+    // that also goes to the closer), and `Entry::close_now` deletes it
+    // from the poller before handing it to the closer, the only place it
+    // is closed; a registered entry is also in the hub's registry, so it
+    // cannot be dropped unnoticed.
+    unsafe { poller.add(stream, interest) }
+}
+
+/// Reads of a turn-mode connection that never wait, for [`Lines`](crate::Lines).
+pub(crate) struct TurnReader {
+    entry: Arc<Entry>,
+}
+
+impl TurnReader {
+    pub(crate) fn new(entry: Arc<Entry>) -> TurnReader {
+        TurnReader { entry }
+    }
+}
+
+impl Read for TurnReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.entry.read_now(buf)
+    }
+}
+
+impl std::fmt::Debug for TurnReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TurnReader")
+            .field("id", &self.entry.id)
+            .finish()
+    }
+}
+
+/// Bytes queued for one client: shared buffers, so a broadcast is not
+/// copied per recipient. Holds no allocation while empty.
+#[derive(Default)]
+struct Outbox {
+    chunks: VecDeque<Arc<[u8]>>,
+    /// How much of the first chunk has been written.
+    written: usize,
+    /// Bytes not written yet.
+    len: usize,
+}
+
+impl Outbox {
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, bytes: Arc<[u8]>) {
+        self.len += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    fn clear(&mut self) {
+        *self = Outbox::default();
+    }
+
+    /// Writes until the socket takes no more; returns how much it took.
+    fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        let mut total = 0;
+        while let Some(front) = self.chunks.front() {
+            match wait::send_now(stream, &front[self.written..]) {
+                Ok(n) => {
+                    total += n;
+                    self.len -= n;
+                    self.written += n;
+                    if self.written == front.len() {
+                        self.chunks.pop_front();
+                        self.written = 0;
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error),
+            }
+        }
+        if self.chunks.is_empty() {
+            // Give the memory back: a parked connection holds no buffer.
+            self.chunks = VecDeque::new();
+        }
+        Ok(total)
+    }
+}

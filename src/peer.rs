@@ -1,0 +1,189 @@
+//! `Peer`: a handle to a connection of the turn mode that any thread may
+//! keep, to send to it without waiting or to close it.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::parked::Entry;
+use crate::turn::CloseReason;
+
+/// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
+/// `Send`, `Sync` and cheap to clone, so a chat room or a game lobby keeps
+/// one per member and broadcasts with it from any thread.
+///
+/// [`send`](Peer::send) never waits: it writes what the socket takes at
+/// once and queues the rest in the connection's bounded outbox, which the
+/// server flushes as the client reads. When the outbox is full, the
+/// server's [`OutboxFull`](crate::OutboxFull) policy decides: close that
+/// connection (the default: one client that does not read never holds up
+/// the others), or only report it. Either way it is counted in
+/// [`Stats::outbox_full`](crate::Stats::outbox_full).
+///
+/// A `Peer` kept after its connection ended is harmless: sending to it
+/// fails with [`SendError::Closed`].
+#[derive(Clone)]
+pub struct Peer {
+    entry: Arc<Entry>,
+}
+
+impl Peer {
+    pub(crate) fn new(entry: Arc<Entry>) -> Peer {
+        Peer { entry }
+    }
+
+    /// The connection's id (see [`Turn::id`](crate::Turn::id)).
+    pub fn id(&self) -> u64 {
+        self.entry.id
+    }
+
+    /// The client's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.entry.peer_addr
+    }
+
+    /// Queues `bytes` for the client; never waits. Anything byte-like
+    /// will do (`&str`, `String`, `Vec<u8>`, ...); pass a [`Message`] (or
+    /// an `Arc<[u8]>`) to send the same bytes to many peers without
+    /// copying them.
+    ///
+    /// # Errors
+    ///
+    /// [`SendError::Full`] when the outbox has no room for `bytes` (the
+    /// connection is then closed if the policy says so), and
+    /// [`SendError::Closed`] when the connection has ended or is ending.
+    pub fn send(&self, bytes: impl Into<Message>) -> Result<(), SendError> {
+        self.entry.send_from_peer(bytes.into().into_shared())
+    }
+
+    /// Ends the connection: its handler's [`close`](crate::TurnHandler::close)
+    /// runs with [`CloseReason::Closed`] (at once if it is parked, after
+    /// its current turn otherwise), what is queued is flushed, and it is
+    /// closed gently. Closing it again does nothing.
+    pub fn close(&self) {
+        self.entry.close(CloseReason::Closed);
+    }
+
+    /// Whether the connection has ended or is ending.
+    pub fn is_closed(&self) -> bool {
+        self.entry.is_closed()
+    }
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.entry.id)
+            .field("peer_addr", &self.entry.peer_addr)
+            .finish()
+    }
+}
+
+/// Bytes to send, shared: cloning a `Message` does not copy the bytes, so
+/// a broadcast makes one and sends clones of it.
+///
+/// # Examples
+///
+/// ```
+/// use frontdesk::Message;
+///
+/// let line = Message::from(format!("{}: {}\n", "ada", "hello"));
+/// let copy = line.clone(); // the same bytes, not a copy
+/// assert_eq!(copy.as_bytes(), b"ada: hello\n");
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Message(Arc<[u8]>);
+
+impl Message {
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub(crate) fn into_shared(self) -> Arc<[u8]> {
+        self.0
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Message({:?})", String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl From<Arc<[u8]>> for Message {
+    fn from(bytes: Arc<[u8]>) -> Message {
+        Message(bytes)
+    }
+}
+
+impl From<&Message> for Message {
+    fn from(message: &Message) -> Message {
+        message.clone()
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(bytes: Vec<u8>) -> Message {
+        Message(bytes.into())
+    }
+}
+
+impl From<&[u8]> for Message {
+    fn from(bytes: &[u8]) -> Message {
+        Message(bytes.into())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for Message {
+    fn from(bytes: &[u8; N]) -> Message {
+        Message(bytes[..].into())
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Message {
+        Message(text.into_bytes().into())
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Message {
+        Message(text.as_bytes().into())
+    }
+}
+
+/// Why [`Peer::send`] (or [`Turn::send`](crate::Turn::send)) did not queue
+/// the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbox has no room: the client does not read fast enough.
+    Full,
+    /// The connection has ended or is ending.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "the connection's outbox is full",
+            SendError::Closed => "the connection is closed",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// `Full` becomes [`WouldBlock`](io::ErrorKind::WouldBlock) and `Closed`
+/// [`NotConnected`](io::ErrorKind::NotConnected), so `?` works in a turn.
+impl From<SendError> for io::Error {
+    fn from(error: SendError) -> io::Error {
+        let kind = match error {
+            SendError::Full => io::ErrorKind::WouldBlock,
+            SendError::Closed => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, error)
+    }
+}

@@ -1,0 +1,136 @@
+//! The poller thread (`frontdesk-poller`) of the turn mode: waits on the
+//! readiness set for every parked connection at once, hands the ready ones
+//! to the workers, flushes outboxes as clients read, and keeps the timers
+//! of parked connections.
+
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use polling::{Event, Events};
+
+use crate::error::{Error, Result};
+use crate::parked::Hub;
+use crate::stats::Counters;
+
+/// Keys of the server's stop and force signals in the readiness set
+/// (`usize::MAX` is `polling`'s own);
+/// connections have keys from 1 up (their ids).
+const STOP: usize = usize::MAX - 1;
+const FORCE: usize = usize::MAX - 2;
+
+/// The running poller thread.
+#[derive(Debug)]
+pub(crate) struct PollerThread {
+    thread: JoinHandle<()>,
+    hub: Arc<Hub>,
+}
+
+impl PollerThread {
+    pub(crate) fn start(hub: Arc<Hub>) -> Result<PollerThread> {
+        register_signals(&hub).map_err(|source| Error::Signal { source })?;
+        let name = "frontdesk-poller".to_string();
+        let thread = {
+            let hub = Arc::clone(&hub);
+            thread::Builder::new()
+                .name(name.clone())
+                .spawn(move || run(&hub))
+                .map_err(|source| Error::Spawn { name, source })?
+        };
+        Ok(PollerThread { thread, hub })
+    }
+
+    /// Tells the poller that the acceptor has stopped: no connection will
+    /// be added, so once the last one has closed it may end.
+    pub(crate) fn accepting_stopped(&self) {
+        self.hub.accepting_stopped.store(true, Ordering::SeqCst);
+        let _ = self.hub.poller.notify();
+    }
+
+    /// Waits for the thread, which ends when the last connection has
+    /// closed after a stop, or at the force.
+    pub(crate) fn join(self) {
+        if self.thread.join().is_err() {
+            log::error!("the poller thread panicked");
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn register_signals(hub: &Hub) -> io::Result<()> {
+    let shared = &hub.shared;
+    // SAFETY: `polling` requires a source to be deleted before it is
+    // closed. Both signals belong to `Shared`, which the hub holds in an
+    // `Arc` for at least as long as the poller (and its registrations)
+    // lives; `run` deletes them before it returns.
+    unsafe {
+        hub.poller
+            .add(shared.stop_signal().source(), Event::readable(STOP))?;
+        hub.poller
+            .add(shared.force_signal().source(), Event::readable(FORCE))?;
+    }
+    Ok(())
+}
+
+fn run(hub: &Hub) {
+    let mut events = Events::new();
+    let mut draining = false;
+    let mut forced = false;
+    loop {
+        let now = Instant::now();
+        let next_timer = loop {
+            match hub.pop_due(now) {
+                Ok(id) => {
+                    if let Some(entry) = hub.entry(id) {
+                        entry.on_timer(now);
+                    }
+                }
+                Err(next) => break next,
+            }
+        };
+        if forced {
+            // The drain deadline passed: what is left is closed now.
+            for entry in hub.entries() {
+                Counters::bump(&hub.shared.counters.forced_closed);
+                entry.abort();
+            }
+            break;
+        }
+        if draining && hub.accepting_stopped.load(Ordering::SeqCst) && hub.is_idle() {
+            break;
+        }
+        events.clear();
+        let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
+        if let Err(error) = hub.poller.wait(&mut events, timeout) {
+            // Not expected: `polling` retries EINTR itself. Leaving would
+            // strand every parked connection; the timers and the force
+            // still end them.
+            log::error!("waiting for readiness failed: error={error}");
+            continue;
+        }
+        for event in events.iter() {
+            match event.key {
+                STOP => {
+                    if !draining {
+                        draining = true;
+                        for entry in hub.entries() {
+                            entry.on_shutdown();
+                        }
+                    }
+                }
+                FORCE => forced = true,
+                key => {
+                    if let Some(entry) = hub.entry(key as u64) {
+                        entry.on_ready(event.readable, event.writable);
+                    }
+                }
+            }
+        }
+    }
+    let shared = &hub.shared;
+    let _ = hub.poller.delete(shared.stop_signal().source());
+    let _ = hub.poller.delete(shared.force_signal().source());
+    hub.release_jobs();
+}

@@ -1,0 +1,122 @@
+//! The worker's side of the turn mode: runs a [`TurnHandler`]'s `open`,
+//! `ready` and `close` for a connection, and parks it between turns.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::handler::run_guarded;
+use crate::parked::{Entry, Hub, Why};
+use crate::pool::{Accepted, Service, Worker};
+use crate::shutdown::lock;
+use crate::turn::{CloseReason, Next, Turn, TurnHandler};
+
+/// How long a connection that asked to keep its worker ([`Next::Stay`])
+/// waits on it for its next input before it is parked.
+const STAY_WAIT: Duration = Duration::from_millis(1);
+
+/// Serves the turns of a [`TurnHandler`].
+pub(crate) struct Turns<H> {
+    pub(crate) handler: H,
+    pub(crate) hub: Arc<Hub>,
+}
+
+impl<H: TurnHandler> Service for Turns<H> {
+    fn accepted(&self, job: Accepted, _: &Worker) {
+        let entry = Entry::new(job, Arc::clone(&self.hub));
+        let state = self.call(&entry, "open", |handler, turn| handler.open(turn));
+        match state {
+            Some(state) => {
+                *lock(&entry.state) = Some(Box::new(state));
+                self.after_turn(&entry, false);
+            }
+            // Nothing to close: the handler never had a state.
+            None => entry.finish(),
+        }
+    }
+
+    fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker) {
+        match why {
+            Why::Ready => self.ready(&entry, worker),
+            Why::Shutdown => {
+                // What the client sent before the stop is answered first.
+                let _ = self.run_ready(&entry);
+                self.close(&entry, CloseReason::Shutdown);
+            }
+            Why::Close(reason) => self.close(&entry, reason),
+        }
+    }
+}
+
+impl<H: TurnHandler> Turns<H> {
+    fn ready(&self, entry: &Arc<Entry>, worker: &Worker) {
+        loop {
+            match self.run_ready(entry) {
+                Some(Next::Park) => return self.after_turn(entry, true),
+                Some(Next::Stay) => {
+                    // Keep the worker while nobody else waits for one and
+                    // input follows promptly; otherwise park.
+                    if worker.others_waiting() || !entry.wait_readable(STAY_WAIT) {
+                        return self.after_turn(entry, true);
+                    }
+                }
+                Some(Next::Close) => return self.close(entry, CloseReason::Done),
+                None => return self.close(entry, CloseReason::Failed),
+            }
+        }
+    }
+
+    /// One `ready` call; `None` when it failed or panicked.
+    fn run_ready(&self, entry: &Arc<Entry>) -> Option<Next> {
+        let mut state = lock(&entry.state);
+        let state = state.as_mut()?.downcast_mut::<H::State>()?;
+        self.call(entry, "ready", |handler, turn| handler.ready(state, turn))
+    }
+
+    /// Parks the connection after a turn, or ends it if something asked
+    /// for that meanwhile (or the server stops).
+    fn after_turn(&self, entry: &Arc<Entry>, had_input: bool) {
+        if self.hub.shared.is_stopping() {
+            return self.close(entry, CloseReason::Shutdown);
+        }
+        if let Err(reason) = entry.park(had_input) {
+            self.close(entry, reason);
+        }
+    }
+
+    /// The last turn: `close`, then the outbox is flushed and the
+    /// connection closed gently.
+    fn close(&self, entry: &Arc<Entry>, reason: CloseReason) {
+        let state = lock(&entry.state).take();
+        if let Some(state) = state.and_then(downcast::<H::State>) {
+            self.call(entry, "close", |handler, turn| {
+                handler.close(state, turn, reason);
+                Ok(())
+            });
+        }
+        entry.finish();
+    }
+
+    fn call<T>(
+        &self,
+        entry: &Arc<Entry>,
+        what: &str,
+        call: impl FnOnce(&H, &mut Turn<'_>) -> std::io::Result<T>,
+    ) -> Option<T> {
+        let shared = &self.hub.shared;
+        let counters = &shared.counters;
+        let mut turn = Turn { entry, shared };
+        run_guarded(
+            what,
+            entry.peer_addr,
+            entry.id,
+            counters,
+            Some(&counters.handler_errors),
+            || call(&self.handler, &mut turn),
+        )
+    }
+}
+
+fn downcast<S: 'static>(state: Box<dyn Any + Send>) -> Option<S> {
+    state.downcast::<S>().ok().map(|state| *state)
+}
