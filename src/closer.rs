@@ -14,10 +14,12 @@
 //! Step 2 usually finds the client's end of stream at once, or nothing at
 //! all to read. When the client is still sending, or has not closed yet,
 //! the socket goes to the closer thread (`frontdesk-closer`), which waits
-//! for all such sockets in one `poll(2)`: a lingering client never holds a
-//! worker or the acceptor. A close cut short by the bounds is counted in
+//! for all such sockets in one readiness set (epoll, kqueue): a lingering
+//! client never holds a worker or the acceptor, and each costs the closer
+//! the same whether ten or ten thousand linger. A close cut short by the bounds is counted in
 //! [`Stats::linger_cut`](crate::Stats::linger_cut).
 
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::Ordering;
@@ -26,19 +28,21 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use polling::{Event, Events, Poller};
 
 use crate::config::Linger;
 use crate::error::{Error, Result};
 use crate::shutdown::Shared;
 use crate::stats::Counters;
-use crate::wait::{self, Signal};
+use crate::wait;
 
 /// Hands connections to be closed gently to the closer thread; cheap to
 /// clone, one per thread that ends connections.
 #[derive(Debug, Clone)]
 pub(crate) struct Closer {
     inbox: Sender<Message>,
-    doorbell: Arc<Signal>,
+    /// The closer thread's readiness set; `notify` wakes it for a message.
+    poller: Arc<Poller>,
     linger: Linger,
     shared: Arc<Shared>,
 }
@@ -67,27 +71,27 @@ struct Lingering {
 }
 
 impl Closer {
-    /// Starts the closer thread; `doorbell` is made beforehand, when the
+    /// Starts the closer thread; `poller` is made beforehand, when the
     /// server is bound, so that starting needs no new descriptor.
     pub(crate) fn start(
         shared: Arc<Shared>,
         linger: Linger,
-        doorbell: Signal,
+        poller: Poller,
     ) -> Result<(Closer, CloserThread)> {
         let (inbox, messages) = crossbeam_channel::unbounded();
         let closer = Closer {
             inbox,
-            doorbell: Arc::new(doorbell),
+            poller: Arc::new(poller),
             linger,
             shared,
         };
         let name = "frontdesk-closer".to_string();
         let thread = {
-            let doorbell = Arc::clone(&closer.doorbell);
+            let poller = Arc::clone(&closer.poller);
             let shared = Arc::clone(&closer.shared);
             thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run(&messages, &doorbell, &shared.counters))
+                .spawn(move || run(&messages, &poller, &shared.counters))
                 .map_err(|source| Error::Spawn { name, source })?
         };
         let closer_thread = CloserThread {
@@ -119,7 +123,7 @@ impl Closer {
             budget,
         };
         match self.inbox.send(Message::Linger(lingering)) {
-            Ok(()) => self.doorbell.ring(),
+            Ok(()) => self.wake(),
             // The closer has finished: only a worker that outlived the
             // shutdown gets here. Closing at once is all that is left.
             Err(_) => self.cut(),
@@ -129,6 +133,12 @@ impl Closer {
     fn cut(&self) {
         Counters::bump(&self.shared.counters.linger_cut);
     }
+
+    fn wake(&self) {
+        if let Err(error) = self.poller.notify() {
+            log::error!("could not wake the closer: error={error}");
+        }
+    }
 }
 
 impl CloserThread {
@@ -137,7 +147,7 @@ impl CloserThread {
     pub(crate) fn finish(self, deadline: Instant) {
         let CloserThread { thread, closer } = self;
         if closer.inbox.send(Message::Finish(deadline)).is_ok() {
-            closer.doorbell.ring();
+            closer.wake();
         }
         if thread.join().is_err() {
             log::error!("the closer thread panicked");
@@ -171,18 +181,40 @@ fn discard(stream: &TcpStream, mut budget: usize) -> Drained {
 }
 
 /// The closer thread's loop: wait for any lingering socket to have input
-/// (or its end of stream), a new one to arrive, or the nearest deadline.
-fn run(messages: &Receiver<Message>, doorbell: &Signal, counters: &Counters) {
-    let mut lingering: Vec<Lingering> = Vec::new();
+/// (or its end of stream), a message, or the nearest deadline.
+fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
+    let mut lingering: HashMap<usize, Lingering> = HashMap::new();
+    // Every socket lingers for the same time, so deadlines come in the
+    // order the sockets arrived: the oldest is at the front.
+    let mut deadlines: VecDeque<(Instant, usize)> = VecDeque::new();
+    let mut next_key = 0usize;
     let mut finish: Option<Instant> = None;
-    let mut ready = Vec::new();
+    let mut events = Events::new();
+    let close = |lingering: &mut HashMap<usize, Lingering>, key: usize, cut: bool| {
+        if let Some(l) = lingering.remove(&key) {
+            // Deleted before the socket can close (see `register`).
+            let _ = poller.delete(&*l.stream);
+            if cut {
+                Counters::bump(&counters.linger_cut);
+            }
+        }
+    };
     loop {
-        // Cleared before the inbox is read: a message sent after this
-        // rings again, so none is left waiting while we sleep.
-        doorbell.clear();
         loop {
             match messages.try_recv() {
-                Ok(Message::Linger(l)) => lingering.push(l),
+                Ok(Message::Linger(l)) => {
+                    next_key = next_key.wrapping_add(1);
+                    match register(poller, &l.stream, next_key) {
+                        Ok(()) => {
+                            deadlines.push_back((l.until, next_key));
+                            lingering.insert(next_key, l);
+                        }
+                        Err(error) => {
+                            log::warn!("could not watch a closing connection: error={error}");
+                            Counters::bump(&counters.linger_cut);
+                        }
+                    }
+                }
                 Ok(Message::Finish(at)) => finish = Some(at),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
@@ -192,47 +224,64 @@ fn run(messages: &Receiver<Message>, doorbell: &Signal, counters: &Counters) {
             }
         }
         let now = Instant::now();
-        let before = lingering.len();
-        lingering.retain(|l| now < l.until && finish.map_or(true, |at| now < at));
-        for _ in lingering.len()..before {
-            Counters::bump(&counters.linger_cut);
+        if finish.is_some_and(|at| at <= now) {
+            let keys: Vec<usize> = lingering.keys().copied().collect();
+            for key in keys {
+                close(&mut lingering, key, true);
+            }
+            deadlines.clear();
+        }
+        while let Some(&(until, key)) = deadlines.front() {
+            if until > now {
+                break;
+            }
+            deadlines.pop_front();
+            close(&mut lingering, key, true);
         }
         counters.lingering.store(lingering.len(), Ordering::Relaxed);
         if finish.is_some() && lingering.is_empty() {
             return;
         }
-        let next = lingering
-            .iter()
-            .map(|l| l.until)
+        let next = deadlines
+            .front()
+            .map(|&(until, _)| until)
+            .into_iter()
             .chain(finish)
             .min()
             .map(|at| at.saturating_duration_since(now));
-        let streams: Vec<&TcpStream> = lingering.iter().map(|l| &*l.stream).collect();
-        if let Err(error) = wait::wait_any_readable(&streams, doorbell, next, &mut ready) {
-            // Not expected (poll(2) fails only for lack of memory): close
-            // everything rather than spin.
-            log::error!(
-                "the closer could not wait, closing every lingering connection: error={error}"
-            );
-            for _ in lingering.drain(..) {
-                Counters::bump(&counters.linger_cut);
-            }
+        events.clear();
+        if let Err(error) = poller.wait(&mut events, next) {
+            log::error!("the closer could not wait: error={error}");
             continue;
         }
-        drop(streams);
-        // Highest index first, so `swap_remove` leaves the others in place.
-        for &index in ready.iter().rev() {
-            let l = &mut lingering[index];
+        for event in events.iter() {
+            let Some(l) = lingering.get_mut(&event.key) else {
+                continue;
+            };
             match discard(&l.stream, l.budget) {
-                Drained::Ended => {
-                    lingering.swap_remove(index);
+                Drained::Ended => close(&mut lingering, event.key, false),
+                Drained::OverBudget => close(&mut lingering, event.key, true),
+                Drained::Pending(budget) => {
+                    l.budget = budget;
+                    // One-shot interest: arm it again for the next input.
+                    if poller
+                        .modify(&*l.stream, Event::readable(event.key))
+                        .is_err()
+                    {
+                        close(&mut lingering, event.key, true);
+                    }
                 }
-                Drained::OverBudget => {
-                    lingering.swap_remove(index);
-                    Counters::bump(&counters.linger_cut);
-                }
-                Drained::Pending(budget) => l.budget = budget,
             }
         }
     }
+}
+
+/// Adds a lingering socket to the closer's readiness set.
+#[allow(unsafe_code)]
+fn register(poller: &Poller, stream: &TcpStream, key: usize) -> io::Result<()> {
+    // SAFETY: `polling` requires the source to be deleted before it is
+    // closed. The socket stays open while its `Lingering` is in the
+    // closer's map (it holds an `Arc` of the stream), and it leaves the
+    // map only through `close` in `run`, which deletes it first.
+    unsafe { poller.add(stream, Event::readable(key)) }
 }

@@ -113,8 +113,9 @@ impl From<Timeout> for io::Error {
 ///
 /// A read waits for the shortest of these; when the read and idle timeouts
 /// are equal, the idle timeout is the one reported. A read or write whose
-/// data is ready costs one system call; one that has to wait costs two
-/// more (a `poll(2)` and the retry). The socket's own timeouts are not
+/// data is ready costs one system call; one that has to wait, a `poll(2)`
+/// more (and, for a read that did not follow a write, the read that found
+/// nothing). The socket's own timeouts are not
 /// used, and the socket stays in blocking mode.
 ///
 /// A client that reads a few bytes just often enough can keep a long
@@ -149,6 +150,8 @@ pub struct Connection {
     /// When the client's current silence began, once a read timeout has
     /// fired during it.
     silent_since: Cell<Option<Instant>>,
+    /// Whether something was written since the last read.
+    replied: Cell<bool>,
 }
 
 impl Connection {
@@ -168,6 +171,7 @@ impl Connection {
             deadline: Cell::new(None),
             ended: Cell::new(None),
             silent_since: Cell::new(None),
+            replied: Cell::new(false),
         }
     }
 
@@ -295,18 +299,27 @@ impl Connection {
     }
 
     fn do_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // Right after a reply the client usually has to answer before
+        // there is anything to read: wait first, which saves a read that
+        // would find nothing (a request/reply exchange then costs a poll,
+        // a read and a write). Otherwise read first: pipelined or streamed
+        // input is usually there already.
+        let mut read_first = !self.replied.replace(false);
         loop {
             self.check_usable()?;
-            match wait::recv_now(&self.stream, buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.silent_since.set(None);
+            if read_first {
+                match wait::recv_now(&self.stream, buf) {
+                    Ok(n) => {
+                        if n > 0 {
+                            self.silent_since.set(None);
+                        }
+                        return Ok(n);
                     }
-                    return Ok(n);
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error),
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
             }
+            read_first = true;
             // Nothing has arrived: wait for the client, the shortest limit,
             // or the server's stop.
             let draining = self.shared.is_stopping();
@@ -374,6 +387,10 @@ impl Connection {
             self.check_usable()?;
             match wait::send_now(&self.stream, buf) {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Ok(n) => {
+                    self.replied.set(true);
+                    return Ok(n);
+                }
                 result => return result,
             }
             // The client's receive window and our send buffer are full:
@@ -538,6 +555,7 @@ impl fmt::Debug for Connection {
             deadline,
             ended,
             silent_since: _,
+            replied: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)

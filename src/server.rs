@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use polling::Poller;
+
 use crate::acceptor::{Acceptor, Origin};
 use crate::closer::Closer;
 use crate::config::Config;
@@ -19,7 +21,6 @@ use crate::shutdown::Shared;
 use crate::socket;
 use crate::turn::TurnHandler;
 use crate::turns::Turns;
-use crate::wait::Signal;
 
 /// After a forced end, how long the gentle closes of the connections just
 /// ended may still wait for their clients' end of stream.
@@ -38,7 +39,7 @@ pub struct Server {
     origin: Origin,
     /// For the closer thread, made here so that starting the server opens
     /// no descriptor (it may be started when the process has none left).
-    doorbell: Signal,
+    closer_poller: Poller,
     local_addr: SocketAddr,
     config: Config,
     shared: Arc<Shared>,
@@ -60,11 +61,11 @@ impl Server {
         listener.set_nonblocking(true).map_err(listener_error)?;
         let signal_error = |source| Error::Signal { source };
         let shared = Shared::new(config.workers, config.drain_quiet).map_err(signal_error)?;
-        let doorbell = Signal::new().map_err(signal_error)?;
+        let closer_poller = Poller::new().map_err(signal_error)?;
         Ok(Server {
             listener,
             origin,
-            doorbell,
+            closer_poller,
             local_addr,
             config,
             shared: Arc::new(shared),
@@ -213,12 +214,13 @@ impl Server {
         let Server {
             listener,
             origin,
-            doorbell,
+            closer_poller,
             local_addr,
             mut config,
             shared,
         } = self;
-        let (closer, closer_thread) = Closer::start(Arc::clone(&shared), config.linger, doorbell)?;
+        let (closer, closer_thread) =
+            Closer::start(Arc::clone(&shared), config.linger, closer_poller)?;
         let (queue, jobs) = match mode {
             Mode::Whole(_) => crossbeam_channel::bounded(config.queue),
             // Each connection has at most one job queued, and

@@ -127,32 +127,6 @@ pub(crate) fn wait(
     }
 }
 
-/// Waits until one of `streams` is readable or has hung up, `wake` is
-/// readable, or `timeout` passes; fills `ready` with the indexes of the
-/// streams that are. Returns whether `wake` was readable.
-pub(crate) fn wait_any_readable(
-    streams: &[&TcpStream],
-    wake: &Signal,
-    timeout: Option<Duration>,
-    ready: &mut Vec<usize>,
-) -> io::Result<bool> {
-    let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(streams.len() + 1);
-    fds.push(PollFd::new(&wake.receiver, PollFlags::IN));
-    fds.extend(streams.iter().map(|s| PollFd::new(*s, PollFlags::IN)));
-    ready.clear();
-    if poll(&mut fds, timeout)? == 0 {
-        return Ok(false);
-    }
-    ready.extend(
-        fds[1..]
-            .iter()
-            .enumerate()
-            .filter(|(_, fd)| !fd.revents().is_empty())
-            .map(|(i, _)| i),
-    );
-    Ok(!fds[0].revents().is_empty())
-}
-
 fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
     // A timeout too long for a `timespec` (centuries) is no timeout.
     let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
@@ -171,9 +145,6 @@ fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> 
 /// A one-way, level-triggered flag that `poll(2)` can wait for: once
 /// raised, its descriptor is readable for good, so every thread waiting on
 /// it wakes, and every later wait returns at once.
-///
-/// It can also be used as a doorbell ([`ring`](Signal::ring) /
-/// [`clear`](Signal::clear)) by a single waiting thread.
 #[derive(Debug)]
 pub(crate) struct Signal {
     /// Readable once `sender` has written or shut down.
@@ -200,23 +171,9 @@ impl Signal {
         let _ = self.sender.shutdown(std::net::Shutdown::Write);
     }
 
-    /// Makes the descriptor readable until [`clear`](Signal::clear).
-    pub(crate) fn ring(&self) {
-        use std::io::Write;
-        // A full buffer means it is readable already.
-        let _ = (&self.sender).write(&[1]);
-    }
-
     /// The descriptor that becomes readable, for a readiness set.
     pub(crate) fn source(&self) -> &Endpoint {
         &self.receiver
-    }
-
-    /// Takes back every [`ring`](Signal::ring) so far.
-    pub(crate) fn clear(&self) {
-        use std::io::Read;
-        let mut sink = [0u8; 64];
-        while matches!((&self.receiver).read(&mut sink), Ok(n) if n > 0) {}
     }
 }
 
@@ -282,20 +239,5 @@ mod tests {
             wait(&server, Interest::Write, None, None).unwrap(),
             Woken::Ready
         );
-    }
-
-    #[test]
-    fn a_rung_doorbell_is_readable_until_cleared() {
-        let (_client, server) = pair();
-        let doorbell = Signal::new().unwrap();
-        let mut ready = Vec::new();
-        let short = Some(Duration::from_millis(10));
-        assert!(!wait_any_readable(&[&server], &doorbell, short, &mut ready).unwrap());
-        doorbell.ring();
-        doorbell.ring();
-        assert!(wait_any_readable(&[&server], &doorbell, None, &mut ready).unwrap());
-        doorbell.clear();
-        assert!(!wait_any_readable(&[&server], &doorbell, short, &mut ready).unwrap());
-        assert!(ready.is_empty());
     }
 }
