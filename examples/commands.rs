@@ -23,35 +23,65 @@
 //! | not UTF-8 | `error: invalid utf-8`; the connection goes on |
 //!
 //! A client may send several commands without waiting (pipelining): they
-//! are answered in order. When every worker is busy and the queue is full,
-//! a new client gets `error: server busy` and is closed.
+//! are answered in order. A line must be complete within
+//! `--request-timeout-ms` (default 10 s) of its first byte, or the
+//! connection is closed: a client that trickles a byte now and then cannot
+//! hold a connection open for ever.
+//!
+//! Between lines a client costs no worker: the handler is a
+//! [`TurnHandler`], so idle and trickling clients wait in the operating
+//! system's readiness set, and a fresh client is answered at once however
+//! many of them there are. When the server holds as many clients as it
+//! may (`max_connections`, 10,000 here), a new client gets
+//! `error: server busy` and is closed.
 
 mod common;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use frontdesk::{Connection, LineError, LineReader, Rejected};
+use frontdesk::{LineError, Lines, Next, Rejected, Turn, TurnHandler};
 
 use common::{Limits, Options};
 
-fn commands(conn: &mut Connection, limits: Limits) -> io::Result<()> {
-    let mut out = &*conn;
-    let mut lines = LineReader::new(&*conn, limits.max_line);
-    loop {
-        match lines.read_line_str() {
-            Ok(line) => match line.trim() {
-                "ping" => out.write_all(b"pong\n")?,
-                "quit" => return out.write_all(b"bye\n"),
-                other => out.write_all(format!("unknown: {other}\n").as_bytes())?,
-            },
-            Err(LineError::InvalidUtf8 { .. }) => out.write_all(b"error: invalid utf-8\n")?,
-            Err(LineError::TooLong { .. }) => return out.write_all(b"error: line too long\n"),
-            // The client closed, or the server is shutting down and every
-            // complete line has been answered; a half-sent line gets none.
-            Err(LineError::Closed { .. }) => return Ok(()),
-            // Idle timeout or a broken connection.
-            Err(error) => return Err(error.into()),
+struct Commands {
+    limits: Limits,
+}
+
+impl TurnHandler for Commands {
+    /// A connection's half-received line waits here between turns.
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        Ok(Lines::new(turn, self.limits.max_line))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        loop {
+            match lines.next_line_str() {
+                Ok(Some(line)) => match line.trim() {
+                    "ping" => turn.send("pong\n")?,
+                    "quit" => {
+                        turn.send("bye\n")?;
+                        return Ok(Next::Close);
+                    }
+                    other => turn.send(format!("unknown: {other}\n"))?,
+                },
+                // Every complete line is answered: wait for more without a
+                // worker, at most until the line in progress is due.
+                Ok(None) => {
+                    turn.set_deadline(lines.line_deadline(self.limits.request_timeout));
+                    return Ok(Next::Park);
+                }
+                Err(LineError::InvalidUtf8 { .. }) => turn.send("error: invalid utf-8\n")?,
+                Err(LineError::TooLong { .. }) => {
+                    turn.send("error: line too long\n")?;
+                    return Ok(Next::Close);
+                }
+                // The client closed; a half-sent line gets no answer.
+                Err(LineError::Closed { .. }) => return Ok(Next::Close),
+                Err(error) => return Err(error.into()),
+            }
         }
     }
 }
@@ -61,11 +91,11 @@ fn main() -> ExitCode {
         "commands: a line protocol server (ping, quit)",
         Options::default(),
     );
-    let limits = options.limits;
     let builder = options
         .builder()
         .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
-    common::serve(&options, builder, move |conn: &mut Connection| {
-        commands(conn, limits)
-    })
+    let commands = Commands {
+        limits: options.limits,
+    };
+    common::serve_turns(&options, builder, commands)
 }

@@ -25,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -77,6 +77,11 @@ pub(crate) struct Hub {
     pub(crate) shared: Arc<Shared>,
     /// Set once the acceptor has stopped: no connection comes after it.
     pub(crate) accepting_stopped: AtomicBool,
+    /// Connections a worker has (opening or in a turn).
+    in_turn: AtomicUsize,
+    /// Set in a shutdown once every connection has had its last `ready`:
+    /// from then on, connections are closed rather than parked.
+    pub(crate) closing_all: AtomicBool,
     closer: Closer,
     outbox_limit: usize,
     outbox_full: OutboxFull,
@@ -106,6 +111,8 @@ impl Hub {
             jobs: Mutex::new(Some(jobs)),
             shared,
             accepting_stopped: AtomicBool::new(false),
+            in_turn: AtomicUsize::new(0),
+            closing_all: AtomicBool::new(false),
             closer,
             outbox_limit: config.outbox.limit,
             outbox_full: config.outbox.full,
@@ -131,6 +138,37 @@ impl Hub {
 
     pub(crate) fn entry(&self, id: u64) -> Option<Arc<Entry>> {
         lock(&self.registry).get(&id).cloned()
+    }
+
+    /// Whether no connection is with a worker (opening or in a turn).
+    pub(crate) fn none_in_turn(&self) -> bool {
+        self.in_turn.load(Ordering::SeqCst) == 0
+    }
+
+    /// Moves a connection to `phase`, keeping the gauges: connections
+    /// parked (in `Stats`) and with a worker. Under the connection's lock.
+    fn set_phase(&self, inner: &mut Inner, phase: Phase) {
+        let with_worker = |phase| matches!(phase, Phase::Opening | Phase::InTurn);
+        let counters = self.counters();
+        match (inner.phase, phase) {
+            (Phase::Parked, Phase::Parked) => {}
+            (Phase::Parked, _) => {
+                counters.parked.fetch_sub(1, Ordering::Relaxed);
+            }
+            (_, Phase::Parked) => {
+                counters.parked.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        if with_worker(inner.phase) && !with_worker(phase) {
+            if self.in_turn.fetch_sub(1, Ordering::SeqCst) == 1 && self.shared.is_stopping() {
+                // The shutdown's closing round may be waiting for this.
+                let _ = self.poller.notify();
+            }
+        } else if !with_worker(inner.phase) && with_worker(phase) {
+            self.in_turn.fetch_add(1, Ordering::SeqCst);
+        }
+        inner.phase = phase;
     }
 
     /// Lets the workers' queue disconnect once nothing else holds it.
@@ -203,11 +241,17 @@ struct Inner {
     /// connection.
     scheduled: Option<Instant>,
     registered: bool,
+    /// When the connection last got a turn for input: during a shutdown
+    /// it is closed once it has been quiet for the drain's quiet time.
+    last_input: Option<Instant>,
+    /// During a shutdown, when to look again whether it is quiet.
+    drain_check: Option<Instant>,
 }
 
 impl Entry {
     pub(crate) fn new(accepted: Accepted, hub: Arc<Hub>) -> Arc<Entry> {
         let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
+        hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: accepted.id,
             peer_addr: accepted.peer,
@@ -222,6 +266,8 @@ impl Entry {
                 stalled_since: None,
                 scheduled: None,
                 registered: false,
+                last_input: None,
+                drain_check: None,
             }),
             hub,
         })
@@ -243,6 +289,12 @@ impl Entry {
 
     pub(crate) fn outbox_len(&self) -> usize {
         lock(&self.inner).outbox.len
+    }
+
+    pub(crate) fn outbox_room(&self) -> usize {
+        self.hub
+            .outbox_limit
+            .saturating_sub(lock(&self.inner).outbox.len)
     }
 
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
@@ -364,8 +416,10 @@ impl Entry {
     /// Moves a parked connection to a worker. Under the lock.
     fn take_turn(self: &Arc<Self>, inner: &mut Inner, why: Why) {
         debug_assert_eq!(inner.phase, Phase::Parked);
-        inner.phase = Phase::InTurn;
-        self.hub.counters().parked.fetch_sub(1, Ordering::Relaxed);
+        if matches!(why, Why::Ready | Why::Shutdown) {
+            inner.last_input = Some(Instant::now());
+        }
+        self.hub.set_phase(inner, Phase::InTurn);
         self.hub.dispatch(self, why);
     }
 
@@ -385,10 +439,15 @@ impl Entry {
         if !inner.registered {
             lock(&self.hub.registry).insert(self.id, Arc::clone(self));
         }
-        inner.phase = Phase::Parked;
-        self.hub.counters().parked.fetch_add(1, Ordering::Relaxed);
+        self.hub.set_phase(&mut inner, Phase::Parked);
         self.schedule(&mut inner);
         self.arm(&mut inner);
+        if self.hub.closing_all.load(Ordering::SeqCst) {
+            // The shutdown's closing round looked at the connections
+            // before this one parked; it sets the flag first, so one of us
+            // sees the other.
+            self.close_if_quiet(&mut inner, Instant::now());
+        }
         Ok(())
     }
 
@@ -400,7 +459,7 @@ impl Entry {
             return;
         }
         inner.close.get_or_insert(CloseReason::Done);
-        inner.phase = Phase::Flushing;
+        self.hub.set_phase(&mut inner, Phase::Flushing);
         self.flush(&mut inner);
         if inner.outbox.is_empty() {
             self.close_now(&mut inner);
@@ -417,16 +476,13 @@ impl Entry {
     /// shutdown).
     pub(crate) fn abort(self: &Arc<Self>) {
         let mut inner = lock(&self.inner);
-        if inner.phase == Phase::Parked {
-            self.hub.counters().parked.fetch_sub(1, Ordering::Relaxed);
-        }
         if inner.phase != Phase::Closed {
             self.close_now(&mut inner);
         }
     }
 
     fn close_now(&self, inner: &mut Inner) {
-        inner.phase = Phase::Closed;
+        self.hub.set_phase(inner, Phase::Closed);
         inner.outbox.clear();
         if inner.registered {
             inner.registered = false;
@@ -485,7 +541,8 @@ impl Entry {
     }
 
     fn schedule(&self, inner: &mut Inner) {
-        if let Some((due, _)) = self.due(inner) {
+        let due = self.due(inner).map(|(due, _)| due);
+        if let Some(due) = due.into_iter().chain(inner.drain_check).min() {
             if inner.scheduled.map_or(true, |at| due < at) {
                 inner.scheduled = Some(due);
                 self.hub.schedule(due, self.id);
@@ -520,6 +577,15 @@ impl Entry {
     pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
         let mut inner = lock(&self.inner);
         inner.scheduled = None;
+        if inner.drain_check.is_some_and(|at| at <= now) {
+            inner.drain_check = None;
+            if inner.phase == Phase::Parked {
+                self.close_if_quiet(&mut inner, now);
+                if inner.phase != Phase::Parked {
+                    return;
+                }
+            }
+        }
         match self.due(&inner) {
             Some((due, timeout)) if due <= now => match inner.phase {
                 Phase::Parked => {
@@ -546,12 +612,42 @@ impl Entry {
     }
 
     /// The poller's part when the shutdown begins: a parked connection
-    /// gets its last turns.
+    /// gets a last `ready` for what its client sent.
     pub(crate) fn on_shutdown(self: &Arc<Self>) {
         let mut inner = lock(&self.inner);
-        if inner.phase == Phase::Parked {
-            inner.close.get_or_insert(CloseReason::Shutdown);
+        if inner.phase == Phase::Parked && inner.close.is_none() {
             self.take_turn(&mut inner, Why::Shutdown);
+        }
+    }
+
+    /// The poller's part once every connection has had its last `ready`:
+    /// a parked connection is closed once it is quiet.
+    pub(crate) fn on_close_all(self: &Arc<Self>, now: Instant) {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Parked {
+            self.close_if_quiet(&mut inner, now);
+        }
+    }
+
+    /// During a shutdown: closes a parked connection whose client has sent
+    /// nothing for the drain's quiet time and whose outbox is empty, or
+    /// looks again when it may be. A connection still talking, or whose
+    /// client is still reading a backlog, goes on until the drain deadline.
+    fn close_if_quiet(self: &Arc<Self>, inner: &mut Inner, now: Instant) {
+        debug_assert_eq!(inner.phase, Phase::Parked);
+        let quiet = self.hub.shared.drain_quiet;
+        let quiet_from = inner.last_input.map_or(now, |at| at + quiet);
+        if inner.outbox.is_empty() && quiet_from <= now {
+            let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
+            self.take_turn(inner, Why::Close(reason));
+        } else {
+            let check = if inner.outbox.is_empty() {
+                quiet_from
+            } else {
+                now + quiet
+            };
+            inner.drain_check = Some(check);
+            self.schedule(inner);
         }
     }
 }

@@ -98,8 +98,21 @@ fn run(hub: &Hub) {
             }
             break;
         }
-        if draining && hub.accepting_stopped.load(Ordering::SeqCst) && hub.is_idle() {
-            break;
+        if draining {
+            let accepted_all = hub.accepting_stopped.load(Ordering::SeqCst);
+            if accepted_all && !hub.closing_all.load(Ordering::SeqCst) && hub.none_in_turn() {
+                // Every connection has had its last `ready` (a relay has
+                // passed on every message sent before the stop): now each
+                // closes, with its `close`, once it is quiet.
+                hub.closing_all.store(true, Ordering::SeqCst);
+                let now = Instant::now();
+                for entry in hub.entries() {
+                    entry.on_close_all(now);
+                }
+            }
+            if accepted_all && hub.is_idle() {
+                break;
+            }
         }
         events.clear();
         let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));

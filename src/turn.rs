@@ -209,6 +209,11 @@ impl<'a> Turn<'a> {
         self.entry.outbox_len()
     }
 
+    /// How many more bytes [`send`](Turn::send) accepts now.
+    pub fn outbox_room(&self) -> usize {
+        self.entry.outbox_room()
+    }
+
     /// Sets a point in time by which the connection must have been
     /// finished or moved on (a request completed): if it is still parked
     /// or still in a turn then, it is closed with

@@ -39,9 +39,13 @@ impl<H: TurnHandler> Service for Turns<H> {
         match why {
             Why::Ready => self.ready(&entry, worker),
             Why::Shutdown => {
-                // What the client sent before the stop is answered first.
-                let _ = self.run_ready(&entry);
-                self.close(&entry, CloseReason::Shutdown);
+                // What the client sent before the stop is answered; the
+                // connection is closed once every one has had this turn.
+                match self.run_ready(&entry) {
+                    Some(Next::Park | Next::Stay) => self.after_turn(&entry, true),
+                    Some(Next::Close) => self.close(&entry, CloseReason::Done),
+                    None => self.close(&entry, CloseReason::Failed),
+                }
             }
             Why::Close(reason) => self.close(&entry, reason),
         }
@@ -74,11 +78,8 @@ impl<H: TurnHandler> Turns<H> {
     }
 
     /// Parks the connection after a turn, or ends it if something asked
-    /// for that meanwhile (or the server stops).
+    /// for that meanwhile (or the shutdown is closing every connection).
     fn after_turn(&self, entry: &Arc<Entry>, had_input: bool) {
-        if self.hub.shared.is_stopping() {
-            return self.close(entry, CloseReason::Shutdown);
-        }
         if let Err(reason) = entry.park(had_input) {
             self.close(entry, reason);
         }

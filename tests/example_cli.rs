@@ -46,7 +46,7 @@ fn help_prints_usage_and_exits_0() {
             assert!(status.success(), "{name} {flag}: {status}");
             assert!(
                 stdout.contains(&format!(
-                    "usage: {name} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N] [--max-line BYTES]"
+                    "usage: {name} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]\n       [--request-timeout-ms N] [--max-line BYTES]"
                 )),
                 "{stdout}"
             );
@@ -57,9 +57,14 @@ fn help_prints_usage_and_exits_0() {
 }
 
 #[test]
-fn chat_waits_in_no_queue_by_default() {
-    let (_, stdout, _) = run("chat", &["--help"]);
-    assert!(stdout.contains("(default 0)"), "{stdout}");
+fn a_line_has_ten_seconds_by_default() {
+    for name in EXAMPLES {
+        let (_, stdout, _) = run(name, &["--help"]);
+        assert!(
+            stdout.contains("after its first byte; 0 never does (default 10000)"),
+            "{stdout}"
+        );
+    }
 }
 
 #[test]
@@ -85,7 +90,13 @@ fn invalid_configuration_exits_2_like_a_bad_argument() {
 
 #[test]
 fn non_numeric_values_are_errors() {
-    for flag in ["--workers", "--queue", "--idle-timeout-ms", "--max-line"] {
+    for flag in [
+        "--workers",
+        "--queue",
+        "--idle-timeout-ms",
+        "--request-timeout-ms",
+        "--max-line",
+    ] {
         fails("echo", &["127.0.0.1:0", flag, "abc"], flag);
         fails("echo", &["127.0.0.1:0", flag, "-1"], flag);
         fails("echo", &["127.0.0.1:0", &format!("{flag}=1.5")], flag);

@@ -10,13 +10,6 @@ use std::time::{Duration, Instant};
 
 use support::{Client, Example, PATIENCE};
 
-/// Whether `client` is being served by a worker: a request gets its answer
-/// rather than the busy reply or a closed connection.
-fn pong(client: &mut Client) -> bool {
-    client.try_send("ping\n").is_ok()
-        && matches!(client.try_line(), Ok(Some(line)) if line == "pong")
-}
-
 #[test]
 fn answers_ping_quit_and_unknown_lines() {
     let mut server = Example::start("commands", &[]);
@@ -142,34 +135,52 @@ fn invalid_utf8_is_reported_and_the_connection_goes_on() {
 }
 
 #[test]
-fn busy_server_answers_server_busy_and_closes() {
+fn a_fresh_client_is_answered_while_idle_and_trickling_clients_wait() {
+    // One worker; idle and trickling clients wait without it, so a fresh
+    // client is answered at once and nobody is turned away.
     let mut server = Example::start("commands", &["--workers", "1", "--queue", "0"]);
-    // The one worker serves `first` until it leaves.
-    let mut first = Client::connect_served(server.addr, pong);
-    for _ in 0..3 {
-        let mut turned_away = server.connect();
-        turned_away.expect("error: server busy");
-        turned_away.expect_closed();
+    let mut idle: Vec<Client> = (0..20).map(|_| server.connect()).collect();
+    let mut trickling: Vec<Client> = (0..5).map(|_| server.connect()).collect();
+    for (i, client) in trickling.iter_mut().enumerate() {
+        client.send(&"ping"[..1 + i % 3]);
     }
-    first.send("ping\n");
-    first.expect("pong");
+    for _ in 0..3 {
+        let mut fresh = server.connect();
+        fresh.send("ping\n");
+        fresh.expect("pong");
+    }
+    // The others were only waiting: they are served too.
+    for client in &mut trickling {
+        client.send("\n");
+        let line = client.line();
+        assert!(line.starts_with("unknown: p"), "{line}");
+    }
+    for client in &mut idle {
+        client.send("ping\n");
+        client.expect("pong");
+    }
     server.stop();
 }
 
 #[test]
-fn queued_client_is_served_when_the_worker_is_free() {
-    let mut server = Example::start("commands", &["--workers", "1", "--queue", "1"]);
-    let mut first = Client::connect_served(server.addr, pong);
-    // Waits in the queue; its request is answered once `first` leaves.
-    let mut queued = server.connect();
-    queued.send("ping\n");
-    // The queue is full now.
-    let mut turned_away = server.connect();
-    turned_away.expect("error: server busy");
-    turned_away.expect_closed();
-    first.send("quit\n");
-    first.expect("bye");
-    queued.expect("pong");
+fn a_line_not_finished_in_time_closes_the_connection() {
+    let mut server = Example::start("commands", &["--request-timeout-ms", "300"]);
+    let mut slow = server.connect();
+    slow.send("pi");
+    // Nothing more comes: the connection is closed gently at the request
+    // timeout (the read waits up to PATIENCE, so a missing timeout fails).
+    let started = Instant::now();
+    slow.expect_clean_end();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed after {:?}, before the timeout",
+        started.elapsed()
+    );
+    // A line completed in time is answered as usual.
+    let mut quick = server.connect();
+    quick.send("pi");
+    quick.send("ng\n");
+    quick.expect("pong");
     server.stop();
 }
 

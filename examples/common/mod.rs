@@ -4,7 +4,8 @@
 //! Every example takes the same arguments:
 //!
 //! ```text
-//! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N] [--max-line BYTES]
+//! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
+//!                              [--request-timeout-ms N] [--max-line BYTES]
 //! ```
 //!
 //! Copy this file along with an example: together they are a complete
@@ -22,15 +23,14 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use frontdesk::{Handler, Overload, Server, ServerBuilder};
+use frontdesk::{Handler, Overload, Server, ServerBuilder, TurnHandler};
 
 /// How long a shutdown lets connections finish before closing them by
-/// force. The examples stop reading when the shutdown begins, so handlers
-/// finish as soon as they have answered what they received; this only
-/// bounds clients that do not read their answers. With it the
-/// process exits about 2 s after SIGINT or SIGTERM at the latest (3 s if a
-/// handler ignores its closed connection for the library's 1 s grace),
-/// within the 5 s the examples promise.
+/// force. Handlers finish as soon as they have answered what they received
+/// (the library's drain), so this only bounds clients that keep sending or
+/// do not read their answers. With it the process exits about 2.5 s after
+/// SIGINT or SIGTERM at the latest (the deadline, then half a second for
+/// the gentle closes), within the 5 s the examples promise.
 pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -40,9 +40,10 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 pub(crate) struct Options {
     /// Where to listen: `ADDR`, resolved.
     pub(crate) addr: Vec<SocketAddr>,
-    /// `--workers N`: worker threads, each serving one connection at a time.
+    /// `--workers N`: worker threads, each serving one turn at a time.
     pub(crate) workers: usize,
-    /// `--queue N`: connections that may wait for a worker.
+    /// `--queue N`: connections that may wait for a worker (the
+    /// `Handler` mode only).
     pub(crate) queue: usize,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
@@ -54,6 +55,9 @@ pub(crate) struct Limits {
     /// `--idle-timeout-ms N`: close a connection silent for this long;
     /// `None` (from `0`) never does.
     pub(crate) idle_timeout: Option<Duration>,
+    /// `--request-timeout-ms N`: a line must be complete within this long
+    /// of its first byte; `None` (from `0`) for no limit.
+    pub(crate) request_timeout: Option<Duration>,
     /// `--max-line BYTES`: the longest line accepted, terminator excluded.
     pub(crate) max_line: usize,
 }
@@ -67,6 +71,7 @@ impl Default for Options {
             queue: 64,
             limits: Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
+                request_timeout: Some(Duration::from_secs(10)),
                 max_line: 8192,
             },
         }
@@ -101,10 +106,10 @@ impl Options {
     /// A server builder set up from the options, with what all the examples
     /// do the same way:
     ///
-    /// - the Reject overload policy: when every worker is busy and the
-    ///   queue is full, a new client is turned away at once (through the
-    ///   `on_reject` handler, if the example sets one) rather than left
-    ///   waiting in the kernel's backlog;
+    /// - the Reject overload policy: when the server is full (in the turn
+    ///   mode, at `max_connections`), a new client is turned away at once
+    ///   (through the `on_reject` handler, if the example sets one) rather
+    ///   than left waiting in the kernel's backlog;
     /// - a drain deadline of [`SHUTDOWN_TIMEOUT`]: on shutdown, handlers
     ///   answer everything their client sent and see end of stream once it
     ///   pauses (the library's drain), and the deadline bounds a client
@@ -127,7 +132,23 @@ impl Options {
 /// which is a bad argument like those [`Options::parse`] rejects; 1 if the
 /// server could not start (a busy port) or failed.
 pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Handler) -> ExitCode {
-    match try_serve(options, builder, handler) {
+    exit_code(try_serve(options, builder, |server| server.run(handler)))
+}
+
+/// [`serve`] for a [`TurnHandler`]: connections wait for input without a
+/// worker.
+pub(crate) fn serve_turns(
+    options: &Options,
+    builder: ServerBuilder,
+    handler: impl TurnHandler,
+) -> ExitCode {
+    exit_code(try_serve(options, builder, |server| {
+        server.run_turns(handler)
+    }))
+}
+
+fn exit_code(result: Result<(), Box<dyn Error>>) -> ExitCode {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let program = program_name(std::env::args_os().next());
@@ -144,7 +165,7 @@ pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Han
 fn try_serve(
     options: &Options,
     builder: ServerBuilder,
-    handler: impl Handler,
+    run: impl FnOnce(Server) -> frontdesk::Result<frontdesk::ShutdownReport>,
 ) -> Result<(), Box<dyn Error>> {
     let server = builder.bind(&options.addr[..])?;
     // Watch for signals before announcing the address: whoever reads the
@@ -154,7 +175,7 @@ fn try_serve(
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    let result = server.run(handler);
+    let result = run(server);
     signals.close();
     // The library logs the shutdown report at `info`.
     result?;
@@ -193,7 +214,7 @@ fn parse_args(
         };
         if !matches!(
             name.as_str(),
-            "--workers" | "--queue" | "--idle-timeout-ms" | "--max-line"
+            "--workers" | "--queue" | "--idle-timeout-ms" | "--request-timeout-ms" | "--max-line"
         ) {
             return Err(format!("unknown option '{name}'"));
         }
@@ -210,12 +231,8 @@ fn parse_args(
         match name.as_str() {
             "--workers" => options.workers = number(&name, &value)?,
             "--queue" => options.queue = number(&name, &value)?,
-            "--idle-timeout-ms" => {
-                options.limits.idle_timeout = match number(&name, &value)? {
-                    0 => None,
-                    ms => Some(Duration::from_millis(ms)),
-                }
-            }
+            "--idle-timeout-ms" => options.limits.idle_timeout = millis(&name, &value)?,
+            "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
             _ => options.limits.max_line = number(&name, &value)?,
         }
         seen.push(name);
@@ -231,6 +248,14 @@ fn parse_args(
     Ok(Some(options))
 }
 
+/// A number of milliseconds, 0 for none.
+fn millis(name: &str, value: &str) -> Result<Option<Duration>, String> {
+    Ok(match number(name, value)? {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    })
+}
+
 fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
     value
         .parse()
@@ -238,23 +263,31 @@ fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
 }
 
 fn usage(program: &str, about: &str, defaults: &Options) -> String {
-    let idle = match defaults.limits.idle_timeout {
-        Some(idle) => idle.as_millis().to_string(),
+    let millis = |time: Option<Duration>| match time {
+        Some(time) => time.as_millis().to_string(),
         None => "0, off".to_string(),
     };
+    let idle = millis(defaults.limits.idle_timeout);
+    let request = millis(defaults.limits.request_timeout);
     format!(
         "{about}
 
-usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N] [--max-line BYTES]
+usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
+       [--request-timeout-ms N] [--max-line BYTES]
 
   ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
                         port 0 lets the system pick a free port
-  --workers N           worker threads, each serving one connection at a time
-                        (default {workers})
-  --queue N             accepted connections that may wait for a worker; when
-                        it is full, new ones are turned away (default {queue})
+  --workers N           worker threads; each serves one client's turn at a time,
+                        while idle clients wait without one (default {workers})
+  --queue N             accepted connections that may wait for a worker, for
+                        servers that give a worker to each connection; these
+                        examples hold up to 10,000 clients and ignore it
+                        (default {queue})
   --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
                         does (default {idle})
+  --request-timeout-ms N
+                        close a connection whose line is not complete N ms
+                        after its first byte; 0 never does (default {request})
   --max-line BYTES      the longest line accepted, in bytes (default {max_line})
   -h, --help            print this help
 
