@@ -1,10 +1,20 @@
 //! frontdesk serves TCP clients with plain blocking code: a listener, a
-//! fixed pool of worker threads, and a [`Handler`] you write that talks to
-//! one client at a time through a [`Connection`].
+//! fixed pool of worker threads, and code you write, in one of two modes:
+//!
+//! - a [`Handler`] talks to one client at a time through a
+//!   [`Connection`], from accept to close, and holds its worker all along
+//!   ([`Server::spawn`], [`Server::run`]);
+//! - a [`TurnHandler`] is called when a connection opens, each time its
+//!   client has sent something, and when it ends, through a [`Turn`];
+//!   between turns the connection waits in the kernel's readiness set,
+//!   without a worker, so a few workers hold thousands of clients
+//!   ([`Server::spawn_turns`], [`Server::run_turns`]). [`Peer`] sends to a
+//!   connection from any thread, never waiting: the way to broadcast.
 //!
 //! ```text
-//! bind ──► accept loop ──► bounded queue ──► worker 0..N ──► Handler::handle(&mut Connection)
-//!           (acceptor)        (queue(n))       (workers(n))
+//! bind ──► accept loop ──► queue ──► worker 0..N ──► Handler::handle(&mut Connection)
+//!           (acceptor)       ▲                   └─► TurnHandler::{open, ready, close}(&mut Turn)
+//!                            └── poller (turn mode): parked connections with input
 //! ```
 //!
 //! # Example: an echo server
