@@ -52,7 +52,7 @@ use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use frontdesk::{CloseReason, LineError, Lines, Message, Next, Peer, Rejected, Turn, TurnHandler};
+use frontdesk::{CloseReason, Lines, Message, Next, Peer, Rejected, Turn, TurnHandler};
 
 use common::{Limits, Options};
 
@@ -83,32 +83,15 @@ impl TurnHandler for Chat {
     }
 
     fn ready(&self, me: &mut Member, turn: &mut Turn<'_>) -> io::Result<Next> {
-        loop {
-            match me.lines.next_line_str() {
-                Ok(Some(line)) => {
-                    let room = self.room();
-                    let others = room.iter().filter(|(&id, _)| id != turn.id());
-                    let text = Message::from(format!("{}: {line}\n", me.name));
-                    for (_, peer) in others {
-                        let _ = peer.send(&text);
-                    }
-                }
-                // Nothing more has arrived: wait without a worker, at most
-                // until the line in progress is due.
-                Ok(None) => {
-                    turn.set_deadline(me.lines.line_deadline(self.limits.request_timeout));
-                    return Ok(Next::Park);
-                }
-                Err(LineError::InvalidUtf8 { .. }) => turn.send("error: invalid utf-8\n")?,
-                Err(LineError::TooLong { .. }) => {
-                    turn.send("error: line too long\n")?;
-                    return Ok(Next::Close);
-                }
-                // The client closed.
-                Err(LineError::Closed { .. }) => return Ok(Next::Close),
-                Err(error) => return Err(error.into()),
+        let name = &me.name;
+        common::answer_lines(&mut me.lines, turn, self.limits, |line, turn| {
+            let text = Message::from(format!("{name}: {line}\n"));
+            let room = self.room();
+            for (_, peer) in room.iter().filter(|(&id, _)| id != turn.id()) {
+                let _ = peer.send(&text);
             }
-        }
+            Ok(None)
+        })
     }
 
     fn close(&self, me: Member, turn: &mut Turn<'_>, reason: CloseReason) {

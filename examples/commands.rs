@@ -40,7 +40,7 @@ mod common;
 use std::io::{self, Write};
 use std::process::ExitCode;
 
-use frontdesk::{LineError, Lines, Next, Rejected, Turn, TurnHandler};
+use frontdesk::{Lines, Next, Rejected, Turn, TurnHandler};
 
 use common::{Limits, Options};
 
@@ -57,32 +57,17 @@ impl TurnHandler for Commands {
     }
 
     fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
-        loop {
-            match lines.next_line_str() {
-                Ok(Some(line)) => match line.trim() {
-                    "ping" => turn.send("pong\n")?,
-                    "quit" => {
-                        turn.send("bye\n")?;
-                        return Ok(Next::Close);
-                    }
-                    other => turn.send(format!("unknown: {other}\n"))?,
-                },
-                // Every complete line is answered: wait for more without a
-                // worker, at most until the line in progress is due.
-                Ok(None) => {
-                    turn.set_deadline(lines.line_deadline(self.limits.request_timeout));
-                    return Ok(Next::Park);
+        common::answer_lines(lines, turn, self.limits, |line, turn| {
+            match line.trim() {
+                "ping" => turn.send("pong\n")?,
+                "quit" => {
+                    turn.send("bye\n")?;
+                    return Ok(Some(Next::Close));
                 }
-                Err(LineError::InvalidUtf8 { .. }) => turn.send("error: invalid utf-8\n")?,
-                Err(LineError::TooLong { .. }) => {
-                    turn.send("error: line too long\n")?;
-                    return Ok(Next::Close);
-                }
-                // The client closed; a half-sent line gets no answer.
-                Err(LineError::Closed { .. }) => return Ok(Next::Close),
-                Err(error) => return Err(error.into()),
+                other => turn.send(format!("unknown: {other}\n"))?,
             }
-        }
+            Ok(None)
+        })
     }
 }
 

@@ -23,7 +23,9 @@ use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
 
-use frontdesk::{Handler, Overload, Server, ServerBuilder, TurnHandler};
+use frontdesk::{
+    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, Turn, TurnHandler,
+};
 
 /// How long a shutdown lets connections finish before closing them by
 /// force. Handlers finish as soon as they have answered what they received
@@ -121,6 +123,46 @@ impl Options {
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
+    }
+}
+
+/// Answers the complete lines a turn finds, with `answer`, and the errors
+/// every line protocol here answers the same way; returns what the turn
+/// returns.
+///
+/// `answer` returns `Some(next)` to end the turn early (`quit`). When no
+/// complete line is left, the turn parks, with the request timeout set
+/// for the line in progress. An over-long line is answered with
+/// `error: line too long` and closes the connection; a line that is not
+/// UTF-8 is answered with `error: invalid utf-8`; a client that closed is
+/// closed (a half-sent line gets no answer).
+pub(crate) fn answer_lines(
+    lines: &mut Lines,
+    turn: &mut Turn<'_>,
+    limits: Limits,
+    mut answer: impl FnMut(&str, &mut Turn<'_>) -> io::Result<Option<Next>>,
+) -> io::Result<Next> {
+    loop {
+        match lines.next_line_str() {
+            Ok(Some(line)) => {
+                if let Some(next) = answer(line, turn)? {
+                    return Ok(next);
+                }
+            }
+            // Wait for more without a worker, at most until the line in
+            // progress is due.
+            Ok(None) => {
+                turn.set_deadline(lines.line_deadline(limits.request_timeout));
+                return Ok(Next::Park);
+            }
+            Err(LineError::InvalidUtf8 { .. }) => turn.send("error: invalid utf-8\n")?,
+            Err(LineError::TooLong { .. }) => {
+                turn.send("error: line too long\n")?;
+                return Ok(Next::Close);
+            }
+            Err(LineError::Closed { .. }) => return Ok(Next::Close),
+            Err(error) => return Err(error.into()),
+        }
     }
 }
 
