@@ -41,6 +41,8 @@ pub enum Exchange {
 pub struct Timing {
     pub warmup: Duration,
     pub measure: Duration,
+    /// How long the chat senders send, and the tricklers trickle.
+    pub chat: Duration,
 }
 
 /// Called at the start and the end of the measured window, so the driver
@@ -524,4 +526,75 @@ fn read_line(stream: &mut TcpStream) -> io::Result<Vec<u8>> {
         }
     }
     Ok(line)
+}
+
+/// Clients that each send one byte of a line they never finish, every
+/// `every`, on a thread of their own, for a bounded time.
+pub struct Trickle {
+    thread: std::thread::JoinHandle<io::Result<(usize, u64)>>,
+}
+
+impl Trickle {
+    /// Connects `n` clients (in batches no larger than std's listen
+    /// backlog), then trickles until `duration` has passed.
+    pub fn start(
+        addr: SocketAddr,
+        n: usize,
+        every: Duration,
+        duration: Duration,
+    ) -> BoxResult<Trickle> {
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            let stream = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT)?;
+            stream.set_nodelay(true)?;
+            streams.push(stream);
+            if streams.len() % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let thread = std::thread::spawn(move || -> io::Result<(usize, u64)> {
+            let start = Instant::now();
+            let end = start + duration;
+            let step = every / n.max(1) as u32;
+            let mut bytes = 0u64;
+            let mut open = vec![true; n];
+            'rounds: for round in 0u32.. {
+                for (i, stream) in streams.iter_mut().enumerate() {
+                    let at = start + every * round + step * i as u32;
+                    if at >= end {
+                        break 'rounds;
+                    }
+                    if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    if open[i] {
+                        match stream.write(b"x") {
+                            Ok(1) => bytes += 1,
+                            _ => open[i] = false,
+                        }
+                    }
+                }
+            }
+            // Still held: the server has neither closed nor answered it.
+            let mut held = 0;
+            let mut buf = [0u8; 64];
+            for (i, stream) in streams.iter_mut().enumerate() {
+                stream.set_nonblocking(true)?;
+                match stream.read(&mut buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && open[i] => held += 1,
+                    _ => {}
+                }
+            }
+            Ok((held, bytes))
+        });
+        Ok(Trickle { thread })
+    }
+
+    /// Waits for the trickling to end: tricklers still held, bytes sent.
+    pub fn finish(self) -> BoxResult<(usize, u64)> {
+        Ok(self
+            .thread
+            .join()
+            .map_err(|_| "the trickle thread panicked")??)
+    }
 }

@@ -21,10 +21,13 @@
 //! 127.0.0.1.
 
 mod chart;
+mod chat;
 mod child;
+mod epoll;
 mod load;
 mod procfs;
 mod report;
+mod report_turns;
 mod run;
 mod servers;
 
@@ -121,6 +124,8 @@ fn scenarios() -> Vec<Scenario> {
         list.push(Scenario::Idle { n });
     }
     list.push(Scenario::PoolFull);
+    list.push(Scenario::Chat { n: 1_000 });
+    list.push(Scenario::Trickle { n: 200 });
     list
 }
 
@@ -145,11 +150,13 @@ fn drive(args: &[String]) -> BoxResult<()> {
         Timing {
             warmup: Duration::from_millis(100),
             measure: Duration::from_millis(400),
+            chat: Duration::from_secs(2),
         }
     } else {
         Timing {
             warmup: Duration::from_millis(300),
             measure: Duration::from_millis(2000),
+            chat: Duration::from_secs(5),
         }
     };
     let mut list = scenarios();
@@ -269,6 +276,7 @@ fn load_main(args: &[String]) -> BoxResult<()> {
     let timing = Timing {
         warmup: Duration::ZERO,
         measure: Duration::from_millis(number(1, 5000)?),
+        chat: Duration::ZERO,
     };
     let mut mark = |_| {};
     let window = match kind.as_str() {
@@ -306,6 +314,31 @@ fn summary(sample: &Sample) -> String {
             }
         ),
         Sample::Skipped(reason) => format!("not run: {reason}"),
+        Sample::Chat(s) => format!(
+            "sent {} in {:.1} s (join {:.0} ms)  delivered {}/{} ({:.4})  fan-out p50 {:.0} µs p99 {:.0} µs  cpu {:.2} µs/delivery  server {:.0}%  loadgen {:.0}%  VmHWM {} → {} KiB",
+            s.sent,
+            s.elapsed.as_secs_f64(),
+            s.join.as_secs_f64() * 1000.0,
+            s.received,
+            s.expected,
+            s.delivery(),
+            s.p50_us,
+            s.p99_us,
+            s.cpu_per_delivery_us,
+            s.server_cpu_pct,
+            s.client_cpu_pct,
+            s.hwm_start / 1024,
+            s.hwm / 1024
+        ),
+        Sample::Trickle(s) => format!(
+            "fresh client p50 {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms; tricklers held {}, {} bytes",
+            report::median(&s.quiet),
+            report::median(&s.trickling),
+            report::percentile(&s.quiet, 0.99),
+            report::percentile(&s.trickling, 0.99),
+            s.held,
+            s.bytes
+        ),
         Sample::Idle(s) => format!(
             "served {} busy {}  open {:.0} ms  VmHWM {} → {} KiB  first probe {:.1} ms",
             s.served,

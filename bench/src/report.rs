@@ -21,7 +21,18 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
-fn min_max(values: &[f64]) -> (f64, f64) {
+/// The `q` quantile of `values` (nearest rank; NaN when empty).
+pub fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| !v.is_nan()).collect();
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted.sort_by(f64::total_cmp);
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
+    sorted[i]
+}
+
+pub fn min_max(values: &[f64]) -> (f64, f64) {
     values
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
@@ -30,7 +41,7 @@ fn min_max(values: &[f64]) -> (f64, f64) {
 }
 
 /// `1234567.8` → `1,234,568`.
-fn thousands(value: f64) -> String {
+pub fn thousands(value: f64) -> String {
     if !value.is_finite() {
         return "–".to_string();
     }
@@ -49,7 +60,7 @@ fn thousands(value: f64) -> String {
 }
 
 /// A figure with about three significant digits.
-fn short(value: f64) -> String {
+pub fn short(value: f64) -> String {
     if !value.is_finite() {
         "–".to_string()
     } else if value >= 1000.0 {
@@ -63,12 +74,12 @@ fn short(value: f64) -> String {
     }
 }
 
-fn ms(duration: Duration) -> f64 {
+pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
 /// `median (min–max)` of one figure over the rounds.
-fn spread(values: &[f64], format: fn(f64) -> String) -> String {
+pub fn spread(values: &[f64], format: fn(f64) -> String) -> String {
     let (lo, hi) = min_max(values);
     if values.len() < 2 {
         return format(median(values));
@@ -77,7 +88,7 @@ fn spread(values: &[f64], format: fn(f64) -> String) -> String {
 }
 
 /// `median (r1, r2, r3)` of per-round ratios.
-fn ratio_cell(ratios: &[f64]) -> String {
+pub fn ratio_cell(ratios: &[f64]) -> String {
     if ratios.is_empty() {
         return "–".to_string();
     }
@@ -103,11 +114,15 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
         latency_table(&mut out, &load);
         cpu_table(&mut out, &load);
     }
-    let idle: Vec<&ScenarioResult> = results.iter().filter(|r| !r.scenario.is_load()).collect();
+    let idle: Vec<&ScenarioResult> = results
+        .iter()
+        .filter(|r| matches!(r.scenario, Scenario::Idle { .. } | Scenario::PoolFull))
+        .collect();
     if !idle.is_empty() {
         idle_table(&mut out, &idle);
     }
     targets_table(&mut out, results);
+    crate::report_turns::markdown(&mut out, results);
     out
 }
 
@@ -323,7 +338,7 @@ fn idle_table(out: &mut String, results: &[&ScenarioResult]) {
     let _ = writeln!(out);
 }
 
-fn bytes(value: f64) -> String {
+pub fn bytes(value: f64) -> String {
     if !value.is_finite() {
         "–".to_string()
     } else if value >= 1024.0 {
@@ -414,6 +429,7 @@ fn targets_table(out: &mut String, results: &[ScenarioResult]) {
                     worst <= 100.0,
                 ));
             }
+            _ => {}
         }
     }
     if rows.is_empty() {

@@ -6,6 +6,7 @@ use std::io;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::chat::{self, ChatLoad};
 use crate::child::ServerProcess;
 use crate::load::{self, Exchange, Mark, Timing, Window};
 use crate::procfs;
@@ -51,6 +52,25 @@ pub const FD_BLOCK_IDLE: FdOptions = FdOptions {
     idle_timeout_ms: Some(100),
 };
 
+/// frontdesk's turn mode: 8 workers (the issue's `--workers 8`), at most
+/// `TURN_MAX_CONNECTIONS` connections, then the busy reply. Only
+/// `workers` is read.
+pub const FD_TURNS: FdOptions = FdOptions {
+    workers: 8,
+    queue: 0,
+    reject: true,
+    idle_timeout_ms: None,
+};
+
+/// The chat relay's shape: 10 senders among `n` clients, 10 lines/s each.
+pub const CHAT_SENDERS: usize = 10;
+pub const CHAT_RATE: u32 = 10;
+
+/// Trickling clients send one byte every this long.
+pub const TRICKLE_EVERY: Duration = Duration::from_millis(300);
+/// Fresh clients timed with and without the tricklers, per run.
+const TRICKLE_PROBES: usize = 100;
+
 /// One server as a scenario runs it.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSpec {
@@ -66,6 +86,7 @@ impl ServerSpec {
     pub fn label(&self) -> String {
         match self.kind {
             Kind::Frontdesk if self.fd != FD_MAIN => format!("frontdesk ({})", self.fd),
+            Kind::FrontdeskTurns => format!("frontdesk-turns (workers={})", self.fd.workers),
             kind => kind.name().to_string(),
         }
     }
@@ -83,6 +104,11 @@ pub enum Scenario {
     Idle { n: usize },
     /// Every worker held by an idle client, then one fresh client.
     PoolFull,
+    /// A chat relay with `n` clients, `CHAT_SENDERS` of them sending.
+    Chat { n: usize },
+    /// Fresh clients timed without, then with, `n` clients trickling a
+    /// byte of an unfinished line every `TRICKLE_EVERY`.
+    Trickle { n: usize },
 }
 
 impl Scenario {
@@ -99,7 +125,19 @@ impl Scenario {
                 ServerSpec::new(Kind::Frontdesk, FD_REJECT),
             ],
             Scenario::PoolFull => vec![ServerSpec::new(Kind::Frontdesk, FD_BLOCK_IDLE)],
+            Scenario::Chat { .. } | Scenario::Trickle { .. } => vec![
+                ServerSpec::new(Kind::Std, FD_TURNS),
+                ServerSpec::new(Kind::Tokio, FD_TURNS),
+                ServerSpec::new(Kind::Epoll, FD_TURNS),
+                ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS),
+            ],
         };
+        // The turn mode and the single-threaded baseline beside the
+        // others wherever the line protocol is served by every server.
+        if let Scenario::Lines { .. } | Scenario::Idle { .. } = self {
+            servers.push(ServerSpec::new(Kind::Epoll, FD_TURNS));
+            servers.push(ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS));
+        }
         match self {
             // More clients than the default pool has workers.
             Scenario::PingPong { c: 64, size: 64 } => {
@@ -123,6 +161,7 @@ impl Scenario {
     fn protocol(self) -> Protocol {
         match self {
             Scenario::PingPong { .. } => Protocol::Echo,
+            Scenario::Chat { .. } => Protocol::Chat,
             _ => Protocol::Lines,
         }
     }
@@ -151,6 +190,8 @@ impl fmt::Display for Scenario {
             Scenario::Churn { c } => write!(f, "churn C={c}"),
             Scenario::Idle { n } => write!(f, "idle N={n}"),
             Scenario::PoolFull => write!(f, "pool full"),
+            Scenario::Chat { n } => write!(f, "chat N={n}"),
+            Scenario::Trickle { n } => write!(f, "trickle N={n}"),
         }
     }
 }
@@ -216,17 +257,59 @@ impl IdleSample {
     }
 }
 
+/// The figures of one chat run.
+#[derive(Debug, Clone, Default)]
+pub struct ChatSample {
+    pub sent: u64,
+    pub received: u64,
+    pub expected: u64,
+    /// Fan-out latency (a sender's write to a receiver's read), in µs.
+    pub p50_us: f64,
+    pub p99_us: f64,
+    /// Server CPU time per delivery actually made, in µs.
+    pub cpu_per_delivery_us: f64,
+    /// Server and load-generator CPU use over the sending and the drain,
+    /// in % of one core.
+    pub server_cpu_pct: f64,
+    pub client_cpu_pct: f64,
+    /// The server's peak RSS (VmHWM) at the end, and just after it started.
+    pub hwm: u64,
+    pub hwm_start: u64,
+    pub join: Duration,
+    pub elapsed: Duration,
+}
+
+impl ChatSample {
+    pub fn delivery(&self) -> f64 {
+        self.received as f64 / self.expected.max(1) as f64
+    }
+}
+
+/// The figures of one trickle run.
+#[derive(Debug, Clone, Default)]
+pub struct TrickleSample {
+    /// Fresh clients' time to `pong`, in ms: with no tricklers, then with.
+    pub quiet: Vec<f64>,
+    pub trickling: Vec<f64>,
+    /// Tricklers still connected at the end (of `n`).
+    pub held: usize,
+    /// Bytes trickled in all.
+    pub bytes: u64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Sample {
     Load(LoadSample),
     Idle(IdleSample),
+    Chat(ChatSample),
+    Trickle(TrickleSample),
     /// Not run, and why.
     Skipped(String),
 }
 
 /// Why `spec` cannot run `scenario` on this machine, if it cannot.
 pub fn skip_reason(spec: ServerSpec, scenario: Scenario, fd_limit: u64) -> Option<String> {
-    let Scenario::Idle { n } = scenario else {
+    let (Scenario::Idle { n } | Scenario::Chat { n } | Scenario::Trickle { n }) = scenario else {
         return None;
     };
     // `try_clone` gives the std server two descriptors per connection.
@@ -254,7 +337,91 @@ pub fn run_once(spec: ServerSpec, scenario: Scenario, timing: Timing) -> BoxResu
         }),
         Scenario::Idle { n } => idle_run(&server, n, 10),
         Scenario::PoolFull => idle_run(&server, spec.fd.workers, 1),
+        Scenario::Chat { n } => chat_run(&server, n, timing.chat),
+        Scenario::Trickle { n } => trickle_run(&server, n, timing.chat),
     }
+}
+
+fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<Sample> {
+    let pid = server.pid();
+    thread::sleep(Duration::from_millis(100));
+    let hwm_start = procfs::status_bytes(pid, "VmHWM")?;
+    let mut start = None;
+    let mut end = None;
+    let load = ChatLoad {
+        clients: n,
+        senders: CHAT_SENDERS,
+        rate: CHAT_RATE,
+        duration,
+    };
+    let window = chat::chat(server.addr(), load, &mut |mark| {
+        let snap = snapshot(pid);
+        match mark {
+            Mark::Start => start = Some(snap),
+            Mark::End => end = Some(snap),
+        }
+    })?;
+    let start = start.ok_or("window never started")??;
+    let end = end.ok_or("window never ended")??;
+    let secs = window.elapsed.as_secs_f64();
+    let server_cpu = (end.server_cpu - start.server_cpu).as_secs_f64();
+    let client_cpu = (end.client_cpu - start.client_cpu).as_secs_f64();
+    let mut latencies = window.latencies;
+    latencies.sort_unstable();
+    let percentile = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+        f64::from(latencies[i]) / 1000.0
+    };
+    Ok(Sample::Chat(ChatSample {
+        sent: window.sent,
+        received: window.received,
+        expected: window.expected,
+        p50_us: percentile(0.50),
+        p99_us: percentile(0.99),
+        cpu_per_delivery_us: server_cpu * 1e6 / window.received.max(1) as f64,
+        server_cpu_pct: server_cpu * 100.0 / secs,
+        client_cpu_pct: client_cpu * 100.0 / secs,
+        hwm: procfs::status_bytes(pid, "VmHWM")?,
+        hwm_start,
+        join: window.join,
+        elapsed: window.elapsed,
+    }))
+}
+
+fn trickle_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<Sample> {
+    thread::sleep(Duration::from_millis(100));
+    load::probe(server.addr())?;
+    let pong = |(took, pong): (Duration, bool)| -> BoxResult<f64> {
+        if !pong {
+            return Err("trickle: a fresh client got the busy reply".into());
+        }
+        Ok(took.as_secs_f64() * 1000.0)
+    };
+    let mut sample = TrickleSample::default();
+    let spacing = duration / (TRICKLE_PROBES as u32 + 4);
+    for _ in 0..TRICKLE_PROBES {
+        sample.quiet.push(pong(load::probe(server.addr())?)?);
+        thread::sleep(spacing);
+    }
+    let trickle = load::Trickle::start(server.addr(), n, TRICKLE_EVERY, duration)?;
+    // Every trickler has sent its first byte or two.
+    thread::sleep(TRICKLE_EVERY * 2);
+    let probes_until = Instant::now() + duration.saturating_sub(TRICKLE_EVERY * 3);
+    let spacing = duration / (TRICKLE_PROBES as u32 + 4);
+    for _ in 0..TRICKLE_PROBES {
+        if Instant::now() > probes_until {
+            break;
+        }
+        sample.trickling.push(pong(load::probe(server.addr())?)?);
+        thread::sleep(spacing);
+    }
+    let (held, bytes) = trickle.finish()?;
+    sample.held = held;
+    sample.bytes = bytes;
+    Ok(Sample::Trickle(sample))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -396,6 +563,41 @@ impl ScenarioResult {
     /// The index of the server of this kind.
     pub fn index(&self, kind: Kind) -> Option<usize> {
         self.servers.iter().position(|spec| spec.kind == kind)
+    }
+
+    /// The chat samples of server `s`, one per round.
+    pub fn chat(&self, s: usize) -> Vec<ChatSample> {
+        self.rounds
+            .iter()
+            .filter_map(|round| match &round[s] {
+                Sample::Chat(sample) => Some(sample.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The trickle samples of server `s`, one per round.
+    pub fn trickle(&self, s: usize) -> Vec<TrickleSample> {
+        self.rounds
+            .iter()
+            .filter_map(|round| match &round[s] {
+                Sample::Trickle(sample) => Some(sample.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// `figure(a) / figure(b)` in each round where both ran, for any
+    /// kind of sample.
+    pub fn ratios_of(&self, a: Kind, b: Kind, figure: impl Fn(&Sample) -> f64) -> Vec<f64> {
+        let (Some(a), Some(b)) = (self.index(a), self.index(b)) else {
+            return Vec::new();
+        };
+        self.rounds
+            .iter()
+            .map(|round| figure(&round[a]) / figure(&round[b]))
+            .filter(|r| !r.is_nan())
+            .collect()
     }
 
     /// `figure(frontdesk) / figure(peer)` in each round.

@@ -1,4 +1,4 @@
-//! The three servers under test, each run in its own child process
+//! The servers under test, each run in its own child process
 //! (`bench serve KIND PROTOCOL [options]`), and the protocol code they share.
 //!
 //! Every server binds `127.0.0.1:0`, prints `listening on ADDR` on stdout and
@@ -13,14 +13,28 @@ use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
 
-use frontdesk::{Connection, LineError, LineReader, Overload, Rejected, Server};
+use frontdesk::{
+    Connection, LineError, LineReader, Lines, Next, Overload, Rejected, Server, Turn, TurnHandler,
+};
 
 /// Size of the echo servers' read buffer, the same in all three (and in
 /// frontdesk's `echo` example).
 const ECHO_BUF: usize = 16 * 1024;
 
 /// Longest line the frontdesk `commands` handler accepts, as in the example.
-const MAX_LINE: usize = 8192;
+pub const MAX_LINE: usize = 8192;
+
+/// How long a line may take to arrive in the turn-mode `commands` handler
+/// (its `--request-timeout-ms` default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections the turn-mode server may hold: above the largest idle
+/// scenario (10,000) plus its fresh clients, below the open-file limit.
+pub const TURN_MAX_CONNECTIONS: usize = 16_000;
+
+/// What every chat server sends a client once it is in the room, so the
+/// load generator knows when everyone is in.
+pub const CHAT_GREETING: &[u8] = b"hi\n";
 
 /// Which implementation serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +43,15 @@ pub enum Kind {
     Std,
     /// tokio multi-thread runtime, one task per connection.
     Tokio,
-    /// frontdesk's fixed worker pool.
+    /// frontdesk's fixed worker pool, the `Handler` mode (a worker per
+    /// connection).
     Frontdesk,
+    /// frontdesk's turn mode: a `TurnHandler`, idle connections parked in
+    /// the readiness set, `workers` threads running turns.
+    FrontdeskTurns,
+    /// A single-threaded level-triggered epoll loop (`polling`): the
+    /// baseline for memory and CPU.
+    Epoll,
 }
 
 impl Kind {
@@ -39,6 +60,8 @@ impl Kind {
             Kind::Std => "std",
             Kind::Tokio => "tokio",
             Kind::Frontdesk => "frontdesk",
+            Kind::FrontdeskTurns => "frontdesk-turns",
+            Kind::Epoll => "epoll",
         }
     }
 }
@@ -50,6 +73,8 @@ impl FromStr for Kind {
             "std" => Ok(Kind::Std),
             "tokio" => Ok(Kind::Tokio),
             "frontdesk" => Ok(Kind::Frontdesk),
+            "frontdesk-turns" => Ok(Kind::FrontdeskTurns),
+            "epoll" => Ok(Kind::Epoll),
             _ => Err(format!("unknown server kind `{s}`")),
         }
     }
@@ -63,6 +88,9 @@ pub enum Protocol {
     /// The `commands` line protocol: `ping` → `pong`, `quit` → `bye` and
     /// close, anything else → `unknown: <line>`.
     Lines,
+    /// A chat relay: `hi` once the client is in the room, then every line
+    /// a client sends goes, verbatim, to every other client.
+    Chat,
 }
 
 impl Protocol {
@@ -70,6 +98,7 @@ impl Protocol {
         match self {
             Protocol::Echo => "echo",
             Protocol::Lines => "lines",
+            Protocol::Chat => "chat",
         }
     }
 }
@@ -80,6 +109,7 @@ impl FromStr for Protocol {
         match s {
             "echo" => Ok(Protocol::Echo),
             "lines" => Ok(Protocol::Lines),
+            "chat" => Ok(Protocol::Chat),
             _ => Err(format!("unknown protocol `{s}`")),
         }
     }
@@ -159,10 +189,25 @@ pub fn serve_main(args: &[String]) -> Result<(), Box<dyn Error>> {
             _ => return Err(format!("unknown option `{flag}`").into()),
         }
     }
-    match kind {
-        Kind::Std => run_std(protocol)?,
-        Kind::Tokio => run_tokio(protocol)?,
-        Kind::Frontdesk => run_frontdesk(protocol, options)?,
+    match (kind, protocol) {
+        (Kind::Std, Protocol::Chat) => crate::chat::run_std()?,
+        (Kind::Tokio, Protocol::Chat) => crate::chat::run_tokio()?,
+        (Kind::FrontdeskTurns, Protocol::Chat) => crate::chat::run_turns(options)?,
+        (Kind::Std, _) => run_std(protocol)?,
+        (Kind::Tokio, _) => run_tokio(protocol)?,
+        (Kind::Frontdesk, Protocol::Chat) => {
+            return Err("the chat relay is not written for the Handler mode".into())
+        }
+        (Kind::Frontdesk, _) => run_frontdesk(protocol, options)?,
+        (Kind::FrontdeskTurns, _) => run_turns(protocol, options)?,
+        (Kind::Epoll, _) => {
+            let listener = TcpListener::bind("127.0.0.1:0")?;
+            announce(listener.local_addr()?)?;
+            if protocol == Protocol::Echo {
+                return Err("the epoll server speaks lines and chat only".into());
+            }
+            crate::epoll::run(protocol, listener)?
+        }
     }
     Ok(())
 }
@@ -186,7 +231,7 @@ fn die_with_parent() {
     }
 }
 
-fn announce(addr: SocketAddr) -> io::Result<()> {
+pub fn announce(addr: SocketAddr) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {addr}")?;
     out.flush()
@@ -227,7 +272,7 @@ fn run_std(protocol: Protocol) -> io::Result<()> {
         thread::spawn(move || {
             let _ = match protocol {
                 Protocol::Echo => std_echo(stream),
-                Protocol::Lines => std_lines(stream),
+                _ => std_lines(stream),
             };
         });
     }
@@ -279,7 +324,7 @@ fn run_tokio(protocol: Protocol) -> io::Result<()> {
             tokio::spawn(async move {
                 let _ = match protocol {
                     Protocol::Echo => tokio_echo(stream).await,
-                    Protocol::Lines => tokio_lines(stream).await,
+                    _ => tokio_lines(stream).await,
                 };
             });
         }
@@ -336,9 +381,70 @@ fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn E
     announce(server.local_addr())?;
     match protocol {
         Protocol::Echo => server.run(fd_echo)?,
-        Protocol::Lines => server.run(fd_commands)?,
+        _ => server.run(fd_commands)?,
     };
     Ok(())
+}
+
+/// The turn-mode server's builder, shared by the `commands` and the chat
+/// handlers: `workers` threads, every connection parked between turns,
+/// `TURN_MAX_CONNECTIONS` at most (then the busy reply), every other
+/// option at its default (idle timeout 5 min, outbox 256 KiB).
+pub fn turns_builder(options: FdOptions) -> frontdesk::ServerBuilder {
+    Server::builder()
+        .workers(options.workers)
+        .nodelay(true)
+        .max_connections(TURN_MAX_CONNECTIONS)
+        .overload(Overload::Reject)
+        .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"))
+}
+
+fn run_turns(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn Error>> {
+    if protocol != Protocol::Lines {
+        return Err("the turn-mode server speaks lines and chat only".into());
+    }
+    let server = turns_builder(options).bind("127.0.0.1:0")?;
+    announce(server.local_addr())?;
+    server.run_turns(TurnCommands)?;
+    Ok(())
+}
+
+/// The `commands` example's turn handler: `Lines` keeps a partial line
+/// across turns; between lines the connection is parked.
+struct TurnCommands;
+
+impl TurnHandler for TurnCommands {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        Ok(Lines::new(turn, MAX_LINE))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        loop {
+            match lines.next_line_str() {
+                Ok(Some(line)) => match line.trim() {
+                    "ping" => turn.send("pong\n")?,
+                    "quit" => {
+                        turn.send("bye\n")?;
+                        return Ok(Next::Close);
+                    }
+                    other => turn.send(format!("unknown: {other}\n"))?,
+                },
+                Ok(None) => {
+                    turn.set_deadline(lines.line_deadline(Some(REQUEST_TIMEOUT)));
+                    return Ok(Next::Park);
+                }
+                Err(LineError::InvalidUtf8 { .. }) => turn.send("error: invalid utf-8\n")?,
+                Err(LineError::TooLong { .. }) => {
+                    turn.send("error: line too long\n")?;
+                    return Ok(Next::Close);
+                }
+                Err(LineError::Closed { .. }) => return Ok(Next::Close),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
 }
 
 fn fd_echo(conn: &mut Connection) -> io::Result<()> {

@@ -1,0 +1,378 @@
+//! The chat relay: the servers (std, tokio, frontdesk's turn mode; the
+//! epoll one is in `epoll.rs`) and the load generator that measures them.
+//!
+//! Protocol: a client is greeted with `hi` once it is in the room; from
+//! then on every line it sends goes, verbatim, to every other client.
+
+use std::collections::HashMap;
+use std::error::Error;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use frontdesk::{LineError, Lines, Message, Next, Peer, Turn, TurnHandler};
+use mio::net::TcpStream as MioStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::load::Mark;
+use crate::servers::{announce, turns_builder, FdOptions, CHAT_GREETING, MAX_LINE};
+
+type BoxResult<T> = Result<T, Box<dyn Error>>;
+
+// ---------------------------------------------------------------------------
+// std: a thread per client; the room holds a clone of every stream, and a
+// sender writes to all of them under the room's lock.
+
+pub fn run_std() -> io::Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    announce(listener.local_addr()?)?;
+    let room: Arc<Mutex<HashMap<u64, TcpStream>>> = Arc::default();
+    for (id, stream) in listener.incoming().enumerate() {
+        let Ok(stream) = stream else { continue };
+        stream.set_nodelay(true)?;
+        let room = Arc::clone(&room);
+        let id = id as u64;
+        thread::spawn(move || {
+            let _ = std_member(id, stream, &room);
+            room.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+        });
+    }
+    Ok(())
+}
+
+fn std_member(id: u64, stream: TcpStream, room: &Mutex<HashMap<u64, TcpStream>>) -> io::Result<()> {
+    {
+        let mut room = room.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writer = stream.try_clone()?;
+        writer.write_all(CHAT_GREETING)?;
+        room.insert(id, writer);
+    }
+    for line in BufReader::new(stream).lines() {
+        let message = format!("{}\n", line?);
+        let room = room.lock().unwrap_or_else(PoisonError::into_inner);
+        for (&other, mut writer) in room.iter() {
+            if other != id {
+                let _ = writer.write_all(message.as_bytes());
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// tokio: a task per client reading lines, and a writer task per client fed
+// by an unbounded mpsc channel (the pattern of tokio's own chat example).
+
+type TokioRoom = Arc<Mutex<HashMap<u64, tokio::sync::mpsc::UnboundedSender<Arc<[u8]>>>>>;
+
+pub fn run_tokio() -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        announce(listener.local_addr()?)?;
+        let room: TokioRoom = Arc::default();
+        let mut next_id = 0u64;
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            stream.set_nodelay(true)?;
+            next_id += 1;
+            let id = next_id;
+            let room = Arc::clone(&room);
+            tokio::spawn(async move {
+                let _ = tokio_member(id, stream, &room).await;
+                room.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&id);
+            });
+        }
+    })
+}
+
+async fn tokio_member(id: u64, stream: tokio::net::TcpStream, room: &TokioRoom) -> io::Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let (reader, mut writer) = stream.into_split();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Arc<[u8]>>();
+    let _ = tx.send(Arc::from(CHAT_GREETING));
+    room.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(id, tx);
+    tokio::spawn(async move {
+        while let Some(message) = rx.recv().await {
+            if writer.write_all(&message).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = tokio::io::BufReader::new(reader).lines();
+    while let Some(line) = lines.next_line().await? {
+        let message: Arc<[u8]> = Arc::from(format!("{line}\n").into_bytes());
+        let room = room.lock().unwrap_or_else(PoisonError::into_inner);
+        for (&other, tx) in room.iter() {
+            if other != id {
+                let _ = tx.send(Arc::clone(&message));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// frontdesk, turn mode: `examples/chat.rs` without the names and the
+// join/leave announcements: a room of `Peer`s, one shared `Message` per
+// line, `Peer::send` into each outbox.
+
+pub fn run_turns(options: FdOptions) -> Result<(), Box<dyn Error>> {
+    let server = turns_builder(options).bind("127.0.0.1:0")?;
+    announce(server.local_addr())?;
+    server.run_turns(TurnChat {
+        room: Mutex::default(),
+    })?;
+    Ok(())
+}
+
+struct TurnChat {
+    room: Mutex<HashMap<u64, Peer>>,
+}
+
+impl TurnHandler for TurnChat {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        self.room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(turn.id(), turn.peer());
+        turn.send(CHAT_GREETING)?;
+        Ok(Lines::new(turn, MAX_LINE))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        loop {
+            match lines.next_line() {
+                Ok(Some(line)) => {
+                    let message = Message::from([line, b"\n"].concat());
+                    let room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
+                    for (&other, peer) in room.iter() {
+                        if other != turn.id() {
+                            let _ = peer.send(&message);
+                        }
+                    }
+                }
+                Ok(None) => return Ok(Next::Park),
+                Err(LineError::TooLong { .. }) => return Ok(Next::Close),
+                Err(LineError::Closed { .. }) => return Ok(Next::Close),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    fn close(&self, _: Lines, turn: &mut Turn<'_>, _: frontdesk::CloseReason) {
+        self.room
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&turn.id());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The load generator.
+
+/// One chat run's shape.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatLoad {
+    pub clients: usize,
+    pub senders: usize,
+    /// Lines per second per sender.
+    pub rate: u32,
+    /// How long the senders send.
+    pub duration: Duration,
+}
+
+/// Bytes per line, `\n` included.
+pub const LINE_LEN: usize = 60;
+/// After the last send, how long the generator waits for the last
+/// deliveries when none arrives.
+const DRAIN_QUIET: Duration = Duration::from_secs(2);
+/// And at most, in all.
+const DRAIN_MAX: Duration = Duration::from_secs(10);
+
+/// What the generator saw.
+#[derive(Debug, Default)]
+pub struct ChatWindow {
+    /// Lines the senders wrote.
+    pub sent: u64,
+    /// Lines the receivers got (each line counts once per receiver).
+    pub received: u64,
+    /// `sent × (clients − 1)`.
+    pub expected: u64,
+    /// From a line's write to its read, per delivery, in ns.
+    pub latencies: Vec<u32>,
+    /// From the first send to the end of the drain.
+    pub elapsed: Duration,
+    /// Time to connect every client and get its greeting.
+    pub join: Duration,
+}
+
+struct Client {
+    stream: MioStream,
+    partial: Vec<u8>,
+}
+
+/// Connects `load.clients` clients, waits until each is in the room, then
+/// has the first `load.senders` of them send `load.rate` lines a second
+/// for `load.duration`, each line stamped with its send time, and reads
+/// every client until every line has arrived everywhere (or nothing
+/// arrives for `DRAIN_QUIET`). `mark` brackets the sending and the drain.
+pub fn chat(addr: SocketAddr, load: ChatLoad, mark: &mut dyn FnMut(Mark)) -> BoxResult<ChatWindow> {
+    let base = Instant::now();
+    let mut poll = Poll::new()?;
+    let mut clients = Vec::with_capacity(load.clients);
+    // In batches no larger than std's listen backlog, each greeted before
+    // the next, so no SYN is dropped.
+    const BATCH: usize = 100;
+    while clients.len() < load.clients {
+        let first = clients.len();
+        let mut batch = Vec::new();
+        for _ in first..(first + BATCH).min(load.clients) {
+            let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            batch.push(stream);
+        }
+        for mut stream in batch {
+            let mut greeting = [0u8; 3];
+            stream.read_exact(&mut greeting)?;
+            if greeting != CHAT_GREETING {
+                return Err(format!("chat: unexpected greeting {greeting:?}").into());
+            }
+            stream.set_nonblocking(true)?;
+            let mut stream = MioStream::from_std(stream);
+            let token = Token(clients.len());
+            poll.registry()
+                .register(&mut stream, token, Interest::READABLE)?;
+            clients.push(Client {
+                stream,
+                partial: Vec::new(),
+            });
+        }
+    }
+    let join = base.elapsed();
+    let per_sender = u64::from(load.rate) * load.duration.as_millis() as u64 / 1000;
+    let interval = Duration::from_secs(1) / load.rate;
+    let stagger = interval / load.senders as u32;
+    let mut window = ChatWindow {
+        join,
+        latencies: Vec::with_capacity(
+            (per_sender as usize * load.senders * (load.clients - 1)).min(1 << 24),
+        ),
+        ..ChatWindow::default()
+    };
+    let mut events = Events::with_capacity(1024);
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut line = [b'x'; LINE_LEN];
+    line[LINE_LEN - 1] = b'\n';
+    mark(Mark::Start);
+    let start = Instant::now();
+    // Sender s sends its k-th line at start + k·interval + s·stagger.
+    let mut next_seq = vec![0u64; load.senders];
+    let due = |s: usize, k: u64| start + interval * k as u32 + stagger * s as u32;
+    let mut last_progress = Instant::now();
+    let sending_ends = start + interval * per_sender as u32;
+    loop {
+        let now = Instant::now();
+        // Every send that is due.
+        for s in 0..load.senders {
+            while next_seq[s] < per_sender && due(s, next_seq[s]) <= now {
+                let stamp = base.elapsed().as_nanos() as u64;
+                let text = format!("{s:04} {:08} {stamp:020} ", next_seq[s]);
+                line[..text.len()].copy_from_slice(text.as_bytes());
+                match clients[s].stream.write(&line) {
+                    Ok(LINE_LEN) => {}
+                    Ok(_) => return Err("chat: a sender's line was written in part".into()),
+                    Err(e) => return Err(format!("chat: sender {s}: {e}").into()),
+                }
+                next_seq[s] += 1;
+                window.sent += 1;
+            }
+        }
+        let all_sent = next_seq.iter().all(|&k| k == per_sender);
+        window.expected = window.sent * (load.clients as u64 - 1);
+        if all_sent
+            && (window.received >= window.expected
+                || now.duration_since(last_progress) > DRAIN_QUIET
+                || now > sending_ends + DRAIN_MAX)
+        {
+            break;
+        }
+        let next_due = (0..load.senders)
+            .filter(|&s| next_seq[s] < per_sender)
+            .map(|s| due(s, next_seq[s]))
+            .min();
+        let wait = match next_due {
+            Some(at) => at.saturating_duration_since(now),
+            None => Duration::from_millis(50),
+        };
+        poll.poll(&mut events, Some(wait.min(Duration::from_millis(50))))?;
+        for event in events.iter() {
+            let index = event.token().0;
+            let got = read_lines(&mut clients[index], index, base, &mut scratch, &mut window)?;
+            if got > 0 {
+                last_progress = Instant::now();
+            }
+        }
+    }
+    window.elapsed = start.elapsed();
+    mark(Mark::End);
+    Ok(window)
+}
+
+/// Reads what client `index` has, and records every complete line.
+fn read_lines(
+    client: &mut Client,
+    index: usize,
+    base: Instant,
+    scratch: &mut [u8],
+    window: &mut ChatWindow,
+) -> BoxResult<u64> {
+    let mut got = 0;
+    loop {
+        let n = match client.stream.read(scratch) {
+            Ok(0) => return Err(format!("chat: the server closed client {index}").into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let now = base.elapsed().as_nanos() as u64;
+        client.partial.extend_from_slice(&scratch[..n]);
+        let complete = client.partial.len() / LINE_LEN * LINE_LEN;
+        for line in client.partial[..complete].chunks_exact(LINE_LEN) {
+            let field = |range: std::ops::Range<usize>| -> Option<u64> {
+                std::str::from_utf8(&line[range]).ok()?.parse().ok()
+            };
+            let (Some(sender), Some(stamp), b'\n') = (field(0..4), field(14..34), line[59]) else {
+                return Err(format!(
+                    "chat: client {index} got a garbled line {:?}",
+                    String::from_utf8_lossy(line)
+                )
+                .into());
+            };
+            if sender as usize == index {
+                return Err(format!("chat: client {index} got its own line back").into());
+            }
+            window.received += 1;
+            got += 1;
+            let ns = now.saturating_sub(stamp);
+            window.latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
+        }
+        client.partial.drain(..complete);
+    }
+}
