@@ -150,15 +150,17 @@ impl Hub {
     fn set_phase(&self, inner: &mut Inner, phase: Phase) {
         let with_worker = |phase| matches!(phase, Phase::Opening | Phase::InTurn);
         let counters = self.counters();
-        match (inner.phase, phase) {
-            (Phase::Parked, Phase::Parked) => {}
-            (Phase::Parked, _) => {
-                counters.parked.fetch_sub(1, Ordering::Relaxed);
+        // Parked and flushing connections are open but neither active nor
+        // queued: `Stats` counts them apart.
+        for (gauge, counted) in [
+            (&counters.parked, Phase::Parked),
+            (&counters.flushing, Phase::Flushing),
+        ] {
+            if inner.phase == counted && phase != counted {
+                gauge.fetch_sub(1, Ordering::Relaxed);
+            } else if inner.phase != counted && phase == counted {
+                gauge.fetch_add(1, Ordering::Relaxed);
             }
-            (_, Phase::Parked) => {
-                counters.parked.fetch_add(1, Ordering::Relaxed);
-            }
-            _ => {}
         }
         if with_worker(inner.phase) && !with_worker(phase) {
             if self.in_turn.fetch_sub(1, Ordering::SeqCst) == 1 && self.shared.is_stopping() {
@@ -637,7 +639,17 @@ impl Entry {
         debug_assert_eq!(inner.phase, Phase::Parked);
         let quiet = self.hub.shared.drain_quiet;
         let quiet_from = inner.last_input.map_or(now, |at| at + quiet);
-        if inner.outbox.is_empty() && quiet_from <= now {
+        let pending = wait::wait(
+            &*self.stream,
+            wait::Interest::Read,
+            None,
+            Some(Duration::ZERO),
+        );
+        if matches!(pending, Ok(wait::Woken::Ready)) {
+            // Input the client sent has not had its turn yet (a connection
+            // opened late, or its readiness event is still on its way).
+            self.take_turn(inner, Why::Ready);
+        } else if inner.outbox.is_empty() && quiet_from <= now {
             let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
             self.take_turn(inner, Why::Close(reason));
         } else {

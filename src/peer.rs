@@ -21,8 +21,11 @@ use crate::turn::CloseReason;
 /// the others), or only report it. Either way it is counted in
 /// [`Stats::outbox_full`](crate::Stats::outbox_full).
 ///
-/// A `Peer` kept after its connection ended is harmless: sending to it
-/// fails with [`SendError::Closed`].
+/// A `Peer` kept after its connection ended fails every send with
+/// [`SendError::Closed`], but it still holds the connection's socket (a
+/// file descriptor) until it is dropped: remove a connection's `Peer` from
+/// wherever it is kept in [`TurnHandler::close`](crate::TurnHandler::close),
+/// as the chat example does.
 #[derive(Clone)]
 pub struct Peer {
     entry: Arc<Entry>,

@@ -134,6 +134,8 @@ pub(crate) struct Counters {
     pub(crate) lingering: AtomicUsize,
     pub(crate) linger_cut: AtomicU64,
     pub(crate) parked: AtomicUsize,
+    /// Turn-mode connections ending, whose outbox is being flushed.
+    pub(crate) flushing: AtomicUsize,
     pub(crate) outbox_full: AtomicU64,
 }
 
@@ -155,10 +157,11 @@ impl Counters {
         let open = self.open.load(Ordering::Relaxed);
         let busy = self.busy.load(Ordering::Relaxed);
         let parked = self.parked.load(Ordering::Relaxed);
+        let flushing = self.flushing.load(Ordering::Relaxed);
         Stats {
             accepted: get(&self.accepted),
             active: busy,
-            queued: open.saturating_sub(busy + parked),
+            queued: open.saturating_sub(busy + parked + flushing),
             busy_workers: busy,
             parked,
             workers,
