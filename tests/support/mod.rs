@@ -312,13 +312,18 @@ pub(crate) struct Client {
 impl Client {
     pub(crate) fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::new(stream)
+    }
+
+    /// A client on a connected `stream`: timeouts of [`PATIENCE`], and
+    /// each `send` out at once, as its own segment.
+    fn new(stream: TcpStream) -> Client {
         stream
             .set_read_timeout(Some(PATIENCE))
             .expect("read timeout");
         stream
             .set_write_timeout(Some(PATIENCE))
             .expect("write timeout");
-        // Each `send` goes out at once, as its own segment.
         stream.set_nodelay(true).expect("nodelay");
         Client {
             reader: BufReader::new(stream),
@@ -467,17 +472,7 @@ impl Client {
         socket
             .connect(&addr.into())
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        let stream = TcpStream::from(socket);
-        stream
-            .set_read_timeout(Some(PATIENCE))
-            .expect("read timeout");
-        stream
-            .set_write_timeout(Some(PATIENCE))
-            .expect("write timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Client {
-            reader: BufReader::new(stream),
-        }
+        Client::new(TcpStream::from(socket))
     }
 
     /// Reads until the stream ends, handing each chunk read to `chunk`, and
