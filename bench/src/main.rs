@@ -1,9 +1,10 @@
-//! Compares frontdesk with the servers its users would otherwise write: a
-//! thread-per-connection std server and a tokio server. See
+//! Compares frontdesk (both modes) with the servers its users would
+//! otherwise write: a thread-per-connection std server, a tokio server and
+//! a single-threaded epoll loop. See
 //! docs/performance.md for the method and the results.
 //!
 //! ```text
-//! cargo run --release -p bench              # full run, under 6 minutes
+//! cargo run --release -p bench              # full run, about 8 minutes
 //! cargo run --release -p bench -- --quick   # under 90 seconds
 //! ```
 //!
