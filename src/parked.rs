@@ -220,6 +220,8 @@ pub(crate) struct Entry {
     pub(crate) id: u64,
     pub(crate) peer_addr: SocketAddr,
     stream: Arc<TcpStream>,
+    /// Set by a short read: nothing more to read in this turn.
+    drained: AtomicBool,
     /// The handler's state, taken by the worker of a turn.
     pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
     inner: Mutex<Inner>,
@@ -258,6 +260,7 @@ impl Entry {
             id: accepted.id,
             peer_addr: accepted.peer,
             stream: Arc::new(accepted.stream),
+            drained: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
                 phase: Phase::Opening,
@@ -275,18 +278,40 @@ impl Entry {
         })
     }
 
+    /// Reads what has arrived, without waiting. After a short read (fewer
+    /// bytes than asked for) the socket's buffer is known to be empty, so
+    /// the rest of the turn reads nothing more without asking the kernel:
+    /// the read that would find nothing is saved, and input arriving
+    /// meanwhile wakes the connection again as soon as it parks (the
+    /// readiness set is level-triggered).
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        wait::recv_now(&self.stream, buf)
+        if self.drained.load(Ordering::Relaxed) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = wait::recv_now(&self.stream, buf)?;
+        if n > 0 && n < buf.len() {
+            self.drained.store(true, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    /// A turn begins: the socket may hold input again.
+    pub(crate) fn begin_turn(&self) {
+        self.drained.store(false, Ordering::Relaxed);
     }
 
     /// Waits up to `time` for input, for a connection that keeps its
     /// worker (`Next::Stay`). False when none came or the server stops.
     pub(crate) fn wait_readable(&self, time: Duration) -> bool {
         let stop = self.hub.shared.stop_signal();
-        matches!(
+        let ready = matches!(
             wait::wait(&*self.stream, wait::Interest::Read, Some(stop), Some(time)),
             Ok(wait::Woken::Ready)
-        )
+        );
+        if ready {
+            self.begin_turn();
+        }
+        ready
     }
 
     pub(crate) fn outbox_len(&self) -> usize {

@@ -22,13 +22,16 @@ pub(crate) struct Turns<H> {
 }
 
 impl<H: TurnHandler> Service for Turns<H> {
-    fn accepted(&self, job: Accepted, _: &Worker) {
+    fn accepted(&self, job: Accepted, worker: &Worker) {
         let entry = Entry::new(job, Arc::clone(&self.hub));
         let state = self.call(&entry, "open", |handler, turn| handler.open(turn));
         match state {
             Some(state) => {
                 *lock(&entry.state) = Some(Box::new(state));
-                self.after_turn(&entry, false);
+                // A client usually sends its first request right after
+                // connecting: when it is already there, it is answered now,
+                // without a trip through the readiness set.
+                self.ready(&entry, worker);
             }
             // Nothing to close: the handler never had a state.
             None => entry.finish(),
@@ -36,6 +39,7 @@ impl<H: TurnHandler> Service for Turns<H> {
     }
 
     fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker) {
+        entry.begin_turn();
         match why {
             Why::Ready => self.ready(&entry, worker),
             Why::Shutdown => {
