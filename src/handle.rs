@@ -59,8 +59,15 @@ pub struct ShutdownReport {
 ///    [`drain_quiet_time`](crate::ServerBuilder::drain_quiet_time).
 ///    Handlers can also see the drain through
 ///    [`Connection::is_shutting_down`](crate::Connection::is_shutting_down);
+///    In the turn mode ([`Server::spawn_turns`](crate::Server::spawn_turns)),
+///    each parked connection first gets a last
+///    [`ready`](crate::TurnHandler::ready) turn; once none is in a turn,
+///    each is closed (its [`close`](crate::TurnHandler::close) runs with
+///    [`CloseReason::Shutdown`](crate::CloseReason::Shutdown)) as soon as
+///    its outbox is flushed and its client has been quiet for the same
+///    quiet time;
 /// 3. at the deadline, reads and writes still waiting fail, and queued
-///    connections are closed unserved;
+///    connections (in the turn mode, every connection left) are closed;
 /// 4. every connection, however it ended, is closed gently (see
 ///    [`linger_time`](crate::ServerBuilder::linger_time)); lingering
 ///    closes get until the drain deadline, or half a second after the

@@ -21,7 +21,7 @@ use crate::reject::RejectReason;
 pub struct Stats {
     /// Connections accepted from the listener, including those then rejected.
     pub accepted: u64,
-    /// Connections a worker is serving now.
+    /// Connections a worker is serving now (in the turn mode: in a turn).
     pub active: usize,
     /// Accepted connections waiting in the queue for a worker (including
     /// one the acceptor is handing over while the queue is full).
