@@ -58,7 +58,7 @@ pub struct ShutdownReport {
 ///    the client has sent nothing for
 ///    [`drain_quiet_time`](crate::ServerBuilder::drain_quiet_time).
 ///    Handlers can also see the drain through
-///    [`Connection::is_shutting_down`](crate::Connection::is_shutting_down);
+///    [`Connection::is_shutting_down`](crate::Connection::is_shutting_down).
 ///    In the turn mode ([`Server::spawn_turns`](crate::Server::spawn_turns)),
 ///    each parked connection first gets a last
 ///    [`ready`](crate::TurnHandler::ready) turn; once none is in a turn,
