@@ -104,6 +104,7 @@ pub struct ServerBuilder {
     linger_bytes: usize,
     outbox_limit: usize,
     outbox_full: OutboxFull,
+    notify_service_manager: bool,
     on_reject: Option<Arc<dyn RejectHandler>>,
 }
 
@@ -136,6 +137,7 @@ impl ServerBuilder {
             linger_bytes: 1 << 20,
             outbox_limit: 256 << 10,
             outbox_full: OutboxFull::Close,
+            notify_service_manager: true,
             on_reject: None,
         }
     }
@@ -461,6 +463,67 @@ impl ServerBuilder {
         Server::new(listener, true, config)
     }
 
+    /// Builds a server on the listening socket a service manager passed to
+    /// this process (systemd socket activation: `LISTEN_FDS`, and
+    /// `LISTEN_PID` naming this process), or returns `None` when the
+    /// process was not started that way.
+    ///
+    /// The socket is adopted as [`from_listener`](ServerBuilder::from_listener)
+    /// adopts one: its options stay as the manager set them, and it keeps
+    /// listening after the server stops, so a restarted service finds the
+    /// clients that connected in between waiting in its backlog. Only the
+    /// first passed socket is used. The variables are removed from the
+    /// environment, so child processes do not take the socket for theirs;
+    /// call this early, before other threads read the environment.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid option, [`Error::Listener`] when
+    /// the passed descriptor is not a listening TCP socket.
+    ///
+    /// # Platform notes
+    ///
+    /// Unix only.
+    ///
+    /// # Examples
+    ///
+    /// Serve the socket systemd passes, or bind one when run by hand:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let builder = frontdesk::Server::builder();
+    /// let server = match builder.clone().from_socket_activation()? {
+    ///     Some(server) => server,
+    ///     None => builder.bind("127.0.0.1:0")?,
+    /// };
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(unix)]
+    pub fn from_socket_activation(self) -> Result<Option<Server>> {
+        let mut passed = listenfd::ListenFd::from_env();
+        let listener = passed
+            .take_tcp_listener(0)
+            .map_err(|source| Error::Listener { source })?;
+        match listener {
+            Some(listener) => self.from_listener(listener).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets whether the server tells a service manager (systemd, through
+    /// `$NOTIFY_SOCKET`) that it is ready (`READY=1`, once it accepts
+    /// connections) and stopping (`STOPPING=1`, when the shutdown begins).
+    ///
+    /// Defaults to on; it does nothing when `NOTIFY_SOCKET` is not set,
+    /// that is, unless the process runs as a `Type=notify` service. Turn
+    /// it off when the application has more to do before it is ready, and
+    /// notifies itself.
+    pub fn notify_service_manager(mut self, yes: bool) -> Self {
+        self.notify_service_manager = yes;
+        self
+    }
+
     fn listen_options(&self) -> Result<ListenOptions> {
         let backlog = i32::try_from(self.backlog)
             .map_err(|_| Error::Config("`backlog` must fit in an i32"))?;
@@ -511,6 +574,7 @@ impl ServerBuilder {
                 limit: self.outbox_limit,
                 full: self.outbox_full,
             },
+            notify_service_manager: self.notify_service_manager,
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -547,6 +611,7 @@ impl fmt::Debug for ServerBuilder {
             linger_bytes,
             outbox_limit,
             outbox_full,
+            notify_service_manager,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -569,6 +634,7 @@ impl fmt::Debug for ServerBuilder {
             .field("linger_bytes", linger_bytes)
             .field("outbox_limit", outbox_limit)
             .field("outbox_full", outbox_full)
+            .field("notify_service_manager", notify_service_manager)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

@@ -86,6 +86,8 @@ pub(crate) struct Config {
     pub(crate) drain_quiet: Duration,
     pub(crate) linger: Linger,
     pub(crate) outbox: Outbox,
+    /// Send `READY=1` and `STOPPING=1` to `$NOTIFY_SOCKET`.
+    pub(crate) notify_service_manager: bool,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
@@ -102,6 +104,7 @@ impl fmt::Debug for Config {
             drain_quiet,
             linger,
             outbox,
+            notify_service_manager,
             limits,
             stream,
             on_reject,
@@ -115,6 +118,7 @@ impl fmt::Debug for Config {
             .field("drain_quiet", drain_quiet)
             .field("linger", linger)
             .field("outbox", outbox)
+            .field("notify_service_manager", notify_service_manager)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))

@@ -136,6 +136,8 @@ mod error;
 mod handle;
 mod handler;
 mod lines;
+#[cfg(unix)]
+mod notify;
 mod parked;
 mod peer;
 mod poller;

@@ -14,6 +14,8 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::Handler;
+#[cfg(unix)]
+use crate::notify::notify;
 use crate::parked::Hub;
 use crate::poller::PollerThread;
 use crate::pool::{Service, WholeConnections, WorkerPool};
@@ -269,6 +271,9 @@ impl Server {
             }
         };
         started();
+        if config.notify_service_manager {
+            notify("READY=1");
+        }
         log::info!(
             "listening on {local_addr} workers={} queue={} overload={:?}",
             config.workers,
@@ -289,6 +294,9 @@ impl Server {
         // mode, once the poller has let go of its sender too).
         let stopped_at = Instant::now();
         shared.stop();
+        if config.notify_service_manager {
+            notify("STOPPING=1");
+        }
         if let Some(poller) = &poller {
             poller.accepting_stopped();
         }
@@ -341,6 +349,10 @@ impl Mode {
         Mode::Turns(Box::new(move |hub| Arc::new(Turns { handler, hub })))
     }
 }
+
+/// Service managers that listen for notifications are a Unix thing.
+#[cfg(not(unix))]
+fn notify(_: &str) {}
 
 fn far_future() -> Instant {
     // About 30 years: "no timeout" without overflowing `Instant`.

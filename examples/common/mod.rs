@@ -209,7 +209,13 @@ fn try_serve(
     builder: ServerBuilder,
     run: impl FnOnce(Server) -> frontdesk::Result<frontdesk::ShutdownReport>,
 ) -> Result<(), Box<dyn Error>> {
-    let server = builder.bind(&options.addr[..])?;
+    // Under socket activation (systemd, or systemd-socket-activate) the
+    // service manager holds the port and passes the socket; ADDR is then
+    // not bound.
+    let server = match activated(&builder)? {
+        Some(server) => server,
+        None => builder.bind(&options.addr[..])?,
+    };
     // Watch for signals before announcing the address: whoever reads the
     // line may send a signal at once, and it must stop us gracefully.
     let signals = signals::watch(server.control())?;
@@ -222,6 +228,16 @@ fn try_serve(
     // The library logs the shutdown report at `info`.
     result?;
     Ok(())
+}
+
+#[cfg(unix)]
+fn activated(builder: &ServerBuilder) -> frontdesk::Result<Option<Server>> {
+    builder.clone().from_socket_activation()
+}
+
+#[cfg(not(unix))]
+fn activated(_: &ServerBuilder) -> frontdesk::Result<Option<Server>> {
+    Ok(None)
 }
 
 /// Parses the arguments after the program name: `Ok(None)` for `--help`.
@@ -332,6 +348,10 @@ usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
                         after its first byte; 0 never does (default {request})
   --max-line BYTES      the longest line accepted, in bytes (default {max_line})
   -h, --help            print this help
+
+Under socket activation (LISTEN_FDS, e.g. systemd or
+systemd-socket-activate) serves the passed socket instead of ADDR, and
+tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
 Prints `listening on IP:PORT` once listening. SIGINT (Ctrl-C) or SIGTERM
 shuts down gracefully: stop accepting, answer what clients already sent,
