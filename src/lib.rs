@@ -159,6 +159,9 @@ mod guide {}
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 mod readme {}
+#[cfg(doctest)]
+#[doc = include_str!("../docs/deploy.md")]
+mod deploy {}
 
 pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
 pub use crate::config::{OutboxFull, Overload};
