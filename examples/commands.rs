@@ -17,6 +17,7 @@
 //! | line | answer |
 //! |---|---|
 //! | `ping` | `pong` |
+//! | `whoami` | `you are IP:PORT`: the client's address as the server sees it (behind a proxy with `--proxy-protocol`, the real client's) |
 //! | `quit` | `bye`, and the server closes the connection |
 //! | anything else | `unknown: <the trimmed line>` (an empty line: `unknown: `) |
 //! | longer than `--max-line` bytes (default 8192) | `error: line too long`, and close |
@@ -60,6 +61,7 @@ impl TurnHandler for Commands {
         common::answer_lines(lines, turn, self.limits, |line, turn| {
             match line.trim() {
                 "ping" => turn.send("pong\n")?,
+                "whoami" => turn.send(format!("you are {}\n", turn.peer_addr()))?,
                 "quit" => {
                     turn.send("bye\n")?;
                     return Ok(Some(Next::Close));

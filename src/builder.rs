@@ -2,11 +2,11 @@
 
 use std::fmt;
 use std::io;
-use std::net::{TcpListener, ToSocketAddrs};
+use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload};
+use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, ProxyConfig};
 use crate::error::{Error, Result};
 use crate::reject::RejectHandler;
 use crate::server::Server;
@@ -105,6 +105,8 @@ pub struct ServerBuilder {
     outbox_limit: usize,
     outbox_full: OutboxFull,
     notify_service_manager: bool,
+    proxy_protocol: bool,
+    trusted_proxies: Vec<IpAddr>,
     on_reject: Option<Arc<dyn RejectHandler>>,
 }
 
@@ -138,6 +140,8 @@ impl ServerBuilder {
             outbox_limit: 256 << 10,
             outbox_full: OutboxFull::Close,
             notify_service_manager: true,
+            proxy_protocol: false,
+            trusted_proxies: Vec::new(),
             on_reject: None,
         }
     }
@@ -511,6 +515,38 @@ impl ServerBuilder {
         }
     }
 
+    /// Requires a PROXY protocol header (v1 or v2, as HAProxy's
+    /// `send-proxy` and `send-proxy-v2` send it) at the start of every
+    /// connection.
+    ///
+    /// Defaults to off, and is never guessed: behind a proxy that sends
+    /// it, turn it on; anywhere else, leave it off, or any client could
+    /// claim any address. The header is read on a worker before the
+    /// handler runs, across however many TCP segments it arrives in, for
+    /// at most [`PROXY_HEADER_TIME`](crate::PROXY_HEADER_TIME); then
+    /// [`Connection::peer_addr`](crate::Connection::peer_addr) (and
+    /// [`Turn::peer_addr`](crate::Turn::peer_addr)) is the client's
+    /// address from the header, and
+    /// [`Connection::proxy`](crate::Connection::proxy) tells the proxy's
+    /// address and the v2 TLVs. A connection without a valid header is
+    /// closed and counted in
+    /// [`RejectedStats::proxy`](crate::RejectedStats::proxy).
+    pub fn proxy_protocol(mut self, yes: bool) -> Self {
+        self.proxy_protocol = yes;
+        self
+    }
+
+    /// Accepts a PROXY header only from these addresses (the proxies'):
+    /// a connection from any other is closed at once and counted in
+    /// [`RejectedStats::proxy`](crate::RejectedStats::proxy).
+    ///
+    /// Defaults to empty: any address (for a server only the proxies can
+    /// reach). Only used with [`proxy_protocol`](ServerBuilder::proxy_protocol).
+    pub fn trusted_proxies(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.trusted_proxies = addresses.into_iter().collect();
+        self
+    }
+
     /// Sets whether the server tells a service manager (systemd, through
     /// `$NOTIFY_SOCKET`) that it is ready (`READY=1`, once it accepts
     /// connections) and stopping (`STOPPING=1`, when the shutdown begins).
@@ -575,6 +611,9 @@ impl ServerBuilder {
                 full: self.outbox_full,
             },
             notify_service_manager: self.notify_service_manager,
+            proxy: self.proxy_protocol.then(|| ProxyConfig {
+                trusted: self.trusted_proxies.clone(),
+            }),
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -612,6 +651,8 @@ impl fmt::Debug for ServerBuilder {
             outbox_limit,
             outbox_full,
             notify_service_manager,
+            proxy_protocol,
+            trusted_proxies,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -635,6 +676,8 @@ impl fmt::Debug for ServerBuilder {
             .field("outbox_limit", outbox_limit)
             .field("outbox_full", outbox_full)
             .field("notify_service_manager", notify_service_manager)
+            .field("proxy_protocol", proxy_protocol)
+            .field("trusted_proxies", trusted_proxies)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

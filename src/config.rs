@@ -3,6 +3,7 @@
 //! the other leaves (`socket` for stream options, `reject` for the hook).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,13 @@ pub(crate) struct Outbox {
     pub(crate) full: OutboxFull,
 }
 
+/// The PROXY protocol, when required.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyConfig {
+    /// Addresses a header is accepted from; empty for any.
+    pub(crate) trusted: Vec<IpAddr>,
+}
+
 /// The per-connection limits configured on the builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -88,6 +96,8 @@ pub(crate) struct Config {
     pub(crate) outbox: Outbox,
     /// Send `READY=1` and `STOPPING=1` to `$NOTIFY_SOCKET`.
     pub(crate) notify_service_manager: bool,
+    /// Require a PROXY protocol header on every connection.
+    pub(crate) proxy: Option<ProxyConfig>,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
@@ -105,6 +115,7 @@ impl fmt::Debug for Config {
             linger,
             outbox,
             notify_service_manager,
+            proxy,
             limits,
             stream,
             on_reject,
@@ -119,6 +130,7 @@ impl fmt::Debug for Config {
             .field("linger", linger)
             .field("outbox", outbox)
             .field("notify_service_manager", notify_service_manager)
+            .field("proxy", proxy)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
+use crate::proxy::ProxyHeader;
 use crate::shutdown::Shared;
 use crate::stats::Counters;
 use crate::wait::{self, Interest, Signal, Woken};
@@ -141,6 +142,8 @@ impl From<Timeout> for io::Error {
 pub struct Connection {
     stream: Arc<TcpStream>,
     peer_addr: SocketAddr,
+    /// The PROXY protocol header, when the server requires one.
+    proxy: Option<Box<ProxyHeader>>,
     id: u64,
     shared: Arc<Shared>,
     limits: Cell<Limits>,
@@ -155,16 +158,23 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// `peer_addr` is the TCP peer's; with a PROXY header, the client's
+    /// address from it takes its place.
     pub(crate) fn new(
         stream: Arc<TcpStream>,
         peer_addr: SocketAddr,
+        proxy: Option<ProxyHeader>,
         id: u64,
         shared: Arc<Shared>,
         limits: Limits,
     ) -> Connection {
         Connection {
             stream,
-            peer_addr,
+            peer_addr: proxy
+                .as_ref()
+                .and_then(ProxyHeader::client)
+                .unwrap_or(peer_addr),
+            proxy: proxy.map(Box::new),
             id,
             shared,
             limits: Cell::new(limits),
@@ -175,9 +185,19 @@ impl Connection {
         }
     }
 
-    /// The client's address.
+    /// The client's address: the TCP peer's or, behind a proxy that
+    /// sends the PROXY protocol (see
+    /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol)), the one
+    /// its header names.
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer_addr
+    }
+
+    /// The PROXY protocol header the connection began with: the proxy's
+    /// own address and the v2 TLVs. `None` unless the server requires the
+    /// protocol.
+    pub fn proxy(&self) -> Option<&ProxyHeader> {
+        self.proxy.as_deref()
     }
 
     /// The server's address for this connection (useful when the server
@@ -549,6 +569,7 @@ impl fmt::Debug for Connection {
         let Connection {
             stream: _,
             peer_addr,
+            proxy: _,
             id,
             shared: _,
             limits,

@@ -37,6 +37,7 @@ use crate::config::{Config, OutboxFull};
 use crate::connection::Timeout;
 use crate::peer::SendError;
 use crate::pool::{Accepted, Job};
+use crate::proxy::ProxyHeader;
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
 use crate::turn::CloseReason;
@@ -219,6 +220,8 @@ impl Hub {
 pub(crate) struct Entry {
     pub(crate) id: u64,
     pub(crate) peer_addr: SocketAddr,
+    /// The PROXY protocol header, when the server requires one.
+    pub(crate) proxy: Option<Box<ProxyHeader>>,
     stream: Arc<TcpStream>,
     /// Set by a short read: nothing more to read in this turn.
     drained: AtomicBool,
@@ -253,12 +256,16 @@ struct Inner {
 }
 
 impl Entry {
-    pub(crate) fn new(accepted: Accepted, hub: Arc<Hub>) -> Arc<Entry> {
+    pub(crate) fn new(accepted: Accepted, proxy: Option<ProxyHeader>, hub: Arc<Hub>) -> Arc<Entry> {
         let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: accepted.id,
-            peer_addr: accepted.peer,
+            peer_addr: proxy
+                .as_ref()
+                .and_then(ProxyHeader::client)
+                .unwrap_or(accepted.peer),
+            proxy: proxy.map(Box::new),
             stream: Arc::new(accepted.stream),
             drained: AtomicBool::new(false),
             state: Mutex::new(None),

@@ -16,6 +16,7 @@ use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::handler::{run_guarded, Handler};
 use crate::parked::{Entry, Why};
+use crate::proxy::{self, ProxyHeader};
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
 
@@ -57,7 +58,7 @@ impl Job {
 /// connection per job ([`WholeConnections`]), or a turn per job
 /// (`turns::Turns`).
 pub(crate) trait Service: Send + Sync + 'static {
-    fn accepted(&self, job: Accepted, worker: &Worker);
+    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker);
     fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker);
 }
 
@@ -285,7 +286,11 @@ impl Worker {
             }
             counters.busy.fetch_add(1, Ordering::Relaxed);
             match job {
-                Job::Accepted(job) => self.service.accepted(job, &self),
+                Job::Accepted(job) => {
+                    if let Some((job, proxy)) = self.admit(job) {
+                        self.service.accepted(job, proxy, &self);
+                    }
+                }
                 Job::Turn(entry, why) => self.service.turn(entry, why, &self),
                 Job::Exit => {
                     counters.busy.fetch_sub(1, Ordering::Relaxed);
@@ -296,6 +301,27 @@ impl Worker {
         }
     }
 
+    /// Reads a new connection's PROXY header when the server requires
+    /// one; closes the connection (counted as rejected) when it has no
+    /// valid one.
+    fn admit(&self, job: Accepted) -> Option<(Accepted, Option<ProxyHeader>)> {
+        match proxy::admit(&job, &self.shared) {
+            Ok(header) => Some((job, header)),
+            Err(error) => {
+                let counters = &self.shared.counters;
+                log::debug!(
+                    "closing a connection without a valid PROXY header: peer={} id={} error={error}",
+                    job.peer,
+                    job.id
+                );
+                Counters::bump(&counters.rejected_proxy);
+                counters.open.fetch_sub(1, Ordering::Relaxed);
+                self.closer.close(Arc::new(job.stream));
+                None
+            }
+        }
+    }
+
     /// Whether another job waits for a worker.
     pub(crate) fn others_waiting(&self) -> bool {
         !self.jobs.is_empty()
@@ -303,7 +329,7 @@ impl Worker {
 }
 
 impl Service for WholeConnections {
-    fn accepted(&self, job: Accepted, worker: &Worker) {
+    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker) {
         let Worker {
             index,
             shared,
@@ -326,7 +352,14 @@ impl Service for WholeConnections {
             force_close(&stream, counters);
         }
         log::debug!("serving connection: peer={peer} id={id}");
-        let mut conn = Connection::new(Arc::clone(&stream), peer, id, Arc::clone(shared), *limits);
+        let mut conn = Connection::new(
+            Arc::clone(&stream),
+            peer,
+            proxy,
+            id,
+            Arc::clone(shared),
+            *limits,
+        );
         run_guarded(
             "handler",
             peer,

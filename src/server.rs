@@ -62,7 +62,7 @@ impl Server {
         };
         listener.set_nonblocking(true).map_err(listener_error)?;
         let signal_error = |source| Error::Signal { source };
-        let shared = Shared::new(config.workers, config.drain_quiet).map_err(signal_error)?;
+        let shared = Shared::new(&config).map_err(signal_error)?;
         let closer_poller = Poller::new().map_err(signal_error)?;
         Ok(Server {
             listener,

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::config::{Config, ProxyConfig};
 use crate::stats::Counters;
 use crate::wait::Signal;
 
@@ -33,17 +34,21 @@ pub(crate) struct Shared {
     /// During a shutdown, how long a read waits for more input before it
     /// reports end of stream.
     pub(crate) drain_quiet: Duration,
+    /// The PROXY protocol, when every connection must start with its
+    /// header.
+    pub(crate) proxy: Option<ProxyConfig>,
     stop: StopSignal,
     /// `counters.completed` when the stop signal was raised.
     completed_at_stop: AtomicU64,
 }
 
 impl Shared {
-    pub(crate) fn new(workers: usize, drain_quiet: Duration) -> io::Result<Shared> {
+    pub(crate) fn new(config: &Config) -> io::Result<Shared> {
         Ok(Shared {
             counters: Counters::default(),
-            workers,
-            drain_quiet,
+            workers: config.workers,
+            drain_quiet: config.drain_quiet,
+            proxy: config.proxy.clone(),
             stop: StopSignal::new()?,
             completed_at_stop: AtomicU64::new(0),
         })

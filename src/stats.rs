@@ -81,12 +81,16 @@ pub struct RejectedStats {
     /// The connection was accepted while the server was shutting down and
     /// could not be queued.
     pub shutting_down: u64,
+    /// The connection had no valid PROXY protocol header, or came from an
+    /// address not among the trusted proxies (see
+    /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol)).
+    pub proxy: u64,
 }
 
 impl RejectedStats {
     /// All rejected connections, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.overload + self.max_connections + self.shutting_down
+        self.overload + self.max_connections + self.shutting_down + self.proxy
     }
 }
 
@@ -121,6 +125,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_overload: AtomicU64,
     pub(crate) rejected_max_connections: AtomicU64,
     pub(crate) rejected_shutting_down: AtomicU64,
+    pub(crate) rejected_proxy: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
     pub(crate) panics: AtomicU64,
@@ -169,6 +174,7 @@ impl Counters {
                 overload: get(&self.rejected_overload),
                 max_connections: get(&self.rejected_max_connections),
                 shutting_down: get(&self.rejected_shutting_down),
+                proxy: get(&self.rejected_proxy),
             },
             completed: get(&self.completed),
             handler_errors: get(&self.handler_errors),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::lines::{LineError, LineReader};
 use crate::parked::{Entry, TurnReader};
 use crate::peer::{Message, Peer, SendError};
+use crate::proxy::ProxyHeader;
 use crate::shutdown::Shared;
 
 /// Serves connections a turn at a time; one value is shared by every
@@ -169,9 +170,17 @@ pub struct Turn<'a> {
 }
 
 impl<'a> Turn<'a> {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or behind a proxy that sends
+    /// the PROXY protocol, the one its header names (see
+    /// [`Connection::peer_addr`](crate::Connection::peer_addr)).
     pub fn peer_addr(&self) -> SocketAddr {
         self.entry.peer_addr
+    }
+
+    /// The PROXY protocol header the connection began with, when the
+    /// server requires one.
+    pub fn proxy(&self) -> Option<&ProxyHeader> {
+        self.entry.proxy.as_deref()
     }
 
     /// The connection's id: unique among the server's connections.

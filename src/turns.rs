@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::handler::run_guarded;
 use crate::parked::{Entry, Hub, Why};
 use crate::pool::{Accepted, Service, Worker};
+use crate::proxy::ProxyHeader;
 use crate::shutdown::lock;
 use crate::turn::{CloseReason, Next, Turn, TurnHandler};
 
@@ -22,8 +23,8 @@ pub(crate) struct Turns<H> {
 }
 
 impl<H: TurnHandler> Service for Turns<H> {
-    fn accepted(&self, job: Accepted, worker: &Worker) {
-        let entry = Entry::new(job, Arc::clone(&self.hub));
+    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker) {
+        let entry = Entry::new(job, proxy, Arc::clone(&self.hub));
         let state = self.call(&entry, "open", |handler, turn| handler.open(turn));
         match state {
             Some(state) => {

@@ -52,6 +52,20 @@ pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
     }
 }
 
+/// Looks at what has arrived without taking it, and without waiting:
+/// `WouldBlock` when nothing has.
+#[cfg(unix)]
+pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    use rustix::net::RecvFlags;
+    loop {
+        match rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT | RecvFlags::PEEK) {
+            Ok((n, _)) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
 /// Writes what fits in the send buffer, without waiting: `WouldBlock` when
 /// nothing does.
 #[cfg(unix)]
@@ -89,6 +103,12 @@ fn send_flags() -> rustix::net::SendFlags {
 pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
     (&*stream).read(buf)
+}
+
+/// See `recv_now`.
+#[cfg(windows)]
+pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    stream.peek(buf)
 }
 
 /// See `recv_now`.

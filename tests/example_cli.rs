@@ -46,7 +46,7 @@ fn help_prints_usage_and_exits_0() {
             assert!(status.success(), "{name} {flag}: {status}");
             assert!(
                 stdout.contains(&format!(
-                    "usage: {name} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]\n       [--request-timeout-ms N] [--max-line BYTES]"
+                    "usage: {name} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]\n       [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]"
                 )),
                 "{stdout}"
             );

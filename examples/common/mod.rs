@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
-//!                              [--request-timeout-ms N] [--max-line BYTES]
+//!                              [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
 //! ```
 //!
 //! Copy this file along with an example: together they are a complete
@@ -47,6 +47,9 @@ pub(crate) struct Options {
     /// `--queue N`: connections that may wait for a worker (the
     /// `Handler` mode only).
     pub(crate) queue: usize,
+    /// `--proxy-protocol`: every connection starts with a PROXY protocol
+    /// header (v1 or v2) naming the real client.
+    pub(crate) proxy_protocol: bool,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
 }
@@ -71,6 +74,7 @@ impl Default for Options {
             addr: Vec::new(), // DEFAULT_ADDR, resolved by `parse`
             workers: 16,
             queue: 64,
+            proxy_protocol: false,
             limits: Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
                 request_timeout: Some(Duration::from_secs(10)),
@@ -122,6 +126,7 @@ impl Options {
             .queue(self.queue)
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
+            .proxy_protocol(self.proxy_protocol)
             .shutdown_timeout(SHUTDOWN_TIMEOUT)
     }
 }
@@ -265,6 +270,13 @@ fn parse_args(
             addr = Some(arg);
             continue;
         }
+        if arg == "--proxy-protocol" {
+            if options.proxy_protocol {
+                return Err("--proxy-protocol given twice".to_string());
+            }
+            options.proxy_protocol = true;
+            continue;
+        }
         // `--name value` or `--name=value`.
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
@@ -331,7 +343,7 @@ fn usage(program: &str, about: &str, defaults: &Options) -> String {
         "{about}
 
 usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
-       [--request-timeout-ms N] [--max-line BYTES]
+       [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
 
   ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
                         port 0 lets the system pick a free port
@@ -347,6 +359,9 @@ usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
                         close a connection whose line is not complete N ms
                         after its first byte; 0 never does (default {request})
   --max-line BYTES      the longest line accepted, in bytes (default {max_line})
+  --proxy-protocol      every connection starts with a PROXY protocol header
+                        (v1 or v2, e.g. HAProxy's send-proxy) naming the real
+                        client; a connection without one is closed
   -h, --help            print this help
 
 Under socket activation (LISTEN_FDS, e.g. systemd or

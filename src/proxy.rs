@@ -1,0 +1,259 @@
+//! The PROXY protocol (v1 and v2, as HAProxy and cloud load balancers send
+//! it): the header a proxy puts before the client's bytes to say who the
+//! client is. Read on a worker before the handler runs, under a deadline,
+//! across any number of TCP segments, and never a byte beyond the header.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ppp::{v1, v2, HeaderResult};
+
+use crate::pool::Accepted;
+use crate::shutdown::Shared;
+use crate::wait::{self, Interest, Woken};
+
+/// How long a proxy may take to send the header. A proxy sends it with
+/// the connection; a client that is not a proxy and says nothing is
+/// closed after this.
+pub const PROXY_HEADER_TIME: Duration = Duration::from_secs(5);
+
+/// The longest v1 header (`PROXY TCP6 ` and two full IPv6 addresses and
+/// ports, then `\r\n`), from the protocol's specification.
+const V1_MAX: usize = 107;
+/// A v2 header's fixed part: the signature, version and command, family,
+/// and the length of the rest.
+const V2_FIXED: usize = 16;
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
+
+/// What a PROXY protocol header said about a connection; see
+/// [`Connection::proxy`](crate::Connection::proxy) and
+/// [`Turn::proxy`](crate::Turn::proxy).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProxyHeader {
+    client: Option<SocketAddr>,
+    destination: Option<SocketAddr>,
+    proxy: SocketAddr,
+    tlvs: Vec<(u8, Box<[u8]>)>,
+}
+
+impl ProxyHeader {
+    /// The client's address, as the proxy saw it; `None` for a header
+    /// that names no address (`PROXY UNKNOWN`, a v2 `LOCAL` command such
+    /// as a health check, or a Unix socket).
+    pub fn client(&self) -> Option<SocketAddr> {
+        self.client
+    }
+
+    /// The address the client connected to, on the proxy.
+    pub fn destination(&self) -> Option<SocketAddr> {
+        self.destination
+    }
+
+    /// The proxy's own address: the TCP peer of this connection.
+    pub fn proxy(&self) -> SocketAddr {
+        self.proxy
+    }
+
+    /// The v2 header's type-length-value fields (`PP2_TYPE_ALPN` is 0x01,
+    /// `PP2_TYPE_AUTHORITY` 0x02, `PP2_TYPE_UNIQUE_ID` 0x05, ...), in
+    /// order; empty for v1.
+    pub fn tlvs(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        self.tlvs.iter().map(|(kind, value)| (*kind, &value[..]))
+    }
+}
+
+impl fmt::Debug for ProxyHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxyHeader")
+            .field("client", &self.client)
+            .field("destination", &self.destination)
+            .field("proxy", &self.proxy)
+            .field("tlvs", &self.tlvs.len())
+            .finish()
+    }
+}
+
+/// When the server requires the PROXY protocol: checks that `accepted`
+/// comes from a trusted proxy and reads its header. `Ok(None)` when the
+/// protocol is off.
+pub(crate) fn admit(accepted: &Accepted, shared: &Shared) -> io::Result<Option<ProxyHeader>> {
+    let Some(config) = &shared.proxy else {
+        return Ok(None);
+    };
+    let proxy = accepted.peer;
+    if !config.trusted.is_empty() && !config.trusted.contains(&proxy.ip()) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not one of the trusted proxies",
+        ));
+    }
+    read_header(&accepted.stream, proxy, shared).map(Some)
+}
+
+/// Reads the PROXY header at the start of `stream`, consuming exactly its
+/// bytes; fails on anything that is not one, or when it does not arrive by
+/// the deadline or the server is stopped.
+fn read_header(stream: &TcpStream, proxy: SocketAddr, shared: &Shared) -> io::Result<ProxyHeader> {
+    let deadline = Instant::now() + PROXY_HEADER_TIME;
+    let mut header = Vec::with_capacity(V1_MAX);
+    loop {
+        let want = match still_wanted(&header)? {
+            Some(want) => want,
+            None => return parse(&header, proxy),
+        };
+        let mut peeked = [0u8; 512];
+        let available = match wait::peek_now(stream, &mut peeked[..want.min(512)]) {
+            Ok(0) => return Err(invalid("the connection closed inside the PROXY header")),
+            Ok(n) => n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let woken = wait::wait(
+                    stream,
+                    Interest::Read,
+                    Some(shared.stop_signal()),
+                    Some(left),
+                )?;
+                match woken {
+                    Woken::Ready => continue,
+                    Woken::Signal => return Err(io::ErrorKind::ConnectionAborted.into()),
+                    Woken::TimedOut => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no complete PROXY header in time",
+                        ))
+                    }
+                }
+            }
+            Err(error) => return Err(error),
+        };
+        // Only bytes that are certainly the header's are taken: in v1, up
+        // to its `\r\n`; in v2, up to the length its fixed part gives.
+        let take = if is_v1(&header, &peeked[..available]) {
+            let mut joined = header.clone();
+            joined.extend_from_slice(&peeked[..available]);
+            match find_crlf(&joined) {
+                Some(end) => end + 2 - header.len(),
+                None => available,
+            }
+        } else {
+            available
+        };
+        let mut taken = vec![0u8; take];
+        let n = wait::recv_now(stream, &mut taken)?;
+        header.extend_from_slice(&taken[..n]);
+    }
+}
+
+/// How many more bytes the header needs at most, `None` when it is
+/// complete; an error when the bytes so far cannot start a header.
+fn still_wanted(header: &[u8]) -> io::Result<Option<usize>> {
+    // Nothing yet: the first 16 bytes belong to the header in either
+    // version (a v1 header is taken only up to its `\r\n`, so even the
+    // 15 bytes of `PROXY UNKNOWN\r\n` are safe).
+    let Some(&first) = header.first() else {
+        return Ok(Some(V2_FIXED));
+    };
+    let seen = |signature: &[u8]| {
+        let n = header.len().min(signature.len());
+        header[..n] == signature[..n]
+    };
+    if first == V2_SIGNATURE[0] {
+        if !seen(V2_SIGNATURE) {
+            return Err(invalid("no PROXY header"));
+        }
+        if header.len() < V2_FIXED {
+            return Ok(Some(V2_FIXED - header.len()));
+        }
+        let rest = usize::from(u16::from_be_bytes([header[14], header[15]]));
+        let total = V2_FIXED + rest;
+        return Ok((header.len() < total).then(|| total - header.len()));
+    }
+    if first == V1_PREFIX[0] && seen(V1_PREFIX) {
+        if find_crlf(header).is_some() {
+            return Ok(None);
+        }
+        if header.len() >= V1_MAX {
+            return Err(invalid("a PROXY v1 header longer than 107 bytes"));
+        }
+        return Ok(Some(V1_MAX - header.len()));
+    }
+    Err(invalid("no PROXY header"))
+}
+
+fn is_v1(header: &[u8], peeked: &[u8]) -> bool {
+    let first = header.first().or(peeked.first());
+    first == Some(&b'P')
+}
+
+fn find_crlf(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|pair| pair == b"\r\n")
+}
+
+fn parse(header: &[u8], proxy: SocketAddr) -> io::Result<ProxyHeader> {
+    let mut parsed = ProxyHeader {
+        client: None,
+        destination: None,
+        proxy,
+        tlvs: Vec::new(),
+    };
+    match HeaderResult::parse(header) {
+        HeaderResult::V1(Ok(v1)) => match v1.addresses {
+            v1::Addresses::Tcp4(a) => {
+                parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
+                parsed.destination = Some(SocketAddr::from((
+                    a.destination_address,
+                    a.destination_port,
+                )));
+            }
+            v1::Addresses::Tcp6(a) => {
+                parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
+                parsed.destination = Some(SocketAddr::from((
+                    a.destination_address,
+                    a.destination_port,
+                )));
+            }
+            v1::Addresses::Unknown => {}
+        },
+        HeaderResult::V2(Ok(v2)) => {
+            if v2.command == v2::Command::Proxy {
+                match v2.addresses {
+                    v2::Addresses::IPv4(a) => {
+                        parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
+                        parsed.destination = Some(SocketAddr::from((
+                            a.destination_address,
+                            a.destination_port,
+                        )));
+                    }
+                    v2::Addresses::IPv6(a) => {
+                        parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
+                        parsed.destination = Some(SocketAddr::from((
+                            a.destination_address,
+                            a.destination_port,
+                        )));
+                    }
+                    v2::Addresses::Unix(_) | v2::Addresses::Unspecified => {}
+                }
+            }
+            for tlv in v2.tlvs() {
+                let tlv = tlv.map_err(|error| invalid(&format!("a bad PROXY v2 TLV: {error}")))?;
+                parsed
+                    .tlvs
+                    .push((tlv.kind, tlv.value.into_owned().into_boxed_slice()));
+            }
+        }
+        HeaderResult::V1(Err(error)) => {
+            return Err(invalid(&format!("a bad PROXY v1 header: {error}")))
+        }
+        HeaderResult::V2(Err(error)) => {
+            return Err(invalid(&format!("a bad PROXY v2 header: {error}")))
+        }
+    }
+    Ok(parsed)
+}
+
+fn invalid(message: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message.to_string())
+}

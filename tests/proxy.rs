@@ -1,0 +1,315 @@
+//! The PROXY protocol: headers of both versions, however they are split
+//! across segments, garbage, untrusted peers, TLVs — and the real HAProxy
+//! in front of the `commands` example, with `send-proxy` and
+//! `send-proxy-v2`.
+//!
+//! The HAProxy test needs `haproxy` (Debian package `haproxy`, which
+//! `.ci/run` installs when missing); without it, it says so on stderr and
+//! passes without running.
+
+mod support;
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use frontdesk::{Connection, Server, ServerBuilder, ServerHandle};
+use util::{read_to_clean_end, wait_for_stats, LOCALHOST, TIMEOUT};
+
+/// Answers `<peer> <proxy> <tlvs>` and what the client sent after the
+/// header, then closes.
+fn describe(conn: &mut Connection) -> io::Result<()> {
+    let proxy = conn
+        .proxy()
+        .expect("the server requires the PROXY protocol")
+        .clone();
+    let tlvs: Vec<String> = proxy
+        .tlvs()
+        .map(|(kind, value)| format!("{kind:#04x}={}", String::from_utf8_lossy(value)))
+        .collect();
+    let mut rest = [0u8; 5];
+    conn.read_exact(&mut rest)?;
+    let line = format!(
+        "{} {} [{}] {}\n",
+        conn.peer_addr(),
+        proxy.proxy(),
+        tlvs.join(","),
+        String::from_utf8_lossy(&rest)
+    );
+    conn.write_all(line.as_bytes())
+}
+
+fn serve(builder: ServerBuilder) -> ServerHandle {
+    util::serve(builder.workers(2).proxy_protocol(true), describe)
+}
+
+/// Sends `bytes` one at a time, each in its own segment, so the server
+/// sees the header arrive in as many pieces as it has bytes.
+fn send_bytewise(stream: &mut TcpStream, bytes: &[u8]) {
+    stream.set_nodelay(true).unwrap();
+    for byte in bytes {
+        stream.write_all(std::slice::from_ref(byte)).unwrap();
+    }
+}
+
+/// A v2 header for TCP over IPv4 from 192.0.2.7:4567 to 198.51.100.1:80,
+/// with one TLV (`PP2_TYPE_AUTHORITY`, "lobby.example").
+fn v2_header() -> Vec<u8> {
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.push(0x21); // version 2, PROXY
+    header.push(0x11); // TCP over IPv4
+    let authority = b"lobby.example";
+    let length = 12 + 3 + authority.len();
+    header.extend_from_slice(&u16::try_from(length).unwrap().to_be_bytes());
+    header.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1]);
+    header.extend_from_slice(&4567u16.to_be_bytes());
+    header.extend_from_slice(&80u16.to_be_bytes());
+    header.push(0x02);
+    header.extend_from_slice(&u16::try_from(authority.len()).unwrap().to_be_bytes());
+    header.extend_from_slice(authority);
+    header
+}
+
+#[test]
+fn a_v1_header_split_into_single_bytes_names_the_client() {
+    let handle = serve(Server::builder());
+    let mut client = util::client(handle.local_addr());
+    let mut sent = b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\n".to_vec();
+    sent.extend_from_slice(b"hello");
+    send_bytewise(&mut client, &sent);
+    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+    let proxy = client.local_addr().unwrap();
+    // The bytes after the header reach the handler, none of the header.
+    assert_eq!(reply, format!("192.0.2.7:4567 {proxy} [] hello\n"));
+    handle.shutdown().unwrap();
+}
+
+#[test]
+fn a_v2_header_split_into_single_bytes_names_the_client_and_keeps_its_tlvs() {
+    let handle = serve(Server::builder());
+    let mut client = util::client(handle.local_addr());
+    let mut sent = v2_header();
+    sent.extend_from_slice(b"hello");
+    send_bytewise(&mut client, &sent);
+    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+    let proxy = client.local_addr().unwrap();
+    assert_eq!(
+        reply,
+        format!("192.0.2.7:4567 {proxy} [0x02=lobby.example] hello\n")
+    );
+    handle.shutdown().unwrap();
+}
+
+#[test]
+fn garbage_or_a_missing_header_is_closed_and_counted() {
+    let handle = serve(Server::builder());
+    let attempts: [&[u8]; 4] = [
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"PROXY TCP4 not-an-address 198.51.100.1 1 2\r\nhello",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80 and far too much to be a header at all, \
+          going on past the hundred and seven bytes a v1 header may have",
+        b"\r\n\r\n\0\r\nQUIT\n\x99\x11\0\0",
+    ];
+    for (i, sent) in attempts.iter().enumerate() {
+        let mut client = util::client(handle.local_addr());
+        client.write_all(sent).unwrap();
+        // Closed without a word, and gently: the server read what it had.
+        let reply = read_to_clean_end(&mut client);
+        assert!(reply.is_empty(), "attempt {i}: {reply:?}");
+    }
+    let stats = wait_for_stats(&handle, "every attempt counted", |s| s.rejected.proxy == 4);
+    assert_eq!(stats.completed, 0, "{stats:?}");
+    // The server goes on: a real header is still served.
+    let mut client = util::client(handle.local_addr());
+    client
+        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
+        .unwrap();
+    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+    assert!(reply.starts_with("192.0.2.7:4567 "), "{reply}");
+    let (_, stats) = util::stop(handle);
+    util::assert_accounted(&stats);
+}
+
+#[test]
+fn a_client_that_sends_no_header_holds_nothing_past_the_header_time() {
+    // Only the bound matters here: a silent client is closed at
+    // PROXY_HEADER_TIME (5 s), well before TIMEOUT (10 s) would fail the
+    // read below.
+    let handle = serve(Server::builder());
+    let mut silent = util::client(handle.local_addr());
+    let started = Instant::now();
+    let reply = read_to_clean_end(&mut silent);
+    assert!(reply.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= frontdesk::PROXY_HEADER_TIME - Duration::from_millis(100),
+        "closed after {waited:?}"
+    );
+    wait_for_stats(&handle, "counted", |s| s.rejected.proxy == 1);
+    handle.shutdown().unwrap();
+}
+
+#[test]
+fn a_peer_that_is_not_a_trusted_proxy_is_closed_at_once() {
+    let trusted: IpAddr = "192.0.2.1".parse().unwrap();
+    let handle = serve(Server::builder().trusted_proxies([trusted]));
+    let mut client = util::client(handle.local_addr());
+    client
+        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
+        .unwrap();
+    assert!(read_to_clean_end(&mut client).is_empty());
+    wait_for_stats(&handle, "counted", |s| s.rejected.proxy == 1);
+    handle.shutdown().unwrap();
+}
+
+/// `haproxy` from `PATH`, if installed.
+fn haproxy() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("haproxy"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// HAProxy in the foreground, forwarding a loopback port to `backend`
+/// with `send_proxy` (`send-proxy` or `send-proxy-v2`); killed on drop.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    config: PathBuf,
+}
+
+impl Haproxy {
+    /// Starts HAProxy on a free loopback port. A free port is found by
+    /// binding port 0 and closing it; another program may take it in the
+    /// moment between, and then HAProxy fails to start: try again (at most
+    /// 5 times).
+    fn start(tool: &PathBuf, backend: SocketAddr, send_proxy: &str) -> Haproxy {
+        for attempt in 0..5 {
+            let addr = TcpListener::bind(LOCALHOST)
+                .and_then(|listener| listener.local_addr())
+                .unwrap();
+            let config = std::env::temp_dir().join(format!(
+                "frontdesk-haproxy-{}-{send_proxy}-{attempt}.cfg",
+                std::process::id()
+            ));
+            std::fs::write(
+                &config,
+                format!(
+                    "global\n    log stderr format raw local0 info\n\
+                     defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    \
+                     timeout client 30s\n    timeout server 30s\n\
+                     frontend front\n    bind {addr}\n    default_backend back\n\
+                     backend back\n    server app {backend} {send_proxy}\n"
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(tool)
+                // Master-worker mode in the foreground: the master says
+                // "Loading success." once its listeners are bound, and a
+                // failure to bind ends it instead.
+                .arg("-W")
+                .arg("-db")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start haproxy");
+            let stderr = child.stderr.take().expect("piped stderr");
+            let (said, ready) = started(stderr);
+            if ready {
+                return Haproxy {
+                    child,
+                    addr,
+                    config,
+                };
+            }
+            // Not started: the master has no worker to leave behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("haproxy did not start (attempt {attempt}): {said}");
+        }
+        panic!("haproxy did not start in 5 tries");
+    }
+}
+
+/// Reads HAProxy's start-up output until it says "Loading success." (it
+/// listens by then) or ends (it failed); returns what it said and whether
+/// it started. The reading goes on on a thread
+/// so that HAProxy never blocks on a full pipe.
+fn started(stderr: impl Read + Send + 'static) -> (String, bool) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut said = String::new();
+    let deadline = Instant::now() + TIMEOUT;
+    while let Ok(line) = rx.recv_deadline(deadline) {
+        let ready = line.contains("Loading success.");
+        said.push_str(&line);
+        said.push('\n');
+        if ready {
+            return (said, true);
+        }
+    }
+    (said, false)
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its worker too.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) takes plain integers; the child has not been
+            // waited for, so the pid is still its own.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+#[test]
+fn behind_a_real_haproxy_whoami_names_the_real_client() {
+    let Some(tool) = haproxy() else {
+        eprintln!(
+            "SKIPPED behind_a_real_haproxy_whoami_names_the_real_client: \
+             haproxy is not installed (Debian package `haproxy`)"
+        );
+        return;
+    };
+    let mut server = support::Example::start("commands", &["--proxy-protocol"]);
+    for send_proxy in ["send-proxy", "send-proxy-v2"] {
+        let haproxy = Haproxy::start(&tool, server.addr, send_proxy);
+        let mut client = TcpStream::connect(haproxy.addr).unwrap();
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        client.write_all(b"whoami\nping\nquit\n").unwrap();
+        let mut lines = BufReader::new(&client).lines();
+        let me = client.local_addr().unwrap();
+        assert_eq!(
+            lines.next().unwrap().unwrap(),
+            format!("you are {me}"),
+            "{send_proxy}"
+        );
+        assert_eq!(lines.next().unwrap().unwrap(), "pong");
+        assert_eq!(lines.next().unwrap().unwrap(), "bye");
+    }
+    // A client that reaches the server directly, without a header, is
+    // closed without an answer.
+    let mut direct = support::Client::connect(server.addr);
+    direct.send("whoami\n");
+    direct.expect_clean_end();
+    server.stop();
+}
