@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -246,20 +246,31 @@ fn force_close(stream: &TcpStream, counters: &Counters) {
 /// Closes a queued connection that no worker will serve.
 fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
     match job {
-        Job::Accepted(job) => {
-            log::debug!(
-                "closing queued connection unserved: peer={} id={}",
-                job.peer,
-                job.id
-            );
-            Counters::bump(&counters.dropped);
-            counters.open.fetch_sub(1, Ordering::Relaxed);
-            closer.close(Arc::new(job.stream));
-        }
+        Job::Accepted(job) => close_unserved(
+            job,
+            "closing queued connection unserved",
+            &counters.dropped,
+            closer,
+            counters,
+        ),
         // An open connection of the turn mode, past the drain deadline.
         Job::Turn(entry, _) => entry.abort(),
         Job::Exit => {}
     }
+}
+
+/// Closes an accepted connection no handler will see, counted in `why`.
+fn close_unserved(
+    job: Accepted,
+    what: &str,
+    why: &AtomicU64,
+    closer: &Closer,
+    counters: &Counters,
+) {
+    log::debug!("{what}: peer={} id={}", job.peer, job.id);
+    Counters::bump(why);
+    counters.open.fetch_sub(1, Ordering::Relaxed);
+    closer.close(Arc::new(job.stream));
 }
 
 /// A worker thread, and what a [`Service`] may use of it.
@@ -309,14 +320,8 @@ impl Worker {
             Ok(header) => Some((job, header)),
             Err(error) => {
                 let counters = &self.shared.counters;
-                log::debug!(
-                    "closing a connection without a valid PROXY header: peer={} id={} error={error}",
-                    job.peer,
-                    job.id
-                );
-                Counters::bump(&counters.rejected_proxy);
-                counters.open.fetch_sub(1, Ordering::Relaxed);
-                self.closer.close(Arc::new(job.stream));
+                let what = format!("closing a connection without a valid PROXY header ({error})");
+                close_unserved(job, &what, &counters.rejected_proxy, &self.closer, counters);
                 None
             }
         }

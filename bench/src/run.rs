@@ -364,17 +364,8 @@ fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<S
     let start = start.ok_or("window never started")??;
     let end = end.ok_or("window never ended")??;
     let secs = window.elapsed.as_secs_f64();
-    let server_cpu = (end.server_cpu - start.server_cpu).as_secs_f64();
-    let client_cpu = (end.client_cpu - start.client_cpu).as_secs_f64();
-    let mut latencies = window.latencies;
-    latencies.sort_unstable();
-    let percentile = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
-        f64::from(latencies[i]) / 1000.0
-    };
+    let (server_cpu, client_cpu) = cpu_seconds(&start, &end);
+    let percentile = quantiles_us(window.latencies);
     Ok(Sample::Chat(ChatSample {
         sent: window.sent,
         received: window.received,
@@ -431,6 +422,28 @@ struct Snapshot {
     ctx: u64,
 }
 
+/// The server's and the load generator's CPU time between two snapshots,
+/// in seconds.
+fn cpu_seconds(start: &Snapshot, end: &Snapshot) -> (f64, f64) {
+    (
+        (end.server_cpu - start.server_cpu).as_secs_f64(),
+        (end.client_cpu - start.client_cpu).as_secs_f64(),
+    )
+}
+
+/// The latency at a quantile of `latencies` (nanoseconds), in
+/// microseconds; NaN when there are none.
+fn quantiles_us(mut latencies: Vec<u32>) -> impl Fn(f64) -> f64 {
+    latencies.sort_unstable();
+    move |q| {
+        if latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
+        f64::from(latencies[i]) / 1000.0
+    }
+}
+
 fn snapshot(pid: u32) -> io::Result<Snapshot> {
     Ok(Snapshot {
         server_cpu: procfs::cpu_time(pid)?,
@@ -458,17 +471,8 @@ fn load_run(
     let end = end.ok_or("window never ended")??;
     let secs = window.elapsed.as_secs_f64();
     let requests = window.completed.max(1) as f64;
-    let server_cpu = (end.server_cpu - start.server_cpu).as_secs_f64();
-    let client_cpu = (end.client_cpu - start.client_cpu).as_secs_f64();
-    let mut latencies = window.latencies;
-    latencies.sort_unstable();
-    let percentile = |q: f64| -> f64 {
-        if latencies.is_empty() {
-            return f64::NAN;
-        }
-        let i = ((latencies.len() as f64 * q) as usize).min(latencies.len() - 1);
-        f64::from(latencies[i]) / 1000.0
-    };
+    let (server_cpu, client_cpu) = cpu_seconds(&start, &end);
+    let percentile = quantiles_us(window.latencies);
     Ok(Sample::Load(LoadSample {
         rate: window.completed as f64 / secs,
         p50_us: percentile(0.50),
