@@ -222,7 +222,6 @@ pub(crate) struct Entry {
     pub(crate) peer_addr: SocketAddr,
     /// The PROXY protocol header, when the server requires one.
     pub(crate) proxy: Option<Box<ProxyHeader>>,
-    stream: Arc<TcpStream>,
     /// Set by a short read: nothing more to read in this turn.
     drained: AtomicBool,
     /// The handler's state, taken by the worker of a turn.
@@ -232,6 +231,9 @@ pub(crate) struct Entry {
 }
 
 struct Inner {
+    /// The socket, until the connection closes: then it goes to the
+    /// closer, so that a `Peer` kept after the end holds no descriptor.
+    stream: Option<Arc<TcpStream>>,
     phase: Phase,
     outbox: Outbox,
     /// Why the connection is to end, once something asked.
@@ -266,10 +268,10 @@ impl Entry {
                 .and_then(ProxyHeader::client)
                 .unwrap_or(accepted.peer),
             proxy: proxy.map(Box::new),
-            stream: Arc::new(accepted.stream),
             drained: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
+                stream: Some(Arc::new(accepted.stream)),
                 phase: Phase::Opening,
                 outbox: Outbox::default(),
                 close: None,
@@ -295,11 +297,19 @@ impl Entry {
         if self.drained.load(Ordering::Relaxed) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = wait::recv_now(&self.stream, buf)?;
+        let n = wait::recv_now(&*self.stream()?, buf)?;
         if n > 0 && n < buf.len() {
             self.drained.store(true, Ordering::Relaxed);
         }
         Ok(n)
+    }
+
+    /// The socket, while the connection is open.
+    fn stream(&self) -> io::Result<Arc<TcpStream>> {
+        lock(&self.inner)
+            .stream
+            .clone()
+            .ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
     /// A turn begins: the socket may hold input again.
@@ -311,8 +321,11 @@ impl Entry {
     /// worker (`Next::Stay`). False when none came or the server stops.
     pub(crate) fn wait_readable(&self, time: Duration) -> bool {
         let stop = self.hub.shared.stop_signal();
+        let Ok(stream) = self.stream() else {
+            return false;
+        };
         let ready = matches!(
-            wait::wait(&*self.stream, wait::Interest::Read, Some(stop), Some(time)),
+            wait::wait(&*stream, wait::Interest::Read, Some(stop), Some(time)),
             Ok(wait::Woken::Ready)
         );
         if ready {
@@ -405,7 +418,11 @@ impl Entry {
 
     /// Writes what the socket takes now.
     fn flush(&self, inner: &mut Inner) {
-        match inner.outbox.write_to(&self.stream) {
+        let Some(stream) = &inner.stream else {
+            inner.outbox.clear();
+            return;
+        };
+        match inner.outbox.write_to(stream) {
             Ok(0) => {}
             Ok(_) => {
                 inner.stalled_since = (!inner.outbox.is_empty()).then(Instant::now);
@@ -518,17 +535,22 @@ impl Entry {
     fn close_now(&self, inner: &mut Inner) {
         self.hub.set_phase(inner, Phase::Closed);
         inner.outbox.clear();
+        let stream = inner.stream.take();
         if inner.registered {
             inner.registered = false;
-            if let Err(error) = self.hub.poller.delete(&*self.stream) {
-                log::debug!("could not deregister id={}: error={error}", self.id);
+            if let Some(stream) = &stream {
+                if let Err(error) = self.hub.poller.delete(&**stream) {
+                    log::debug!("could not deregister id={}: error={error}", self.id);
+                }
             }
         }
         lock(&self.hub.registry).remove(&self.id);
         let counters = self.hub.counters();
         Counters::bump(&counters.completed);
         counters.open.fetch_sub(1, Ordering::Relaxed);
-        self.hub.closer.close(Arc::clone(&self.stream));
+        if let Some(stream) = stream {
+            self.hub.closer.close(stream);
+        }
         if self.hub.shared.is_stopping() && self.hub.is_idle() {
             // The poller may be waiting for the last one to go.
             let _ = self.hub.poller.notify();
@@ -543,11 +565,15 @@ impl Entry {
         let readable = !flushing && inner.outbox.len <= self.hub.outbox_limit / 2;
         let writable = !inner.outbox.is_empty();
         let interest = Event::new(key(self.id), readable, writable);
+        let Some(stream) = &inner.stream else {
+            return;
+        };
         let result = if inner.registered {
-            self.hub.poller.modify(&*self.stream, interest)
+            self.hub.poller.modify(&**stream, interest)
         } else {
-            inner.registered = true;
-            register(&self.hub.poller, &self.stream, interest)
+            let result = register(&self.hub.poller, stream, interest);
+            inner.registered = result.is_ok();
+            result
         };
         if let Err(error) = result {
             // Out of memory in the kernel, most likely. The connection
@@ -671,12 +697,10 @@ impl Entry {
         debug_assert_eq!(inner.phase, Phase::Parked);
         let quiet = self.hub.shared.drain_quiet;
         let quiet_from = inner.last_input.map_or(now, |at| at + quiet);
-        let pending = wait::wait(
-            &*self.stream,
-            wait::Interest::Read,
-            None,
-            Some(Duration::ZERO),
-        );
+        let pending = match &inner.stream {
+            Some(stream) => wait::wait(&**stream, wait::Interest::Read, None, Some(Duration::ZERO)),
+            None => Ok(wait::Woken::TimedOut),
+        };
         if matches!(pending, Ok(wait::Woken::Ready)) {
             // Input the client sent has not had its turn yet (a connection
             // opened late, or its readiness event is still on its way).
@@ -707,11 +731,11 @@ pub(crate) fn key(id: u64) -> usize {
 #[allow(unsafe_code)]
 fn register(poller: &Poller, stream: &TcpStream, interest: Event) -> io::Result<()> {
     // SAFETY: `polling` requires the source to be deleted from the poller
-    // before it is closed. The stream is owned by its `Entry` (an `Arc`
-    // that also goes to the closer), and `Entry::close_now` deletes it
-    // from the poller before handing it to the closer, the only place it
-    // is closed; a registered entry is also in the hub's registry, so it
-    // cannot be dropped unnoticed.
+    // before it is closed. The stream is held by its `Entry` until
+    // `Entry::close_now` takes it out, deletes it from the poller and only
+    // then hands it to the closer, the only place it is closed; reads in
+    // a turn hold a clone for the length of one call. A registered entry
+    // is also in the hub's registry, so it cannot be dropped unnoticed.
     unsafe { poller.add(stream, interest) }
 }
 

@@ -22,10 +22,11 @@ use crate::turn::CloseReason;
 /// [`Stats::outbox_full`](crate::Stats::outbox_full).
 ///
 /// A `Peer` kept after its connection ended fails every send with
-/// [`SendError::Closed`], but it still holds the connection's socket (a
-/// file descriptor) until it is dropped: remove a connection's `Peer` from
-/// wherever it is kept in [`TurnHandler::close`](crate::TurnHandler::close),
-/// as the chat example does.
+/// [`SendError::Closed`]; it holds no socket (the descriptor is closed
+/// with the connection), only a little memory until it is dropped, so
+/// remove a connection's `Peer` from wherever it is kept in
+/// [`TurnHandler::close`](crate::TurnHandler::close), as the chat example
+/// does.
 #[derive(Clone)]
 pub struct Peer {
     entry: Arc<Entry>,

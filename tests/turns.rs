@@ -941,3 +941,66 @@ fn open_descriptors() -> Vec<(String, String)> {
     fds.sort();
     fds
 }
+
+/// Keeps a `Peer` of every connection it ever opened, and never lets go:
+/// the careless room.
+struct Hoarder {
+    peers: std::sync::Arc<std::sync::Mutex<Vec<frontdesk::Peer>>>,
+}
+
+impl frontdesk::TurnHandler for Hoarder {
+    type State = ();
+
+    fn open(&self, turn: &mut frontdesk::Turn<'_>) -> io::Result<()> {
+        self.peers.lock().unwrap().push(turn.peer());
+        Ok(())
+    }
+
+    fn ready(&self, _: &mut (), turn: &mut frontdesk::Turn<'_>) -> io::Result<frontdesk::Next> {
+        let mut buf = [0u8; 64];
+        loop {
+            match io::Read::read(turn, &mut buf) {
+                Ok(0) => return Ok(frontdesk::Next::Close),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(frontdesk::Next::Park)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_peer_kept_after_its_connection_ended_holds_no_descriptor() {
+    // Other tests of this binary open descriptors in this process: this
+    // one runs when none of them does.
+    let _alone = run_alone();
+    let peers = std::sync::Arc::default();
+    let hoarder = Hoarder {
+        peers: std::sync::Arc::clone(&peers),
+    };
+    let handle = serve_turns(Server::builder().workers(2), hoarder);
+    let addr = handle.local_addr();
+    let clients: Vec<TcpStream> = (0..20).map(|_| client(addr)).collect();
+    wait_for_stats(&handle, "every client is parked", |s| s.parked == 20);
+    let before = open_descriptors();
+    drop(clients);
+    wait_for_stats(&handle, "every connection ended", |s| {
+        s.completed == 20 && s.lingering == 0
+    });
+    // The 20 peers are still kept, all closed, and their sockets are gone:
+    // 20 client and 20 server descriptors fewer.
+    let peers = peers.lock().unwrap();
+    assert_eq!(peers.len(), 20);
+    assert!(peers.iter().all(frontdesk::Peer::is_closed));
+    let after = open_descriptors();
+    assert_eq!(
+        after.len() + 40,
+        before.len(),
+        "before: {before:?}\nafter: {after:?}"
+    );
+    drop(peers);
+    handle.shutdown().unwrap();
+}
