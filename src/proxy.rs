@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ppp::{v1, v2, HeaderResult};
@@ -193,55 +193,35 @@ fn find_crlf(bytes: &[u8]) -> Option<usize> {
 }
 
 fn parse(header: &[u8], proxy: SocketAddr) -> io::Result<ProxyHeader> {
-    let mut parsed = ProxyHeader {
-        client: None,
-        destination: None,
-        proxy,
-        tlvs: Vec::new(),
-    };
-    match HeaderResult::parse(header) {
+    let mut tlvs = Vec::new();
+    let ends = match HeaderResult::parse(header) {
         HeaderResult::V1(Ok(v1)) => match v1.addresses {
-            v1::Addresses::Tcp4(a) => {
-                parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
-                parsed.destination = Some(SocketAddr::from((
-                    a.destination_address,
-                    a.destination_port,
-                )));
-            }
-            v1::Addresses::Tcp6(a) => {
-                parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
-                parsed.destination = Some(SocketAddr::from((
-                    a.destination_address,
-                    a.destination_port,
-                )));
-            }
-            v1::Addresses::Unknown => {}
+            v1::Addresses::Tcp4(a) => ends(
+                (a.source_address, a.source_port),
+                (a.destination_address, a.destination_port),
+            ),
+            v1::Addresses::Tcp6(a) => ends(
+                (a.source_address, a.source_port),
+                (a.destination_address, a.destination_port),
+            ),
+            v1::Addresses::Unknown => None,
         },
         HeaderResult::V2(Ok(v2)) => {
-            if v2.command == v2::Command::Proxy {
-                match v2.addresses {
-                    v2::Addresses::IPv4(a) => {
-                        parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
-                        parsed.destination = Some(SocketAddr::from((
-                            a.destination_address,
-                            a.destination_port,
-                        )));
-                    }
-                    v2::Addresses::IPv6(a) => {
-                        parsed.client = Some(SocketAddr::from((a.source_address, a.source_port)));
-                        parsed.destination = Some(SocketAddr::from((
-                            a.destination_address,
-                            a.destination_port,
-                        )));
-                    }
-                    v2::Addresses::Unix(_) | v2::Addresses::Unspecified => {}
-                }
-            }
             for tlv in v2.tlvs() {
                 let tlv = tlv.map_err(|error| invalid(&format!("a bad PROXY v2 TLV: {error}")))?;
-                parsed
-                    .tlvs
-                    .push((tlv.kind, tlv.value.into_owned().into_boxed_slice()));
+                tlvs.push((tlv.kind, tlv.value.into_owned().into_boxed_slice()));
+            }
+            match (v2.command, v2.addresses) {
+                (v2::Command::Proxy, v2::Addresses::IPv4(a)) => ends(
+                    (a.source_address, a.source_port),
+                    (a.destination_address, a.destination_port),
+                ),
+                (v2::Command::Proxy, v2::Addresses::IPv6(a)) => ends(
+                    (a.source_address, a.source_port),
+                    (a.destination_address, a.destination_port),
+                ),
+                // A health check (LOCAL), a Unix socket, or no address.
+                _ => None,
             }
         }
         HeaderResult::V1(Err(error)) => {
@@ -250,8 +230,24 @@ fn parse(header: &[u8], proxy: SocketAddr) -> io::Result<ProxyHeader> {
         HeaderResult::V2(Err(error)) => {
             return Err(invalid(&format!("a bad PROXY v2 header: {error}")))
         }
-    }
-    Ok(parsed)
+    };
+    Ok(ProxyHeader {
+        client: ends.map(|(client, _)| client),
+        destination: ends.map(|(_, destination)| destination),
+        proxy,
+        tlvs,
+    })
+}
+
+/// The client's and the destination's addresses a header names.
+fn ends(
+    client: (impl Into<IpAddr>, u16),
+    destination: (impl Into<IpAddr>, u16),
+) -> Option<(SocketAddr, SocketAddr)> {
+    Some((
+        SocketAddr::new(client.0.into(), client.1),
+        SocketAddr::new(destination.0.into(), destination.1),
+    ))
 }
 
 fn invalid(message: &str) -> io::Error {
