@@ -534,24 +534,18 @@ pub struct ScenarioResult {
 impl ScenarioResult {
     /// The load samples of server `s`, one per round.
     pub fn load(&self, s: usize) -> Vec<LoadSample> {
-        self.rounds
-            .iter()
-            .filter_map(|round| match &round[s] {
-                Sample::Load(sample) => Some(*sample),
-                _ => None,
-            })
-            .collect()
+        self.samples(s, |sample| match sample {
+            Sample::Load(sample) => Some(*sample),
+            _ => None,
+        })
     }
 
     /// The idle samples of server `s`, one per round.
     pub fn idle(&self, s: usize) -> Vec<IdleSample> {
-        self.rounds
-            .iter()
-            .filter_map(|round| match &round[s] {
-                Sample::Idle(sample) => Some(sample.clone()),
-                _ => None,
-            })
-            .collect()
+        self.samples(s, |sample| match sample {
+            Sample::Idle(sample) => Some(sample.clone()),
+            _ => None,
+        })
     }
 
     /// Why server `s` was skipped, if it was skipped in every round.
@@ -564,6 +558,15 @@ impl ScenarioResult {
         reasons.all(|r| r.is_some()).then_some(first)
     }
 
+    /// What `pick` takes from server `s`'s sample in each round where it
+    /// has one.
+    fn samples<T>(&self, s: usize, pick: impl Fn(&Sample) -> Option<T>) -> Vec<T> {
+        self.rounds
+            .iter()
+            .filter_map(|round| pick(&round[s]))
+            .collect()
+    }
+
     /// The index of the server of this kind.
     pub fn index(&self, kind: Kind) -> Option<usize> {
         self.servers.iter().position(|spec| spec.kind == kind)
@@ -571,24 +574,18 @@ impl ScenarioResult {
 
     /// The chat samples of server `s`, one per round.
     pub fn chat(&self, s: usize) -> Vec<ChatSample> {
-        self.rounds
-            .iter()
-            .filter_map(|round| match &round[s] {
-                Sample::Chat(sample) => Some(sample.clone()),
-                _ => None,
-            })
-            .collect()
+        self.samples(s, |sample| match sample {
+            Sample::Chat(sample) => Some(sample.clone()),
+            _ => None,
+        })
     }
 
     /// The trickle samples of server `s`, one per round.
     pub fn trickle(&self, s: usize) -> Vec<TrickleSample> {
-        self.rounds
-            .iter()
-            .filter_map(|round| match &round[s] {
-                Sample::Trickle(sample) => Some(sample.clone()),
-                _ => None,
-            })
-            .collect()
+        self.samples(s, |sample| match sample {
+            Sample::Trickle(sample) => Some(sample.clone()),
+            _ => None,
+        })
     }
 
     /// `figure(a) / figure(b)` in each round where both ran, for any
