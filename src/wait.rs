@@ -43,13 +43,7 @@ pub(crate) enum Woken {
 #[cfg(unix)]
 pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
-    loop {
-        match rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT) {
-            Ok((n, _)) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(errno.into()),
-        }
-    }
+    retrying(|| rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n))
 }
 
 /// Looks at what has arrived without taking it, and without waiting:
@@ -57,24 +51,23 @@ pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
 #[cfg(unix)]
 pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
-    loop {
-        match rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT | RecvFlags::PEEK) {
-            Ok((n, _)) => return Ok(n),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(errno.into()),
-        }
-    }
+    let flags = RecvFlags::DONTWAIT | RecvFlags::PEEK;
+    retrying(|| rustix::net::recv(stream, &mut *buf, flags).map(|(n, _)| n))
 }
 
 /// Writes what fits in the send buffer, without waiting: `WouldBlock` when
 /// nothing does.
 #[cfg(unix)]
 pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    retrying(|| rustix::net::send(stream, buf, send_flags()))
+}
+
+/// Makes `call` again when a signal handler interrupted it.
+fn retrying<T>(mut call: impl FnMut() -> rustix::io::Result<T>) -> io::Result<T> {
     loop {
-        match rustix::net::send(stream, buf, send_flags()) {
-            Ok(n) => return Ok(n),
+        match call() {
             Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(errno.into()),
+            result => return result.map_err(io::Error::from),
         }
     }
 }
@@ -150,16 +143,10 @@ pub(crate) fn wait(
 fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
     // A timeout too long for a `timespec` (centuries) is no timeout.
     let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
-    loop {
-        match rustix::event::poll(fds, timeout.as_ref()) {
-            Ok(n) => return Ok(n),
-            // A signal handler ran on this thread. Waiting the whole
-            // timeout again can only make the wait a little longer; an
-            // early "timed out" would report a timeout that did not happen.
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(errno) => return Err(errno.into()),
-        }
-    }
+    // After a signal handler ran on this thread, the whole timeout is
+    // waited again: that can only make the wait a little longer, where an
+    // early "timed out" would report a timeout that did not happen.
+    retrying(|| rustix::event::poll(fds, timeout.as_ref()))
 }
 
 /// A one-way, level-triggered flag that `poll(2)` can wait for: once
