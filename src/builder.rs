@@ -240,7 +240,8 @@ impl ServerBuilder {
     /// means "fail at once", not "no limit".
     ///
     /// Defaults to none: the idle timeout already bounds waiting for input.
-    /// Maps to `SO_RCVTIMEO`.
+    /// Enforced by the `poll(2)` a read waits in (the socket's
+    /// `SO_RCVTIMEO` is not used).
     pub fn read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = timeout.into();
         self
@@ -249,7 +250,9 @@ impl ServerBuilder {
     /// Sets the longest time one write may wait for room in the send buffer
     /// (a client that does not read); `None` for no limit.
     ///
-    /// Defaults to 30 seconds. Maps to `SO_SNDTIMEO`.
+    /// Defaults to 30 seconds. Enforced by the `poll(2)` a write waits in
+    /// (the socket's `SO_SNDTIMEO` is not used); in the turn mode, by a
+    /// timer on a connection whose outbox the client stops taking.
     pub fn write_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.write_timeout = timeout.into();
         self
@@ -258,10 +261,11 @@ impl ServerBuilder {
     /// Closes a connection whose client sent nothing for this long while the
     /// handler waited for input; `None` lets clients stay silent forever.
     ///
-    /// Defaults to 5 minutes: with a fixed pool, a silent client holds a
+    /// Defaults to 5 minutes: with a `Handler`, a silent client holds a
     /// worker, and forgotten connections must not take the pool away. Turn
     /// it off, or raise it, for clients that are silent by design (a chat
-    /// user reading). Maps to `SO_RCVTIMEO`.
+    /// user reading). In the turn mode it closes a parked connection whose
+    /// client has sent nothing for this long.
     pub fn idle_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.idle_timeout = timeout.into();
         self
