@@ -10,22 +10,24 @@
 //! | anything else (for example `EBADF`, `EINVAL`) | the listener is broken: the server shuts down and `run` / `join` return [`Error::Accept`] |
 
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender, TrySendError};
 
+use crate::addr::Addr;
 use crate::closer::Closer;
 use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
 use crate::handler::run_guarded;
+use crate::listener::Listener;
 use crate::pool::{Accepted, Job};
 use crate::reject::{RejectReason, Rejected};
 use crate::shutdown::Shared;
 use crate::socket;
 use crate::stats::Counters;
+use crate::transport::Socket;
 use crate::wait::{self, Interest};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
@@ -48,7 +50,7 @@ pub(crate) enum Origin {
 
 pub(crate) struct Acceptor<'a> {
     /// In non-blocking mode (see `Server::new`).
-    listener: TcpListener,
+    listener: Listener,
     origin: Origin,
     queue: Sender<Job>,
     config: &'a Config,
@@ -67,22 +69,27 @@ impl<'a> Acceptor<'a> {
     /// `listener` must be in non-blocking mode already, so that the loop
     /// waits in `poll(2)` where the stop signal can reach it.
     pub(crate) fn new(
-        listener: TcpListener,
+        listener: Listener,
         origin: Origin,
         queue: Sender<Job>,
         config: &'a Config,
         shared: Arc<Shared>,
         closer: Closer,
     ) -> Acceptor<'a> {
-        let inherits = match origin {
-            Origin::Adopted { .. } => Some(false),
-            Origin::Bound => match socket::prepare_listener(&listener, config.stream.nodelay) {
-                Ok(()) => None,
-                Err(error) => {
-                    log::debug!("could not set stream options on the listener: error={error}");
-                    Some(false)
+        let inherits = match (&listener, origin) {
+            (Listener::Tcp(_), Origin::Adopted { .. }) => Some(false),
+            (Listener::Tcp(tcp), Origin::Bound) => {
+                match socket::prepare_listener(tcp, config.stream.nodelay) {
+                    Ok(()) => None,
+                    Err(error) => {
+                        log::debug!("could not set stream options on the listener: error={error}");
+                        Some(false)
+                    }
                 }
-            },
+            }
+            // A Unix socket has no TCP options.
+            #[cfg(unix)]
+            (Listener::Unix(_), _) => Some(true),
         };
         Acceptor {
             listener,
@@ -176,9 +183,11 @@ impl<'a> Acceptor<'a> {
         }
     }
 
-    fn dispatch(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&mut self, stream: Socket, peer: Addr) {
         self.last_id += 1;
-        self.prepare(&stream, peer);
+        if let Socket::Tcp(tcp) = &stream {
+            self.prepare(tcp, &peer);
+        }
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
         let job = Accepted {
@@ -206,7 +215,7 @@ impl<'a> Acceptor<'a> {
     /// which saves a system call per connection. The first stream shows
     /// whether this system does; until then, and where it does not, every
     /// stream gets it set.
-    fn prepare(&mut self, stream: &TcpStream, peer: SocketAddr) {
+    fn prepare(&mut self, stream: &std::net::TcpStream, peer: &Addr) {
         let mut options = self.config.stream;
         if self.inherits.is_none() {
             let inherits = socket::has_nodelay(stream, options.nodelay);
@@ -294,9 +303,16 @@ impl<'a> Acceptor<'a> {
                 "rejecting connection: peer={peer} reason={reason:?} (and {suppressed} more since the last warning)"
             );
         }
-        let mut rejected = Rejected::new(stream, peer, id, reason);
-        if let Some(handler) = &self.config.on_reject {
-            run_guarded("reject handler", peer, id, counters, None, || {
+        let mut rejected = Rejected::new(stream, peer.clone(), id, reason);
+        // A TLS client has not done its handshake yet: a reply would reach
+        // it unencrypted, so it gets none.
+        let hook = self
+            .config
+            .on_reject
+            .as_ref()
+            .filter(|_| self.config.tls.is_none());
+        if let Some(handler) = hook {
+            run_guarded("reject handler", &peer, id, counters, None, || {
                 handler.reject(&mut rejected)
             });
         }

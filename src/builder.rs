@@ -6,8 +6,10 @@ use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, ProxyConfig};
+use crate::addr::Addr;
+use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, ProxyConfig, TlsSetup};
 use crate::error::{Error, Result};
+use crate::listener::Listener;
 use crate::reject::RejectHandler;
 use crate::server::Server;
 use crate::socket::{self, ListenOptions, StreamOptions};
@@ -16,6 +18,10 @@ use crate::socket::{self, ListenOptions, StreamOptions};
 /// server should run; it only catches a mistyped number before it turns
 /// into thousands of threads.
 pub const MAX_WORKERS: usize = 4096;
+
+/// How long a TLS handshake may take by default; see
+/// [`ServerBuilder::tls_handshake_timeout`].
+pub const TLS_HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 
 /// The longest queue a server may have: the queue's slots are allocated
 /// up front, so a mistyped number would cost memory.
@@ -43,11 +49,22 @@ impl Server {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// // Port 0: the OS picks a free port.
     /// let server = frontdesk::Server::bind("127.0.0.1:0")?;
-    /// assert_ne!(server.local_addr().port(), 0);
+    /// assert_ne!(server.local_addr().tcp().unwrap().port(), 0);
     /// # Ok(()) }
     /// ```
     pub fn bind(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
         ServerBuilder::new().bind(addr)
+    }
+
+    /// Binds a Unix domain socket at `path` with every option at its
+    /// default; shorthand for `Server::builder().bind_unix(path)`.
+    ///
+    /// # Errors
+    ///
+    /// See [`ServerBuilder::bind_unix`].
+    #[cfg(unix)]
+    pub fn bind_unix(path: impl AsRef<std::path::Path>) -> Result<Server> {
+        ServerBuilder::new().bind_unix(path)
     }
 
     /// Serves on a listener the caller already has, with every option at
@@ -79,7 +96,7 @@ impl Server {
 ///     .queue(16)
 ///     .idle_timeout(Duration::from_secs(30))
 ///     .bind("127.0.0.1:0")?;
-/// assert_ne!(server.local_addr().port(), 0);
+/// assert_ne!(server.local_addr().tcp().unwrap().port(), 0);
 /// # Ok(()) }
 /// ```
 #[must_use = "a builder does nothing until `bind` is called"]
@@ -107,6 +124,10 @@ pub struct ServerBuilder {
     notify_service_manager: bool,
     proxy_protocol: bool,
     trusted_proxies: Vec<IpAddr>,
+    unix_permissions: Option<u32>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::TlsConfig>,
+    tls_handshake_timeout: Duration,
     on_reject: Option<Arc<dyn RejectHandler>>,
 }
 
@@ -142,6 +163,10 @@ impl ServerBuilder {
             notify_service_manager: true,
             proxy_protocol: false,
             trusted_proxies: Vec::new(),
+            unix_permissions: None,
+            #[cfg(feature = "tls")]
+            tls: None,
+            tls_handshake_timeout: TLS_HANDSHAKE_TIME,
             on_reject: None,
         }
     }
@@ -422,7 +447,7 @@ impl ServerBuilder {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let first = frontdesk::Server::bind("127.0.0.1:0")?;
     /// let taken = first.local_addr();
-    /// let error = frontdesk::Server::bind(taken).unwrap_err();
+    /// let error = frontdesk::Server::bind(&taken).unwrap_err();
     /// assert!(matches!(error, frontdesk::Error::Bind { addr, .. } if addr == taken));
     /// # Ok(()) }
     /// ```
@@ -437,8 +462,13 @@ impl ServerBuilder {
         let mut last = None;
         for addr in addrs {
             match socket::listen(addr, options) {
-                Ok(listener) => return Server::new(listener, false, config),
-                Err(source) => last = Some(Error::Bind { addr, source }),
+                Ok(listener) => return Server::new(Listener::Tcp(listener), false, None, config),
+                Err(source) => {
+                    last = Some(Error::Bind {
+                        addr: Addr::Tcp(addr),
+                        source,
+                    })
+                }
             }
         }
         Err(last.unwrap_or_else(|| {
@@ -468,7 +498,141 @@ impl ServerBuilder {
     /// listener's address or mode cannot be read or set.
     pub fn from_listener(self, listener: TcpListener) -> Result<Server> {
         let config = self.config()?;
-        Server::new(listener, true, config)
+        Server::new(Listener::Tcp(listener), true, None, config)
+    }
+
+    /// Binds a Unix domain stream socket at `path` and returns the server,
+    /// listening, as [`bind`](ServerBuilder::bind) does for TCP.
+    ///
+    /// A socket file left at `path` by a server that is gone (nobody
+    /// accepts on it: a crash, a `kill -9`) is replaced; a socket some
+    /// server still listens on is [`Error::Bind`] with
+    /// [`io::ErrorKind::AddrInUse`], and a path that is not a socket is
+    /// never removed ([`io::ErrorKind::AlreadyExists`]). The file gets the
+    /// permissions set by [`unix_permissions`](ServerBuilder::unix_permissions)
+    /// before the socket listens, and is removed when the server stops
+    /// accepting (if it is still this server's), or when the server is
+    /// dropped without running.
+    ///
+    /// The TCP-only options (`nodelay`, `keepalive`, `reuse_address`,
+    /// `reuse_port`, `only_v6`) do not apply; the others do. A client's
+    /// [`peer_addr`](crate::Connection::peer_addr) is
+    /// [`Addr::Unix`](crate::Addr::Unix), usually without a path.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid option, [`Error::Bind`] naming the
+    /// path when it cannot be bound.
+    ///
+    /// # Platform notes
+    ///
+    /// Unix only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// use frontdesk::Connection;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let path = std::env::temp_dir().join(format!("frontdesk-doc-{}.sock", std::process::id()));
+    /// let server = frontdesk::Server::builder().unix_permissions(0o600).bind_unix(&path)?;
+    /// let handle = server.spawn(|conn: &mut Connection| conn.write_all(b"hi\n"))?;
+    /// let mut reply = String::new();
+    /// UnixStream::connect(&path)?.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "hi\n");
+    /// handle.shutdown()?;
+    /// assert!(!path.exists()); // removed when the server stopped
+    /// # Ok(()) }
+    /// ```
+    #[cfg(unix)]
+    pub fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Server> {
+        let path = path.as_ref();
+        let config = self.config()?;
+        let options = self.listen_options()?;
+        let bind_error = |source| Error::Bind {
+            addr: Addr::Unix(Some(path.to_path_buf())),
+            source,
+        };
+        crate::listener::clear_stale_socket(path).map_err(bind_error)?;
+        let listener = socket::listen_unix(path, options.backlog, self.unix_permissions)
+            .map_err(bind_error)?;
+        let file = crate::listener::SocketFile::new(path).map_err(bind_error)?;
+        Server::new(Listener::Unix(listener), false, Some(file), config)
+    }
+
+    /// Builds a server on a Unix domain listener the caller already has,
+    /// as [`from_listener`](ServerBuilder::from_listener) does for TCP.
+    /// Its socket file is the caller's: the server never removes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_listener`](ServerBuilder::from_listener).
+    ///
+    /// # Platform notes
+    ///
+    /// Unix only.
+    #[cfg(unix)]
+    pub fn from_unix_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server> {
+        let config = self.config()?;
+        Server::new(Listener::Unix(listener), true, None, config)
+    }
+
+    /// Sets the permissions of the socket file
+    /// [`bind_unix`](ServerBuilder::bind_unix) makes, as `chmod` takes
+    /// them (`0o660`: the owner and the group may connect).
+    ///
+    /// Defaults to none: the file gets what the process's umask leaves.
+    /// Connecting to a Unix socket takes write permission on its file, so
+    /// this decides who may be a client. Set before the socket listens,
+    /// so no client connects under looser ones. Unix only.
+    #[cfg(unix)]
+    pub fn unix_permissions(mut self, mode: u32) -> Self {
+        self.unix_permissions = Some(mode);
+        self
+    }
+
+    /// Speaks TLS on every connection, with these certificates and
+    /// settings.
+    ///
+    /// Defaults to off. Each connection's handshake runs on a worker
+    /// before the handler sees the connection (after the PROXY header,
+    /// when there is one), for at most
+    /// [`tls_handshake_timeout`](ServerBuilder::tls_handshake_timeout); a
+    /// client that fails it (one that does not speak TLS, or refuses the
+    /// certificate) or says nothing is closed and counted in
+    /// [`RejectedStats::tls`](crate::RejectedStats::tls), and the handler
+    /// never runs for it. The handler reads and writes plaintext, as
+    /// over plain TCP, in both modes; a gentle close sends TLS's
+    /// `close_notify` first. Works over TCP and Unix sockets.
+    ///
+    /// A rejected connection (see [`on_reject`](ServerBuilder::on_reject))
+    /// has had no handshake, so on a TLS server the reject handler is not
+    /// called: its reply would reach the client unencrypted.
+    ///
+    /// Keep a clone of `config` to replace the certificates while the
+    /// server runs ([`TlsConfig::reload_pem_files`](crate::TlsConfig::reload_pem_files)).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(mut self, config: crate::tls::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// Sets how long a TLS handshake may take, from the moment a worker
+    /// takes the connection.
+    ///
+    /// Defaults to [`TLS_HANDSHAKE_TIME`] (10 seconds): ample for a
+    /// client far away, and a bound on what a client that connects and
+    /// says nothing costs (a worker for that long). Only used with
+    /// [`tls`](ServerBuilder::tls).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.tls_handshake_timeout = timeout;
+        self
     }
 
     /// Builds a server on the listening socket a service manager passed to
@@ -487,7 +651,7 @@ impl ServerBuilder {
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid option, [`Error::Listener`] when
-    /// the passed descriptor is not a listening TCP socket.
+    /// the passed descriptor is not a listening TCP or Unix stream socket.
     ///
     /// # Platform notes
     ///
@@ -510,11 +674,15 @@ impl ServerBuilder {
     #[cfg(unix)]
     pub fn from_socket_activation(self) -> Result<Option<Server>> {
         let mut passed = listenfd::ListenFd::from_env();
+        // A socket that is not TCP stays in place for the second try.
+        if let Ok(Some(listener)) = passed.take_tcp_listener(0) {
+            return self.from_listener(listener).map(Some);
+        }
         let listener = passed
-            .take_tcp_listener(0)
+            .take_unix_listener(0)
             .map_err(|source| Error::Listener { source })?;
         match listener {
-            Some(listener) => self.from_listener(listener).map(Some),
+            Some(listener) => self.from_unix_listener(listener).map(Some),
             None => Ok(None),
         }
     }
@@ -575,6 +743,16 @@ impl ServerBuilder {
         })
     }
 
+    fn tls_setup(&self) -> Option<TlsSetup> {
+        #[cfg(feature = "tls")]
+        return self.tls.as_ref().map(|config| TlsSetup {
+            config: config.clone(),
+            handshake_time: self.tls_handshake_timeout,
+        });
+        #[cfg(not(feature = "tls"))]
+        None
+    }
+
     fn config(&self) -> Result<Config> {
         if self.workers == 0 {
             return Err(Error::Config("`workers` must be at least 1"));
@@ -618,6 +796,7 @@ impl ServerBuilder {
             proxy: self.proxy_protocol.then(|| ProxyConfig {
                 trusted: self.trusted_proxies.clone(),
             }),
+            tls: self.tls_setup(),
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -657,6 +836,10 @@ impl fmt::Debug for ServerBuilder {
             notify_service_manager,
             proxy_protocol,
             trusted_proxies,
+            unix_permissions,
+            #[cfg(feature = "tls")]
+                tls: _,
+            tls_handshake_timeout,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -682,6 +865,9 @@ impl fmt::Debug for ServerBuilder {
             .field("notify_service_manager", notify_service_manager)
             .field("proxy_protocol", proxy_protocol)
             .field("trusted_proxies", trusted_proxies)
+            .field("unix_permissions", unix_permissions)
+            .field("tls", &self.tls_setup().is_some())
+            .field("tls_handshake_timeout", tls_handshake_timeout)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

@@ -21,7 +21,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -34,6 +34,7 @@ use crate::config::Linger;
 use crate::error::{Error, Result};
 use crate::shutdown::Shared;
 use crate::stats::Counters;
+use crate::transport::Socket;
 use crate::wait;
 
 /// Hands connections to be closed gently to the closer thread; cheap to
@@ -64,7 +65,7 @@ enum Message {
 
 #[derive(Debug)]
 struct Lingering {
-    stream: Arc<TcpStream>,
+    stream: Arc<Socket>,
     until: Instant,
     /// Bytes that may still be discarded.
     budget: usize,
@@ -107,7 +108,7 @@ impl Closer {
     ///
     /// `stream` may be shared (a worker's shutdown slot may still hold it
     /// for a moment); the socket is closed when the last reference goes.
-    pub(crate) fn close(&self, stream: Arc<TcpStream>) {
+    pub(crate) fn close(&self, stream: Arc<Socket>) {
         let _ = stream.shutdown(Shutdown::Write);
         let budget = match discard(&stream, self.linger.bytes) {
             Drained::Ended => return,
@@ -165,7 +166,7 @@ enum Drained {
 }
 
 /// Reads and discards what has arrived, without waiting.
-fn discard(stream: &TcpStream, mut budget: usize) -> Drained {
+fn discard(stream: &Socket, mut budget: usize) -> Drained {
     let mut sink = [0u8; 4096];
     loop {
         match wait::recv_now(stream, &mut sink) {
@@ -278,7 +279,7 @@ fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
 
 /// Adds a lingering socket to the closer's readiness set.
 #[allow(unsafe_code)]
-fn register(poller: &Poller, stream: &TcpStream, key: usize) -> io::Result<()> {
+fn register(poller: &Poller, stream: &Socket, key: usize) -> io::Result<()> {
     // SAFETY: `polling` requires the source to be deleted before it is
     // closed. The socket stays open while its `Lingering` is in the
     // closer's map (it holds an `Arc` of the stream), and it leaves the

@@ -65,6 +65,18 @@ pub(crate) struct ProxyConfig {
     pub(crate) trusted: Vec<IpAddr>,
 }
 
+/// TLS, when the server speaks it: the settings (shared with the caller,
+/// who may replace the certificates) and how long a handshake may take.
+///
+/// Without the `tls` feature the builder never makes one.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) struct TlsSetup {
+    #[cfg(feature = "tls")]
+    pub(crate) config: crate::tls::TlsConfig,
+    pub(crate) handshake_time: Duration,
+}
+
 /// The per-connection limits configured on the builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -98,6 +110,8 @@ pub(crate) struct Config {
     pub(crate) notify_service_manager: bool,
     /// Require a PROXY protocol header on every connection.
     pub(crate) proxy: Option<ProxyConfig>,
+    /// Speak TLS on every connection.
+    pub(crate) tls: Option<TlsSetup>,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
@@ -116,6 +130,7 @@ impl fmt::Debug for Config {
             outbox,
             notify_service_manager,
             proxy,
+            tls,
             limits,
             stream,
             on_reject,
@@ -131,6 +146,7 @@ impl fmt::Debug for Config {
             .field("outbox", outbox)
             .field("notify_service_manager", notify_service_manager)
             .field("proxy", proxy)
+            .field("tls", tls)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))

@@ -4,15 +4,18 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::addr::Addr;
 use crate::config::Limits;
+use crate::pool::Admitted;
 use crate::proxy::ProxyHeader;
 use crate::shutdown::Shared;
 use crate::stats::Counters;
+use crate::transport::{Socket, Transport};
 use crate::wait::{self, Interest, Signal, Woken};
 
 /// Which limit a timed-out read or write ran into.
@@ -140,8 +143,8 @@ impl From<Timeout> for io::Error {
 /// ends, the connection is then closed gently: the client reads every
 /// reply, then end of stream, never a reset.
 pub struct Connection {
-    stream: Arc<TcpStream>,
-    peer_addr: SocketAddr,
+    transport: Transport,
+    peer_addr: Addr,
     /// The PROXY protocol header, when the server requires one.
     proxy: Option<Box<ProxyHeader>>,
     id: u64,
@@ -158,24 +161,12 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// `peer_addr` is the TCP peer's; with a PROXY header, the client's
-    /// address from it takes its place.
-    pub(crate) fn new(
-        stream: Arc<TcpStream>,
-        peer_addr: SocketAddr,
-        proxy: Option<ProxyHeader>,
-        id: u64,
-        shared: Arc<Shared>,
-        limits: Limits,
-    ) -> Connection {
+    pub(crate) fn new(conn: Admitted, shared: Arc<Shared>, limits: Limits) -> Connection {
         Connection {
-            stream,
-            peer_addr: proxy
-                .as_ref()
-                .and_then(ProxyHeader::client)
-                .unwrap_or(peer_addr),
-            proxy: proxy.map(Box::new),
-            id,
+            transport: conn.transport,
+            peer_addr: conn.peer,
+            proxy: conn.proxy.map(Box::new),
+            id: conn.id,
             shared,
             limits: Cell::new(limits),
             deadline: Cell::new(None),
@@ -188,9 +179,10 @@ impl Connection {
     /// The client's address: the TCP peer's or, behind a proxy that
     /// sends the PROXY protocol (see
     /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol)), the one
-    /// its header names.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
+    /// its header names. On a Unix socket the client usually has no
+    /// name: `Addr::Unix(None)`.
+    pub fn peer_addr(&self) -> Addr {
+        self.peer_addr.clone()
     }
 
     /// The PROXY protocol header the connection began with: the proxy's
@@ -206,8 +198,8 @@ impl Connection {
     /// # Errors
     ///
     /// Fails when `getsockname(2)` does, e.g. after the connection was reset.
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        self.transport.socket().local_addr()
     }
 
     /// A number that identifies this connection among all the server's
@@ -216,16 +208,30 @@ impl Connection {
         self.id
     }
 
-    /// The underlying stream, for socket options or `try_clone` (for
-    /// example to write from another thread).
+    /// The TCP socket under the connection, for socket options; `None`
+    /// on a Unix socket.
     ///
-    /// Reads and writes made on the stream directly bypass the
-    /// connection's timeouts and its shutdown handling: a read blocked
-    /// there is not woken by the drain deadline. The connection does not
-    /// use the socket's own timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`), so
-    /// setting them affects only such direct use.
-    pub fn stream(&self) -> &TcpStream {
-        &self.stream
+    /// Reads and writes made on it directly bypass the connection's
+    /// timeouts and its shutdown handling (a read blocked there is not
+    /// woken by the drain deadline) and, on a TLS connection, TLS itself:
+    /// they would break the session. The connection does not use the
+    /// socket's own timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`), so setting
+    /// them affects only such direct use.
+    pub fn tcp_stream(&self) -> Option<&TcpStream> {
+        self.transport.socket().tcp()
+    }
+
+    /// Whether the connection speaks TLS (see
+    /// [`ServerBuilder::tls`](crate::ServerBuilder::tls)); its reads and
+    /// writes are then the plaintext.
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+
+    /// Ends the stream as its protocol wants and gives the socket back
+    /// for the gentle close.
+    pub(crate) fn finish(&self) -> Arc<Socket> {
+        self.transport.finish()
     }
 
     /// Whether the server is shutting down; a handler that loops over many
@@ -309,13 +315,18 @@ impl Connection {
     }
 
     /// Shuts down the read, write or both halves of the connection, as
-    /// [`TcpStream::shutdown`] does.
+    /// [`TcpStream::shutdown`] does. On a TLS connection, shutting down
+    /// the write half first sends TLS's `close_notify`, as far as the
+    /// socket takes it now.
     ///
     /// # Errors
     ///
     /// Fails when `shutdown(2)` does, e.g. when the peer is already gone.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.stream.shutdown(how)
+        if how != Shutdown::Read {
+            self.transport.finish();
+        }
+        self.transport.socket().shutdown(how)
     }
 
     fn do_read(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -324,11 +335,12 @@ impl Connection {
         // would find nothing (a request/reply exchange then costs a poll,
         // a read and a write). Otherwise read first: pipelined or streamed
         // input is usually there already.
-        let mut read_first = !self.replied.replace(false);
+        // With TLS, input may already be decrypted and waiting.
+        let mut read_first = !self.replied.replace(false) || self.transport.has_buffered_input();
         loop {
             self.check_usable()?;
             if read_first {
-                match wait::recv_now(&self.stream, buf) {
+                match self.transport.recv_now(buf) {
                     Ok(n) => {
                         if n > 0 {
                             self.silent_since.set(None);
@@ -356,7 +368,8 @@ impl Connection {
             } else {
                 self.shared.stop_signal()
             };
-            match wait::wait(&self.stream, Interest::Read, Some(signal), limit.timeout)? {
+            let socket = &**self.transport.socket();
+            match wait::wait(socket, Interest::Read, Some(signal), limit.timeout)? {
                 // Ready: read again. Stopped: read again, draining. Forced:
                 // `check_usable` says so.
                 Woken::Ready | Woken::Signal => {}
@@ -403,15 +416,28 @@ impl Connection {
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut written = None;
         loop {
             self.check_usable()?;
-            match wait::send_now(&self.stream, buf) {
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Ok(n) => {
-                    self.replied.set(true);
-                    return Ok(n);
+            if written.is_none() {
+                match self.transport.send_now(buf) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(n) => {
+                        self.replied.set(true);
+                        written = Some(n);
+                    }
+                    Err(error) => return Err(error),
                 }
-                result => return result,
+            }
+            if let Some(n) = written {
+                // TLS may hold encrypted bytes the socket did not take:
+                // they leave before the write returns, or a client could
+                // wait forever for a reply that sits here.
+                match self.transport.flush_now() {
+                    Ok(()) => return Ok(n),
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(error) => return Err(error),
+                }
             }
             // The client's receive window and our send buffer are full:
             // wait for room. A shutdown does not end the wait (the client
@@ -424,8 +450,8 @@ impl Connection {
                 idle: None,
             })?;
             let signal: &Signal = self.shared.force_signal();
-            if wait::wait(&self.stream, Interest::Write, Some(signal), limit.timeout)?
-                == Woken::TimedOut
+            let socket = &**self.transport.socket();
+            if wait::wait(socket, Interest::Write, Some(signal), limit.timeout)? == Woken::TimedOut
             {
                 if let Cause::Timeout(timeout) = limit.cause {
                     if let Some(error) = self.expired(timeout) {
@@ -567,7 +593,7 @@ impl Write for &Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Connection {
-            stream: _,
+            transport,
             peer_addr,
             proxy: _,
             id,
@@ -581,6 +607,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("id", id)
             .field("peer_addr", peer_addr)
+            .field("transport", transport)
             .field("limits", limits)
             .field("deadline", deadline)
             .field("ended", &ended.get())

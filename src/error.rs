@@ -1,7 +1,9 @@
 //! The error type for setting up and running a server.
 
 use std::io;
-use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::addr::Addr;
 
 /// An error from setting up or running a [`Server`](crate::Server).
 ///
@@ -27,10 +29,20 @@ pub enum Error {
     #[error("failed to listen on {addr}")]
     Bind {
         /// The address that could not be bound.
-        addr: SocketAddr,
+        addr: Addr,
         /// The operating system's reason, e.g. `AddrInUse`.
         #[source]
         source: io::Error,
+    },
+    /// A TLS certificate chain or key could not be loaded (the `tls`
+    /// feature): `path` names the file, `reason` says what is wrong with
+    /// it.
+    #[error("failed to load TLS settings from {}: {reason}", path.display())]
+    Tls {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// What went wrong, in a few words.
+        reason: String,
     },
     /// A listener passed to `from_listener` could not be adopted.
     #[error("failed to adopt the listener")]

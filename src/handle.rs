@@ -1,11 +1,11 @@
 //! `ServerHandle`: watching and stopping a server that runs in the
 //! background, and the `ShutdownReport` it ends with.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::addr::Addr;
 use crate::error::Result;
 use crate::shutdown::Shared;
 use crate::stats::Stats;
@@ -78,14 +78,14 @@ pub struct ShutdownReport {
 pub struct ServerHandle {
     thread: Option<JoinHandle<Result<ShutdownReport>>>,
     shared: Arc<Shared>,
-    local_addr: SocketAddr,
+    local_addr: Addr,
 }
 
 impl ServerHandle {
     pub(crate) fn new(
         thread: JoinHandle<Result<ShutdownReport>>,
         shared: Arc<Shared>,
-        local_addr: SocketAddr,
+        local_addr: Addr,
     ) -> ServerHandle {
         ServerHandle {
             thread: Some(thread),
@@ -95,8 +95,8 @@ impl ServerHandle {
     }
 
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> Addr {
+        self.local_addr.clone()
     }
 
     /// A snapshot of the server's counters.
@@ -108,7 +108,7 @@ impl ServerHandle {
     /// another thread, for example while this one waits in
     /// [`join`](ServerHandle::join).
     pub fn control(&self) -> ServerControl {
-        ServerControl::new(Arc::clone(&self.shared), self.local_addr)
+        ServerControl::new(Arc::clone(&self.shared), self.local_addr.clone())
     }
 
     /// Whether the server has stopped (its accept loop and shutdown are
@@ -189,11 +189,11 @@ impl Drop for ServerHandle {
 #[derive(Debug, Clone)]
 pub struct ServerControl {
     shared: Arc<Shared>,
-    local_addr: SocketAddr,
+    local_addr: Addr,
 }
 
 impl ServerControl {
-    pub(crate) fn new(shared: Arc<Shared>, local_addr: SocketAddr) -> ServerControl {
+    pub(crate) fn new(shared: Arc<Shared>, local_addr: Addr) -> ServerControl {
         ServerControl { shared, local_addr }
     }
 
@@ -216,7 +216,7 @@ impl ServerControl {
     }
 
     /// The address the server listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> Addr {
+        self.local_addr.clone()
     }
 }

@@ -3,10 +3,10 @@
 
 use std::any::Any;
 use std::io;
-use std::net::SocketAddr;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
+use crate::addr::Addr;
 use crate::connection::Connection;
 use crate::stats::Counters;
 
@@ -74,7 +74,7 @@ where
 /// can stop the calling thread. Returns the value when there was one.
 pub(crate) fn run_guarded<T>(
     what: &str,
-    peer: SocketAddr,
+    peer: &Addr,
     id: u64,
     counters: &Counters,
     errors: Option<&AtomicU64>,

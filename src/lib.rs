@@ -125,9 +125,11 @@
 // Two `unsafe` calls, each with its reason: adding a socket to the
 // readiness set (`parked::register`, `poller::register_signals`).
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
 mod acceptor;
+mod addr;
 mod builder;
 mod closer;
 mod config;
@@ -136,6 +138,7 @@ mod error;
 mod handle;
 mod handler;
 mod lines;
+mod listener;
 #[cfg(unix)]
 mod notify;
 mod parked;
@@ -148,6 +151,9 @@ mod server;
 mod shutdown;
 mod socket;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
+mod transport;
 mod turn;
 mod turns;
 mod wait;
@@ -164,7 +170,8 @@ mod readme {}
 #[doc = include_str!("../docs/deploy.md")]
 mod deploy {}
 
-pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
+pub use crate::addr::Addr;
+pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS, TLS_HANDSHAKE_TIME};
 pub use crate::config::{OutboxFull, Overload};
 pub use crate::connection::{Connection, Timeout};
 pub use crate::error::{Error, Result};
@@ -176,4 +183,6 @@ pub use crate::proxy::{ProxyHeader, PROXY_HEADER_TIME};
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
+#[cfg(feature = "tls")]
+pub use crate::tls::TlsConfig;
 pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};

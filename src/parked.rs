@@ -24,7 +24,6 @@ use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,14 +31,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use polling::{Event, Poller};
 
+use crate::addr::Addr;
 use crate::closer::Closer;
 use crate::config::{Config, OutboxFull};
 use crate::connection::Timeout;
 use crate::peer::SendError;
-use crate::pool::{Accepted, Job};
+use crate::pool::{Admitted, Job};
 use crate::proxy::ProxyHeader;
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
+use crate::transport::{Socket, Transport};
 use crate::turn::CloseReason;
 use crate::wait;
 
@@ -219,7 +220,7 @@ impl Hub {
 /// A connection of the turn mode.
 pub(crate) struct Entry {
     pub(crate) id: u64,
-    pub(crate) peer_addr: SocketAddr,
+    pub(crate) peer_addr: Addr,
     /// The PROXY protocol header, when the server requires one.
     pub(crate) proxy: Option<Box<ProxyHeader>>,
     /// Set by a short read: nothing more to read in this turn.
@@ -231,9 +232,10 @@ pub(crate) struct Entry {
 }
 
 struct Inner {
-    /// The socket, until the connection closes: then it goes to the
-    /// closer, so that a `Peer` kept after the end holds no descriptor.
-    stream: Option<Arc<TcpStream>>,
+    /// The socket (and TLS session), until the connection closes: then
+    /// the socket goes to the closer, so that a `Peer` kept after the end
+    /// holds no descriptor.
+    stream: Option<Arc<Transport>>,
     phase: Phase,
     outbox: Outbox,
     /// Why the connection is to end, once something asked.
@@ -257,21 +259,26 @@ struct Inner {
     drain_check: Option<Instant>,
 }
 
+impl Inner {
+    /// Whether bytes wait to be written: in the outbox, or (with TLS)
+    /// encrypted and not yet taken by the socket.
+    fn unsent(&self) -> bool {
+        !self.outbox.is_empty() || self.stream.as_ref().is_some_and(|t| t.wants_write())
+    }
+}
+
 impl Entry {
-    pub(crate) fn new(accepted: Accepted, proxy: Option<ProxyHeader>, hub: Arc<Hub>) -> Arc<Entry> {
+    pub(crate) fn new(conn: Admitted, hub: Arc<Hub>) -> Arc<Entry> {
         let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
-            id: accepted.id,
-            peer_addr: proxy
-                .as_ref()
-                .and_then(ProxyHeader::client)
-                .unwrap_or(accepted.peer),
-            proxy: proxy.map(Box::new),
+            id: conn.id,
+            peer_addr: conn.peer,
+            proxy: conn.proxy.map(Box::new),
             drained: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
-                stream: Some(Arc::new(accepted.stream)),
+                stream: Some(Arc::new(conn.transport)),
                 phase: Phase::Opening,
                 outbox: Outbox::default(),
                 close: None,
@@ -288,24 +295,27 @@ impl Entry {
     }
 
     /// Reads what has arrived, without waiting. After a short read (fewer
-    /// bytes than asked for) the socket's buffer is known to be empty, so
-    /// the rest of the turn reads nothing more without asking the kernel:
-    /// the read that would find nothing is saved, and input arriving
-    /// meanwhile wakes the connection again as soon as it parks (the
-    /// readiness set is level-triggered).
+    /// bytes than asked for) of a plain socket, its buffer is known to be
+    /// empty, so the rest of the turn reads nothing more without asking
+    /// the kernel: the read that would find nothing is saved, and input
+    /// arriving meanwhile wakes the connection again as soon as it parks
+    /// (the readiness set is level-triggered). A TLS read may be short
+    /// because it emptied what was decrypted, so it says nothing of the
+    /// socket.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
         if self.drained.load(Ordering::Relaxed) {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = wait::recv_now(&*self.stream()?, buf)?;
-        if n > 0 && n < buf.len() {
+        let transport = self.stream()?;
+        let n = transport.recv_now(buf)?;
+        if n > 0 && n < buf.len() && !transport.is_tls() {
             self.drained.store(true, Ordering::Relaxed);
         }
         Ok(n)
     }
 
-    /// The socket, while the connection is open.
-    fn stream(&self) -> io::Result<Arc<TcpStream>> {
+    /// The transport, while the connection is open.
+    fn stream(&self) -> io::Result<Arc<Transport>> {
         lock(&self.inner)
             .stream
             .clone()
@@ -324,10 +334,16 @@ impl Entry {
         let Ok(stream) = self.stream() else {
             return false;
         };
-        let ready = matches!(
-            wait::wait(&*stream, wait::Interest::Read, Some(stop), Some(time)),
-            Ok(wait::Woken::Ready)
-        );
+        let ready = stream.has_buffered_input()
+            || matches!(
+                wait::wait(
+                    &**stream.socket(),
+                    wait::Interest::Read,
+                    Some(stop),
+                    Some(time)
+                ),
+                Ok(wait::Woken::Ready)
+            );
         if ready {
             self.begin_turn();
         }
@@ -410,7 +426,7 @@ impl Entry {
         if inner.phase == Phase::Parked {
             match inner.close {
                 Some(reason) => self.take_turn(inner, Why::Close(reason)),
-                None if !inner.outbox.is_empty() => self.arm(inner),
+                None if inner.unsent() => self.arm(inner),
                 None => {}
             }
         }
@@ -425,7 +441,7 @@ impl Entry {
         match inner.outbox.write_to(stream) {
             Ok(0) => {}
             Ok(_) => {
-                inner.stalled_since = (!inner.outbox.is_empty()).then(Instant::now);
+                inner.stalled_since = inner.unsent().then(Instant::now);
             }
             Err(error) => {
                 // The client is gone: nothing queued can reach it.
@@ -439,10 +455,10 @@ impl Entry {
                 inner.close.get_or_insert(CloseReason::Failed);
             }
         }
-        if !inner.outbox.is_empty() && inner.stalled_since.is_none() {
+        if inner.unsent() && inner.stalled_since.is_none() {
             inner.stalled_since = Some(Instant::now());
         }
-        if inner.outbox.is_empty() {
+        if !inner.unsent() {
             inner.stalled_since = None;
         }
     }
@@ -492,6 +508,16 @@ impl Entry {
         }
         self.hub.set_phase(&mut inner, Phase::Parked);
         self.schedule(&mut inner);
+        if inner
+            .stream
+            .as_ref()
+            .is_some_and(|t| t.has_buffered_input())
+        {
+            // TLS decrypted more than the turn read: the socket may have
+            // nothing left to wake the connection, so it goes on now.
+            self.take_turn(&mut inner, Why::Ready);
+            return Ok(());
+        }
         self.arm(&mut inner);
         if self.hub.closing_all.load(Ordering::SeqCst) {
             // The shutdown's closing round looked at the connections
@@ -512,7 +538,7 @@ impl Entry {
         inner.close.get_or_insert(CloseReason::Done);
         self.hub.set_phase(&mut inner, Phase::Flushing);
         self.flush(&mut inner);
-        if inner.outbox.is_empty() {
+        if !inner.unsent() {
             self.close_now(&mut inner);
         } else {
             if !inner.registered {
@@ -539,7 +565,7 @@ impl Entry {
         if inner.registered {
             inner.registered = false;
             if let Some(stream) = &stream {
-                if let Err(error) = self.hub.poller.delete(&**stream) {
+                if let Err(error) = self.hub.poller.delete(&**stream.socket()) {
                     log::debug!("could not deregister id={}: error={error}", self.id);
                 }
             }
@@ -549,7 +575,7 @@ impl Entry {
         Counters::bump(&counters.completed);
         counters.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(stream) = stream {
-            self.hub.closer.close(stream);
+            self.hub.closer.close(stream.finish());
         }
         if self.hub.shared.is_stopping() && self.hub.is_idle() {
             // The poller may be waiting for the last one to go.
@@ -563,15 +589,16 @@ impl Entry {
     fn arm(&self, inner: &mut Inner) {
         let flushing = inner.phase == Phase::Flushing;
         let readable = !flushing && inner.outbox.len <= self.hub.outbox_limit / 2;
-        let writable = !inner.outbox.is_empty();
+        let writable = inner.unsent();
         let interest = Event::new(key(self.id), readable, writable);
         let Some(stream) = &inner.stream else {
             return;
         };
+        let socket = stream.socket();
         let result = if inner.registered {
-            self.hub.poller.modify(&**stream, interest)
+            self.hub.poller.modify(&**socket, interest)
         } else {
-            let result = register(&self.hub.poller, stream, interest);
+            let result = register(&self.hub.poller, socket, interest);
             inner.registered = result.is_ok();
             result
         };
@@ -626,7 +653,7 @@ impl Entry {
                     self.arm(&mut inner);
                 }
             }
-            Phase::Flushing if inner.outbox.is_empty() => self.close_now(&mut inner),
+            Phase::Flushing if !inner.unsent() => self.close_now(&mut inner),
             Phase::Flushing => self.arm(&mut inner),
             // A worker has it, and arms it again when done.
             Phase::Opening | Phase::InTurn | Phase::Closed => {}
@@ -697,19 +724,23 @@ impl Entry {
         debug_assert_eq!(inner.phase, Phase::Parked);
         let quiet = self.hub.shared.drain_quiet;
         let quiet_from = inner.last_input.map_or(now, |at| at + quiet);
-        let pending = match &inner.stream {
-            Some(stream) => wait::wait(&**stream, wait::Interest::Read, None, Some(Duration::ZERO)),
-            None => Ok(wait::Woken::TimedOut),
-        };
-        if matches!(pending, Ok(wait::Woken::Ready)) {
+        let pending = inner.stream.as_ref().is_some_and(|stream| {
+            let socket = &**stream.socket();
+            stream.has_buffered_input()
+                || matches!(
+                    wait::wait(socket, wait::Interest::Read, None, Some(Duration::ZERO)),
+                    Ok(wait::Woken::Ready)
+                )
+        });
+        if pending {
             // Input the client sent has not had its turn yet (a connection
             // opened late, or its readiness event is still on its way).
             self.take_turn(inner, Why::Ready);
-        } else if inner.outbox.is_empty() && quiet_from <= now {
+        } else if !inner.unsent() && quiet_from <= now {
             let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
             self.take_turn(inner, Why::Close(reason));
         } else {
-            let check = if inner.outbox.is_empty() {
+            let check = if !inner.unsent() {
                 quiet_from
             } else {
                 now + quiet
@@ -729,7 +760,7 @@ pub(crate) fn key(id: u64) -> usize {
 
 /// Adds `stream` to the readiness set.
 #[allow(unsafe_code)]
-fn register(poller: &Poller, stream: &TcpStream, interest: Event) -> io::Result<()> {
+fn register(poller: &Poller, stream: &Socket, interest: Event) -> io::Result<()> {
     // SAFETY: `polling` requires the source to be deleted from the poller
     // before it is closed. The stream is held by its `Entry` until
     // `Entry::close_now` takes it out, deletes it from the poller and only
@@ -789,11 +820,12 @@ impl Outbox {
         *self = Outbox::default();
     }
 
-    /// Writes until the socket takes no more; returns how much it took.
-    fn write_to(&mut self, stream: &TcpStream) -> io::Result<usize> {
+    /// Writes until the transport takes no more; returns how much it
+    /// took. With TLS, what it took may still wait for the socket.
+    fn write_to(&mut self, stream: &Transport) -> io::Result<usize> {
         let mut total = 0;
         while let Some(front) = self.chunks.front() {
-            match wait::send_now(stream, &front[self.written..]) {
+            match stream.send_now(&front[self.written..]) {
                 Ok(n) => {
                     total += n;
                     self.len -= n;
@@ -810,6 +842,10 @@ impl Outbox {
         if self.chunks.is_empty() {
             // Give the memory back: a parked connection holds no buffer.
             self.chunks = VecDeque::new();
+            match stream.flush_now() {
+                Err(error) if error.kind() != io::ErrorKind::WouldBlock => return Err(error),
+                _ => {}
+            }
         }
         Ok(total)
     }

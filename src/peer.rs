@@ -3,7 +3,8 @@
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+
+use crate::addr::Addr;
 use std::sync::Arc;
 
 use crate::parked::Entry;
@@ -43,8 +44,8 @@ impl Peer {
     }
 
     /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.entry.peer_addr
+    pub fn peer_addr(&self) -> Addr {
+        self.entry.peer_addr.clone()
     }
 
     /// Queues `bytes` for the client; never waits. Anything byte-like

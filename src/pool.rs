@@ -2,7 +2,7 @@
 //! accepted streams, and the drain-then-force end of a shutdown.
 
 use std::fmt;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::addr::Addr;
 use crate::closer::Closer;
 use crate::config::{Config, Limits};
 use crate::connection::Connection;
@@ -19,6 +20,7 @@ use crate::parked::{Entry, Why};
 use crate::proxy::{self, ProxyHeader};
 use crate::shutdown::{lock, Shared};
 use crate::stats::Counters;
+use crate::transport::{Socket, Transport};
 
 /// How long shutdown waits for workers after ending their connections by
 /// force. A handler waiting on its connection returns at once; one that
@@ -28,8 +30,20 @@ pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);
 /// An accepted connection on its way from the acceptor to a worker.
 #[derive(Debug)]
 pub(crate) struct Accepted {
-    pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
+    pub(crate) stream: Socket,
+    pub(crate) peer: Addr,
+    pub(crate) id: u64,
+}
+
+/// A connection a worker has let in: its PROXY header read and its TLS
+/// handshake done, when the server asks for them.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) transport: Transport,
+    /// The client's address: the socket's peer, or the one the PROXY
+    /// header names.
+    pub(crate) peer: Addr,
+    pub(crate) proxy: Option<ProxyHeader>,
     pub(crate) id: u64,
 }
 
@@ -58,7 +72,7 @@ impl Job {
 /// connection per job ([`WholeConnections`]), or a turn per job
 /// (`turns::Turns`).
 pub(crate) trait Service: Send + Sync + 'static {
-    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker);
+    fn accepted(&self, conn: Admitted, worker: &Worker);
     fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker);
 }
 
@@ -69,7 +83,7 @@ pub(crate) struct WholeConnections {
 
 /// The connection a worker is serving, if any, so that shutdown can end it
 /// by force.
-type Slot = Mutex<Option<Arc<TcpStream>>>;
+type Slot = Mutex<Option<Arc<Socket>>>;
 
 pub(crate) struct WorkerPool {
     threads: Vec<JoinHandle<()>>,
@@ -225,7 +239,7 @@ impl fmt::Debug for WorkerPool {
 }
 
 /// Calls `f` with the stream of every worker serving a connection.
-fn for_each_active(slots: &[Slot], mut f: impl FnMut(&TcpStream)) {
+fn for_each_active(slots: &[Slot], mut f: impl FnMut(&Socket)) {
     for slot in slots {
         if let Some(stream) = lock(slot).as_ref() {
             f(stream);
@@ -238,7 +252,7 @@ fn for_each_active(slots: &[Slot], mut f: impl FnMut(&TcpStream)) {
 /// `Connection`; `shutdown(SHUT_WR)` also ends a write it makes on the
 /// stream directly (or on a clone) and tells the client. The read side is
 /// left alone: the gentle close still reads what the client sends.
-fn force_close(stream: &TcpStream, counters: &Counters) {
+fn force_close(stream: &Socket, counters: &Counters) {
     let _ = stream.shutdown(Shutdown::Write);
     Counters::bump(&counters.forced_closed);
 }
@@ -247,7 +261,8 @@ fn force_close(stream: &TcpStream, counters: &Counters) {
 fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
     match job {
         Job::Accepted(job) => close_unserved(
-            job,
+            Arc::new(job.stream),
+            (&job.peer, job.id),
             "closing queued connection unserved",
             &counters.dropped,
             closer,
@@ -261,16 +276,17 @@ fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
 
 /// Closes an accepted connection no handler will see, counted in `why`.
 fn close_unserved(
-    job: Accepted,
+    socket: Arc<Socket>,
+    (peer, id): (&Addr, u64),
     what: &str,
     why: &AtomicU64,
     closer: &Closer,
     counters: &Counters,
 ) {
-    log::debug!("{what}: peer={} id={}", job.peer, job.id);
+    log::debug!("{what}: peer={peer} id={id}");
     Counters::bump(why);
     counters.open.fetch_sub(1, Ordering::Relaxed);
-    closer.close(Arc::new(job.stream));
+    closer.close(socket);
 }
 
 /// A worker thread, and what a [`Service`] may use of it.
@@ -298,8 +314,8 @@ impl Worker {
             counters.busy.fetch_add(1, Ordering::Relaxed);
             match job {
                 Job::Accepted(job) => {
-                    if let Some((job, proxy)) = self.admit(job) {
-                        self.service.accepted(job, proxy, &self);
+                    if let Some(conn) = self.admit(job) {
+                        self.service.accepted(conn, &self);
                     }
                 }
                 Job::Turn(entry, why) => self.service.turn(entry, why, &self),
@@ -312,19 +328,53 @@ impl Worker {
         }
     }
 
-    /// Reads a new connection's PROXY header when the server requires
-    /// one; closes the connection (counted as rejected) when it has no
-    /// valid one.
-    fn admit(&self, job: Accepted) -> Option<(Accepted, Option<ProxyHeader>)> {
-        match proxy::admit(&job, &self.shared) {
-            Ok(header) => Some((job, header)),
+    /// Lets a new connection in: reads its PROXY header and runs its TLS
+    /// handshake when the server asks for them, or closes it (counted as
+    /// rejected) when either fails.
+    fn admit(&self, job: Accepted) -> Option<Admitted> {
+        let Accepted { stream, peer, id } = job;
+        let socket = Arc::new(stream);
+        let counters = &self.shared.counters;
+        let proxy = match proxy::admit(&socket, &peer, &self.shared) {
+            Ok(proxy) => proxy,
             Err(error) => {
-                let counters = &self.shared.counters;
                 let what = format!("closing a connection without a valid PROXY header ({error})");
-                close_unserved(job, &what, &counters.rejected_proxy, &self.closer, counters);
-                None
+                let why = &counters.rejected_proxy;
+                close_unserved(socket, (&peer, id), &what, why, &self.closer, counters);
+                return None;
             }
+        };
+        let peer = match proxy.as_ref().and_then(ProxyHeader::client) {
+            Some(client) => Addr::Tcp(client),
+            None => peer,
+        };
+        let transport = match self.secure(&socket) {
+            Ok(transport) => transport,
+            Err(error) => {
+                let what = format!("closing a connection whose TLS handshake failed ({error})");
+                let why = &counters.rejected_tls;
+                close_unserved(socket, (&peer, id), &what, why, &self.closer, counters);
+                return None;
+            }
+        };
+        Some(Admitted {
+            transport,
+            peer,
+            proxy,
+            id,
+        })
+    }
+
+    /// The connection's transport: TLS over the socket when the server
+    /// speaks it, after the handshake; the socket itself otherwise.
+    fn secure(&self, socket: &Arc<Socket>) -> std::io::Result<Transport> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.shared.tls {
+            let signal = self.shared.force_signal();
+            let session = crate::tls::handshake(socket, &tls.config, tls.handshake_time, signal)?;
+            return Ok(Transport::tls(Arc::clone(socket), session));
         }
+        Ok(Transport::plain(Arc::clone(socket)))
     }
 
     /// Whether another job waits for a worker.
@@ -334,7 +384,7 @@ impl Worker {
 }
 
 impl Service for WholeConnections {
-    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker) {
+    fn accepted(&self, conn: Admitted, worker: &Worker) {
         let Worker {
             index,
             shared,
@@ -345,8 +395,8 @@ impl Service for WholeConnections {
         } = worker;
         let counters = &shared.counters;
         let slot = &slots[*index];
-        let Accepted { stream, peer, id } = job;
-        let stream = Arc::new(stream);
+        let (peer, id) = (conn.peer.clone(), conn.id);
+        let stream = Arc::clone(conn.transport.socket());
         *lock(slot) = Some(Arc::clone(&stream));
         // Shutdown looks at the slots, then raises the force flag; we
         // filled our slot before looking at the flag. A connection taken
@@ -357,26 +407,21 @@ impl Service for WholeConnections {
             force_close(&stream, counters);
         }
         log::debug!("serving connection: peer={peer} id={id}");
-        let mut conn = Connection::new(
-            Arc::clone(&stream),
-            peer,
-            proxy,
-            id,
-            Arc::clone(shared),
-            *limits,
-        );
+        let mut conn = Connection::new(conn, Arc::clone(shared), *limits);
         run_guarded(
             "handler",
-            peer,
+            &peer,
             id,
             counters,
             Some(&counters.handler_errors),
             || self.handler.handle(&mut conn),
         );
         log::debug!("connection closed: peer={peer} id={id}");
+        let socket = conn.finish();
         drop(conn);
         *lock(slot) = None;
-        closer.close(stream);
+        drop(stream);
+        closer.close(socket);
         Counters::bump(&counters.completed);
         counters.open.fetch_sub(1, Ordering::Relaxed);
     }

@@ -5,13 +5,14 @@
 
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ppp::{v1, v2, HeaderResult};
 
-use crate::pool::Accepted;
+use crate::addr::Addr;
 use crate::shutdown::Shared;
+use crate::transport::Socket;
 use crate::wait::{self, Interest, Woken};
 
 /// How long a proxy may take to send the header. A proxy sends it with
@@ -35,7 +36,7 @@ const V1_PREFIX: &[u8; 6] = b"PROXY ";
 pub struct ProxyHeader {
     client: Option<SocketAddr>,
     destination: Option<SocketAddr>,
-    proxy: SocketAddr,
+    proxy: Addr,
     tlvs: Vec<(u8, Box<[u8]>)>,
 }
 
@@ -52,9 +53,10 @@ impl ProxyHeader {
         self.destination
     }
 
-    /// The proxy's own address: the TCP peer of this connection.
-    pub fn proxy(&self) -> SocketAddr {
-        self.proxy
+    /// The proxy's own address: the peer of this connection (a Unix
+    /// socket's when the proxy connects through one).
+    pub fn proxy(&self) -> Addr {
+        self.proxy.clone()
     }
 
     /// The v2 header's type-length-value fields (`PP2_TYPE_ALPN` is 0x01,
@@ -79,24 +81,34 @@ impl fmt::Debug for ProxyHeader {
 /// When the server requires the PROXY protocol: checks that `accepted`
 /// comes from a trusted proxy and reads its header. `Ok(None)` when the
 /// protocol is off.
-pub(crate) fn admit(accepted: &Accepted, shared: &Shared) -> io::Result<Option<ProxyHeader>> {
+///
+/// The trusted proxies are IP addresses: a Unix socket's peer is trusted
+/// by the file's permissions, not by this list.
+pub(crate) fn admit(
+    socket: &Socket,
+    peer: &Addr,
+    shared: &Shared,
+) -> io::Result<Option<ProxyHeader>> {
     let Some(config) = &shared.proxy else {
         return Ok(None);
     };
-    let proxy = accepted.peer;
-    if !config.trusted.is_empty() && !config.trusted.contains(&proxy.ip()) {
+    let untrusted = match peer {
+        Addr::Tcp(proxy) => !config.trusted.is_empty() && !config.trusted.contains(&proxy.ip()),
+        Addr::Unix(_) => false,
+    };
+    if untrusted {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             "not one of the trusted proxies",
         ));
     }
-    read_header(&accepted.stream, proxy, shared).map(Some)
+    read_header(socket, peer, shared).map(Some)
 }
 
 /// Reads the PROXY header at the start of `stream`, consuming exactly its
 /// bytes; fails on anything that is not one, or when it does not arrive by
 /// the deadline or the server is stopped.
-fn read_header(stream: &TcpStream, proxy: SocketAddr, shared: &Shared) -> io::Result<ProxyHeader> {
+fn read_header(stream: &Socket, proxy: &Addr, shared: &Shared) -> io::Result<ProxyHeader> {
     let deadline = Instant::now() + PROXY_HEADER_TIME;
     let mut header = Vec::with_capacity(V1_MAX);
     loop {
@@ -192,7 +204,7 @@ fn find_crlf(bytes: &[u8]) -> Option<usize> {
     bytes.windows(2).position(|pair| pair == b"\r\n")
 }
 
-fn parse(header: &[u8], proxy: SocketAddr) -> io::Result<ProxyHeader> {
+fn parse(header: &[u8], proxy: &Addr) -> io::Result<ProxyHeader> {
     let mut tlvs = Vec::new();
     let ends = match HeaderResult::parse(header) {
         HeaderResult::V1(Ok(v1)) => match v1.addresses {
@@ -234,7 +246,7 @@ fn parse(header: &[u8], proxy: SocketAddr) -> io::Result<ProxyHeader> {
     Ok(ProxyHeader {
         client: ends.map(|(client, _)| client),
         destination: ends.map(|(_, destination)| destination),
-        proxy,
+        proxy: proxy.clone(),
         tlvs,
     })
 }

@@ -3,8 +3,9 @@
 
 use std::fmt;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpStream};
 
+use crate::addr::Addr;
+use crate::transport::Socket;
 use crate::wait;
 
 /// Why the acceptor turned a connection away.
@@ -42,19 +43,14 @@ impl fmt::Display for RejectReason {
 /// returns, the connection is closed gently, so the reply reaches the
 /// client even when it had sent something.
 pub struct Rejected {
-    pub(crate) stream: TcpStream,
-    peer_addr: SocketAddr,
+    pub(crate) stream: Socket,
+    peer_addr: Addr,
     id: u64,
     reason: RejectReason,
 }
 
 impl Rejected {
-    pub(crate) fn new(
-        stream: TcpStream,
-        peer_addr: SocketAddr,
-        id: u64,
-        reason: RejectReason,
-    ) -> Rejected {
+    pub(crate) fn new(stream: Socket, peer_addr: Addr, id: u64, reason: RejectReason) -> Rejected {
         Rejected {
             stream,
             peer_addr,
@@ -64,8 +60,8 @@ impl Rejected {
     }
 
     /// The client's address.
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.peer_addr
+    pub fn peer_addr(&self) -> Addr {
+        self.peer_addr.clone()
     }
 
     /// The connection's id (see [`Connection::id`](crate::Connection::id)).

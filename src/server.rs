@@ -1,7 +1,6 @@
 //! `Server`: a bound listener and its configuration, and the two ways to
 //! start serving: `run` on the calling thread, `spawn` in the background.
 
-use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -9,11 +8,13 @@ use std::time::{Duration, Instant};
 use polling::Poller;
 
 use crate::acceptor::{Acceptor, Origin};
+use crate::addr::Addr;
 use crate::closer::Closer;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::Handler;
+use crate::listener::{Listener, SocketFile};
 #[cfg(unix)]
 use crate::notify::notify;
 use crate::parked::Hub;
@@ -28,7 +29,8 @@ use crate::turns::Turns;
 /// ended may still wait for their clients' end of stream.
 const LINGER_AFTER_FORCE: Duration = Duration::from_millis(500);
 
-/// A listening TCP server that has not started serving yet.
+/// A listening server (TCP, TLS or Unix socket) that has not started
+/// serving yet.
 ///
 /// Made by [`Server::bind`] or a [`ServerBuilder`](crate::ServerBuilder)
 /// (the constructors live with the builder, in `builder.rs`). The socket is already
@@ -37,12 +39,15 @@ const LINGER_AFTER_FORCE: Duration = Duration::from_millis(500);
 /// thread is started until [`run`](Server::run) or [`spawn`](Server::spawn).
 #[derive(Debug)]
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     origin: Origin,
+    /// The Unix socket's file, when the server made it: removed once the
+    /// server stops accepting (or is dropped unused).
+    socket_file: Option<SocketFile>,
     /// For the closer thread, made here so that starting the server opens
     /// no descriptor (it may be started when the process has none left).
     closer_poller: Poller,
-    local_addr: SocketAddr,
+    local_addr: Addr,
     config: Config,
     shared: Arc<Shared>,
 }
@@ -51,7 +56,12 @@ impl Server {
     /// Makes a server on `listener`, which is switched to non-blocking
     /// mode (the accept loop waits in `poll(2)`); an adopted listener's
     /// mode is put back when the server stops.
-    pub(crate) fn new(listener: TcpListener, adopted: bool, config: Config) -> Result<Server> {
+    pub(crate) fn new(
+        listener: Listener,
+        adopted: bool,
+        socket_file: Option<SocketFile>,
+        config: Config,
+    ) -> Result<Server> {
         let listener_error = |source| Error::Listener { source };
         let local_addr = listener.local_addr().map_err(listener_error)?;
         let origin = if adopted {
@@ -67,6 +77,7 @@ impl Server {
         Ok(Server {
             listener,
             origin,
+            socket_file,
             closer_poller,
             local_addr,
             config,
@@ -76,14 +87,14 @@ impl Server {
 
     /// The address the server listens on, with the real port when port 0
     /// was asked for.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> Addr {
+        self.local_addr.clone()
     }
 
     /// A [`ServerControl`] to stop the server or read its counters from
     /// another thread, for example while it runs with [`run`](Server::run).
     pub fn control(&self) -> ServerControl {
-        ServerControl::new(Arc::clone(&self.shared), self.local_addr)
+        ServerControl::new(Arc::clone(&self.shared), self.local_addr.clone())
     }
 
     /// Serves connections with `handler` on the calling thread until the
@@ -187,7 +198,7 @@ impl Server {
 
     fn spawn_mode(self, mode: Mode) -> Result<ServerHandle> {
         let shared = Arc::clone(&self.shared);
-        let local_addr = self.local_addr;
+        let local_addr = self.local_addr.clone();
         let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
         let name = "frontdesk-acceptor".to_string();
         let thread = thread::Builder::new()
@@ -216,6 +227,7 @@ impl Server {
         let Server {
             listener,
             origin,
+            socket_file,
             closer_poller,
             local_addr,
             mut config,
@@ -289,6 +301,8 @@ impl Server {
             closer,
         );
         let result = acceptor.run();
+        // Nothing listens at the path any more: a new server may take it.
+        drop(socket_file);
         // The listener and the acceptor's sender are gone now: the port is
         // free and the workers stop once the queue is empty (in the turn
         // mode, once the poller has let go of its sender too).

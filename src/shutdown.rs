@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, ProxyConfig};
+use crate::config::{Config, ProxyConfig, TlsSetup};
 use crate::stats::Counters;
 use crate::wait::Signal;
 
@@ -37,6 +37,9 @@ pub(crate) struct Shared {
     /// The PROXY protocol, when every connection must start with its
     /// header.
     pub(crate) proxy: Option<ProxyConfig>,
+    /// TLS, when every connection speaks it.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) tls: Option<TlsSetup>,
     stop: StopSignal,
     /// `counters.completed` when the stop signal was raised.
     completed_at_stop: AtomicU64,
@@ -49,6 +52,7 @@ impl Shared {
             workers: config.workers,
             drain_quiet: config.drain_quiet,
             proxy: config.proxy.clone(),
+            tls: config.tls.clone(),
             stop: StopSignal::new()?,
             completed_at_stop: AtomicU64::new(0),
         })

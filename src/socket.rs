@@ -67,6 +67,31 @@ fn set_reuse_port(_: &Socket, reuse: bool) -> io::Result<()> {
 }
 
 /// Options set on every accepted stream.
+/// Binds a Unix stream socket at `path` and listens on it; `mode` sets
+/// the file's permissions before the socket listens, so no client can
+/// connect while it has the umask's.
+#[cfg(unix)]
+pub(crate) fn listen_unix(
+    path: &std::path::Path,
+    backlog: i32,
+    mode: Option<u32>,
+) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.bind(&socket2::SockAddr::unix(path)?)?;
+    if let Some(mode) = mode {
+        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            let _ = std::fs::remove_file(path);
+            return Err(error);
+        }
+    }
+    if let Err(error) = socket.listen(backlog) {
+        let _ = std::fs::remove_file(path);
+        return Err(error);
+    }
+    Ok(socket.into())
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamOptions {
     pub(crate) nodelay: bool,
@@ -104,13 +129,13 @@ pub(crate) fn has_nodelay(stream: &TcpStream, nodelay: bool) -> bool {
 /// Whether `listener` is in non-blocking mode (`O_NONBLOCK`), a mode every
 /// descriptor of the socket shares.
 #[cfg(unix)]
-pub(crate) fn is_nonblocking(listener: &TcpListener) -> io::Result<bool> {
+pub(crate) fn is_nonblocking(listener: &impl std::os::fd::AsFd) -> io::Result<bool> {
     SockRef::from(listener).nonblocking()
 }
 
 /// Windows cannot tell; the mode is assumed blocking, std's default.
 #[cfg(not(unix))]
-pub(crate) fn is_nonblocking(_: &TcpListener) -> io::Result<bool> {
+pub(crate) fn is_nonblocking<T>(_: &T) -> io::Result<bool> {
     Ok(false)
 }
 

@@ -85,12 +85,17 @@ pub struct RejectedStats {
     /// address not among the trusted proxies (see
     /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol)).
     pub proxy: u64,
+    /// The TLS handshake failed or did not finish within
+    /// [`tls_handshake_timeout`](crate::ServerBuilder::tls_handshake_timeout)
+    /// (a client that does not speak TLS, a certificate it refused, a
+    /// client that said nothing).
+    pub tls: u64,
 }
 
 impl RejectedStats {
     /// All rejected connections, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.overload + self.max_connections + self.shutting_down + self.proxy
+        self.overload + self.max_connections + self.shutting_down + self.proxy + self.tls
     }
 }
 
@@ -126,6 +131,7 @@ pub(crate) struct Counters {
     pub(crate) rejected_max_connections: AtomicU64,
     pub(crate) rejected_shutting_down: AtomicU64,
     pub(crate) rejected_proxy: AtomicU64,
+    pub(crate) rejected_tls: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) handler_errors: AtomicU64,
     pub(crate) panics: AtomicU64,
@@ -175,6 +181,7 @@ impl Counters {
                 max_connections: get(&self.rejected_max_connections),
                 shutting_down: get(&self.rejected_shutting_down),
                 proxy: get(&self.rejected_proxy),
+                tls: get(&self.rejected_tls),
             },
             completed: get(&self.completed),
             handler_errors: get(&self.handler_errors),

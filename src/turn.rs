@@ -5,10 +5,10 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::addr::Addr;
 use crate::lines::{LineError, LineReader};
 use crate::parked::{Entry, TurnReader};
 use crate::peer::{Message, Peer, SendError};
@@ -173,8 +173,8 @@ impl<'a> Turn<'a> {
     /// The client's address: the TCP peer's, or behind a proxy that sends
     /// the PROXY protocol, the one its header names (see
     /// [`Connection::peer_addr`](crate::Connection::peer_addr)).
-    pub fn peer_addr(&self) -> SocketAddr {
-        self.entry.peer_addr
+    pub fn peer_addr(&self) -> Addr {
+        self.entry.peer_addr.clone()
     }
 
     /// The PROXY protocol header the connection began with, when the

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use crate::handler::run_guarded;
 use crate::parked::{Entry, Hub, Why};
-use crate::pool::{Accepted, Service, Worker};
-use crate::proxy::ProxyHeader;
+use crate::pool::{Admitted, Service, Worker};
 use crate::shutdown::lock;
 use crate::turn::{CloseReason, Next, Turn, TurnHandler};
 
@@ -23,8 +22,8 @@ pub(crate) struct Turns<H> {
 }
 
 impl<H: TurnHandler> Service for Turns<H> {
-    fn accepted(&self, job: Accepted, proxy: Option<ProxyHeader>, worker: &Worker) {
-        let entry = Entry::new(job, proxy, Arc::clone(&self.hub));
+    fn accepted(&self, conn: Admitted, worker: &Worker) {
+        let entry = Entry::new(conn, Arc::clone(&self.hub));
         let state = self.call(&entry, "open", |handler, turn| handler.open(turn));
         match state {
             Some(state) => {
@@ -114,7 +113,7 @@ impl<H: TurnHandler> Turns<H> {
         let mut turn = Turn { entry, shared };
         run_guarded(
             what,
-            entry.peer_addr,
+            &entry.peer_addr,
             entry.id,
             counters,
             Some(&counters.handler_errors),

@@ -12,6 +12,7 @@
 //! on Windows, which has no `MSG_DONTWAIT`: see `recv_now`).
 
 use std::io;
+#[cfg(not(unix))]
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ use std::os::unix::net::UnixStream;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::AsFd;
+
+#[cfg(windows)]
+use crate::transport::Socket;
 
 /// What a socket is waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub(crate) enum Woken {
 
 /// Reads what has arrived, without waiting: `WouldBlock` when nothing has.
 #[cfg(unix)]
-pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_now(stream: &impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
     retrying(|| rustix::net::recv(stream, &mut *buf, RecvFlags::DONTWAIT).map(|(n, _)| n))
 }
@@ -49,7 +53,7 @@ pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
 /// Looks at what has arrived without taking it, and without waiting:
 /// `WouldBlock` when nothing has.
 #[cfg(unix)]
-pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn peek_now(stream: &impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
     let flags = RecvFlags::DONTWAIT | RecvFlags::PEEK;
     retrying(|| rustix::net::recv(stream, &mut *buf, flags).map(|(n, _)| n))
@@ -58,7 +62,7 @@ pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> 
 /// Writes what fits in the send buffer, without waiting: `WouldBlock` when
 /// nothing does.
 #[cfg(unix)]
-pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_now(stream: &impl AsFd, buf: &[u8]) -> io::Result<usize> {
     retrying(|| rustix::net::send(stream, buf, send_flags()))
 }
 
@@ -93,21 +97,24 @@ fn send_flags() -> rustix::net::SendFlags {
 /// Windows has no `MSG_DONTWAIT`: there the acceptor puts every stream in
 /// non-blocking mode, and plain reads and writes do not wait.
 #[cfg(windows)]
-pub(crate) fn recv_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn recv_now(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
+    let Socket::Tcp(stream) = socket;
     (&*stream).read(buf)
 }
 
 /// See `recv_now`.
 #[cfg(windows)]
-pub(crate) fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn peek_now(socket: &Socket, buf: &mut [u8]) -> io::Result<usize> {
+    let Socket::Tcp(stream) = socket;
     stream.peek(buf)
 }
 
 /// See `recv_now`.
 #[cfg(windows)]
-pub(crate) fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_now(socket: &Socket, buf: &[u8]) -> io::Result<usize> {
     use std::io::Write;
+    let Socket::Tcp(stream) = socket;
     (&*stream).write(buf)
 }
 
@@ -200,7 +207,7 @@ fn pair() -> io::Result<(TcpStream, TcpStream)> {
 
 #[cfg(test)]
 mod tests {
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::thread;
 
     use super::*;

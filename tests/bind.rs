@@ -9,10 +9,10 @@ use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 
 use frontdesk::{
-    Connection, Error, Overload, RejectedStats, Server, ServerBuilder, ServerControl, ServerHandle,
-    ShutdownReport, Stats, MAX_QUEUE, MAX_WORKERS,
+    Addr, Connection, Error, Overload, RejectedStats, Server, ServerBuilder, ServerControl,
+    ServerHandle, ShutdownReport, Stats, MAX_QUEUE, MAX_WORKERS,
 };
-use util::{client, echo, exchange, read_line, wait_until, LOCALHOST};
+use util::{client, echo, exchange, read_line, tcp_addr, wait_until, LOCALHOST};
 
 /// A handler that writes `tag` and a newline, then closes: the server closes
 /// first, so the server's side of the connection goes to `TIME_WAIT`.
@@ -20,7 +20,7 @@ fn say(tag: &'static str) -> impl Fn(&mut Connection) -> io::Result<()> {
     move |conn: &mut Connection| writeln!(conn, "{tag}")
 }
 
-fn bind_error(result: frontdesk::Result<Server>) -> (SocketAddr, io::Error) {
+fn bind_error(result: frontdesk::Result<Server>) -> (Addr, io::Error) {
     match result {
         Err(Error::Bind { addr, source }) => (addr, source),
         other => panic!("expected Error::Bind, got {other:?}"),
@@ -37,7 +37,7 @@ fn config_error(builder: ServerBuilder) -> &'static str {
 #[test]
 fn port_zero_gets_a_port_that_local_addr_reports() {
     let server = Server::bind(LOCALHOST).unwrap();
-    let addr = server.local_addr();
+    let addr = tcp_addr(server.local_addr());
     assert_eq!(addr.ip(), Ipv4Addr::LOCALHOST);
     assert_ne!(addr.port(), 0);
 
@@ -65,7 +65,7 @@ fn clients_can_connect_between_bind_and_spawn() {
 #[test]
 fn busy_port_is_bind_error_naming_the_address() {
     let first = Server::bind(LOCALHOST).unwrap();
-    let taken = first.local_addr();
+    let taken = tcp_addr(first.local_addr());
 
     let (addr, source) = bind_error(Server::bind(taken));
     assert_eq!(addr, taken);
@@ -107,7 +107,7 @@ fn time_wait_count(port: u16) -> usize {
 /// Serves a few clients with a handler that closes first, so that the
 /// server's side of each connection is in `TIME_WAIT`, then shuts down.
 fn leave_connections_in_time_wait(server: Server) -> SocketAddr {
-    let addr = server.local_addr();
+    let addr = tcp_addr(server.local_addr());
     let handle = server.spawn(say("bye")).unwrap();
     for _ in 0..3 {
         let mut stream = client(addr);
@@ -215,7 +215,7 @@ fn ipv6_loopback_works() {
         return;
     };
     let handle = server.unwrap().spawn(echo).unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     assert!(addr.is_ipv6() && addr.ip().is_loopback(), "{addr}");
     assert_ne!(addr.port(), 0);
     assert_eq!(exchange(&mut client(addr), "over v6"), "over v6");
@@ -239,7 +239,7 @@ fn only_v6_is_honoured() {
     assert!(matches!(refused, Err(Error::Bind { .. })), "{refused:?}");
 
     let server = Server::builder().only_v6(false).bind(mapped).unwrap();
-    let port = server.local_addr().port();
+    let port = tcp_addr(server.local_addr()).port();
     let handle = server
         .spawn(|conn: &mut Connection| writeln!(conn, "{}", conn.peer_addr()))
         .unwrap();
@@ -253,7 +253,7 @@ fn only_v6_is_honoured() {
 #[test]
 fn reuse_port_lets_two_servers_bind_one_port() {
     let a = Server::builder().reuse_port(true).bind(LOCALHOST).unwrap();
-    let addr = a.local_addr();
+    let addr = tcp_addr(a.local_addr());
     // Without the option on both sockets the port is taken.
     let (_, source) = bind_error(Server::bind(addr));
     assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
@@ -271,7 +271,7 @@ fn reuse_port_lets_two_servers_bind_one_port() {
 #[test]
 fn reuse_port_servers_serve_together_and_shut_down_one_at_a_time() {
     let a = Server::builder().reuse_port(true).bind(LOCALHOST).unwrap();
-    let addr = a.local_addr();
+    let addr = tcp_addr(a.local_addr());
     let b = Server::builder().reuse_port(true).bind(addr).unwrap();
     let a = a.spawn(say("a")).unwrap();
     let b = b.spawn(say("b")).unwrap();

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::thread;
 
 use frontdesk::{Connection, Server};
-use util::{client, exchange, read_line, send_line, serve, wait_until, Gate, LOCALHOST};
+use util::{client, exchange, read_line, send_line, serve, tcp_addr, wait_until, Gate, LOCALHOST};
 
 #[test]
 fn echoes_what_the_client_sends() {
@@ -68,7 +68,11 @@ fn n_workers_serve_n_clients_at_once() {
 #[test]
 fn accepted_streams_have_nodelay_by_default() {
     let report_nodelay = |conn: &mut Connection| -> io::Result<()> {
-        writeln!(conn, "{}", conn.stream().nodelay()?)
+        writeln!(
+            conn,
+            "{}",
+            conn.tcp_stream().expect("a TCP connection").nodelay()?
+        )
     };
     let handle = Server::bind(LOCALHOST)
         .unwrap()
@@ -98,7 +102,7 @@ fn connection_reports_peer_and_local_addresses() {
             writeln!(conn, "{} {}", conn.peer_addr(), local)
         })
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut stream = client(addr);
     let line = read_line(&mut stream);
     let (peer, local) = line.split_once(' ').unwrap();
@@ -132,7 +136,7 @@ fn concurrent_connections_get_unique_ids() {
         .unwrap()
         .spawn(|conn: &mut Connection| writeln!(conn, "{}", conn.id()))
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let threads: Vec<_> = (0..CLIENTS)
         .map(|_| thread::spawn(move || read_line(&mut client(addr)).parse::<u64>().unwrap()))
         .collect();
@@ -187,7 +191,7 @@ fn handler_error_does_not_stop_the_server_and_is_counted() {
             conn.write_all(line.as_bytes())
         })
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     for _ in 0..CLIENTS {
         let mut stream = client(addr);
@@ -217,7 +221,7 @@ fn client_that_closes_early_does_not_disturb_others() {
         .unwrap()
         .spawn(util::answer_line)
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut early = client(addr);
     early.write_all(b"no newline").unwrap();
     drop(early);

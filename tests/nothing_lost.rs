@@ -27,7 +27,7 @@ use frontdesk::{Connection, Handler, Server, Timeout};
 use socket2::SockRef;
 use util::{
     assert_accounted, assert_clean_end, client, client_with_request, exchange, read_request_line,
-    read_to_clean_end, serve, try_read_to_clean_end, wait_for_stats, TIMEOUT,
+    read_to_clean_end, serve, tcp_addr, try_read_to_clean_end, wait_for_stats, TIMEOUT,
 };
 
 /// How much a client sends after its first line, which the handler never
@@ -50,7 +50,9 @@ fn answer_first_line(conn: &mut Connection) -> io::Result<()> {
     // arrived by now in practice; waiting until at least one byte of it is
     // there (bounded by the idle timeout) makes sure that the close after
     // this handler has unread input, which is the case under test.
-    conn.stream().peek(&mut [0u8; 1])?;
+    conn.tcp_stream()
+        .expect("a TCP connection")
+        .peek(&mut [0u8; 1])?;
     conn.write_all(format!("reply to {line}\n").as_bytes())
 }
 
@@ -65,7 +67,7 @@ fn pipelining_clients_get_reply_then_clean_end(handler: impl Handler) -> frontde
             .idle_timeout(TIMEOUT),
         handler,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     for round in 0..ROUNDS {
         let mut stream = client(addr);
         // Room for the whole request in the client's send buffer: the write
@@ -226,7 +228,7 @@ fn queued_connections_are_closed_gently_when_every_worker_is_stuck() {
             Ok(())
         },
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let _stuck = client(addr);
     entered
         .recv_timeout(TIMEOUT)
@@ -293,7 +295,7 @@ fn answer_line_reporting_timeout(
             // Still busy (logging, cleaning up) when the rest of the
             // request arrives: wait until it is there, unread, before
             // returning. Bounded: the client sends it at once.
-            let stream = conn.stream();
+            let stream = conn.tcp_stream().expect("a TCP connection");
             stream.set_read_timeout(Some(TIMEOUT))?;
             let _ = stream.peek(&mut [0u8; 1]);
         }
@@ -317,7 +319,7 @@ fn idle_server(
         Server::builder().workers(1).idle_timeout(IDLE),
         answer_line_reporting_timeout(ended, linger),
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     (handle, addr)
 }
 

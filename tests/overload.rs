@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use frontdesk::{Overload, RejectReason, Rejected, Server, ServerBuilder, ServerHandle, Stats};
 use util::{
     assert_accounted, assert_closed, assert_silent, client, client_with_request, read_line, serve,
-    wait_until, Gate, TIMEOUT,
+    tcp_addr, wait_until, Gate, TIMEOUT,
 };
 
 const BUSY: &str = "error: server busy";
@@ -44,7 +44,7 @@ impl Full {
     fn start(builder: ServerBuilder, active: usize, queued: usize) -> Full {
         let gate = Gate::new();
         let handle = serve(builder, gate.guard(util::answer_line));
-        let addr = handle.local_addr();
+        let addr = tcp_addr(handle.local_addr());
         let mut full = Full {
             handle,
             addr,

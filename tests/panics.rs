@@ -14,7 +14,8 @@ use std::net::TcpStream;
 
 use frontdesk::{Connection, Overload, Rejected, Server};
 use util::{
-    assert_closed, client, read_exactly, read_request_line, serve, until_closed, wait_for_stats,
+    assert_closed, client, read_exactly, read_request_line, serve, tcp_addr, until_closed,
+    wait_for_stats,
 };
 
 /// `panic` and `panic-any` panic (with a string and a non-string payload),
@@ -95,7 +96,7 @@ fn panic_in_the_reject_hook_does_not_kill_the_acceptor() {
             until_closed(conn)
         },
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     // Take the only worker and the only queue slot.
     let mut served = client(addr);

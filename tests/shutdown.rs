@@ -13,8 +13,8 @@ use crossbeam_channel::RecvTimeoutError;
 use frontdesk::{Connection, Overload, Rejected, Server};
 use util::{
     assert_accounted, assert_clean_end, assert_closed, client, client_with_request, exchange,
-    read_line, run_on_thread, serve, wait_for_stats, wait_until, DropSignal, Gate, LOCALHOST,
-    QUIET, TIMEOUT,
+    read_line, run_on_thread, serve, tcp_addr, wait_for_stats, wait_until, DropSignal, Gate,
+    LOCALHOST, QUIET, TIMEOUT,
 };
 
 /// How much longer than its drain deadline a shutdown may take: the force
@@ -63,7 +63,7 @@ fn blocked_reader(
 #[test]
 fn shutdown_of_an_idle_server_is_quick_and_frees_the_port() {
     let handle = Server::bind(LOCALHOST).unwrap().spawn(util::echo).unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     assert!(!port_is_free(addr));
 
     let start = Instant::now();
@@ -107,7 +107,7 @@ fn shutdown_drains_queued_connections() {
             )
         }),
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     // Fill the workers, then queue clients that have already sent their
     // request.
@@ -169,7 +169,7 @@ fn handlers_see_that_the_server_is_shutting_down() {
             }
         })
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut stream = client(addr);
     assert_eq!(exchange(&mut stream, "first"), "first shutting_down=false");
 
@@ -234,7 +234,7 @@ fn queued_connections_still_waiting_at_the_deadline_are_dropped() {
         .unwrap()
         .spawn(blocked_reader(entered_tx, ended_tx))
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let _silent = client(addr);
     entered.recv_timeout(TIMEOUT).unwrap();
     let mut queued: Vec<TcpStream> = (0..2)
@@ -299,7 +299,7 @@ fn client_held_by_the_acceptor_at_shutdown_is_rejected_as_shutting_down() {
             .on_reject(|conn: &mut Rejected| conn.write_all(b"error: shutting down\n")),
         gate.guard(util::answer_line),
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut active = client_with_request(addr, "served");
     gate.wait_entered(1);
     let mut held = client_with_request(addr, "held");
@@ -337,7 +337,7 @@ fn dropping_the_handle_shuts_down_and_joins_the_workers() {
             util::echo(conn)
         })
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     assert_eq!(exchange(&mut client(addr), "hello"), "hello");
 
     drop(handle);
@@ -351,7 +351,7 @@ fn dropping_the_handle_shuts_down_and_joins_the_workers() {
 #[test]
 fn stopper_ends_run_on_the_calling_thread() {
     let server = Server::builder().workers(2).bind(LOCALHOST).unwrap();
-    let addr = server.local_addr();
+    let addr = tcp_addr(server.local_addr());
     let stopper = server.control();
     // A broken stop fails this test instead of hanging it.
     let (runner, result) = run_on_thread(server, util::echo);
@@ -384,7 +384,7 @@ fn stop_before_run_makes_run_return_at_once() {
 #[test]
 fn join_waits_for_a_stop_from_a_stopper() {
     let handle = Server::bind(LOCALHOST).unwrap().spawn(util::echo).unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let stopper = handle.control();
     assert!(!handle.is_finished());
     let (result_tx, result) = crossbeam_channel::bounded(1);
@@ -443,7 +443,7 @@ fn stats_add_up_after_a_busy_life() {
             }
         })
         .unwrap();
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     for i in 0..3 {
         let line = format!("plain {i}");
@@ -502,7 +502,7 @@ fn drain_answers_what_was_sent_and_ends_without_waiting_for_the_deadline() {
         Server::builder().workers(2).shutdown_timeout(TIMEOUT),
         answer_every_line,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut talker = client(addr);
     let mut silent = client(addr);
     assert_eq!(exchange(&mut silent, "hello"), "got hello");

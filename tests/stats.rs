@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use frontdesk::{Connection, Overload, Server};
 use util::{
-    assert_accounted, assert_closed, client, read_exactly, read_request_line, serve, until_closed,
-    wait_for_stats, wait_until,
+    assert_accounted, assert_closed, client, read_exactly, read_request_line, serve, tcp_addr,
+    until_closed, wait_for_stats, wait_until,
 };
 
 /// One command per connection; see the match.
@@ -57,7 +57,7 @@ fn counters_add_up_after_a_mixed_workload() {
             .drain_quiet_time(Duration::from_secs(10)),
         commands,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     // One connection at a time, each closed before the next starts: two
     // workers and a queue slot always have room, so none is rejected.

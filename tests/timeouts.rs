@@ -325,7 +325,8 @@ fn reads_and_writes_after(end: Timeout) -> (AfterEnd, Stats) {
             // consuming them: a read that is not refused would get them.
             let until = Instant::now() + TIMEOUT;
             while Instant::now() < until {
-                if matches!(conn.stream().peek(&mut buf), Ok(n) if n > 0) {
+                let stream = conn.tcp_stream().expect("a TCP connection");
+                if matches!(stream.peek(&mut buf), Ok(n) if n > 0) {
                     break;
                 }
             }
@@ -515,7 +516,7 @@ fn default_timeouts_are_the_documented_ones() {
 
 #[test]
 fn a_read_timeout_set_on_the_stream_directly_is_overwritten() {
-    // `Connection::stream` says timeouts set directly on the stream are
+    // `Connection::tcp_stream` says timeouts set directly on the stream are
     // overwritten by the connection's own. A connection that skipped the
     // `setsockopt` because its own limit had not changed kept the stream's
     // 20 ms, and reported it as an idle timeout that ended the connection.
@@ -525,7 +526,8 @@ fn a_read_timeout_set_on_the_stream_directly_is_overwritten() {
         move |conn: &mut Connection| {
             let mut byte = [0u8; 1];
             conn.read_exact(&mut byte)?;
-            conn.stream()
+            conn.tcp_stream()
+                .expect("a TCP connection")
                 .set_read_timeout(Some(Duration::from_millis(20)))?;
             let result = conn.read_exact(&mut byte);
             let _ = finished_tx.send(timeout_of(&result));

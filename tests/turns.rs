@@ -38,8 +38,8 @@ use turns_util::{
     serve_turns, share_process, Echo, Event, Room,
 };
 use util::{
-    assert_accounted, client, exchange, read_line, read_to_clean_end, send_line, wait_for_stats,
-    TIMEOUT,
+    assert_accounted, client, exchange, read_line, read_to_clean_end, send_line, tcp_addr,
+    wait_for_stats, TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------
@@ -74,7 +74,7 @@ fn two_thousand_parked_connections_on_two_workers_are_each_answered() {
             .backlog(u32::try_from(count).unwrap()),
         echo,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut clients: Vec<TcpStream> = (0..count).map(|_| client(addr)).collect();
     let stats = wait_for_stats(&handle, "every client is parked, holding no worker", |s| {
         s.parked == count && s.busy_workers == 0
@@ -278,7 +278,7 @@ fn broadcast_with_one_that_never_reads(listeners: usize) -> BroadcastOutcome {
             .outbox_limit(OUTBOX_LIMIT),
         room,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let listening: Vec<TcpStream> = (0..listeners).map(|_| client(addr)).collect();
     let listener_addrs: HashSet<SocketAddr> =
         listening.iter().map(|s| s.local_addr().unwrap()).collect();
@@ -642,7 +642,7 @@ fn a_trickling_client_is_closed_at_its_deadline_while_fresh_clients_are_served()
     raise_fd_limit();
     let (echo, events) = Echo::with_request_timeout(Some(REQUEST_TIMEOUT));
     let handle = serve_turns(Server::builder().workers(1), echo);
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     let mut trickler = client(addr);
     trickler.set_nodelay(true).unwrap();
@@ -769,7 +769,7 @@ fn shutdown_gives_parked_connections_a_last_turn_and_a_gentle_close() {
             .shutdown_timeout(Duration::from_secs(10)),
         echo,
     );
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
 
     // A third of the clients say nothing, a third send half a line, and a
     // third a whole line (answered) and then half a line.
@@ -879,7 +879,7 @@ fn no_descriptor_is_leaked() {
     // Parked connections, answers, a timeout, clients leaving, a shutdown.
     let (echo, events) = Echo::with_request_timeout(Some(SHORT_REQUEST_TIMEOUT));
     let handle = serve_turns(Server::builder().workers(2), echo);
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let mut clients: Vec<TcpStream> = (0..40).map(|_| client(addr)).collect();
     wait_for_stats(&handle, "every client is parked", |s| s.parked == 40);
     for (i, client) in clients.iter_mut().enumerate() {
@@ -982,7 +982,7 @@ fn a_peer_kept_after_its_connection_ended_holds_no_descriptor() {
         peers: std::sync::Arc::clone(&peers),
     };
     let handle = serve_turns(Server::builder().workers(2), hoarder);
-    let addr = handle.local_addr();
+    let addr = tcp_addr(handle.local_addr());
     let clients: Vec<TcpStream> = (0..20).map(|_| client(addr)).collect();
     wait_for_stats(&handle, "every client is parked", |s| s.parked == 20);
     let before = open_descriptors();

@@ -8,7 +8,7 @@
 use std::error::Error;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::str::FromStr;
 use std::thread;
 use std::time::Duration;
@@ -231,7 +231,9 @@ fn die_with_parent() {
     }
 }
 
-pub fn announce(addr: SocketAddr) -> io::Result<()> {
+/// Prints `listening on ADDR`: a `SocketAddr`, or a frontdesk server's
+/// `Addr` (which prints the same for TCP).
+pub fn announce(addr: impl fmt::Display) -> io::Result<()> {
     let mut out = io::stdout().lock();
     writeln!(out, "listening on {addr}")?;
     out.flush()

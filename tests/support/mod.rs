@@ -75,6 +75,10 @@ fn build_examples() -> PathBuf {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .args(["--profile", profile, "--target-dir"])
         .arg(target_dir);
+    if cfg!(feature = "tls") {
+        // The examples are built with the features of this test run.
+        command.args(["--features", "tls"]);
+    }
     let triple_dir = profile_dir.parent().expect("profile directory's parent");
     if triple_dir != target_dir {
         // Cross-compiled: <target-dir>/<triple>/<profile>.

@@ -24,7 +24,7 @@ use frontdesk::{
 };
 use socket2::{Domain, Socket, Type};
 
-use crate::util::{LOCALHOST, TIMEOUT};
+use crate::util::{tcp_addr, LOCALHOST, TIMEOUT};
 
 /// The longest line the handlers accept. Every line used here is shorter.
 pub(crate) const MAX_LINE: usize = 1024;
@@ -103,7 +103,7 @@ impl TurnHandler for Echo {
         };
         turn.set_deadline(lines.line_deadline(self.request_timeout));
         let _ = self.events.send(Event::Turn {
-            peer: turn.peer_addr(),
+            peer: tcp_addr(turn.peer_addr()),
             buffered: lines.buffered().len(),
             thread: thread::current().id(),
         });
@@ -115,7 +115,7 @@ impl TurnHandler for Echo {
             let _ = turn.send("bye\n");
         }
         let _ = self.events.send(Event::Closed {
-            peer: turn.peer_addr(),
+            peer: tcp_addr(turn.peer_addr()),
             reason,
             buffered: lines.buffered().to_vec(),
         });
@@ -181,7 +181,7 @@ impl TurnHandler for Room {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&turn.id());
-        let _ = self.closes.send((turn.peer_addr(), reason));
+        let _ = self.closes.send((tcp_addr(turn.peer_addr()), reason));
     }
 }
 

@@ -23,15 +23,17 @@
 
 #![allow(dead_code)]
 
-use std::fmt::Debug;
+use std::fmt::{Debug, Display};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use frontdesk::{Connection, Handler, Server, ServerBuilder, ServerHandle, ShutdownReport, Stats};
+use frontdesk::{
+    Addr, Connection, Handler, Server, ServerBuilder, ServerHandle, ShutdownReport, Stats,
+};
 
 /// The address every test server binds: loopback, with a port from the OS.
 pub(crate) const LOCALHOST: &str = "127.0.0.1:0";
@@ -60,16 +62,28 @@ pub(crate) fn serve(builder: ServerBuilder, handler: impl Handler) -> ServerHand
         .expect("spawn")
 }
 
-/// Connects to `addr` with read and write timeouts of [`TIMEOUT`].
-pub(crate) fn client(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+/// The TCP address in `addr`, the [`local_addr`](ServerHandle::local_addr)
+/// of a server bound to [`LOCALHOST`] (or another IP address).
+///
+/// # Panics
+///
+/// If `addr` is not a TCP address (a Unix socket's).
+pub(crate) fn tcp_addr(addr: Addr) -> SocketAddr {
+    addr.tcp()
+        .unwrap_or_else(|| panic!("expected a TCP address, got {addr}"))
+}
+
+/// Connects to `addr` (a `SocketAddr`, or a TCP server's [`Addr`]) with
+/// read and write timeouts of [`TIMEOUT`].
+pub(crate) fn client(addr: impl ToSocketAddrs + Display) -> TcpStream {
+    let stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
     stream.set_write_timeout(Some(TIMEOUT)).unwrap();
     stream
 }
 
 /// Connects to `addr` and sends `line` (a newline is added).
-pub(crate) fn client_with_request(addr: SocketAddr, line: &str) -> TcpStream {
+pub(crate) fn client_with_request(addr: impl ToSocketAddrs + Display, line: &str) -> TcpStream {
     let mut stream = client(addr);
     send_line(&mut stream, line);
     stream
