@@ -6,7 +6,11 @@
 //! ```text
 //! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
 //!                              [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
+//!                              [--tls-cert PEM --tls-key PEM]
 //! ```
+//!
+//! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
+//! feature (`cargo run --features tls --example NAME -- ...`).
 //!
 //! Copy this file along with an example: together they are a complete
 //! server.
@@ -18,7 +22,7 @@ use std::error::Error;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -41,7 +45,7 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
     /// Where to listen: `ADDR`, resolved.
-    pub(crate) addr: Vec<SocketAddr>,
+    pub(crate) addr: Listen,
     /// `--workers N`: worker threads, each serving one turn at a time.
     pub(crate) workers: usize,
     /// `--queue N`: connections that may wait for a worker (the
@@ -50,8 +54,27 @@ pub(crate) struct Options {
     /// `--proxy-protocol`: every connection starts with a PROXY protocol
     /// header (v1 or v2) naming the real client.
     pub(crate) proxy_protocol: bool,
+    /// `--tls-cert PEM --tls-key PEM`: speak TLS with this certificate
+    /// chain and key.
+    pub(crate) tls: Option<TlsFiles>,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
+}
+
+/// Where a server listens.
+#[derive(Debug, Clone)]
+pub(crate) enum Listen {
+    /// `HOST:PORT`, resolved.
+    Tcp(Vec<SocketAddr>),
+    /// `unix:PATH`.
+    Unix(PathBuf),
+}
+
+/// The PEM files of `--tls-cert` and `--tls-key`.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
 }
 
 /// The options a handler needs, for each connection.
@@ -71,10 +94,11 @@ impl Default for Options {
     /// The library's defaults, and lines of up to 8 KiB.
     fn default() -> Options {
         Options {
-            addr: Vec::new(), // DEFAULT_ADDR, resolved by `parse`
+            addr: Listen::Tcp(Vec::new()), // DEFAULT_ADDR, resolved by `parse`
             workers: 16,
             queue: 64,
             proxy_protocol: false,
+            tls: None,
             limits: Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
                 request_timeout: Some(Duration::from_secs(10)),
@@ -217,13 +241,14 @@ fn try_serve(
     // Under socket activation (systemd, or systemd-socket-activate) the
     // service manager holds the port and passes the socket; ADDR is then
     // not bound.
+    let (builder, reload) = tls::setup(builder, options.tls.as_ref())?;
     let server = match activated(&builder)? {
         Some(server) => server,
-        None => builder.bind(&options.addr[..])?,
+        None => bind(builder, &options.addr)?,
     };
     // Watch for signals before announcing the address: whoever reads the
     // line may send a signal at once, and it must stop us gracefully.
-    let signals = signals::watch(server.control())?;
+    let signals = signals::watch(server.control(), reload)?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
@@ -234,6 +259,61 @@ fn try_serve(
     result?;
     Ok(())
 }
+
+fn bind(builder: ServerBuilder, addr: &Listen) -> frontdesk::Result<Server> {
+    match addr {
+        Listen::Tcp(addrs) => builder.bind(&addrs[..]),
+        #[cfg(unix)]
+        Listen::Unix(path) => builder.bind_unix(path),
+        #[cfg(not(unix))]
+        Listen::Unix(_) => unreachable!("`parse_args` takes `unix:` on Unix only"),
+    }
+}
+
+/// TLS from `--tls-cert` and `--tls-key`, and what reloads the files.
+#[cfg(feature = "tls")]
+mod tls {
+    use frontdesk::{ServerBuilder, TlsConfig};
+
+    use super::{Reload, TlsFiles};
+
+    pub(super) fn setup(
+        builder: ServerBuilder,
+        files: Option<&TlsFiles>,
+    ) -> frontdesk::Result<(ServerBuilder, Option<Reload>)> {
+        let Some(files) = files.cloned() else {
+            return Ok((builder, None));
+        };
+        let config = TlsConfig::from_pem_files(&files.cert, &files.key)?;
+        let builder = builder.tls(config.clone());
+        let reload: Reload = Box::new(move || {
+            match config.reload_pem_files(&files.cert, &files.key) {
+                Ok(()) => log::info!("reloaded the TLS certificate and key"),
+                // The old ones stay in use.
+                Err(error) => log::error!("could not reload TLS: {error}"),
+            }
+        });
+        Ok((builder, Some(reload)))
+    }
+}
+
+/// Without the `tls` feature, `parse_args` refuses the TLS options.
+#[cfg(not(feature = "tls"))]
+mod tls {
+    use frontdesk::ServerBuilder;
+
+    use super::{Reload, TlsFiles};
+
+    pub(super) fn setup(
+        builder: ServerBuilder,
+        _: Option<&TlsFiles>,
+    ) -> frontdesk::Result<(ServerBuilder, Option<Reload>)> {
+        Ok((builder, None))
+    }
+}
+
+/// What SIGHUP does: reload the TLS certificate and key.
+type Reload = Box<dyn Fn() + Send>;
 
 #[cfg(unix)]
 fn activated(builder: &ServerBuilder) -> frontdesk::Result<Option<Server>> {
@@ -253,6 +333,7 @@ fn parse_args(
     let mut options = defaults;
     let mut addr: Option<String> = None;
     let mut seen: Vec<String> = Vec::new();
+    let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let arg = arg
@@ -270,6 +351,13 @@ fn parse_args(
             addr = Some(arg);
             continue;
         }
+        if arg.starts_with("--tls-") && !cfg!(feature = "tls") {
+            let name = arg.split('=').next().unwrap_or(&arg);
+            return Err(format!(
+                "{name} needs TLS support: build with `--features tls` \
+                 (cargo run --features tls --example NAME)"
+            ));
+        }
         if arg == "--proxy-protocol" {
             if options.proxy_protocol {
                 return Err("--proxy-protocol given twice".to_string());
@@ -284,7 +372,13 @@ fn parse_args(
         };
         if !matches!(
             name.as_str(),
-            "--workers" | "--queue" | "--idle-timeout-ms" | "--request-timeout-ms" | "--max-line"
+            "--workers"
+                | "--queue"
+                | "--idle-timeout-ms"
+                | "--request-timeout-ms"
+                | "--max-line"
+                | "--tls-cert"
+                | "--tls-key"
         ) {
             return Err(format!("unknown option '{name}'"));
         }
@@ -303,19 +397,44 @@ fn parse_args(
             "--queue" => options.queue = number(&name, &value)?,
             "--idle-timeout-ms" => options.limits.idle_timeout = millis(&name, &value)?,
             "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
+            "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
+            "--tls-key" => tls_key = Some(PathBuf::from(value)),
             _ => options.limits.max_line = number(&name, &value)?,
         }
         seen.push(name);
     }
+    options.tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".to_string()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".to_string()),
+    };
     let addr = addr.unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    options.addr = addr
+    options.addr = listen_addr(&addr)?;
+    Ok(Some(options))
+}
+
+/// `HOST:PORT`, resolved, or `unix:PATH`.
+fn listen_addr(addr: &str) -> Result<Listen, String> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        if !cfg!(unix) {
+            return Err(format!(
+                "invalid address '{addr}': Unix sockets need a Unix system"
+            ));
+        }
+        if path.is_empty() {
+            return Err(format!("invalid address '{addr}': no path after 'unix:'"));
+        }
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
         .map_err(|error| format!("invalid address '{addr}': {error}"))?
         .collect();
-    if options.addr.is_empty() {
+    if addrs.is_empty() {
         return Err(format!("invalid address '{addr}': it resolves to nothing"));
     }
-    Ok(Some(options))
+    Ok(Listen::Tcp(addrs))
 }
 
 /// A number of milliseconds, 0 for none.
@@ -344,9 +463,12 @@ fn usage(program: &str, about: &str, defaults: &Options) -> String {
 
 usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
        [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
+       [--tls-cert PEM --tls-key PEM]
 
   ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
-                        port 0 lets the system pick a free port
+                        port 0 lets the system pick a free port; or unix:PATH
+                        for a Unix socket (a stale socket file is replaced,
+                        and the file is removed on exit)
   --workers N           worker threads; each serves one client's turn at a time,
                         while idle clients wait without one (default {workers})
   --queue N             accepted connections that may wait for a worker, for
@@ -362,13 +484,17 @@ usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
   --proxy-protocol      every connection starts with a PROXY protocol header
                         (v1 or v2, e.g. HAProxy's send-proxy) naming the real
                         client; a connection without one is closed
+  --tls-cert PEM        speak TLS with this certificate chain (PEM; needs the
+                        `tls` feature: cargo run --features tls --example ...)
+  --tls-key PEM         the certificate's private key (PEM); SIGHUP reloads
+                        both files, for connections that begin afterwards
   -h, --help            print this help
 
 Under socket activation (LISTEN_FDS, e.g. systemd or
 systemd-socket-activate) serves the passed socket instead of ADDR, and
 tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
-Prints `listening on IP:PORT` once listening. SIGINT (Ctrl-C) or SIGTERM
+Prints `listening on IP:PORT` (or `listening on unix:PATH`) once listening. SIGINT (Ctrl-C) or SIGTERM
 shuts down gracefully: stop accepting, answer what clients already sent,
 close; a second signal exits at once. RUST_LOG=debug logs each connection
 on stderr.
@@ -411,8 +537,10 @@ mod signals {
     use std::thread::{self, JoinHandle};
 
     use frontdesk::ServerControl;
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::{Handle, Signals};
+
+    use super::Reload;
 
     /// The thread that turns SIGINT and SIGTERM into a graceful shutdown.
     pub(super) struct Watch {
@@ -426,20 +554,29 @@ mod signals {
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
-    pub(super) fn watch(stopper: ServerControl) -> io::Result<Watch> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    pub(super) fn watch(stopper: ServerControl, reload: Option<Reload>) -> io::Result<Watch> {
+        let mut signals = match reload {
+            Some(_) => Signals::new([SIGINT, SIGTERM, SIGHUP])?,
+            None => Signals::new([SIGINT, SIGTERM])?,
+        };
         let handle = signals.handle();
         let thread = thread::Builder::new()
             .name("signals".to_string())
             .spawn(move || {
-                let mut signals = signals.forever();
-                if let Some(signal) = signals.next() {
-                    log::info!("signal {signal}: shutting down");
-                    stopper.stop();
-                }
-                if signals.next().is_some() {
-                    eprintln!("second signal: exiting without waiting for connections");
-                    std::process::exit(1);
+                let mut stopping = false;
+                for signal in signals.forever() {
+                    match (signal, &reload) {
+                        (SIGHUP, Some(reload)) => reload(),
+                        _ if stopping => {
+                            eprintln!("second signal: exiting without waiting for connections");
+                            std::process::exit(1);
+                        }
+                        _ => {
+                            log::info!("signal {signal}: shutting down");
+                            stopper.stop();
+                            stopping = true;
+                        }
+                    }
                 }
             })?;
         Ok(Watch { handle, thread })
@@ -460,10 +597,12 @@ mod signals {
 
     use frontdesk::ServerControl;
 
+    use super::Reload;
+
     /// Elsewhere than Unix, Ctrl-C ends the process at once.
     pub(super) struct Watch;
 
-    pub(super) fn watch(_: ServerControl) -> io::Result<Watch> {
+    pub(super) fn watch(_: ServerControl, _: Option<Reload>) -> io::Result<Watch> {
         Ok(Watch)
     }
 
