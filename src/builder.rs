@@ -21,6 +21,8 @@ pub const MAX_WORKERS: usize = 4096;
 
 /// How long a TLS handshake may take by default; see
 /// [`ServerBuilder::tls_handshake_timeout`].
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub const TLS_HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 
 /// The longest queue a server may have: the queue's slots are allocated
@@ -127,6 +129,7 @@ pub struct ServerBuilder {
     unix_permissions: Option<u32>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::TlsConfig>,
+    #[cfg(feature = "tls")]
     tls_handshake_timeout: Duration,
     on_reject: Option<Arc<dyn RejectHandler>>,
 }
@@ -166,6 +169,7 @@ impl ServerBuilder {
             unix_permissions: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
             tls_handshake_timeout: TLS_HANDSHAKE_TIME,
             on_reject: None,
         }
@@ -839,7 +843,8 @@ impl fmt::Debug for ServerBuilder {
             unix_permissions,
             #[cfg(feature = "tls")]
                 tls: _,
-            tls_handshake_timeout,
+            #[cfg(feature = "tls")]
+                tls_handshake_timeout: _,
             on_reject,
         } = self;
         f.debug_struct("ServerBuilder")
@@ -866,8 +871,7 @@ impl fmt::Debug for ServerBuilder {
             .field("proxy_protocol", proxy_protocol)
             .field("trusted_proxies", trusted_proxies)
             .field("unix_permissions", unix_permissions)
-            .field("tls", &self.tls_setup().is_some())
-            .field("tls_handshake_timeout", tls_handshake_timeout)
+            .field("tls", &self.tls_setup())
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
             .finish()
     }

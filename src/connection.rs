@@ -221,9 +221,8 @@ impl Connection {
         self.transport.socket().tcp()
     }
 
-    /// Whether the connection speaks TLS (see
-    /// [`ServerBuilder::tls`](crate::ServerBuilder::tls)); its reads and
-    /// writes are then the plaintext.
+    /// Whether the connection speaks TLS (`ServerBuilder::tls`, with the
+    /// `tls` feature); its reads and writes are then the plaintext.
     pub fn is_tls(&self) -> bool {
         self.transport.is_tls()
     }

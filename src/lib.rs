@@ -171,7 +171,7 @@ mod readme {}
 mod deploy {}
 
 pub use crate::addr::Addr;
-pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS, TLS_HANDSHAKE_TIME};
+pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
 pub use crate::config::{OutboxFull, Overload};
 pub use crate::connection::{Connection, Timeout};
 pub use crate::error::{Error, Result};
@@ -184,5 +184,5 @@ pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
 #[cfg(feature = "tls")]
-pub use crate::tls::TlsConfig;
+pub use crate::{builder::TLS_HANDSHAKE_TIME, tls::TlsConfig};
 pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};

@@ -86,9 +86,9 @@ pub struct RejectedStats {
     /// [`proxy_protocol`](crate::ServerBuilder::proxy_protocol)).
     pub proxy: u64,
     /// The TLS handshake failed or did not finish within
-    /// [`tls_handshake_timeout`](crate::ServerBuilder::tls_handshake_timeout)
-    /// (a client that does not speak TLS, a certificate it refused, a
-    /// client that said nothing).
+    /// `ServerBuilder::tls_handshake_timeout` (a client that does not
+    /// speak TLS, a certificate it refused, a client that said nothing);
+    /// only with the `tls` feature.
     pub tls: u64,
 }
 
