@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 #[cfg(unix)]
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 
 use crate::addr::Addr;
 use crate::transport::Socket;
@@ -131,15 +131,12 @@ pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket",
         ));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::new(
+    if crate::socket::unix_socket_is_live(path)? {
+        return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "another server is listening on this socket",
-        )),
-        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
-            log::info!("removing the stale socket file {}", path.display());
-            std::fs::remove_file(path)
-        }
-        Err(error) => Err(error),
+        ));
     }
+    log::info!("removing the stale socket file {}", path.display());
+    std::fs::remove_file(path)
 }

@@ -92,6 +92,27 @@ pub(crate) fn listen_unix(
     Ok(socket.into())
 }
 
+/// Whether a server listens on the Unix socket at `path`: a connection
+/// is made, or would be once its backlog has room (a blocking connect
+/// would wait for that, forever if the server is stuck); `false` when
+/// the connection is refused, as for a socket file nobody listens on.
+#[cfg(unix)]
+pub(crate) fn unix_socket_is_live(path: &std::path::Path) -> io::Result<bool> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&socket2::SockAddr::unix(path)?) {
+        Ok(()) => Ok(true),
+        Err(error)
+            if error.kind() == io::ErrorKind::WouldBlock
+                || error.raw_os_error() == Some(libc::EINPROGRESS) =>
+        {
+            Ok(true)
+        }
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamOptions {
     pub(crate) nodelay: bool,

@@ -11,112 +11,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
-use std::time::Instant;
 
-use crossbeam_channel::Receiver;
-use support::{example_path, Client, EXIT_WITHIN, PATIENCE};
-
-/// `systemd-socket-activate` from `PATH`, if installed.
-fn activator() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file())
-}
-
-/// A started process whose stdout and stderr are read line by line on
-/// threads; each channel disconnects at end of file.
-struct Process {
-    child: Child,
-    stdout: Receiver<String>,
-    stderr: Receiver<String>,
-}
-
-impl Process {
-    fn spawn(mut command: Command) -> Process {
-        let mut child = command
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
-        let stdout = lines(child.stdout.take().expect("piped stdout"));
-        let stderr = lines(child.stderr.take().expect("piped stderr"));
-        Process {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Waits for a line of stderr that contains `text`; `None` if the
-    /// process closed stderr (exited) first.
-    fn stderr_line_with(&self, text: &str) -> Option<String> {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.stderr.recv_deadline(deadline) {
-                Ok(line) if line.contains(text) => return Some(line),
-                Ok(_) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
-                Err(error) => panic!("no stderr line with {text:?} within {PATIENCE:?}: {error}"),
-            }
-        }
-    }
-
-    /// Sends SIGTERM and checks that the process exits with 0 in time.
-    fn terminate(mut self) {
-        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
-        // SAFETY: kill(2) takes plain integers; the child has not been
-        // waited for, so the pid is still its own.
-        #[allow(unsafe_code)]
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "kill: {}", std::io::Error::last_os_error());
-        let signalled = Instant::now();
-        // stderr closes when the process exits; what it said is kept for
-        // the message.
-        let mut said = Vec::new();
-        let deadline = signalled + PATIENCE;
-        while let Ok(line) = self.stderr.recv_deadline(deadline) {
-            said.push(line);
-        }
-        let took = signalled.elapsed();
-        let status = self.child.wait().expect("wait");
-        let said = said.join("\n");
-        assert!(status.success(), "exit status {status}; stderr:\n{said}");
-        assert!(
-            took <= EXIT_WITHIN,
-            "took {took:?} to exit; stderr:\n{said}"
-        );
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        // A failed test must not leave the server running.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn lines(pipe: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
+use support::{activator, example_path, Client, Process, PATIENCE};
 
 /// Starts `systemd-socket-activate` listening on a free loopback port for
 /// `example`. A free port is found by binding port 0 and closing it; in

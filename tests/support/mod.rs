@@ -527,3 +527,95 @@ impl Client {
         );
     }
 }
+
+/// `systemd-socket-activate` from `PATH`, if installed.
+pub(crate) fn activator() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("systemd-socket-activate"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A started process whose stdout and stderr are read line by line on
+/// threads; each channel disconnects at end of file. Killed when dropped,
+/// so a failed test leaves no server running.
+pub(crate) struct Process {
+    pub(crate) child: Child,
+    pub(crate) stdout: Receiver<String>,
+    pub(crate) stderr: Receiver<String>,
+}
+
+impl Process {
+    pub(crate) fn spawn(mut command: Command) -> Process {
+        let mut child = command
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {command:?}: {e}"));
+        let stdout = lines_of(child.stdout.take().expect("piped stdout"));
+        let stderr = lines_of(child.stderr.take().expect("piped stderr"));
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The next line of stdout, within [`PATIENCE`].
+    pub(crate) fn stdout_line(&self) -> String {
+        self.stdout.recv_timeout(PATIENCE).unwrap_or_else(|e| {
+            let stderr: Vec<String> = self.stderr.try_iter().collect();
+            panic!("no line on stdout ({e}); stderr:\n{}", stderr.join("\n"))
+        })
+    }
+
+    /// Waits for a line of stderr that contains `text`; `None` if the
+    /// process closed stderr (exited) first.
+    pub(crate) fn stderr_line_with(&self, text: &str) -> Option<String> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.stderr.recv_deadline(deadline) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(e) => panic!("no stderr line with {text:?} within {PATIENCE:?}: {e}"),
+            }
+        }
+    }
+
+    /// Sends SIGTERM and checks that the process exits with 0 within
+    /// [`EXIT_WITHIN`], with no panic.
+    pub(crate) fn terminate(mut self) {
+        let pid = i32::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) takes plain integers; the child has not been
+        // waited for, so the pid is still its own.
+        #[allow(unsafe_code)]
+        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(result, 0, "kill: {}", io::Error::last_os_error());
+        let signalled = Instant::now();
+        // stderr closes when the process exits.
+        let mut said = Vec::new();
+        let deadline = signalled + PATIENCE;
+        while let Ok(line) = self.stderr.recv_deadline(deadline) {
+            said.push(line);
+        }
+        let took = signalled.elapsed();
+        let status = self.child.wait().expect("wait");
+        let said = said.join("\n");
+        assert!(status.success(), "exit status {status}; stderr:\n{said}");
+        assert!(
+            took <= EXIT_WITHIN,
+            "took {took:?} to exit; stderr:\n{said}"
+        );
+        assert!(!said.contains("panicked"), "a panic:\n{said}");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
