@@ -183,6 +183,6 @@ pub use crate::proxy::{ProxyHeader, PROXY_HEADER_TIME};
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
+pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, tls::TlsConfig};
-pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};
