@@ -601,12 +601,16 @@ impl ServerBuilder {
     /// Speaks TLS on every connection, with these certificates and
     /// settings.
     ///
-    /// Defaults to off. Each connection's handshake runs on a worker
-    /// before the handler sees the connection (after the PROXY header,
-    /// when there is one), for at most
-    /// [`tls_handshake_timeout`](ServerBuilder::tls_handshake_timeout); a
-    /// client that fails it (one that does not speak TLS, or refuses the
-    /// certificate) or says nothing is closed and counted in
+    /// Defaults to off. Each connection's handshake runs before the
+    /// handler sees the connection (after the PROXY header, when there is
+    /// one), for at most
+    /// [`tls_handshake_timeout`](ServerBuilder::tls_handshake_timeout): in
+    /// the [`Handler`](crate::Handler) mode on the worker that then serves
+    /// the connection; in the turn mode a step at a time as the client's
+    /// records arrive, the connection parked in between as between turns,
+    /// so a slow or silent client holds no worker. A client that fails it
+    /// (one that does not speak TLS, or refuses the certificate) or does
+    /// not finish in time is closed and counted in
     /// [`RejectedStats::tls`](crate::RejectedStats::tls), and the handler
     /// never runs for it. The handler reads and writes plaintext, as
     /// over plain TCP, in both modes; a gentle close sends TLS's
@@ -630,7 +634,8 @@ impl ServerBuilder {
     ///
     /// Defaults to [`TLS_HANDSHAKE_TIME`] (10 seconds): ample for a
     /// client far away, and a bound on what a client that connects and
-    /// says nothing costs (a worker for that long). Only used with
+    /// says nothing costs: in the `Handler` mode a worker for that long,
+    /// in the turn mode a parked connection. Only used with
     /// [`tls`](ServerBuilder::tls).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]

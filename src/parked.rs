@@ -24,7 +24,7 @@ use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -257,6 +257,9 @@ struct Inner {
     last_input: Option<Instant>,
     /// During a shutdown, when to look again whether it is quiet.
     drain_check: Option<Instant>,
+    /// While its TLS handshake runs (before `open`), when it must be done:
+    /// the connection is parked between the client's records, like a turn.
+    handshake_by: Option<Instant>,
 }
 
 impl Inner {
@@ -270,6 +273,7 @@ impl Inner {
 impl Entry {
     pub(crate) fn new(conn: Admitted, hub: Arc<Hub>) -> Arc<Entry> {
         let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
+        let handshake_by = conn.handshake_by;
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: conn.id,
@@ -289,6 +293,7 @@ impl Entry {
                 registered: false,
                 last_input: None,
                 drain_check: None,
+                handshake_by,
             }),
             hub,
         })
@@ -320,6 +325,22 @@ impl Entry {
             .stream
             .clone()
             .ok_or_else(|| io::ErrorKind::NotConnected.into())
+    }
+
+    /// Whether the connection's TLS handshake is still to finish: its
+    /// turns run the handshake, not the handler.
+    pub(crate) fn is_handshaking(&self) -> bool {
+        lock(&self.inner).handshake_by.is_some()
+    }
+
+    /// Runs the TLS handshake as far as it goes without waiting: `Ok(true)`
+    /// once it is complete.
+    pub(crate) fn advance_handshake(&self) -> io::Result<bool> {
+        let done = self.stream()?.advance_handshake()?;
+        if done {
+            lock(&self.inner).handshake_by = None;
+        }
+        Ok(done)
     }
 
     /// A turn begins: the socket may hold input again.
@@ -558,7 +579,28 @@ impl Entry {
         }
     }
 
+    /// Closes a connection whose handler never ran: its TLS handshake
+    /// failed (`why`), or did not finish in time, or the server stops.
+    pub(crate) fn refuse(self: &Arc<Self>, why: &dyn std::fmt::Display) {
+        let mut inner = lock(&self.inner);
+        if inner.phase == Phase::Closed {
+            return;
+        }
+        log::debug!(
+            "closing a connection whose TLS handshake failed ({why}): peer={} id={}",
+            self.peer_addr,
+            self.id
+        );
+        self.close_counted(&mut inner, &self.hub.counters().rejected_tls);
+    }
+
     fn close_now(&self, inner: &mut Inner) {
+        self.close_counted(inner, &self.hub.counters().completed);
+    }
+
+    /// Closes at once, counted in `outcome` (`completed`, or why it was
+    /// turned away).
+    fn close_counted(&self, inner: &mut Inner, outcome: &AtomicU64) {
         self.hub.set_phase(inner, Phase::Closed);
         inner.outbox.clear();
         let stream = inner.stream.take();
@@ -572,7 +614,7 @@ impl Entry {
         }
         lock(&self.hub.registry).remove(&self.id);
         let counters = self.hub.counters();
-        Counters::bump(&counters.completed);
+        Counters::bump(outcome);
         counters.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(stream) = stream {
             self.hub.closer.close(stream.finish());
@@ -620,7 +662,10 @@ impl Entry {
             Phase::Flushing => None,
             _ => inner.idle_until.map(|at| (at, Timeout::Idle)),
         };
-        let deadline = inner.deadline.map(|at| (at, Timeout::Deadline));
+        let deadline = inner
+            .handshake_by
+            .or(inner.deadline)
+            .map(|at| (at, Timeout::Deadline));
         [stalled, idle, deadline]
             .into_iter()
             .flatten()
@@ -675,6 +720,12 @@ impl Entry {
         }
         match self.due(&inner) {
             Some((due, timeout)) if due <= now => match inner.phase {
+                Phase::Parked if inner.handshake_by.is_some() => {
+                    // Counted as a failed handshake by the turn that closes it.
+                    let reason = CloseReason::TimedOut(timeout);
+                    inner.close = Some(reason);
+                    self.take_turn(&mut inner, Why::Close(reason));
+                }
                 Phase::Parked => {
                     Counters::bump(timeout.counter(self.hub.counters()));
                     log::debug!(

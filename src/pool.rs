@@ -45,6 +45,9 @@ pub(crate) struct Admitted {
     pub(crate) peer: Addr,
     pub(crate) proxy: Option<ProxyHeader>,
     pub(crate) id: u64,
+    /// When a TLS handshake still to run (the turn mode runs it between
+    /// turns) must be done by.
+    pub(crate) handshake_by: Option<Instant>,
 }
 
 /// What a worker takes from the queue.
@@ -73,6 +76,12 @@ impl Job {
 /// (`turns::Turns`).
 pub(crate) trait Service: Send + Sync + 'static {
     fn accepted(&self, conn: Admitted, worker: &Worker);
+    /// Whether this service runs TLS handshakes itself, a step at a time
+    /// as the client's records arrive, rather than on the worker that
+    /// admits the connection.
+    fn parks_handshakes(&self) -> bool {
+        false
+    }
     fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker);
 }
 
@@ -348,8 +357,12 @@ impl Worker {
             Some(client) => Addr::Tcp(client),
             None => peer,
         };
-        let transport = match self.secure(&socket) {
-            Ok(transport) => transport,
+        let secured = match self.service.parks_handshakes() {
+            true => self.start_tls(&socket),
+            false => self.secure(&socket).map(|transport| (transport, None)),
+        };
+        let (transport, handshake_by) = match secured {
+            Ok(secured) => secured,
             Err(error) => {
                 let what = format!("closing a connection whose TLS handshake failed ({error})");
                 let why = &counters.rejected_tls;
@@ -362,6 +375,7 @@ impl Worker {
             peer,
             proxy,
             id,
+            handshake_by,
         })
     }
 
@@ -375,6 +389,18 @@ impl Worker {
             return Ok(Transport::tls(Arc::clone(socket), session));
         }
         Ok(Transport::plain(Arc::clone(socket)))
+    }
+
+    /// The connection's transport with a TLS handshake not yet run, and
+    /// when it must be done by; the socket itself when there is no TLS.
+    fn start_tls(&self, socket: &Arc<Socket>) -> std::io::Result<(Transport, Option<Instant>)> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.shared.tls {
+            let session = crate::tls::Session::start(&tls.config)?;
+            let by = Instant::now() + tls.handshake_time;
+            return Ok((Transport::tls(Arc::clone(socket), session), Some(by)));
+        }
+        Ok((Transport::plain(Arc::clone(socket)), None))
     }
 
     /// Whether another job waits for a worker.

@@ -158,38 +158,16 @@ pub(crate) fn handshake(
     time: Duration,
     signal: &Signal,
 ) -> io::Result<Session> {
-    let mut conn = ServerConnection::new(config.current()).map_err(io::Error::other)?;
+    let session = Session::start(config)?;
     let deadline = Instant::now() + time;
-    let mut io = SocketIo(socket);
-    loop {
-        while conn.wants_write() {
-            match conn.write_tls(&mut io) {
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    wait_for(socket, Interest::Write, deadline, signal)?;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        if !conn.is_handshaking() {
-            return Ok(Session {
-                conn: Mutex::new(conn),
-            });
-        }
-        match conn.read_tls(&mut io) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the client closed during the TLS handshake",
-                ))
-            }
-            Ok(_) => process(&mut conn, &mut io)?,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                wait_for(socket, Interest::Read, deadline, signal)?;
-            }
-            Err(error) => return Err(error),
-        }
+    while !session.advance(socket)? {
+        let interest = match session.wants_write() {
+            true => Interest::Write,
+            false => Interest::Read,
+        };
+        wait_for(socket, interest, deadline, signal)?;
     }
+    Ok(session)
 }
 
 fn wait_for(
@@ -230,6 +208,46 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session whose handshake is still to run ([`advance`](Session::advance)).
+    pub(crate) fn start(config: &TlsConfig) -> io::Result<Session> {
+        let conn = ServerConnection::new(config.current()).map_err(io::Error::other)?;
+        Ok(Session {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// Runs the handshake as far as it goes without waiting: `Ok(true)`
+    /// once it is complete (its last records may still wait for the
+    /// socket, as any write's may), `Ok(false)` when it needs more from
+    /// the client, or room in the socket when `wants_write`.
+    pub(crate) fn advance(&self, socket: &Socket) -> io::Result<bool> {
+        let mut conn = lock(&self.conn);
+        let mut io = SocketIo(socket);
+        loop {
+            match flush(&mut conn, &mut io) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(!conn.is_handshaking())
+                }
+                Err(error) => return Err(error),
+            }
+            if !conn.is_handshaking() {
+                return Ok(true);
+            }
+            match conn.read_tls(&mut io) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the client closed during the TLS handshake",
+                    ))
+                }
+                Ok(_) => process(&mut conn, &mut io)?,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Plaintext that has arrived: what was decrypted already, else what
     /// the records on the socket hold. End of stream when the client sent
     /// `close_notify`, and also when it closed without one: a line or

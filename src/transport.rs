@@ -161,6 +161,17 @@ impl Transport {
         Ok(())
     }
 
+    /// Runs a TLS handshake as far as it goes without waiting: `Ok(true)`
+    /// once complete (a plain socket has none to run), `Ok(false)` when it
+    /// needs the client, or room when [`wants_write`](Transport::wants_write).
+    pub(crate) fn advance_handshake(&self) -> io::Result<bool> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.advance(&self.socket);
+        }
+        Ok(true)
+    }
+
     /// Whether TLS holds encrypted bytes the socket has not taken yet.
     pub(crate) fn wants_write(&self) -> bool {
         #[cfg(feature = "tls")]

@@ -23,23 +23,30 @@ pub(crate) struct Turns<H> {
 
 impl<H: TurnHandler> Service for Turns<H> {
     fn accepted(&self, conn: Admitted, worker: &Worker) {
+        let handshaking = conn.handshake_by.is_some();
         let entry = Entry::new(conn, Arc::clone(&self.hub));
-        let state = self.call(&entry, "open", |handler, turn| handler.open(turn));
-        match state {
-            Some(state) => {
-                *lock(&entry.state) = Some(Box::new(state));
-                // A client usually sends its first request right after
-                // connecting: when it is already there, it is answered now,
-                // without a trip through the readiness set.
-                self.ready(&entry, worker);
-            }
-            // Nothing to close: the handler never had a state.
-            None => entry.finish(),
+        if handshaking {
+            return self.handshake(&entry, worker);
         }
+        self.open(&entry, worker);
+    }
+
+    fn parks_handshakes(&self) -> bool {
+        true
     }
 
     fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker) {
         entry.begin_turn();
+        if entry.is_handshaking() {
+            return match why {
+                Why::Ready => self.handshake(&entry, worker),
+                Why::Shutdown => entry.refuse(&"the server is shutting down"),
+                Why::Close(CloseReason::TimedOut(_)) => {
+                    entry.refuse(&"no complete TLS handshake in time")
+                }
+                Why::Close(reason) => entry.refuse(&format!("closed: {reason:?}")),
+            };
+        }
         match why {
             Why::Ready => self.ready(&entry, worker),
             Why::Shutdown => {
@@ -57,6 +64,37 @@ impl<H: TurnHandler> Service for Turns<H> {
 }
 
 impl<H: TurnHandler> Turns<H> {
+    /// Runs the TLS handshake as far as the client's records allow, then
+    /// opens the connection; parks it meanwhile, so a client that is slow
+    /// or silent holds no worker.
+    fn handshake(&self, entry: &Arc<Entry>, worker: &Worker) {
+        match entry.advance_handshake() {
+            Ok(true) => self.open(entry, worker),
+            Ok(false) => {
+                if let Err(reason) = entry.park(false) {
+                    entry.refuse(&format!("closed: {reason:?}"));
+                }
+            }
+            Err(error) => entry.refuse(&error),
+        }
+    }
+
+    /// `open`, then a first turn for what the client has sent already.
+    fn open(&self, entry: &Arc<Entry>, worker: &Worker) {
+        let state = self.call(entry, "open", |handler, turn| handler.open(turn));
+        match state {
+            Some(state) => {
+                *lock(&entry.state) = Some(Box::new(state));
+                // A client usually sends its first request right after
+                // connecting: when it is already there, it is answered now,
+                // without a trip through the readiness set.
+                self.ready(entry, worker);
+            }
+            // Nothing to close: the handler never had a state.
+            None => entry.finish(),
+        }
+    }
+
     fn ready(&self, entry: &Arc<Entry>, worker: &Worker) {
         loop {
             match self.run_ready(entry) {
