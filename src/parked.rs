@@ -529,11 +529,7 @@ impl Entry {
         }
         self.hub.set_phase(&mut inner, Phase::Parked);
         self.schedule(&mut inner);
-        if inner
-            .stream
-            .as_ref()
-            .is_some_and(|t| t.has_buffered_input())
-        {
+        if self.has_input_unseen(&inner) {
             // TLS decrypted more than the turn read: the socket may have
             // nothing left to wake the connection, so it goes on now.
             self.take_turn(&mut inner, Why::Ready);
@@ -629,8 +625,7 @@ impl Entry {
     /// its limit (a client that does not read its replies is not read
     /// from either), writing while it holds bytes.
     fn arm(&self, inner: &mut Inner) {
-        let flushing = inner.phase == Phase::Flushing;
-        let readable = !flushing && inner.outbox.len <= self.hub.outbox_limit / 2;
+        let readable = self.takes_input(inner);
         let writable = inner.unsent();
         let interest = Event::new(key(self.id), readable, writable);
         let Some(stream) = &inner.stream else {
@@ -650,6 +645,24 @@ impl Entry {
             log::warn!("could not arm id={}: error={error}", self.id);
             inner.close.get_or_insert(CloseReason::Failed);
         }
+    }
+
+    /// Whether the connection is read from now: not while it is closing,
+    /// nor while its outbox is over half full (a client that does not read
+    /// its replies is not read from either).
+    fn takes_input(&self, inner: &Inner) -> bool {
+        inner.phase != Phase::Flushing && inner.outbox.len <= self.hub.outbox_limit / 2
+    }
+
+    /// Whether input the socket no longer shows waits to be read: TLS
+    /// decrypted it, and the connection takes input now. Readiness would
+    /// never report it.
+    fn has_input_unseen(&self, inner: &Inner) -> bool {
+        self.takes_input(inner)
+            && inner
+                .stream
+                .as_ref()
+                .is_some_and(|t| t.has_buffered_input())
     }
 
     /// The earliest of the connection's limits, and which it is.
@@ -692,7 +705,9 @@ impl Entry {
             Phase::Parked => {
                 if let Some(reason) = inner.close {
                     self.take_turn(&mut inner, Why::Close(reason));
-                } else if readable {
+                } else if readable || self.has_input_unseen(&inner) {
+                    // Input, or (the outbox having drained) decrypted input
+                    // that waited for room.
                     self.take_turn(&mut inner, Why::Ready);
                 } else {
                     self.arm(&mut inner);

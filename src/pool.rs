@@ -384,8 +384,8 @@ impl Worker {
     fn secure(&self, socket: &Arc<Socket>) -> std::io::Result<Transport> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.shared.tls {
-            let signal = self.shared.force_signal();
-            let session = crate::tls::handshake(socket, &tls.config, tls.handshake_time, signal)?;
+            let time = tls.handshake_time;
+            let session = crate::tls::handshake(socket, &tls.config, time, &self.shared)?;
             return Ok(Transport::tls(Arc::clone(socket), session));
         }
         Ok(Transport::plain(Arc::clone(socket)))

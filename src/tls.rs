@@ -17,9 +17,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConnection;
 
 use crate::error::{Error, Result};
-use crate::shutdown::lock;
+use crate::shutdown::{lock, Shared};
 use crate::transport::Socket;
-use crate::wait::{self, Interest, Signal, Woken};
+use crate::wait::{self, Interest, Woken};
 
 /// The certificate chain and key a TLS server presents, and the rest of
 /// its TLS settings: a shared, replaceable [`rustls::ServerConfig`].
@@ -151,12 +151,14 @@ fn pem_error(error: rustls::pki_types::pem::Error) -> String {
 }
 
 /// Runs the server's side of the handshake on `socket`, waiting for the
-/// client as needed until `time` has passed or `signal` is raised.
+/// client as needed until `time` has passed. Once the server is stopping,
+/// a client quiet for the drain's quiet time is given up on (it has sent
+/// no request to answer), as a quiet client's read ends then.
 pub(crate) fn handshake(
     socket: &Socket,
     config: &TlsConfig,
     time: Duration,
-    signal: &Signal,
+    shared: &Shared,
 ) -> io::Result<Session> {
     let session = Session::start(config)?;
     let deadline = Instant::now() + time;
@@ -165,28 +167,45 @@ pub(crate) fn handshake(
             true => Interest::Write,
             false => Interest::Read,
         };
-        wait_for(socket, interest, deadline, signal)?;
+        wait_for(socket, interest, deadline, shared)?;
     }
     Ok(session)
 }
 
+/// Waits for the socket, until `deadline`, or while the server stops,
+/// for the drain's quiet time at most.
 fn wait_for(
     socket: &Socket,
     interest: Interest,
     deadline: Instant,
-    signal: &Signal,
+    shared: &Shared,
 ) -> io::Result<()> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    match wait::wait(socket, interest, Some(signal), Some(left))? {
-        Woken::Ready => Ok(()),
-        Woken::Signal => Err(io::Error::new(
+    let stopped = || {
+        io::Error::new(
             io::ErrorKind::ConnectionAborted,
-            "the server's drain deadline passed during the TLS handshake",
-        )),
-        Woken::TimedOut => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "no complete TLS handshake in time",
-        )),
+            "the server stopped during the TLS handshake",
+        )
+    };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let draining = shared.is_stopping();
+        let (signal, wait) = match draining {
+            false => (shared.stop_signal(), left),
+            true => (shared.force_signal(), left.min(shared.drain_quiet)),
+        };
+        match wait::wait(socket, interest, Some(signal), Some(wait))? {
+            Woken::Ready => return Ok(()),
+            // The stop: wait again, as the drain does.
+            Woken::Signal if !draining => continue,
+            Woken::Signal => return Err(stopped()),
+            Woken::TimedOut if wait < left => return Err(stopped()),
+            Woken::TimedOut => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no complete TLS handshake in time",
+                ))
+            }
+        }
     }
 }
 
