@@ -476,6 +476,14 @@ impl Entry {
                 inner.close.get_or_insert(CloseReason::Failed);
             }
         }
+        if inner.phase == Phase::Flushing && inner.outbox.is_empty() {
+            if let Some(stream) = &inner.stream {
+                // All the handler sent is in the TLS session: its
+                // `close_notify` goes after it, and waits for the socket
+                // as the rest does, so a full send buffer cannot drop it.
+                stream.finish();
+            }
+        }
         if inner.unsent() && inner.stalled_since.is_none() {
             inner.stalled_since = Some(Instant::now());
         }
