@@ -343,6 +343,11 @@ impl Entry {
         Ok(done)
     }
 
+    /// Whether the connection speaks TLS (false once it has closed).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.stream().is_ok_and(|transport| transport.is_tls())
+    }
+
     /// A turn begins: the socket may hold input again.
     pub(crate) fn begin_turn(&self) {
         self.drained.store(false, Ordering::Relaxed);
@@ -595,16 +600,18 @@ impl Entry {
             self.peer_addr,
             self.id
         );
-        self.close_counted(&mut inner, &self.hub.counters().rejected_tls);
+        self.close_counted(&mut inner, &self.hub.counters().rejected_tls, false);
     }
 
     fn close_now(&self, inner: &mut Inner) {
-        self.close_counted(inner, &self.hub.counters().completed);
+        self.close_counted(inner, &self.hub.counters().completed, true);
     }
 
     /// Closes at once, counted in `outcome` (`completed`, or why it was
-    /// turned away).
-    fn close_counted(&self, inner: &mut Inner, outcome: &AtomicU64) {
+    /// turned away); `served` when the stream ends as its protocol wants
+    /// (TLS's `close_notify`), which a client whose handshake never
+    /// finished does not get.
+    fn close_counted(&self, inner: &mut Inner, outcome: &AtomicU64, served: bool) {
         self.hub.set_phase(inner, Phase::Closed);
         inner.outbox.clear();
         let stream = inner.stream.take();
@@ -621,7 +628,11 @@ impl Entry {
         Counters::bump(outcome);
         counters.open.fetch_sub(1, Ordering::Relaxed);
         if let Some(stream) = stream {
-            self.hub.closer.close(stream.finish());
+            let socket = match served {
+                true => stream.finish(),
+                false => Arc::clone(stream.socket()),
+            };
+            self.hub.closer.close(socket);
         }
         if self.hub.shared.is_stopping() && self.hub.is_idle() {
             // The poller may be waiting for the last one to go.

@@ -183,6 +183,13 @@ impl<'a> Turn<'a> {
         self.entry.proxy.as_deref()
     }
 
+    /// Whether the connection speaks TLS (`ServerBuilder::tls`, with the
+    /// `tls` feature); its reads and sends are then the plaintext, and
+    /// `open` runs only once the handshake is complete.
+    pub fn is_tls(&self) -> bool {
+        self.entry.is_tls()
+    }
+
     /// The connection's id: unique among the server's connections.
     pub fn id(&self) -> u64 {
         self.entry.id
