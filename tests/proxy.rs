@@ -165,15 +165,6 @@ fn a_peer_that_is_not_a_trusted_proxy_is_closed_at_once() {
     handle.shutdown().unwrap();
 }
 
-/// `haproxy` from `PATH`, if installed.
-fn haproxy() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|candidate| candidate.is_file())
-}
-
 /// HAProxy in the foreground, forwarding a loopback port to `backend`
 /// with `send_proxy` (`send-proxy` or `send-proxy-v2`); killed on drop.
 struct Haproxy {
@@ -283,7 +274,7 @@ impl Drop for Haproxy {
 
 #[test]
 fn behind_a_real_haproxy_whoami_names_the_real_client() {
-    let Some(tool) = haproxy() else {
+    let Some(tool) = support::tool("haproxy") else {
         eprintln!(
             "SKIPPED behind_a_real_haproxy_whoami_names_the_real_client: \
              haproxy is not installed (Debian package `haproxy`)"

@@ -234,7 +234,7 @@ impl Drop for Example {
 
 /// Sends each line of `stdout` on the returned channel, from a thread that
 /// ends at end of file.
-fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
+pub(crate) fn lines_of(stdout: impl Read + Send + 'static) -> Receiver<String> {
     let (sender, receiver) = crossbeam_channel::unbounded();
     thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -528,12 +528,20 @@ impl Client {
     }
 }
 
-/// `systemd-socket-activate` from `PATH`, if installed.
-pub(crate) fn activator() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+/// A tool the end-to-end tests run (`haproxy`, `openssl`,
+/// `systemd-socket-activate`), from `PATH` or `/usr/sbin` (where Debian
+/// puts daemons, often outside a user's `PATH`), if installed.
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join("systemd-socket-activate"))
+        .chain([PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
+}
+
+/// `systemd-socket-activate`, if installed.
+pub(crate) fn activator() -> Option<PathBuf> {
+    tool("systemd-socket-activate")
 }
 
 /// A started process whose stdout and stderr are read line by line on

@@ -1,0 +1,827 @@
+//! TLS (the `tls` feature) end to end, with a real rustls client and the
+//! real `openssl s_client`: lines echoed in both modes and a clean TLS end
+//! (`close_notify`) after them; a large transfer in the turn mode, with
+//! the client reading as it writes and with a client that makes the
+//! server wait for it; a plain-TCP client and a silent client turned away
+//! and counted while others are served; certificates replaced while the
+//! server runs; a shutdown that answers every line sent before it, and
+//! that does not wait for its deadline for a client silent in its
+//! handshake.
+//!
+//! Conventions (as in the other tests): servers bind `127.0.0.1:0`,
+//! clients have read and write timeouts of [`PATIENCE`], handlers report
+//! what they see on channels, and what no channel reports (a counter in
+//! the stats) is polled with a bound. Nothing sleeps to wait for the
+//! server. Certificates are made at test time and written to a fresh
+//! directory under `CARGO_TARGET_TMPDIR`.
+//!
+//! Every end of stream is checked for what it is: a clean TLS end is
+//! rustls' reader returning `Ok(0)` after the server's `close_notify`,
+//! not `UnexpectedEof` (the TCP stream ended without it: a cut, as far as
+//! the client can tell) and not a reset.
+//!
+//! The `openssl s_client` test needs Debian's `openssl` binary (which
+//! `.ci/run` installs when missing); without it, it says so on stderr and
+//! passes without running.
+#![cfg(feature = "tls")]
+
+mod support;
+mod tls_util;
+mod util;
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use frontdesk::{
+    Addr, Connection, Handler, LineError, LineReader, Lines, Next, Server, ServerBuilder,
+    ServerHandle, ShutdownReport, Stats, Turn, TurnHandler,
+};
+use tls_util::{
+    assert_close_notify, assert_same_bytes, connect, exchange, init_logging, numbered_lines,
+    read_line, read_to_clean_tcp_end, rustls_error, tcp_client, try_connect, Certs, Duplex, TlsEnd,
+    TlsStream, PATIENCE,
+};
+use util::{assert_accounted, tcp_addr, wait_for_stats, LOCALHOST};
+
+/// The longest line the handlers accept; every line sent here is shorter.
+const MAX_LINE: usize = 1024;
+
+// ---------------------------------------------------------------------------
+// Handlers
+// ---------------------------------------------------------------------------
+
+/// What a handler saw of a connection when it began.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    tls: Option<bool>,
+    peer: Addr,
+}
+
+/// A line echo for the handler mode: reports what it sees of the
+/// connection, then answers each line with itself until the client sends
+/// `bye` (answered too) or closes.
+fn line_echo(seen: Sender<Seen>) -> impl Handler {
+    move |conn: &mut Connection| -> io::Result<()> {
+        let _ = seen.send(Seen {
+            tls: Some(conn.is_tls()),
+            peer: conn.peer_addr(),
+        });
+        let mut lines = LineReader::new(&*conn, MAX_LINE);
+        loop {
+            let reply = match lines.read_line() {
+                Ok(line) => [line, b"\n"].concat(),
+                Err(LineError::Closed { .. }) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            };
+            let mut writer: &Connection = lines.get_ref();
+            writer.write_all(&reply)?;
+            if reply == b"bye\n" {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A line echo for the turn mode, with [`Lines`]: answers each line with
+/// itself until `bye` (answered too) or the client's end of stream.
+///
+/// It reads no more while the outbox could not take another line (what
+/// [`Turn::outbox_len`] advises for a handler that produces a lot) and
+/// parks instead: the connection's next turn comes once the client has
+/// read enough. Each such park is counted in `full_parks`, and the first
+/// one is reported on `full`.
+#[derive(Debug)]
+struct TurnLineEcho {
+    opened: Sender<Seen>,
+    full: Sender<()>,
+    full_parks: Arc<AtomicU64>,
+}
+
+/// What a test learns from a [`TurnLineEcho`].
+#[derive(Debug)]
+struct TurnEvents {
+    /// What the handler saw of each connection as it opened.
+    opened: Receiver<Seen>,
+    /// Receives once, when the outbox first stopped the handler reading.
+    full: Receiver<()>,
+    /// How many turns ended early for want of room in the outbox.
+    full_parks: Arc<AtomicU64>,
+}
+
+impl TurnLineEcho {
+    fn new() -> (TurnLineEcho, TurnEvents) {
+        let (opened, opened_rx) = crossbeam_channel::unbounded();
+        // One report is enough; the handler never waits to send it.
+        let (full, full_rx) = crossbeam_channel::bounded(1);
+        let full_parks = Arc::new(AtomicU64::new(0));
+        let echo = TurnLineEcho {
+            opened,
+            full,
+            full_parks: Arc::clone(&full_parks),
+        };
+        let events = TurnEvents {
+            opened: opened_rx,
+            full: full_rx,
+            full_parks,
+        };
+        (echo, events)
+    }
+}
+
+impl TurnHandler for TurnLineEcho {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        let _ = self.opened.send(Seen {
+            tls: Some(turn.is_tls()),
+            peer: turn.peer_addr(),
+        });
+        Ok(Lines::new(turn, MAX_LINE))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        loop {
+            if turn.outbox_room() <= MAX_LINE + 1 {
+                self.full_parks.fetch_add(1, Ordering::Relaxed);
+                let _ = self.full.try_send(());
+                return Ok(Next::Park);
+            }
+            match lines.next_line() {
+                Ok(Some(line)) => {
+                    let bye = line == b"bye";
+                    turn.send([line, b"\n"].concat())?;
+                    if bye {
+                        return Ok(Next::Close);
+                    }
+                }
+                Ok(None) => return Ok(Next::Park),
+                Err(LineError::Closed { .. }) => return Ok(Next::Close),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// A TLS server in the handler mode with [`line_echo`], and what the
+/// handler sees of each connection.
+fn serve_lines(builder: ServerBuilder) -> (ServerHandle, SocketAddr, Receiver<Seen>) {
+    let (seen, seen_rx) = crossbeam_channel::unbounded();
+    let handle = util::serve(builder, line_echo(seen));
+    let addr = tcp_addr(handle.local_addr());
+    (handle, addr, seen_rx)
+}
+
+/// A TLS server in the turn mode with [`TurnLineEcho`], and what the
+/// handler tells.
+fn serve_turn_lines(builder: ServerBuilder) -> (ServerHandle, SocketAddr, TurnEvents) {
+    let (echo, events) = TurnLineEcho::new();
+    let handle = builder
+        .bind(LOCALHOST)
+        .expect("bind")
+        .spawn_turns(echo)
+        .expect("spawn_turns");
+    let addr = tcp_addr(handle.local_addr());
+    (handle, addr, events)
+}
+
+/// The next connection a handler saw.
+fn next_seen(seen: &Receiver<Seen>) -> Seen {
+    seen.recv_timeout(PATIENCE)
+        .expect("the handler saw the connection")
+}
+
+/// A few lines one at a time, then several in one write (so one TLS
+/// record holds many lines), then `bye`; checks every answer, then the
+/// server's `close_notify`.
+fn converse_and_end(client: &mut TlsStream) {
+    for line in ["hello", "", "a line with spaces", "ünïcödé"] {
+        assert_eq!(exchange(client, line), line);
+    }
+    client
+        .write_all(b"one\ntwo\r\nthree\n")
+        .and_then(|()| client.flush())
+        .expect("send three lines at once");
+    for line in ["one", "two", "three"] {
+        assert_eq!(read_line(client), line);
+    }
+    assert_eq!(exchange(client, "bye"), "bye");
+    assert_close_notify(client);
+}
+
+/// Stops the server and checks that every connection is accounted for
+/// and that no handler failed; returns the final stats.
+fn stop(handle: ServerHandle) -> Stats {
+    let (report, stats) = util::stop(handle);
+    check_report(&report);
+    stats
+}
+
+fn check_report(report: &ShutdownReport) {
+    let stats = &report.stats;
+    assert_eq!(report.forced, 0, "{report:#?}");
+    assert_accounted(stats);
+    assert_eq!(stats.handler_errors, 0, "{stats:#?}");
+    assert_eq!(stats.panics, 0, "{stats:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// 1. and 2. Echo in both modes, and large transfers in the turn mode
+// ---------------------------------------------------------------------------
+
+#[test]
+fn handler_mode_echoes_lines_over_tls_and_ends_with_close_notify() {
+    init_logging();
+    let certs = Certs::new("handler-echo");
+    let (handle, addr, seen) = serve_lines(Server::builder().workers(2).tls(certs.tls_config()));
+
+    let mut client = connect(addr, &certs.client_config());
+    let me = client.sock.local_addr().unwrap();
+    converse_and_end(&mut client);
+    drop(client);
+
+    assert_eq!(
+        next_seen(&seen),
+        Seen {
+            tls: Some(true),
+            peer: Addr::Tcp(me),
+        }
+    );
+    let stats = stop(handle);
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+    assert_eq!(stats.rejected.tls, 0, "{stats:#?}");
+}
+
+#[test]
+fn turn_mode_echoes_lines_over_tls_and_ends_with_close_notify() {
+    init_logging();
+    let certs = Certs::new("turn-echo");
+    let (handle, addr, events) =
+        serve_turn_lines(Server::builder().workers(2).tls(certs.tls_config()));
+
+    let mut client = connect(addr, &certs.client_config());
+    let me = client.sock.local_addr().unwrap();
+    converse_and_end(&mut client);
+    drop(client);
+
+    assert_eq!(
+        next_seen(&events.opened),
+        Seen {
+            tls: Some(true),
+            peer: Addr::Tcp(me),
+        }
+    );
+    let stats = stop(handle);
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+    assert_eq!(stats.rejected.tls, 0, "{stats:#?}");
+}
+
+/// How much the client encrypts and writes at once in a large transfer.
+const CHUNK: usize = 32 * 1024;
+
+/// Sends `payload` and `bye` through `duplex` and checks that the echo is
+/// exactly what was sent, in order, and then `close_notify`. `context`
+/// describes the server's state for a failure's message.
+fn stream_and_check(mut duplex: Duplex, payload: &[u8], context: impl Fn() -> String) {
+    for (i, chunk) in payload.chunks(CHUNK).chain([&b"bye\n"[..]]).enumerate() {
+        if let Err(error) = duplex.send(chunk) {
+            panic!(
+                "sending stopped after {} of {} bytes: {error} ({:?}); \
+                 the server stopped reading and did not resume; {}",
+                i * CHUNK,
+                payload.len(),
+                error.kind(),
+                context()
+            );
+        }
+    }
+    let (echoed, end) = duplex.finish();
+    assert_eq!(
+        end,
+        TlsEnd::CloseNotify,
+        "how the echo ended, after {} of {} bytes; {}",
+        echoed.len(),
+        payload.len() + 4,
+        context()
+    );
+    assert_same_bytes(&echoed, &[payload, b"bye\n"].concat());
+}
+
+#[test]
+fn turn_mode_echoes_two_mebibytes_in_order_while_the_client_writes_and_reads() {
+    init_logging();
+    let certs = Certs::new("turn-large");
+    let (handle, addr, _) = serve_turn_lines(Server::builder().workers(2).tls(certs.tls_config()));
+    let payload = numbered_lines(2 << 20, MAX_LINE);
+
+    let client = connect(addr, &certs.client_config());
+    let control = handle.control();
+    let context = move || format!("stats: {:#?}", control.stats());
+    stream_and_check(Duplex::split(client, || {}), &payload, context);
+
+    let stats = stop(handle);
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// How much the back-pressure test sends: more than every buffer between
+/// the handler and a client that does not read can hold, so the handler
+/// must stop reading and wait for the client. On Linux those are the
+/// server's send buffer, which grows to at most `tcp_wmem`'s maximum,
+/// and the client's receive buffer, which does not grow while the client
+/// does not read (it starts at `tcp_rmem`'s default); 8 MiB elsewhere.
+fn more_than_buffers() -> usize {
+    let sysctl = |name: &str, field: usize| -> Option<usize> {
+        let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).ok()?;
+        text.split_whitespace().nth(field)?.parse().ok()
+    };
+    let buffers =
+        sysctl("tcp_wmem", 2).unwrap_or(4 << 20) + sysctl("tcp_rmem", 1).unwrap_or(1 << 20);
+    (buffers + (4 << 20)).max(8 << 20)
+}
+
+/// The echo's outbox fills while the client does not read; then the
+/// client reads, and everything arrives. The handler stops reading for
+/// want of room while TLS records it has decrypted still hold lines (its
+/// reads take at most a line's worth of a 16 KiB record), so the
+/// connection must be woken once the client has read enough, and its
+/// outbox written, even though the socket may have nothing new to read.
+#[test]
+fn turn_mode_echo_goes_on_after_the_outbox_filled_with_decrypted_input_left() {
+    init_logging();
+    let certs = Certs::new("turn-full");
+    let (handle, addr, events) = serve_turn_lines(
+        Server::builder()
+            .workers(2)
+            .outbox_limit(64 * 1024)
+            .tls(certs.tls_config()),
+    );
+    let payload = numbered_lines(more_than_buffers(), MAX_LINE);
+
+    let client = connect(addr, &certs.client_config());
+    // The reader starts once the handler has stopped reading for want of
+    // room. (Should that never happen, it starts after a while, and the
+    // test fails below.) Until then the writer writes what the buffers
+    // take, then waits.
+    let full = events.full.clone();
+    let duplex = Duplex::split(client, move || {
+        let _ = full.recv_timeout(PATIENCE);
+    });
+    let control = handle.control();
+    let parks = Arc::clone(&events.full_parks);
+    let context = move || {
+        format!(
+            "the handler's turns ended for want of room {} times (a spin if \
+             that is millions); stats: {:#?}",
+            parks.load(Ordering::Relaxed),
+            control.stats()
+        )
+    };
+    stream_and_check(duplex, &payload, context);
+
+    let stats = stop(handle);
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+    let parks = events.full_parks.load(Ordering::Relaxed);
+    assert!(
+        parks > 0,
+        "the outbox never filled: the test did not make the server wait"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. and 4. Clients turned away: plain TCP, silence
+// ---------------------------------------------------------------------------
+
+/// The content type of a TLS alert record, its first byte.
+const ALERT: u8 = 0x15;
+
+#[test]
+fn plain_tcp_client_gets_an_alert_and_the_end_and_the_server_goes_on() {
+    init_logging();
+    let certs = Certs::new("plain-client");
+    let (handle, addr, seen) = serve_lines(Server::builder().workers(2).tls(certs.tls_config()));
+
+    let mut plain = tcp_client(addr);
+    plain.write_all(b"hello\n").unwrap();
+    // An alert, then a clean end: not a hang, not a reset.
+    let got = read_to_clean_tcp_end(&mut plain);
+    assert!(
+        got.first() == Some(&ALERT),
+        "expected a TLS alert record, got {got:02x?}"
+    );
+    drop(plain);
+    wait_for_stats(&handle, "the failed handshake is counted", |s| {
+        s.rejected.tls == 1
+    });
+
+    let mut client = connect(addr, &certs.client_config());
+    converse_and_end(&mut client);
+    drop(client);
+
+    // The handler ran for the TLS client only.
+    assert_eq!(next_seen(&seen).tls, Some(true));
+    let stats = stop(handle);
+    assert!(seen.try_recv().is_err(), "the handler ran twice");
+    assert_eq!(stats.rejected.tls, 1, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// The handshake timeout of the silent-client test: long enough that the
+/// other client's whole conversation (a handshake and a few lines, a few
+/// milliseconds) surely ends within it even on a loaded machine, short
+/// enough to keep the test quick.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(1);
+
+#[test]
+fn silent_client_is_closed_after_the_handshake_timeout_while_another_is_served() {
+    init_logging();
+    let certs = Certs::new("silent-client");
+    let (handle, addr, seen) = serve_lines(
+        Server::builder()
+            .workers(2)
+            .tls_handshake_timeout(HANDSHAKE_TIME)
+            .tls(certs.tls_config()),
+    );
+
+    let start = Instant::now();
+    let mut silent = tcp_client(addr);
+    // A worker runs the silent client's handshake: one of the two is busy.
+    wait_for_stats(&handle, "a worker waits for the silent client", |s| {
+        s.busy_workers == 1
+    });
+
+    // The other worker serves a client meanwhile.
+    let mut client = connect(addr, &certs.client_config());
+    converse_and_end(&mut client);
+    drop(client);
+    let stats = handle.stats();
+    assert_eq!(
+        stats.rejected.tls,
+        0,
+        "the silent client was closed before the other one was served \
+         (in {:?}): {stats:#?}",
+        start.elapsed()
+    );
+
+    // The silent client is closed at the timeout, cleanly, with nothing
+    // sent to it.
+    let got = read_to_clean_tcp_end(&mut silent);
+    let waited = start.elapsed();
+    assert!(got.is_empty(), "the silent client got {got:02x?}");
+    // The timeout runs from the moment a worker takes the connection,
+    // after the client connected; `poll(2)` counts in milliseconds.
+    assert!(
+        waited + Duration::from_millis(2) >= HANDSHAKE_TIME,
+        "closed after {waited:?}, before the handshake timeout"
+    );
+    drop(silent);
+    wait_for_stats(&handle, "the silent client is counted", |s| {
+        s.rejected.tls == 1
+    });
+
+    assert_eq!(next_seen(&seen).tls, Some(true));
+    let stats = stop(handle);
+    assert!(seen.try_recv().is_err(), "the handler ran twice");
+    assert_eq!(stats.rejected.tls, 1, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// In the turn mode a handshake holds no worker between the client's
+/// records: clients silent in their handshakes, more than there are
+/// workers, leave the one worker free for a client that speaks. The
+/// handshake timeout is far longer than the client's own timeouts
+/// (`PATIENCE`), so if a silent client held the worker, the speaking
+/// client's handshake would time out first and the test fail.
+#[test]
+fn turn_mode_silent_handshakes_hold_no_worker() {
+    init_logging();
+    let certs = Certs::new("turn-silent");
+    let (handle, addr, _events) = serve_turn_lines(
+        Server::builder()
+            .workers(1)
+            .tls_handshake_timeout(PATIENCE * 3)
+            .tls(certs.tls_config()),
+    );
+    const SILENT: usize = 8;
+    let mut silent: Vec<_> = (0..SILENT).map(|_| tcp_client(addr)).collect();
+    wait_for_stats(&handle, "the silent clients wait parked", |s| {
+        s.parked == SILENT && s.busy_workers == 0
+    });
+
+    let mut client = connect(addr, &certs.client_config());
+    converse_and_end(&mut client);
+    drop(client);
+
+    // The shutdown closes them at once: they sent nothing to answer.
+    let stopping = thread::spawn(move || util::stop(handle));
+    for client in &mut silent {
+        assert!(read_to_clean_tcp_end(client).is_empty());
+    }
+    let (report, stats) = stopping.join().expect("the shutdown did not panic");
+    check_report(&report);
+    assert_eq!(stats.rejected.tls, SILENT as u64, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// In the turn mode the handshake timeout is a parked connection's
+/// deadline: it closes the silent client, counted as a failed handshake
+/// (not as a handler's deadline), and the handler never runs.
+#[test]
+fn turn_mode_handshake_timeout_closes_a_silent_client() {
+    init_logging();
+    let certs = Certs::new("turn-timeout");
+    let (handle, addr, events) = serve_turn_lines(
+        Server::builder()
+            .workers(1)
+            .tls_handshake_timeout(HANDSHAKE_TIME)
+            .tls(certs.tls_config()),
+    );
+    let start = Instant::now();
+    let mut silent = tcp_client(addr);
+    assert!(read_to_clean_tcp_end(&mut silent).is_empty());
+    let waited = start.elapsed();
+    // `poll(2)` and the timers count in milliseconds.
+    assert!(
+        waited + Duration::from_millis(2) >= HANDSHAKE_TIME,
+        "closed after {waited:?}, before the handshake timeout"
+    );
+    drop(silent);
+    wait_for_stats(&handle, "the silent client is counted", |s| {
+        s.rejected.tls == 1
+    });
+    assert!(events.opened.try_recv().is_err(), "open ran");
+    let stats = stop(handle);
+    assert_eq!(stats.timeouts.deadline, 0, "{stats:#?}");
+    assert_eq!(stats.completed, 0, "{stats:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// 5. Certificates replaced while the server runs
+// ---------------------------------------------------------------------------
+
+#[test]
+fn reloaded_certificates_serve_new_clients_and_open_connections_go_on() {
+    init_logging();
+    let a = Certs::new("reload-a");
+    let b = Certs::new("reload-b");
+    let tls = a.tls_config();
+    // Three connections at once: two served, one refused.
+    let (handle, addr, seen) = serve_lines(Server::builder().workers(4).tls(tls.clone()));
+
+    let mut first = connect(addr, &a.client_config());
+    assert_eq!(
+        exchange(&mut first, "before the reload"),
+        "before the reload"
+    );
+
+    // A reload that fails changes nothing.
+    let before = tls.current();
+    let missing = b.cert.with_file_name("missing.pem");
+    let error = tls
+        .reload_pem_files(&missing, &b.key)
+        .expect_err("a missing certificate file");
+    assert!(
+        error.to_string().contains("missing.pem") || format!("{error:?}").contains("missing.pem"),
+        "the error names the file: {error:?}"
+    );
+    tls.reload_pem_files(&b.cert, &a.key)
+        .expect_err("a key that does not fit the certificate");
+    assert!(
+        Arc::ptr_eq(&before, &tls.current()),
+        "a failed reload changed the settings"
+    );
+
+    tls.reload_pem_files(&b.cert, &b.key).expect("reload B");
+    assert!(!Arc::ptr_eq(&before, &tls.current()));
+
+    // A new client that trusts only B is served.
+    let mut second = connect(addr, &b.client_config());
+    assert_eq!(
+        exchange(&mut second, "after the reload"),
+        "after the reload"
+    );
+
+    // A new client that trusts only A refuses the server's certificate.
+    let error = try_connect(addr, &a.client_config())
+        .map(|_| ())
+        .expect_err("a client that trusts only the old certificate");
+    assert!(
+        matches!(
+            rustls_error(&error),
+            Some(rustls::Error::InvalidCertificate(_))
+        ),
+        "expected the client to refuse the certificate, got {error:?}"
+    );
+    wait_for_stats(&handle, "the refused handshake is counted", |s| {
+        s.rejected.tls == 1
+    });
+
+    // The connection made before the reload goes on with A's session.
+    assert_eq!(exchange(&mut first, "still here"), "still here");
+    assert_eq!(exchange(&mut first, "bye"), "bye");
+    assert_close_notify(&mut first);
+    assert_eq!(exchange(&mut second, "bye"), "bye");
+    assert_close_notify(&mut second);
+    drop((first, second));
+
+    let stats = stop(handle);
+    assert_eq!(next_seen(&seen).tls, Some(true));
+    assert_eq!(next_seen(&seen).tls, Some(true));
+    assert!(
+        seen.try_recv().is_err(),
+        "the handler ran for the refused client"
+    );
+    assert_eq!(stats.rejected.tls, 1, "{stats:#?}");
+    assert_eq!(stats.completed, 2, "{stats:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// 6. Shutdown
+// ---------------------------------------------------------------------------
+
+/// A client that sent lines right before `shutdown` gets every answer,
+/// then `close_notify`, and the shutdown forces nothing.
+fn shutdown_answers_every_line(handle: ServerHandle, addr: SocketAddr, certs: &Certs) {
+    let mut client = connect(addr, &certs.client_config());
+    // Served: the handshake is over and the connection has had a turn.
+    assert_eq!(exchange(&mut client, "first"), "first");
+    let lines: Vec<String> = (0..5).map(|i| format!("line {i}")).collect();
+    client
+        .write_all(format!("{}\n", lines.join("\n")).as_bytes())
+        .and_then(|()| client.flush())
+        .expect("send the lines");
+
+    // `shutdown` waits for the drain, and the drain for this client (its
+    // gentle close waits for the client's end of stream): on a thread.
+    let stopping = thread::spawn(move || handle.shutdown());
+    for line in &lines {
+        assert_eq!(&read_line(&mut client), line);
+    }
+    assert_close_notify(&mut client);
+    drop(client);
+
+    let report = stopping
+        .join()
+        .expect("shutdown did not panic")
+        .expect("the server stops cleanly");
+    check_report(&report);
+    assert_eq!(report.stats.completed, 1, "{report:#?}");
+}
+
+#[test]
+fn handler_mode_shutdown_answers_every_line_sent_before_it_then_close_notify() {
+    init_logging();
+    let certs = Certs::new("handler-shutdown");
+    let (handle, addr, _) = serve_lines(Server::builder().workers(2).tls(certs.tls_config()));
+    shutdown_answers_every_line(handle, addr, &certs);
+}
+
+#[test]
+fn turn_mode_shutdown_answers_every_line_sent_before_it_then_close_notify() {
+    init_logging();
+    let certs = Certs::new("turn-shutdown");
+    let (handle, addr, _) = serve_turn_lines(Server::builder().workers(2).tls(certs.tls_config()));
+    shutdown_answers_every_line(handle, addr, &certs);
+}
+
+/// The drain deadline of the next test: the default, long enough that a
+/// shutdown that waits for it is told from one that does not, whatever
+/// the load.
+const SHUTDOWN_TIME: Duration = Duration::from_secs(10);
+
+/// During a shutdown, a client silent in its handshake is treated as a
+/// silent client in a read is: closed once it has been quiet for the
+/// drain's quiet time (200 ms), not held until the drain deadline. A port
+/// scanner, a health check or a browser's speculative connection must not
+/// make every restart of a TLS server take `shutdown_timeout`.
+#[test]
+fn shutdown_does_not_wait_for_the_deadline_for_a_client_silent_in_its_handshake() {
+    init_logging();
+    let certs = Certs::new("silent-shutdown");
+    let (handle, addr, seen) = serve_lines(
+        Server::builder()
+            .workers(2)
+            .shutdown_timeout(SHUTDOWN_TIME)
+            // Not what ends the handshake here.
+            .tls_handshake_timeout(PATIENCE * 3)
+            .tls(certs.tls_config()),
+    );
+    let mut silent = tcp_client(addr);
+    wait_for_stats(&handle, "a worker waits for the silent client", |s| {
+        s.busy_workers == 1
+    });
+
+    let start = Instant::now();
+    let stopping = thread::spawn(move || handle.shutdown());
+    let got = read_to_clean_tcp_end(&mut silent);
+    let waited = start.elapsed();
+    drop(silent);
+    let report = stopping
+        .join()
+        .expect("shutdown did not panic")
+        .expect("the server stops cleanly");
+    assert!(got.is_empty(), "the silent client got {got:02x?}");
+    assert!(
+        waited < SHUTDOWN_TIME / 2,
+        "the silent client was closed {waited:?} after the shutdown began \
+         (the drain deadline is {SHUTDOWN_TIME:?}): {report:#?}"
+    );
+    assert!(seen.try_recv().is_err(), "the handler ran");
+    assert_eq!(report.stats.rejected.total(), 1, "{report:#?}");
+    assert_eq!(report.stats.completed, 0, "{report:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// 7. The real `openssl s_client` against the `echo` example
+// ---------------------------------------------------------------------------
+
+/// A child process, killed if it is still running when dropped (a test
+/// that fails must not leave it behind).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn openssl_s_client_gets_its_line_echoed_by_the_echo_example() {
+    let Some(openssl) = support::tool("openssl") else {
+        eprintln!(
+            "SKIPPED openssl_s_client_gets_its_line_echoed_by_the_echo_example: \
+             openssl not found; install Debian's openssl (package `openssl`)"
+        );
+        return;
+    };
+    let certs = Certs::new("openssl");
+    let cert = certs.cert.to_str().expect("a UTF-8 path");
+    let key = certs.key.to_str().expect("a UTF-8 path");
+    let mut server = support::Example::start("echo", &["--tls-cert", cert, "--tls-key", key]);
+
+    let mut s_client = Reaped(
+        Command::new(openssl)
+            .arg("s_client")
+            .args(["-connect", &server.addr.to_string()])
+            // `-quiet` prints only what the server sends; it also implies
+            // `-ign_eof`, which `-no_ign_eof` undoes: at the end of its
+            // input s_client sends close_notify and exits.
+            .args(["-quiet", "-no_ign_eof"])
+            .args(["-CAfile", cert, "-verify_return_error"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start openssl s_client"),
+    );
+    let stdout = s_client.0.stdout.take().expect("piped stdout");
+    let stderr = s_client.0.stderr.take().expect("piped stderr");
+    let lines = support::lines_of(stdout);
+    let said = support::lines_of(stderr);
+    let mut stdin = s_client.0.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(b"hello from openssl\n")
+        .expect("write to s_client");
+    stdin.flush().unwrap();
+
+    let reply = lines.recv_timeout(PATIENCE);
+    let err_text = || said.try_iter().collect::<Vec<_>>().join("\n");
+    assert_eq!(
+        reply.as_deref(),
+        Ok("hello from openssl"),
+        "s_client said on stderr:\n{}\nthe server said:\n{}",
+        err_text(),
+        server.stderr()
+    );
+
+    // End of input: s_client sends close_notify, the example answers with
+    // its own and closes, and s_client exits with nothing more printed.
+    drop(stdin);
+    match lines.recv_timeout(PATIENCE) {
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {}
+        other => panic!(
+            "expected s_client's output to end, got {other:?}; stderr:\n{}",
+            err_text()
+        ),
+    }
+    let status = s_client.0.wait().expect("wait for s_client");
+    assert!(
+        status.success(),
+        "s_client exited with {status}; stderr:\n{}",
+        err_text()
+    );
+
+    server.stop();
+    let log = server.stderr();
+    assert!(
+        !log.contains("TLS handshake failed"),
+        "the example refused a handshake:\n{log}"
+    );
+}
