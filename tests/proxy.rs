@@ -11,13 +11,11 @@ mod support;
 mod util;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use frontdesk::{Connection, Server, ServerBuilder, ServerHandle};
-use util::{read_to_clean_end, wait_for_stats, LOCALHOST, TIMEOUT};
+use util::{read_to_clean_end, wait_for_stats, TIMEOUT};
 
 /// Answers `<peer> <proxy> <tlvs>` and what the client sent after the
 /// header, then closes.
@@ -165,113 +163,6 @@ fn a_peer_that_is_not_a_trusted_proxy_is_closed_at_once() {
     handle.shutdown().unwrap();
 }
 
-/// HAProxy in the foreground, forwarding a loopback port to `backend`
-/// with `send_proxy` (`send-proxy` or `send-proxy-v2`); killed on drop.
-struct Haproxy {
-    child: Child,
-    addr: SocketAddr,
-    config: PathBuf,
-}
-
-impl Haproxy {
-    /// Starts HAProxy on a free loopback port. A free port is found by
-    /// binding port 0 and closing it; another program may take it in the
-    /// moment between, and then HAProxy fails to start: try again (at most
-    /// 5 times).
-    fn start(tool: &PathBuf, backend: SocketAddr, send_proxy: &str) -> Haproxy {
-        for attempt in 0..5 {
-            let addr = TcpListener::bind(LOCALHOST)
-                .and_then(|listener| listener.local_addr())
-                .unwrap();
-            let config = std::env::temp_dir().join(format!(
-                "frontdesk-haproxy-{}-{send_proxy}-{attempt}.cfg",
-                std::process::id()
-            ));
-            std::fs::write(
-                &config,
-                format!(
-                    "global\n    log stderr format raw local0 info\n\
-                     defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    \
-                     timeout client 30s\n    timeout server 30s\n\
-                     frontend front\n    bind {addr}\n    default_backend back\n\
-                     backend back\n    server app {backend} {send_proxy}\n"
-                ),
-            )
-            .unwrap();
-            let mut child = Command::new(tool)
-                // Master-worker mode in the foreground: the master says
-                // "Loading success." once its listeners are bound, and a
-                // failure to bind ends it instead.
-                .arg("-W")
-                .arg("-db")
-                .arg("-f")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start haproxy");
-            let stderr = child.stderr.take().expect("piped stderr");
-            let (said, ready) = started(stderr);
-            if ready {
-                return Haproxy {
-                    child,
-                    addr,
-                    config,
-                };
-            }
-            // Not started: the master has no worker to leave behind.
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!("haproxy did not start (attempt {attempt}): {said}");
-        }
-        panic!("haproxy did not start in 5 tries");
-    }
-}
-
-/// Reads HAProxy's start-up output until it says "Loading success." (it
-/// listens by then) or ends (it failed); returns what it said and whether
-/// it started. The reading goes on on a thread
-/// so that HAProxy never blocks on a full pipe.
-fn started(stderr: impl Read + Send + 'static) -> (String, bool) {
-    let (tx, rx) = crossbeam_channel::unbounded();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut said = String::new();
-    let deadline = Instant::now() + TIMEOUT;
-    while let Ok(line) = rx.recv_deadline(deadline) {
-        let ready = line.contains("Loading success.");
-        said.push_str(&line);
-        said.push('\n');
-        if ready {
-            return (said, true);
-        }
-    }
-    (said, false)
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master then stops its worker too.
-        if let Ok(pid) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) takes plain integers; the child has not been
-            // waited for, so the pid is still its own.
-            #[allow(unsafe_code)]
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
-
 #[test]
 fn behind_a_real_haproxy_whoami_names_the_real_client() {
     let Some(tool) = support::tool("haproxy") else {
@@ -283,7 +174,7 @@ fn behind_a_real_haproxy_whoami_names_the_real_client() {
     };
     let mut server = support::Example::start("commands", &["--proxy-protocol"]);
     for send_proxy in ["send-proxy", "send-proxy-v2"] {
-        let haproxy = Haproxy::start(&tool, server.addr, send_proxy);
+        let haproxy = support::Haproxy::start(&tool, &server.addr.to_string(), send_proxy);
         let mut client = TcpStream::connect(haproxy.addr).unwrap();
         client.set_read_timeout(Some(TIMEOUT)).unwrap();
         client.write_all(b"whoami\nping\nquit\n").unwrap();

@@ -825,3 +825,42 @@ fn openssl_s_client_gets_its_line_echoed_by_the_echo_example() {
         "the example refused a handshake:\n{log}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 8. Behind the real HAProxy: TLS passes through, the PROXY header first
+// ---------------------------------------------------------------------------
+
+/// HAProxy in TCP mode in front of a TLS server that requires the PROXY
+/// protocol: HAProxy sends its header, then passes the client's TLS bytes
+/// through, and the server reads them in that order; `whoami` answers
+/// with the client's own address, not HAProxy's.
+#[test]
+fn behind_a_real_haproxy_tls_passes_through_and_whoami_names_the_real_client() {
+    let Some(tool) = support::tool("haproxy") else {
+        eprintln!(
+            "SKIPPED behind_a_real_haproxy_tls_passes_through_and_whoami_names_the_real_client: \
+             haproxy is not installed (Debian package `haproxy`)"
+        );
+        return;
+    };
+    let certs = Certs::new("haproxy");
+    let cert = certs.cert.to_str().expect("a UTF-8 path");
+    let key = certs.key.to_str().expect("a UTF-8 path");
+    let mut server = support::Example::start(
+        "commands",
+        &["--proxy-protocol", "--tls-cert", cert, "--tls-key", key],
+    );
+    for send_proxy in ["send-proxy", "send-proxy-v2"] {
+        let haproxy = support::Haproxy::start(&tool, &server.addr.to_string(), send_proxy);
+        let mut client = connect(haproxy.addr, &certs.client_config());
+        let me = client.sock.local_addr().unwrap();
+        assert_eq!(
+            exchange(&mut client, "whoami"),
+            format!("you are {me}"),
+            "{send_proxy}"
+        );
+        assert_eq!(exchange(&mut client, "quit"), "bye");
+        assert_close_notify(&mut client);
+    }
+    server.stop();
+}

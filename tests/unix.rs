@@ -804,3 +804,38 @@ fn an_example_serves_a_unix_socket_systemd_socket_activate_passes() {
     // The socket is the service manager's: the example leaves its file.
     assert!(is_socket(&path), "the example removed a socket it adopted");
 }
+
+/// The real HAProxy in front of a server on a Unix socket, as on one
+/// machine: HAProxy takes the TCP clients and connects to the socket with
+/// a PROXY v2 header, and `whoami` answers with the TCP client's address.
+#[test]
+fn behind_a_real_haproxy_on_a_unix_socket_whoami_names_the_real_client() {
+    let Some(tool) = support::tool("haproxy") else {
+        eprintln!(
+            "SKIPPED behind_a_real_haproxy_on_a_unix_socket_whoami_names_the_real_client: \
+             haproxy is not installed (Debian package `haproxy`)"
+        );
+        return;
+    };
+    let dir = SocketDir::new("haproxy");
+    let path = dir.path("s.sock");
+    let mut command = Command::new(example_path("commands"));
+    command
+        .arg(format!("unix:{}", path.display()))
+        .arg("--proxy-protocol");
+    let process = Process::spawn(command);
+    assert_eq!(listening_path(&process.stdout_line()), path);
+
+    let backend = path.to_str().expect("a UTF-8 path");
+    let haproxy = support::Haproxy::start(&tool, backend, "send-proxy-v2");
+    let client = std::net::TcpStream::connect(haproxy.addr).expect("connect to haproxy");
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let me = client.local_addr().unwrap();
+    let mut writer = &client;
+    writer.write_all(b"whoami\nquit\n").unwrap();
+    let mut replies = BufReader::new(&client).lines();
+    assert_eq!(replies.next().unwrap().unwrap(), format!("you are {me}"));
+    assert_eq!(replies.next().unwrap().unwrap(), "bye");
+    drop(haproxy);
+    process.terminate();
+}

@@ -627,3 +627,103 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// HAProxy in the foreground, forwarding a loopback port to `backend`
+/// (`IP:PORT`, or a Unix socket's absolute path) with `send_proxy`
+/// (`send-proxy` or `send-proxy-v2`); stopped on drop.
+pub(crate) struct Haproxy {
+    child: Child,
+    /// Where HAProxy listens for clients.
+    pub(crate) addr: SocketAddr,
+    config: PathBuf,
+}
+
+impl Haproxy {
+    /// Starts HAProxy on a free loopback port. A free port is found by
+    /// binding port 0 and closing it; another program may take it in the
+    /// moment between, and then HAProxy fails to start: try again (at most
+    /// 5 times).
+    pub(crate) fn start(tool: &Path, backend: &str, send_proxy: &str) -> Haproxy {
+        for attempt in 0..5 {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .unwrap();
+            let config = std::env::temp_dir().join(format!(
+                "frontdesk-haproxy-{}-{send_proxy}-{attempt}.cfg",
+                std::process::id()
+            ));
+            std::fs::write(
+                &config,
+                format!(
+                    "global\n    log stderr format raw local0 info\n\
+                     defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    \
+                     timeout client 30s\n    timeout server 30s\n\
+                     frontend front\n    bind {addr}\n    default_backend back\n\
+                     backend back\n    server app {backend} {send_proxy}\n"
+                ),
+            )
+            .unwrap();
+            let mut child = Command::new(tool)
+                // Master-worker mode in the foreground: the master says
+                // "Loading success." once its listeners are bound, and a
+                // failure to bind ends it instead.
+                .arg("-W")
+                .arg("-db")
+                .arg("-f")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start haproxy");
+            let stderr = child.stderr.take().expect("piped stderr");
+            let (said, ready) = started(stderr);
+            if ready {
+                return Haproxy {
+                    child,
+                    addr,
+                    config,
+                };
+            }
+            // Not started: the master has no worker to leave behind.
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("haproxy did not start (attempt {attempt}): {said}");
+        }
+        panic!("haproxy did not start in 5 tries");
+    }
+}
+
+/// Reads HAProxy's start-up output until it says "Loading success." (it
+/// listens by then) or ends (it failed); returns what it said and whether
+/// it started.
+fn started(stderr: impl Read + Send + 'static) -> (String, bool) {
+    let lines = lines_of(stderr);
+    let mut said = String::new();
+    let deadline = Instant::now() + PATIENCE;
+    while let Ok(line) = lines.recv_deadline(deadline) {
+        let ready = line.contains("Loading success.");
+        said.push_str(&line);
+        said.push('\n');
+        if ready {
+            return (said, true);
+        }
+    }
+    (said, false)
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its worker too.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) takes plain integers; the child has not been
+            // waited for, so the pid is still its own.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
