@@ -25,6 +25,12 @@ pub const MAX_WORKERS: usize = 4096;
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub const TLS_HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 
+/// The longest timeout kept as given: longer ones (`Duration::MAX` for
+/// "no limit") are cut to this, about 30 years, which an `Instant` can
+/// always hold.
+#[cfg(feature = "tls")]
+const LONGEST_TIMEOUT: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
+
 /// The longest queue a server may have: the queue's slots are allocated
 /// up front, so a mistyped number would cost memory.
 pub const MAX_QUEUE: usize = 1 << 20;
@@ -635,7 +641,10 @@ impl ServerBuilder {
     /// Defaults to [`TLS_HANDSHAKE_TIME`] (10 seconds): ample for a
     /// client far away, and a bound on what a client that connects and
     /// says nothing costs: in the `Handler` mode a worker for that long,
-    /// in the turn mode a parked connection. Only used with
+    /// in the turn mode a parked connection. Zero fails every handshake
+    /// that needs to wait for the client (all of them, in practice);
+    /// `Duration::MAX` is no limit. In the turn mode the idle timeout,
+    /// when shorter, ends a silent handshake too. Only used with
     /// [`tls`](ServerBuilder::tls).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
@@ -718,11 +727,15 @@ impl ServerBuilder {
     }
 
     /// Accepts a PROXY header only from these addresses (the proxies'):
-    /// a connection from any other is closed at once and counted in
+    /// a TCP connection from any other is closed at once and counted in
     /// [`RejectedStats::proxy`](crate::RejectedStats::proxy).
     ///
     /// Defaults to empty: any address (for a server only the proxies can
     /// reach). Only used with [`proxy_protocol`](ServerBuilder::proxy_protocol).
+    /// A Unix socket's clients have no IP address and are not checked
+    /// against the list: whoever may connect to the socket file (see
+    /// [`unix_permissions`](ServerBuilder::unix_permissions)) may send a
+    /// header, so give that permission only to the proxy's user.
     pub fn trusted_proxies(mut self, addresses: impl IntoIterator<Item = IpAddr>) -> Self {
         self.trusted_proxies = addresses.into_iter().collect();
         self
@@ -756,7 +769,9 @@ impl ServerBuilder {
         #[cfg(feature = "tls")]
         return self.tls.as_ref().map(|config| TlsSetup {
             config: config.clone(),
-            handshake_time: self.tls_handshake_timeout,
+            // Deadlines are `Instant`s: a timeout of centuries is no limit
+            // in practice, and must not overflow one.
+            handshake_time: self.tls_handshake_timeout.min(LONGEST_TIMEOUT),
         });
         #[cfg(not(feature = "tls"))]
         None

@@ -228,9 +228,15 @@ impl Connection {
     }
 
     /// Ends the stream as its protocol wants and gives the socket back
-    /// for the gentle close.
+    /// for the gentle close. TLS's `close_notify` is waited for as the
+    /// last write would be (write timeout, deadline, drain deadline): the
+    /// closer only shuts down the socket, which would cut it off.
     pub(crate) fn finish(&self) -> Arc<Socket> {
-        self.transport.finish()
+        let socket = self.transport.finish();
+        if self.transport.wants_write() && self.ended.get().is_none() {
+            let _ = self.flush_pending();
+        }
+        socket
     }
 
     /// Whether the server is shutting down; a handler that loops over many
@@ -415,32 +421,46 @@ impl Connection {
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
-        let mut written = None;
-        loop {
+        let n = loop {
             self.check_usable()?;
-            if written.is_none() {
-                match self.transport.send_now(buf) {
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Ok(n) => {
-                        self.replied.set(true);
-                        written = Some(n);
-                    }
-                    Err(error) => return Err(error),
-                }
+            match self.transport.send_now(buf) {
+                Ok(n) => break n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => self.wait_for_room()?,
+                Err(error) => return Err(error),
             }
-            if let Some(n) = written {
-                // TLS may hold encrypted bytes the socket did not take:
-                // they leave before the write returns, or a client could
-                // wait forever for a reply that sits here.
-                match self.transport.flush_now() {
-                    Ok(()) => return Ok(n),
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
-                }
+        };
+        self.replied.set(true);
+        // TLS may hold encrypted bytes the socket did not take: they leave
+        // before the write returns, or a client could wait forever for a
+        // reply that sits here. A timeout meanwhile does not undo the
+        // write, whose bytes were taken (and go out with the next write or
+        // the close): the write succeeds, and the next one, which first
+        // waits for these bytes to leave, reports the timeout.
+        match self.flush_pending() {
+            Err(error) if Timeout::of(&error).is_none() => Err(error),
+            _ => Ok(n),
+        }
+    }
+
+    /// Writes what TLS still holds, waiting for room as a write does.
+    fn flush_pending(&self) -> io::Result<()> {
+        loop {
+            match self.transport.flush_now() {
+                Ok(()) => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
             }
-            // The client's receive window and our send buffer are full:
-            // wait for room. A shutdown does not end the wait (the client
-            // may be about to read), the drain deadline does.
+            self.check_usable()?;
+            self.wait_for_room()?;
+        }
+    }
+
+    /// Waits until the socket may take more, or the write timeout or
+    /// deadline passes. A shutdown does not end the wait (the client may
+    /// be about to read); the drain deadline does, which `check_usable`
+    /// then reports.
+    fn wait_for_room(&self) -> io::Result<()> {
+        loop {
             let limit = self.limit(Bounds {
                 op: (
                     self.limits.get().write_timeout,
@@ -450,12 +470,13 @@ impl Connection {
             })?;
             let signal: &Signal = self.shared.force_signal();
             let socket = &**self.transport.socket();
-            if wait::wait(socket, Interest::Write, Some(signal), limit.timeout)? == Woken::TimedOut
+            if wait::wait(socket, Interest::Write, Some(signal), limit.timeout)? != Woken::TimedOut
             {
-                if let Cause::Timeout(timeout) = limit.cause {
-                    if let Some(error) = self.expired(timeout) {
-                        return Err(error);
-                    }
+                return Ok(());
+            }
+            if let Cause::Timeout(timeout) = limit.cause {
+                if let Some(error) = self.expired(timeout) {
+                    return Err(error);
                 }
             }
         }

@@ -1,5 +1,7 @@
 //! frontdesk serves TCP clients with plain blocking code: a listener, a
-//! fixed pool of worker threads, and code you write, in one of two modes:
+//! fixed pool of worker threads, and code you write, in one of two modes
+//! (over TCP, TLS with the `tls` feature, or a Unix domain socket; see
+//! [Transports](#transports)):
 //!
 //! - a [`Handler`] talks to one client at a time through a
 //!   [`Connection`], from accept to close, and holds its worker all along
@@ -114,6 +116,15 @@
 //! | `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` | wait 5 ms, doubling up to 1 s while the error lasts, back to 5 ms after a success; one warning per episode |
 //! | anything else | the server shuts down; `run` / `join` return [`Error::Accept`] |
 //!
+//! # Transports
+//!
+//! [`ServerBuilder::bind`] listens on TCP, [`ServerBuilder::bind_unix`] on
+//! a Unix domain socket, and with the `tls` cargo feature,
+//! `ServerBuilder::tls` (with a `TlsConfig`: PEM files, reloadable) makes
+//! every connection TLS, on rustls. Handlers are the same for all of
+//! them: they read and write plaintext, and [`Addr`] tells the addresses.
+//! See `docs/deploy.md` for running them in production.
+//!
 //! # Platform notes
 //!
 //! Written and tested on Linux. Reads and writes use `MSG_DONTWAIT` and wait
@@ -186,3 +197,8 @@ pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
 pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, tls::TlsConfig};
+/// The rustls crate this one is built with, for [`TlsConfig::new`]:
+/// building a `ServerConfig` with these types cannot mix versions.
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub use rustls;

@@ -66,7 +66,6 @@ fn set_reuse_port(_: &Socket, reuse: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Options set on every accepted stream.
 /// Binds a Unix stream socket at `path` and listens on it; `mode` sets
 /// the file's permissions before the socket listens, so no client can
 /// connect while it has the umask's.
@@ -113,6 +112,7 @@ pub(crate) fn unix_socket_is_live(path: &std::path::Path) -> io::Result<bool> {
     }
 }
 
+/// Options set on every accepted stream.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StreamOptions {
     pub(crate) nodelay: bool,

@@ -57,6 +57,33 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Settings made by the caller: ALPN, client certificates, a
     /// certificate resolver, another crypto provider.
+    ///
+    /// # Examples
+    ///
+    /// With ALPN, using the rustls this crate re-exports:
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    ///
+    /// use frontdesk::rustls::pki_types::pem::PemObject;
+    /// use frontdesk::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    /// use frontdesk::{rustls, TlsConfig};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let certs = CertificateDer::pem_file_iter("cert.pem")?.collect::<Result<Vec<_>, _>>()?;
+    /// let key = PrivateKeyDer::from_pem_file("key.pem")?;
+    /// // Name the provider: `ServerConfig::builder()` panics when the
+    /// // build has two (rustls' default features add aws-lc-rs to ring).
+    /// let provider = Arc::new(rustls::crypto::ring::default_provider());
+    /// let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    ///     .with_safe_default_protocol_versions()?
+    ///     .with_no_client_auth()
+    ///     .with_single_cert(certs, key)?;
+    /// config.alpn_protocols = vec![b"lobby/1".to_vec()];
+    /// let tls = TlsConfig::new(Arc::new(config));
+    /// # let _ = tls;
+    /// # Ok(()) }
+    /// ```
     pub fn new(config: Arc<rustls::ServerConfig>) -> TlsConfig {
         TlsConfig {
             current: Arc::new(Mutex::new(config)),
@@ -145,7 +172,9 @@ fn pem_error(error: rustls::pki_types::pem::Error) -> String {
     use rustls::pki_types::pem::Error as Pem;
     match error {
         Pem::Io(error) => error.to_string(),
-        Pem::NoItemsFound => "no PEM item of the expected kind in the file".into(),
+        Pem::NoItemsFound => "no PEM item of the expected kind in the file (certificates: \
+             CERTIFICATE; keys: PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY, not encrypted)"
+            .into(),
         other => format!("not valid PEM: {other:?}"),
     }
 }
@@ -317,11 +346,15 @@ impl Session {
         lock(&self.conn).wants_write()
     }
 
+    /// Whether a read would return at once without the socket: plaintext
+    /// decrypted and not read, or the client's `close_notify` taken in
+    /// (end of stream). A client may send `close_notify` and keep its TCP
+    /// side open, and then the socket shows nothing readable.
     pub(crate) fn has_buffered_input(&self) -> bool {
         // Nothing new to process: this only reports the session's state.
         lock(&self.conn)
             .process_new_packets()
-            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0)
+            .is_ok_and(|state| state.plaintext_bytes_to_read() > 0 || state.peer_has_closed())
     }
 
     /// Sends `close_notify`, as far as the socket takes it now: the

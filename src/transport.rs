@@ -182,7 +182,8 @@ impl Transport {
     }
 
     /// Whether input is ready to read without the socket: plaintext TLS
-    /// decrypted beyond what was read. A plain socket never has any, so a
+    /// decrypted beyond what was read, or the end of stream its
+    /// `close_notify` announced. A plain socket never has any, so a
     /// read that returns less than asked for means the socket is empty.
     pub(crate) fn has_buffered_input(&self) -> bool {
         #[cfg(feature = "tls")]

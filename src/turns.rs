@@ -39,10 +39,15 @@ impl<H: TurnHandler> Service for Turns<H> {
         entry.begin_turn();
         if entry.is_handshaking() {
             return match why {
-                Why::Ready => self.handshake(&entry, worker),
-                Why::Shutdown => entry.refuse(&"the server is shutting down"),
+                // At a shutdown, a handshake under way goes on as a quiet
+                // client's input does: the drain closes it once the client
+                // has been quiet for the drain's quiet time.
+                Why::Ready | Why::Shutdown => self.handshake(&entry, worker),
                 Why::Close(CloseReason::TimedOut(_)) => {
                     entry.refuse(&"no complete TLS handshake in time")
+                }
+                Why::Close(CloseReason::Shutdown) => {
+                    entry.refuse(&"the server shut down before it was complete")
                 }
                 Why::Close(reason) => entry.refuse(&format!("closed: {reason:?}")),
             };
