@@ -5,7 +5,8 @@
 //! nc 127.0.0.1 7878                             # in two or more terminals
 //! ```
 //!
-//! A client is named by its address. It is greeted with
+//! A client is named by its address (`unix#ID` on a Unix socket, where
+//! clients have none). It is greeted with
 //! `* you are 127.0.0.1:50000; others here: 2`, and from then on a line
 //! `hello` from it reaches every other client as `127.0.0.1:50000: hello`.
 //! Arrivals and departures are announced as `* 127.0.0.1:50000 joined` and
@@ -73,7 +74,12 @@ impl TurnHandler for Chat {
     type State = Member;
 
     fn open(&self, turn: &mut Turn<'_>) -> io::Result<Member> {
-        let name = turn.peer_addr().to_string();
+        // A Unix socket's clients have no address of their own: the
+        // connection's id tells them apart.
+        let name = match turn.peer_addr() {
+            frontdesk::Addr::Unix(None) => format!("unix#{}", turn.id()),
+            addr => addr.to_string(),
+        };
         let mut room = self.room();
         turn.send(format!("* you are {name}; others here: {}\n", room.len()))?;
         broadcast(&room, format!("* {name} joined\n"));

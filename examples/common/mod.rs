@@ -199,7 +199,8 @@ pub(crate) fn answer_lines(
 /// and serves with `handler` until SIGINT or SIGTERM, then shuts down
 /// gracefully. Returns the process's exit code, with a one-line error on
 /// stderr for a failure: 0 after a shutdown; 2 if the library finds the
-/// configuration invalid ([`frontdesk::Error::Config`], e.g. `--workers 0`),
+/// configuration invalid ([`frontdesk::Error::Config`], e.g. `--workers 0`)
+/// or cannot use the TLS files ([`frontdesk::Error::Tls`]),
 /// which is a bad argument like those [`Options::parse`] rejects; 1 if the
 /// server could not start (a busy port) or failed.
 pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Handler) -> ExitCode {
@@ -223,7 +224,11 @@ fn exit_code(result: Result<(), Box<dyn Error>>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let program = program_name(std::env::args_os().next());
-            if let Some(frontdesk::Error::Config(_)) = error.downcast_ref() {
+            // A bad option value, or certificate files that cannot be
+            // used, are bad arguments.
+            if let Some(frontdesk::Error::Config(_) | frontdesk::Error::Tls { .. }) =
+                error.downcast_ref()
+            {
                 eprintln!("{program}: {error} (see --help)");
                 return ExitCode::from(2);
             }
