@@ -221,6 +221,15 @@ impl Connection {
         self.transport.socket().tcp()
     }
 
+    /// The Unix socket under the connection, for what only it can tell
+    /// (the client's credentials, with `SO_PEERCRED` or `peer_cred`);
+    /// `None` over TCP. As with [`tcp_stream`](Connection::tcp_stream),
+    /// reading or writing it directly bypasses the connection.
+    #[cfg(unix)]
+    pub fn unix_stream(&self) -> Option<&std::os::unix::net::UnixStream> {
+        self.transport.socket().unix()
+    }
+
     /// Whether the connection speaks TLS (`ServerBuilder::tls`, with the
     /// `tls` feature); its reads and writes are then the plaintext.
     pub fn is_tls(&self) -> bool {

@@ -46,6 +46,15 @@ impl Socket {
         }
     }
 
+    /// The Unix stream, unless this is a TCP socket.
+    #[cfg(unix)]
+    pub(crate) fn unix(&self) -> Option<&UnixStream> {
+        match self {
+            Socket::Tcp(_) => None,
+            Socket::Unix(stream) => Some(stream),
+        }
+    }
+
     /// The TCP stream, unless this is a Unix socket.
     pub(crate) fn tcp(&self) -> Option<&TcpStream> {
         match self {
