@@ -28,7 +28,6 @@ pub const TLS_HANDSHAKE_TIME: Duration = Duration::from_secs(10);
 /// The longest timeout kept as given: longer ones (`Duration::MAX` for
 /// "no limit") are cut to this, about 30 years, which an `Instant` can
 /// always hold.
-#[cfg(feature = "tls")]
 const LONGEST_TIMEOUT: Duration = Duration::from_secs(60 * 60 * 24 * 365 * 30);
 
 /// The longest queue a server may have: the queue's slots are allocated
@@ -809,7 +808,8 @@ impl ServerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             drain_quiet: self.drain_quiet_time,
             linger: Linger {
-                time: self.linger_time,
+                // The closer's deadlines are `Instant`s (see LONGEST_TIMEOUT).
+                time: self.linger_time.min(LONGEST_TIMEOUT),
                 bytes: self.linger_bytes,
             },
             outbox: Outbox {

@@ -130,6 +130,15 @@ impl From<Timeout> for io::Error {
 /// The setters take `&self`, so a handler can change a limit or set a
 /// deadline per request while a reader borrows the connection.
 ///
+/// # TLS
+///
+/// Over TLS a write returns once its encrypted records are all in the
+/// kernel. A write whose records were taken, but not all written when the
+/// write timeout fired, still succeeds (its bytes are on their way, and a
+/// retry would send them twice); the next write reports the timeout if
+/// they still wait, and a read first waits for them to leave, as a write
+/// would, since the client may be waiting for the end of that reply.
+///
 /// # Shutdown
 ///
 /// While the server drains, [`is_shutting_down`](Connection::is_shutting_down)
@@ -158,6 +167,10 @@ pub struct Connection {
     silent_since: Cell<Option<Instant>>,
     /// Whether something was written since the last read.
     replied: Cell<bool>,
+    /// Set when a write succeeded although its last TLS records were
+    /// still waiting when the write timeout fired: the next write reports
+    /// that timeout (once) if they still wait.
+    write_stalled: Cell<bool>,
 }
 
 impl Connection {
@@ -173,6 +186,7 @@ impl Connection {
             ended: Cell::new(None),
             silent_since: Cell::new(None),
             replied: Cell::new(false),
+            write_stalled: Cell::new(false),
         }
     }
 
@@ -237,13 +251,26 @@ impl Connection {
     }
 
     /// Ends the stream as its protocol wants and gives the socket back
-    /// for the gentle close. TLS's `close_notify` is waited for as the
-    /// last write would be (write timeout, deadline, drain deadline): the
-    /// closer only shuts down the socket, which would cut it off.
+    /// for the gentle close. TLS's records still waiting (the end of the
+    /// last reply, `close_notify`) are waited for, for at most the linger
+    /// time: the closer only shuts down the socket, which would cut them
+    /// off, and a client that does not read should not hold the worker
+    /// for a whole write timeout more.
     pub(crate) fn finish(&self) -> Arc<Socket> {
         let socket = self.transport.finish();
-        if self.transport.wants_write() && self.ended.get().is_none() {
-            let _ = self.flush_pending();
+        // `None`: a linger time too long for an `Instant`, no limit.
+        let until = Instant::now().checked_add(self.shared.linger_time);
+        while self.transport.wants_write() && self.check_usable().is_ok() {
+            if !matches!(self.transport.flush_now(), Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
+            {
+                break;
+            }
+            let left = until.map(|until| until.saturating_duration_since(Instant::now()));
+            let signal = self.shared.force_signal();
+            match wait::wait(&*socket, Interest::Write, Some(signal), left) {
+                Ok(Woken::Ready) => {}
+                _ => break,
+            }
         }
         socket
     }
@@ -366,6 +393,12 @@ impl Connection {
                 }
             }
             read_first = true;
+            if self.transport.wants_write() {
+                // The last reply's TLS records still wait for the socket:
+                // the client may be waiting for them before it says more.
+                // They are waited for as a write would wait.
+                self.flush_pending()?;
+            }
             // Nothing has arrived: wait for the client, the shortest limit,
             // or the server's stop.
             let draining = self.shared.is_stopping();
@@ -430,6 +463,7 @@ impl Connection {
     }
 
     fn do_write(&self, buf: &[u8]) -> io::Result<usize> {
+        self.report_stall()?;
         let n = loop {
             self.check_usable()?;
             match self.transport.send_now(buf) {
@@ -442,12 +476,33 @@ impl Connection {
         // TLS may hold encrypted bytes the socket did not take: they leave
         // before the write returns, or a client could wait forever for a
         // reply that sits here. A timeout meanwhile does not undo the
-        // write, whose bytes were taken (and go out with the next write or
-        // the close): the write succeeds, and the next one, which first
-        // waits for these bytes to leave, reports the timeout.
+        // write, whose bytes were taken (and go out with the next read,
+        // write or the close): the write succeeds, and the next write
+        // reports the timeout if they still wait.
         match self.flush_pending() {
-            Err(error) if Timeout::of(&error).is_none() => Err(error),
-            _ => Ok(n),
+            Ok(()) => Ok(n),
+            Err(error) => match Timeout::of(&error) {
+                Some(Timeout::Write) => {
+                    self.write_stalled.set(true);
+                    Ok(n)
+                }
+                // The connection is finished: the next call says so.
+                Some(_) => Ok(n),
+                None => Err(error),
+            },
+        }
+    }
+
+    /// Reports, once, the write timeout a write that succeeded left
+    /// behind, if its TLS records still wait for the socket.
+    fn report_stall(&self) -> io::Result<()> {
+        if !self.write_stalled.take() {
+            return Ok(());
+        }
+        match self.transport.flush_now() {
+            // Counted when it fired.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(Timeout::Write.into()),
+            result => result,
         }
     }
 
@@ -455,7 +510,10 @@ impl Connection {
     fn flush_pending(&self) -> io::Result<()> {
         loop {
             match self.transport.flush_now() {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.write_stalled.set(false);
+                    return Ok(());
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
                 Err(error) => return Err(error),
             }
@@ -632,6 +690,7 @@ impl fmt::Debug for Connection {
             ended,
             silent_since: _,
             replied: _,
+            write_stalled: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)

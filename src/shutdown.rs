@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     /// During a shutdown, how long a read waits for more input before it
     /// reports end of stream.
     pub(crate) drain_quiet: Duration,
+    /// How long a close may wait for the client (`linger_time`).
+    pub(crate) linger_time: Duration,
     /// The PROXY protocol, when every connection must start with its
     /// header.
     pub(crate) proxy: Option<ProxyConfig>,
@@ -51,6 +53,7 @@ impl Shared {
             counters: Counters::default(),
             workers: config.workers,
             drain_quiet: config.drain_quiet,
+            linger_time: config.linger.time,
             proxy: config.proxy.clone(),
             tls: config.tls.clone(),
             stop: StopSignal::new()?,
