@@ -6,7 +6,10 @@
 //! and counted while others are served; certificates replaced while the
 //! server runs; a shutdown that answers every line sent before it, and
 //! that does not wait for its deadline for a client silent in its
-//! handshake.
+//! handshake. Then what a review found mishandled: a client's
+//! `close_notify` without its TCP end, a write retried after a write
+//! timeout, `close_notify` behind a full send buffer, and a handshake
+//! under way when the shutdown begins.
 //!
 //! Conventions (as in the other tests): servers bind `127.0.0.1:0`,
 //! clients have read and write timeouts of [`PATIENCE`], handlers report
@@ -40,12 +43,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use frontdesk::{
     Addr, Connection, Handler, LineError, LineReader, Lines, Next, Server, ServerBuilder,
-    ServerHandle, ShutdownReport, Stats, Turn, TurnHandler,
+    ServerHandle, ShutdownReport, Stats, Timeout, Turn, TurnHandler,
 };
 use tls_util::{
-    assert_close_notify, assert_same_bytes, connect, exchange, init_logging, numbered_lines,
-    read_line, read_to_clean_tcp_end, rustls_error, tcp_client, try_connect, Certs, Duplex, TlsEnd,
-    TlsStream, PATIENCE,
+    assert_close_notify, assert_same_bytes, connect, connect_with_receive_buffer, exchange,
+    init_logging, numbered_lines, preview, read_line, read_to_clean_tcp_end, read_to_end,
+    rustls_error, send_then_close_notify, tcp_client, try_connect, try_handshake, Certs, Duplex,
+    TlsEnd, TlsStream, PATIENCE,
 };
 use util::{assert_accounted, tcp_addr, wait_for_stats, LOCALHOST};
 
@@ -863,4 +867,395 @@ fn behind_a_real_haproxy_tls_passes_through_and_whoami_names_the_real_client() {
         assert_close_notify(&mut client);
     }
     server.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 9. Ends, write timeouts and shutdowns a review found mishandled
+// ---------------------------------------------------------------------------
+
+/// The idle timeout of the next tests: far beyond the client's patience
+/// ([`PATIENCE`], its read timeout), so a server that waits for it to end
+/// the connection fails the test, which passes only if the server sees
+/// the client's end at once.
+const NEVER_IDLE: Duration = PATIENCE.saturating_mul(10);
+
+/// A line echo for the turn mode that answers one line per turn and
+/// parks: a handler that serves one request per turn and counts on the
+/// server to give it the next turn as long as input is waiting, decrypted
+/// or not. On the client's end of stream it closes.
+#[derive(Debug)]
+struct LinePerTurn;
+
+impl TurnHandler for LinePerTurn {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        Ok(Lines::new(turn, MAX_LINE))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        match lines.next_line() {
+            Ok(Some(line)) => {
+                turn.send([line, b"\n"].concat())?;
+                Ok(Next::Park)
+            }
+            Ok(None) => Ok(Next::Park),
+            Err(LineError::Closed { .. }) => Ok(Next::Close),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// A client sends `ping`, then `close_notify` in the same write, and
+/// keeps its TCP side open: the server must answer and end the stream
+/// (its own `close_notify`) at once. The socket shows nothing after the
+/// two records, so a server that looks only at the socket for the end,
+/// not at the session that has taken it in, waits for the idle timeout.
+fn close_notify_without_a_tcp_end_is_an_end(handle: ServerHandle, certs: &Certs) {
+    let addr = tcp_addr(handle.local_addr());
+    let mut client = connect(addr, &certs.client_config());
+    send_then_close_notify(&mut client, b"ping\n");
+    let (got, end) = read_to_end(&mut client);
+    assert!(
+        got == b"ping\n" && end == TlsEnd::CloseNotify,
+        "expected `ping` and close_notify within {PATIENCE:?} (the idle timeout is \
+         {NEVER_IDLE:?}), got {:?} and then {end:?}; stats: {:#?}",
+        preview(&got),
+        handle.stats()
+    );
+    drop(client);
+    let stats = stop(handle);
+    assert_eq!(stats.timeouts.idle, 0, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+#[test]
+fn handler_mode_a_client_close_notify_without_its_tcp_end_ends_the_stream_at_once() {
+    init_logging();
+    let certs = Certs::new("handler-close-notify-open");
+    let handle = util::serve(
+        Server::builder()
+            .workers(2)
+            .idle_timeout(NEVER_IDLE)
+            .tls(certs.tls_config()),
+        util::echo,
+    );
+    close_notify_without_a_tcp_end_is_an_end(handle, &certs);
+}
+
+#[test]
+fn turn_mode_a_client_close_notify_without_its_tcp_end_ends_the_stream_at_once() {
+    init_logging();
+    let certs = Certs::new("turn-close-notify-open");
+    let handle = Server::builder()
+        .workers(2)
+        .idle_timeout(NEVER_IDLE)
+        .tls(certs.tls_config())
+        .bind(LOCALHOST)
+        .expect("bind")
+        .spawn_turns(LinePerTurn)
+        .expect("spawn_turns");
+    close_notify_without_a_tcp_end_is_an_end(handle, &certs);
+}
+
+/// The write timeout of the next tests: short, so that a client that
+/// does not read makes a write time out quickly.
+const WRITE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// The send buffer a handler sets, and the receive buffer its client
+/// has: small (Linux doubles them), so a few KiB fill them.
+const SMALL_BUFFER: usize = 4608;
+
+/// Makes the connection's send buffer small (`SO_SNDBUF`), which also
+/// stops Linux from growing it.
+fn shrink_send_buffer(conn: &Connection) {
+    let stream = conn.tcp_stream().expect("a TCP connection");
+    socket2::SockRef::from(stream)
+        .set_send_buffer_size(SMALL_BUFFER)
+        .expect("set the send buffer size");
+}
+
+/// In the handler mode, a write that timed out took nothing, whatever
+/// TLS did with earlier bytes: a handler that retries the same bytes
+/// after `Timeout::Write` (as a patient `write_all` would) sends each
+/// byte once. The handler writes 4 MiB of numbered lines to a client that
+/// reads nothing until the handler has seen a write time out, then
+/// everything; a byte sent twice or lost shows as a difference.
+#[test]
+fn handler_mode_a_write_retried_after_a_write_timeout_sends_every_byte_once() {
+    init_logging();
+    let certs = Certs::new("write-retry");
+    let payload: Arc<[u8]> = numbered_lines(4 << 20, MAX_LINE).into();
+    // Once, at the first write timeout; then how many there were.
+    let (stalled_tx, stalled) = crossbeam_channel::bounded(1);
+    let (timeouts_tx, timeouts_seen) = crossbeam_channel::bounded(1);
+    let handler = {
+        let payload = Arc::clone(&payload);
+        move |conn: &mut Connection| -> io::Result<()> {
+            shrink_send_buffer(conn);
+            let mut timeouts = 0u64;
+            let mut rest = &payload[..];
+            while !rest.is_empty() {
+                match (&*conn).write(rest) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => rest = &rest[n..],
+                    Err(error) if Timeout::of(&error) == Some(Timeout::Write) => {
+                        timeouts += 1;
+                        let _ = stalled_tx.try_send(());
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            let _ = timeouts_tx.send(timeouts);
+            Ok(())
+        }
+    };
+    let handle = util::serve(
+        Server::builder()
+            .workers(2)
+            .write_timeout(WRITE_TIMEOUT)
+            // The close_notify waits for the client as long as it may.
+            .linger_time(PATIENCE)
+            .tls(certs.tls_config()),
+        handler,
+    );
+    let addr = tcp_addr(handle.local_addr());
+    let mut client = connect_with_receive_buffer(addr, &certs.client_config(), SMALL_BUFFER);
+    stalled
+        .recv_timeout(PATIENCE)
+        .expect("a write timed out while the client did not read");
+
+    let (got, end) = read_to_end(&mut client);
+    assert_same_bytes(&got, &payload);
+    assert_eq!(end, TlsEnd::CloseNotify, "after {} bytes", got.len());
+    drop(client);
+    let timeouts = timeouts_seen
+        .recv_timeout(PATIENCE)
+        .expect("the handler wrote everything");
+    let stats = stop(handle);
+    assert!(timeouts >= 1, "{stats:#?}");
+    assert!(stats.timeouts.write >= timeouts, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// In the handler mode, the end of a reply whose write succeeded while its
+/// TLS records still waited (the write timeout fired meanwhile) leaves
+/// before the handler's next read waits for the client: a client reading
+/// the whole reply before it sends its next request is not left waiting
+/// for the idle timeout (far longer than the client's PATIENCE here).
+#[test]
+fn handler_mode_a_read_sends_the_end_of_the_last_reply_first() {
+    init_logging();
+    let certs = Certs::new("reply-tail");
+    // Less than one write takes (rustls takes up to 64 KiB), more than
+    // the small buffers hold: the one write that takes it all waits for
+    // the client, who reads nothing until it has returned.
+    let reply: Arc<[u8]> = numbered_lines(32 << 10, MAX_LINE).into();
+    let (wrote_tx, wrote) = crossbeam_channel::bounded(1);
+    let handler = {
+        let reply = Arc::clone(&reply);
+        move |conn: &mut Connection| -> io::Result<()> {
+            shrink_send_buffer(conn);
+            let written = (&*conn).write(&reply)?;
+            let _ = wrote_tx.send(written);
+            // The next request, answered.
+            let mut request = [0u8; 64];
+            let n = io::Read::read(&mut &*conn, &mut request)?;
+            (&*conn).write_all(&request[..n])
+        }
+    };
+    let handle = util::serve(
+        Server::builder()
+            .workers(2)
+            .write_timeout(WRITE_TIMEOUT)
+            .idle_timeout(NEVER_IDLE)
+            .tls(certs.tls_config()),
+        handler,
+    );
+    let addr = tcp_addr(handle.local_addr());
+    let mut client = connect_with_receive_buffer(addr, &certs.client_config(), SMALL_BUFFER);
+    let written = wrote.recv_timeout(PATIENCE).expect("the write returned");
+    assert_eq!(written, reply.len(), "one write took the whole reply");
+    let mut got = vec![0u8; reply.len()];
+    io::Read::read_exact(&mut client, &mut got)
+        .expect("the whole reply, before the next request is sent");
+    assert_same_bytes(&got, &reply);
+    assert_eq!(exchange(&mut client, "next"), "next");
+    assert_close_notify(&mut client);
+    drop(client);
+    let stats = stop(handle);
+    assert_eq!(stats.timeouts.idle, 0, "{stats:#?}");
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+}
+
+/// In the handler mode, a handler that returns while the client does not
+/// read still ends the stream with `close_notify`, after every byte it
+/// wrote: both wait for room in the send buffer, for up to the linger
+/// time, rather than being cut off by the close. The linger time is
+/// PATIENCE here, so that only a server that does not wait can fail.
+///
+/// The handler writes numbered lines until a write times out (the send
+/// buffer, which it makes small, and the client's small receive buffer
+/// are full, and TLS holds what they could not take), reports how much
+/// its writes took, and returns.
+/// The client reads only then. Writing until a timeout, rather than a
+/// fixed amount, makes the buffers full when the handler returns on any
+/// machine, whatever sizes its kernel gives them.
+///
+/// The outcome does not depend on timing with a correct server. A server
+/// that sends the end only as far as the socket takes it at once fails
+/// unless the client, woken by the report sent just before the handler
+/// returns, makes room before the close has begun: a race it lost in
+/// every run tried. (The client cannot wait until the close has begun: a
+/// correct close waits for it.)
+#[test]
+fn handler_mode_close_notify_waits_for_room_in_a_full_send_buffer() {
+    init_logging();
+    let certs = Certs::new("close-notify-full");
+    const ROUNDS: usize = 3;
+    // Far more than the buffers hold.
+    let payload: Arc<[u8]> = numbered_lines(8 << 20, MAX_LINE).into();
+    let (written_tx, written) = crossbeam_channel::unbounded();
+    let handler = {
+        let payload = Arc::clone(&payload);
+        move |conn: &mut Connection| -> io::Result<()> {
+            shrink_send_buffer(conn);
+            let mut taken = 0;
+            loop {
+                match (&*conn).write(&payload[taken..]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => taken += n,
+                    Err(error) if Timeout::of(&error) == Some(Timeout::Write) => break,
+                    Err(error) => return Err(error),
+                }
+                if taken == payload.len() {
+                    return Err(io::Error::other("no write timed out: the client read"));
+                }
+            }
+            let _ = written_tx.send(taken);
+            Ok(())
+        }
+    };
+    let handle = util::serve(
+        Server::builder()
+            .workers(2)
+            .write_timeout(WRITE_TIMEOUT)
+            .linger_time(PATIENCE)
+            .tls(certs.tls_config()),
+        handler,
+    );
+    let addr = tcp_addr(handle.local_addr());
+    for round in 0..ROUNDS {
+        let mut client = connect_with_receive_buffer(addr, &certs.client_config(), SMALL_BUFFER);
+        let taken = written
+            .recv_timeout(PATIENCE)
+            .expect("the handler's writes stopped for want of room");
+        let (got, end) = read_to_end(&mut client);
+        assert!(
+            got.len() == taken && end == TlsEnd::CloseNotify,
+            "round {round}: the handler's writes took {taken} bytes, the client got {} and \
+             then {end:?}: what TLS held when the handler returned, close_notify last, \
+             was cut off",
+            got.len()
+        );
+        assert_same_bytes(&got, &payload[..taken]);
+    }
+    let stats = stop(handle);
+    assert_eq!(stats.completed, ROUNDS as u64, "{stats:#?}");
+}
+
+/// A [`TurnLineEcho`] that also reports each turn it has once the server
+/// is shutting down, with the client's address.
+#[derive(Debug)]
+struct ReportsShutdownTurns {
+    echo: TurnLineEcho,
+    shutdown_turns: Sender<Addr>,
+}
+
+impl TurnHandler for ReportsShutdownTurns {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        self.echo.open(turn)
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        if turn.is_shutting_down() {
+            let _ = self.shutdown_turns.send(turn.peer_addr());
+        }
+        self.echo.ready(lines, turn)
+    }
+}
+
+/// In the turn mode, a TLS handshake under way when the shutdown begins
+/// goes on, as a quiet client's input does: a client that connected just
+/// before the shutdown and completes its handshake now is served, not
+/// refused. Only a client quiet for the drain's quiet time would be
+/// closed, and that time here is long ([`PATIENCE`]), so no timing
+/// decides the outcome.
+///
+/// The client must begin its handshake after the shutdown has reached
+/// its parked connection, and no sleep can tell when that is. A second
+/// client, opened and idle (the canary), tells: the shutdown gives every
+/// parked connection one last turn, in one pass of the poller thread, and
+/// the canary has no other reason for a turn. Its turn, reported by the
+/// handler, shows that the pass has begun; the client's first handshake
+/// bytes, sent after it, can only be seen by the poller after the pass,
+/// so its connection has had its shutdown turn while it was still
+/// waiting for them.
+#[test]
+fn turn_mode_a_handshake_under_way_when_the_shutdown_begins_goes_on() {
+    init_logging();
+    let certs = Certs::new("turn-shutdown-handshake");
+    let config = certs.client_config();
+    let (echo, _events) = TurnLineEcho::new();
+    let (shutdown_turns_tx, shutdown_turns) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(2)
+        .drain_quiet_time(PATIENCE)
+        // Neither ends anything here.
+        .shutdown_timeout(PATIENCE * 3)
+        .tls_handshake_timeout(PATIENCE * 3)
+        .tls(certs.tls_config())
+        .bind(LOCALHOST)
+        .expect("bind")
+        .spawn_turns(ReportsShutdownTurns {
+            echo,
+            shutdown_turns: shutdown_turns_tx,
+        })
+        .expect("spawn_turns");
+    let addr = tcp_addr(handle.local_addr());
+
+    let mut canary = connect(addr, &config);
+    assert_eq!(exchange(&mut canary, "hello"), "hello");
+    let canary_addr = Addr::Tcp(canary.sock.local_addr().unwrap());
+    // Connected; its handshake not begun.
+    let silent = tcp_client(addr);
+    wait_for_stats(&handle, "both connections wait parked", |s| {
+        s.parked == 2 && s.busy_workers == 0
+    });
+
+    let stopping = thread::spawn(move || handle.shutdown());
+    let first = shutdown_turns
+        .recv_timeout(PATIENCE)
+        .expect("the canary's turn at the shutdown");
+    assert_eq!(first, canary_addr, "the first turn after the shutdown");
+
+    let mut client = try_handshake(silent, &config).unwrap_or_else(|e| {
+        panic!("the handshake under way when the shutdown began was refused: {e}")
+    });
+    assert_eq!(exchange(&mut client, "ping"), "ping");
+    assert_eq!(exchange(&mut client, "bye"), "bye");
+    assert_close_notify(&mut client);
+    assert_eq!(exchange(&mut canary, "bye"), "bye");
+    assert_close_notify(&mut canary);
+    drop((client, canary));
+
+    let report = stopping
+        .join()
+        .expect("shutdown did not panic")
+        .expect("the server stops cleanly");
+    check_report(&report);
+    assert_eq!(report.stats.rejected.tls, 0, "{report:#?}");
+    assert_eq!(report.stats.completed, 2, "{report:#?}");
 }

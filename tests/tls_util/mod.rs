@@ -123,13 +123,74 @@ pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 /// client does not trust, an alert from the server) comes as
 /// `io::ErrorKind::InvalidData` with the `rustls::Error` inside.
 pub(crate) fn try_connect(addr: SocketAddr, config: &Arc<ClientConfig>) -> io::Result<TlsStream> {
+    try_handshake(tcp_client(addr), config)
+}
+
+/// Completes the client's side of a TLS handshake over `sock`, a
+/// connection already made: a client that connected and only later
+/// began its handshake.
+///
+/// # Errors
+///
+/// As [`try_connect`].
+pub(crate) fn try_handshake(sock: TcpStream, config: &Arc<ClientConfig>) -> io::Result<TlsStream> {
     let name = ServerName::try_from(SERVER_NAME).expect("a valid DNS name");
     let conn = ClientConnection::new(Arc::clone(config), name).map_err(io::Error::other)?;
-    let mut stream = StreamOwned::new(conn, tcp_client(addr));
+    let mut stream = StreamOwned::new(conn, sock);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock)?;
     }
     Ok(stream)
+}
+
+/// Connects to `addr` as [`connect`] does, with a receive buffer of
+/// about `bytes` (`SO_RCVBUF`, set before the connection is made, so that
+/// the window the client offers stays that small): a client that does
+/// not read fills it, and the server's send buffer, with little data.
+pub(crate) fn connect_with_receive_buffer(
+    addr: SocketAddr,
+    config: &Arc<ClientConfig>,
+    bytes: usize,
+) -> TlsStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .expect("make a client socket");
+    socket
+        .set_recv_buffer_size(bytes)
+        .expect("set the receive buffer size");
+    socket
+        .connect(&addr.into())
+        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.set_write_timeout(Some(PATIENCE)).unwrap();
+    stream.set_nodelay(true).unwrap();
+    try_handshake(stream, config).unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"))
+}
+
+/// Sends `bytes`, then `close_notify`, in one write to the socket, and
+/// leaves the TCP stream open (no `shutdown`): the client has said all it
+/// will say, in TLS's terms only, and goes on reading. Both records
+/// arrive together, so the server reads the end with the data, and the
+/// socket shows nothing more to read after them.
+pub(crate) fn send_then_close_notify(stream: &mut TlsStream, bytes: &[u8]) {
+    stream
+        .conn
+        .writer()
+        .write_all(bytes)
+        .expect("the session takes a few bytes");
+    stream.conn.send_close_notify();
+    let mut records = Vec::new();
+    while stream.conn.wants_write() {
+        stream
+            .conn
+            .write_tls(&mut records)
+            .expect("encrypt into memory");
+    }
+    stream
+        .sock
+        .write_all(&records)
+        .unwrap_or_else(|e| panic!("send {bytes:?} and close_notify: {e}"));
 }
 
 /// [`try_connect`], which must succeed.
