@@ -520,7 +520,8 @@ fn turn_mode_silent_handshakes_hold_no_worker() {
     converse_and_end(&mut client);
     drop(client);
 
-    // The shutdown closes them at once: they sent nothing to answer.
+    // The shutdown closes them once they have been quiet for the drain's
+    // quiet time: they sent nothing to answer.
     let stopping = thread::spawn(move || util::stop(handle));
     for client in &mut silent {
         assert!(read_to_clean_tcp_end(client).is_empty());
