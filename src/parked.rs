@@ -235,7 +235,7 @@ struct Inner {
     /// The socket (and TLS session), until the connection closes: then
     /// the socket goes to the closer, so that a `Peer` kept after the end
     /// holds no descriptor.
-    stream: Option<Arc<Transport>>,
+    stream: Option<Transport>,
     phase: Phase,
     outbox: Outbox,
     /// Why the connection is to end, once something asked.
@@ -257,9 +257,12 @@ struct Inner {
     last_input: Option<Instant>,
     /// During a shutdown, when to look again whether it is quiet.
     drain_check: Option<Instant>,
-    /// While its TLS handshake runs (before `open`), when it must be done:
-    /// the connection is parked between the client's records, like a turn.
-    handshake_by: Option<Instant>,
+    /// While its TLS handshake runs (before `open`): the connection is
+    /// parked between the client's records, like a turn, and `deadline`
+    /// is when the handshake must be done. (A flag and the one deadline,
+    /// not a second `Instant`: every byte here is paid per idle
+    /// connection.)
+    handshaking: bool,
 }
 
 impl Inner {
@@ -273,7 +276,7 @@ impl Inner {
 impl Entry {
     pub(crate) fn new(conn: Admitted, hub: Arc<Hub>) -> Arc<Entry> {
         let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
-        let handshake_by = conn.handshake_by;
+        let handshaking = conn.handshake_by.is_some();
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: conn.id,
@@ -282,18 +285,18 @@ impl Entry {
             drained: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
-                stream: Some(Arc::new(conn.transport)),
+                stream: Some(conn.transport),
                 phase: Phase::Opening,
                 outbox: Outbox::default(),
                 close: None,
-                deadline: None,
+                deadline: conn.handshake_by,
                 idle_until,
                 stalled_since: None,
                 scheduled: None,
                 registered: false,
                 last_input: None,
                 drain_check: None,
-                handshake_by,
+                handshaking,
             }),
             hub,
         })
@@ -320,7 +323,7 @@ impl Entry {
     }
 
     /// The transport, while the connection is open.
-    fn stream(&self) -> io::Result<Arc<Transport>> {
+    fn stream(&self) -> io::Result<Transport> {
         lock(&self.inner)
             .stream
             .clone()
@@ -330,7 +333,7 @@ impl Entry {
     /// Whether the connection's TLS handshake is still to finish: its
     /// turns run the handshake, not the handler.
     pub(crate) fn is_handshaking(&self) -> bool {
-        lock(&self.inner).handshake_by.is_some()
+        lock(&self.inner).handshaking
     }
 
     /// Runs the TLS handshake as far as it goes without waiting: `Ok(true)`
@@ -338,7 +341,9 @@ impl Entry {
     pub(crate) fn advance_handshake(&self) -> io::Result<bool> {
         let done = self.stream()?.advance_handshake()?;
         if done {
-            lock(&self.inner).handshake_by = None;
+            let mut inner = lock(&self.inner);
+            inner.handshaking = false;
+            inner.deadline = None;
         }
         Ok(done)
     }
@@ -694,10 +699,7 @@ impl Entry {
             Phase::Flushing => None,
             _ => inner.idle_until.map(|at| (at, Timeout::Idle)),
         };
-        let deadline = inner
-            .handshake_by
-            .or(inner.deadline)
-            .map(|at| (at, Timeout::Deadline));
+        let deadline = inner.deadline.map(|at| (at, Timeout::Deadline));
         [stalled, idle, deadline]
             .into_iter()
             .flatten()
@@ -754,7 +756,7 @@ impl Entry {
         }
         match self.due(&inner) {
             Some((due, timeout)) if due <= now => match inner.phase {
-                Phase::Parked if inner.handshake_by.is_some() => {
+                Phase::Parked if inner.handshaking => {
                     // Counted as a failed handshake by the turn that closes it.
                     let reason = CloseReason::TimedOut(timeout);
                     inner.close = Some(reason);

@@ -102,11 +102,14 @@ impl std::os::windows::io::AsSocket for Socket {
 }
 
 /// A connection's byte stream: its socket, and the TLS session over it
-/// when the server speaks TLS.
+/// when the server speaks TLS. Cheap to clone (one or two `Arc`s), so a
+/// turn-mode connection keeps it in place, without an allocation of its
+/// own, and clones it to read outside the connection's lock.
+#[derive(Clone)]
 pub(crate) struct Transport {
     socket: Arc<Socket>,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::Session>,
+    tls: Option<Arc<crate::tls::Session>>,
 }
 
 impl Transport {
@@ -122,7 +125,7 @@ impl Transport {
     pub(crate) fn tls(socket: Arc<Socket>, session: crate::tls::Session) -> Transport {
         Transport {
             socket,
-            tls: Some(session),
+            tls: Some(Arc::new(session)),
         }
     }
 
