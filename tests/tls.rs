@@ -47,11 +47,11 @@ use frontdesk::{
 };
 use tls_util::{
     assert_close_notify, assert_same_bytes, connect, connect_with_receive_buffer, exchange,
-    init_logging, numbered_lines, preview, read_line, read_to_clean_tcp_end, read_to_end,
-    rustls_error, send_then_close_notify, tcp_client, try_connect, try_handshake, Certs, Duplex,
-    TlsEnd, TlsStream, PATIENCE,
+    init_logging, numbered_lines, preview, read_to_clean_tcp_end, read_to_end, rustls_error,
+    send_then_close_notify, tcp_client, try_connect, try_handshake, Certs, Duplex, TlsEnd,
+    TlsStream, PATIENCE,
 };
-use util::{assert_accounted, tcp_addr, wait_for_stats, LOCALHOST};
+use util::{assert_accounted, read_line, tcp_addr, wait_for_stats, LOCALHOST};
 
 /// The longest line the handlers accept; every line sent here is shorter.
 const MAX_LINE: usize = 1024;

@@ -203,44 +203,9 @@ pub(crate) fn rustls_error(error: &io::Error) -> Option<&rustls::Error> {
     error.get_ref()?.downcast_ref::<rustls::Error>()
 }
 
-/// Writes `line` and a newline.
-pub(crate) fn send_line(stream: &mut impl Write, line: &str) {
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .and_then(|()| stream.flush())
-        .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
-}
-
-/// Reads one line, without its newline, a byte at a time so that nothing
-/// after it is taken (the session keeps the rest decrypted).
-///
-/// # Panics
-///
-/// If the stream ends or fails (a read timeout included) first.
-pub(crate) fn read_line(stream: &mut impl Read) -> String {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match stream.read(&mut byte) {
-            Ok(0) => panic!(
-                "the stream ended after {:?}, before the end of the line",
-                String::from_utf8_lossy(&line)
-            ),
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) => line.push(byte[0]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!(
-                "read failed after {:?}: {e} ({:?})",
-                String::from_utf8_lossy(&line),
-                e.kind()
-            ),
-        }
-    }
-    String::from_utf8(line).expect("the server sends text")
-}
-
 /// Sends `line` and returns the line that comes back.
 pub(crate) fn exchange(stream: &mut TlsStream, line: &str) -> String {
+    use crate::util::{read_line, send_line};
     send_line(stream, line);
     read_line(stream)
 }

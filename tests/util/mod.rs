@@ -89,20 +89,22 @@ pub(crate) fn client_with_request(addr: impl ToSocketAddrs + Display, line: &str
     stream
 }
 
-/// Writes `line` and a newline.
-pub(crate) fn send_line(stream: &mut TcpStream, line: &str) {
+/// Writes `line` and a newline (and flushes: a TLS stream buffers).
+pub(crate) fn send_line(stream: &mut impl Write, line: &str) {
     stream
         .write_all(format!("{line}\n").as_bytes())
+        .and_then(|()| stream.flush())
         .unwrap_or_else(|e| panic!("send {line:?}: {e}"));
 }
 
 /// Reads one line, without its newline. Reads a byte at a time so that
-/// nothing after the line is taken from the socket.
+/// nothing after the line is taken from the stream (a TLS session keeps
+/// the rest decrypted).
 ///
 /// # Panics
 ///
-/// If the connection ends or fails (including a read timeout) first.
-pub(crate) fn read_line(stream: &mut TcpStream) -> String {
+/// If the stream ends or fails (including a read timeout) first.
+pub(crate) fn read_line(stream: &mut impl Read) -> String {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
@@ -113,9 +115,11 @@ pub(crate) fn read_line(stream: &mut TcpStream) -> String {
             ),
             Ok(_) if byte[0] == b'\n' => break,
             Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => panic!(
-                "read failed after {:?}: {e}",
-                String::from_utf8_lossy(&line)
+                "read failed after {:?}: {e} ({:?})",
+                String::from_utf8_lossy(&line),
+                e.kind()
             ),
         }
     }
