@@ -79,6 +79,7 @@ pub(crate) trait Service: Send + Sync + 'static {
     /// Whether this service runs TLS handshakes itself, a step at a time
     /// as the client's records arrive, rather than on the worker that
     /// admits the connection.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     fn parks_handshakes(&self) -> bool {
         false
     }
@@ -357,11 +358,7 @@ impl Worker {
             Some(client) => Addr::Tcp(client),
             None => peer,
         };
-        let secured = match self.service.parks_handshakes() {
-            true => self.start_tls(&socket),
-            false => self.secure(&socket).map(|transport| (transport, None)),
-        };
-        let (transport, handshake_by) = match secured {
+        let (transport, handshake_by) = match self.secure(&socket) {
             Ok(secured) => secured,
             Err(error) => {
                 let what = format!("closing a connection whose TLS handshake failed ({error})");
@@ -380,25 +377,21 @@ impl Worker {
     }
 
     /// The connection's transport: TLS over the socket when the server
-    /// speaks it, after the handshake; the socket itself otherwise.
-    fn secure(&self, socket: &Arc<Socket>) -> std::io::Result<Transport> {
+    /// speaks it, the socket itself otherwise. The handshake is run here,
+    /// unless the service runs it between parks: then it is still to run,
+    /// by the deadline returned.
+    fn secure(&self, socket: &Arc<Socket>) -> std::io::Result<(Transport, Option<Instant>)> {
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.shared.tls {
-            let time = tls.handshake_time;
-            let session = crate::tls::handshake(socket, &tls.config, time, &self.shared)?;
-            return Ok(Transport::tls(Arc::clone(socket), session));
-        }
-        Ok(Transport::plain(Arc::clone(socket)))
-    }
-
-    /// The connection's transport with a TLS handshake not yet run, and
-    /// when it must be done by; the socket itself when there is no TLS.
-    fn start_tls(&self, socket: &Arc<Socket>) -> std::io::Result<(Transport, Option<Instant>)> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.shared.tls {
-            let session = crate::tls::Session::start(&tls.config)?;
             let by = Instant::now() + tls.handshake_time;
-            return Ok((Transport::tls(Arc::clone(socket), session), Some(by)));
+            let (session, handshake_by) = match self.service.parks_handshakes() {
+                true => (crate::tls::Session::start(&tls.config)?, Some(by)),
+                false => {
+                    let session = crate::tls::handshake(socket, &tls.config, by, &self.shared)?;
+                    (session, None)
+                }
+            };
+            return Ok((Transport::tls(Arc::clone(socket), session), handshake_by));
         }
         Ok((Transport::plain(Arc::clone(socket)), None))
     }

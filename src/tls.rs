@@ -10,7 +10,7 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -180,17 +180,16 @@ fn pem_error(error: rustls::pki_types::pem::Error) -> String {
 }
 
 /// Runs the server's side of the handshake on `socket`, waiting for the
-/// client as needed until `time` has passed. Once the server is stopping,
+/// client as needed until `deadline`. Once the server is stopping,
 /// a client quiet for the drain's quiet time is given up on (it has sent
 /// no request to answer), as a quiet client's read ends then.
 pub(crate) fn handshake(
     socket: &Socket,
     config: &TlsConfig,
-    time: Duration,
+    deadline: Instant,
     shared: &Shared,
 ) -> io::Result<Session> {
     let session = Session::start(config)?;
-    let deadline = Instant::now() + time;
     while !session.advance(socket)? {
         let interest = match session.wants_write() {
             true => Interest::Write,
