@@ -6,13 +6,13 @@ use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::addr::Addr;
 use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, ProxyConfig, TlsSetup};
 use crate::error::{Error, Result};
-use crate::listener::Listener;
+use crate::net::addr::Addr;
+use crate::net::listener::Listener;
+use crate::net::options::{self, ListenOptions, StreamOptions};
 use crate::reject::RejectHandler;
 use crate::server::Server;
-use crate::socket::{self, ListenOptions, StreamOptions};
 
 /// The most worker threads a server may have. Far above what a blocking
 /// server should run; it only catches a mistyped number before it turns
@@ -133,7 +133,7 @@ pub struct ServerBuilder {
     trusted_proxies: Vec<IpAddr>,
     unix_permissions: Option<u32>,
     #[cfg(feature = "tls")]
-    tls: Option<crate::tls::TlsConfig>,
+    tls: Option<crate::stream::tls::TlsConfig>,
     #[cfg(feature = "tls")]
     tls_handshake_timeout: Duration,
     on_reject: Option<Arc<dyn RejectHandler>>,
@@ -470,7 +470,7 @@ impl ServerBuilder {
         let addrs = addr.to_socket_addrs().map_err(resolve_error)?;
         let mut last = None;
         for addr in addrs {
-            match socket::listen(addr, options) {
+            match options::listen(addr, options) {
                 Ok(listener) => return Server::new(Listener::Tcp(listener), false, None, config),
                 Err(source) => {
                     last = Some(Error::Bind {
@@ -565,10 +565,10 @@ impl ServerBuilder {
             addr: Addr::Unix(Some(path.to_path_buf())),
             source,
         };
-        crate::listener::clear_stale_socket(path).map_err(bind_error)?;
-        let listener = socket::listen_unix(path, options.backlog, self.unix_permissions)
+        crate::net::listener::clear_stale_socket(path).map_err(bind_error)?;
+        let listener = options::listen_unix(path, options.backlog, self.unix_permissions)
             .map_err(bind_error)?;
-        let file = crate::listener::SocketFile::new(path).map_err(bind_error)?;
+        let file = crate::net::listener::SocketFile::new(path).map_err(bind_error)?;
         Server::new(Listener::Unix(listener), false, Some(file), config)
     }
 
@@ -629,7 +629,7 @@ impl ServerBuilder {
     /// server runs ([`TlsConfig::reload_pem_files`](crate::TlsConfig::reload_pem_files)).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub fn tls(mut self, config: crate::tls::TlsConfig) -> Self {
+    pub fn tls(mut self, config: crate::stream::tls::TlsConfig) -> Self {
         self.tls = Some(config);
         self
     }

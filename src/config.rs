@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::options::StreamOptions;
 use crate::reject::RejectHandler;
-use crate::socket::StreamOptions;
 
 /// What the acceptor does with a new connection when every worker is busy
 /// and the queue is full.
@@ -73,7 +73,7 @@ pub(crate) struct ProxyConfig {
 #[cfg_attr(not(feature = "tls"), allow(dead_code))]
 pub(crate) struct TlsSetup {
     #[cfg(feature = "tls")]
-    pub(crate) config: crate::tls::TlsConfig,
+    pub(crate) config: crate::stream::tls::TlsConfig,
     pub(crate) handshake_time: Duration,
 }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::addr::Addr;
 use crate::error::Result;
-use crate::shutdown::Shared;
+use crate::net::addr::Addr;
+use crate::pool::shutdown::Shared;
 use crate::stats::Stats;
 
 /// What a graceful shutdown did, from [`ServerHandle::shutdown`],

@@ -139,35 +139,18 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
-mod acceptor;
-mod addr;
 mod builder;
-mod closer;
 mod config;
-mod connection;
 mod error;
 mod handle;
 mod handler;
-mod lines;
-mod listener;
-#[cfg(unix)]
-mod notify;
-mod parked;
-mod peer;
-mod poller;
+mod net;
 mod pool;
-mod proxy;
 mod reject;
 mod server;
-mod shutdown;
-mod socket;
 mod stats;
-#[cfg(feature = "tls")]
-mod tls;
-mod transport;
+mod stream;
 mod turn;
-mod turns;
-mod wait;
 
 // The guide's and the README's snippets run as doc tests, so they cannot
 // drift from the API.
@@ -181,22 +164,22 @@ mod readme {}
 #[doc = include_str!("../docs/deploy.md")]
 mod deploy {}
 
-pub use crate::addr::Addr;
 pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
 pub use crate::config::{OutboxFull, Overload};
-pub use crate::connection::{Connection, Timeout};
 pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
+pub use crate::handler::connection::{Connection, Timeout};
 pub use crate::handler::Handler;
-pub use crate::lines::{LineError, LineReader};
-pub use crate::peer::{Message, Peer, SendError};
-pub use crate::proxy::{ProxyHeader, PROXY_HEADER_TIME};
+pub use crate::net::addr::Addr;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
-pub use crate::turn::{CloseReason, Lines, Next, Turn, TurnHandler};
+pub use crate::stream::lines::{LineError, LineReader};
+pub use crate::stream::proxy::{ProxyHeader, PROXY_HEADER_TIME};
+pub use crate::turn::handler::{CloseReason, Lines, Next, Turn, TurnHandler};
+pub use crate::turn::peer::{Message, Peer, SendError};
 #[cfg(feature = "tls")]
-pub use crate::{builder::TLS_HANDSHAKE_TIME, tls::TlsConfig};
+pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};
 /// The rustls crate this one is built with, for [`TlsConfig::new`]:
 /// building a `ServerConfig` with these types cannot mix versions.
 #[cfg(feature = "tls")]

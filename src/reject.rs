@@ -4,9 +4,9 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use crate::addr::Addr;
-use crate::transport::Socket;
-use crate::wait;
+use crate::net::addr::Addr;
+use crate::stream::transport::Socket;
+use crate::stream::wait;
 
 /// Why the acceptor turned a connection away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

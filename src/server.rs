@@ -7,23 +7,23 @@ use std::time::{Duration, Instant};
 
 use polling::Poller;
 
-use crate::acceptor::{Acceptor, Origin};
-use crate::addr::Addr;
-use crate::closer::Closer;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::Handler;
-use crate::listener::{Listener, SocketFile};
+use crate::net::addr::Addr;
+use crate::net::listener::{Listener, SocketFile};
 #[cfg(unix)]
-use crate::notify::notify;
-use crate::parked::Hub;
-use crate::poller::PollerThread;
-use crate::pool::{Service, WholeConnections, WorkerPool};
-use crate::shutdown::Shared;
-use crate::socket;
-use crate::turn::TurnHandler;
-use crate::turns::Turns;
+use crate::net::notify::notify;
+use crate::net::options;
+use crate::pool::acceptor::{Acceptor, Origin};
+use crate::pool::closer::Closer;
+use crate::pool::shutdown::Shared;
+use crate::pool::workers::{Service, WholeConnections, WorkerPool};
+use crate::turn::engine::Hub;
+use crate::turn::handler::TurnHandler;
+use crate::turn::poller::PollerThread;
+use crate::turn::service::Turns;
 
 /// After a forced end, how long the gentle closes of the connections just
 /// ended may still wait for their clients' end of stream.
@@ -65,7 +65,7 @@ impl Server {
         let listener_error = |source| Error::Listener { source };
         let local_addr = listener.local_addr().map_err(listener_error)?;
         let origin = if adopted {
-            let was_nonblocking = socket::is_nonblocking(&listener).map_err(listener_error)?;
+            let was_nonblocking = options::is_nonblocking(&listener).map_err(listener_error)?;
             Origin::Adopted { was_nonblocking }
         } else {
             Origin::Bound

@@ -8,12 +8,12 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::addr::Addr;
-use crate::lines::{LineError, LineReader};
-use crate::parked::{Entry, TurnReader};
-use crate::peer::{Message, Peer, SendError};
-use crate::proxy::ProxyHeader;
-use crate::shutdown::Shared;
+use crate::net::addr::Addr;
+use crate::pool::shutdown::Shared;
+use crate::stream::lines::{LineError, LineReader};
+use crate::stream::proxy::ProxyHeader;
+use crate::turn::engine::{Entry, TurnReader};
+use crate::turn::peer::{Message, Peer, SendError};
 
 /// Serves connections a turn at a time; one value is shared by every
 /// worker thread. The other mode, [`Handler`](crate::Handler), gives a

@@ -31,18 +31,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use polling::{Event, Poller};
 
-use crate::addr::Addr;
-use crate::closer::Closer;
 use crate::config::{Config, OutboxFull};
-use crate::connection::Timeout;
-use crate::peer::SendError;
-use crate::pool::{Admitted, Job};
-use crate::proxy::ProxyHeader;
-use crate::shutdown::{lock, Shared};
+use crate::handler::connection::Timeout;
+use crate::net::addr::Addr;
+use crate::pool::closer::Closer;
+use crate::pool::shutdown::{lock, Shared};
+use crate::pool::workers::{Admitted, Job};
 use crate::stats::Counters;
-use crate::transport::{Socket, Transport};
-use crate::turn::CloseReason;
-use crate::wait;
+use crate::stream::proxy::ProxyHeader;
+use crate::stream::transport::{Socket, Transport};
+use crate::stream::wait;
+use crate::turn::handler::CloseReason;
+use crate::turn::peer::SendError;
 
 /// Why a connection is handed to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

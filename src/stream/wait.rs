@@ -23,7 +23,7 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::AsFd;
 
 #[cfg(windows)]
-use crate::transport::Socket;
+use crate::stream::transport::Socket;
 
 /// What a socket is waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::addr::Addr;
-use crate::closer::Closer;
 use crate::config::{Config, Limits};
-use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::handler::connection::Connection;
 use crate::handler::{run_guarded, Handler};
-use crate::parked::{Entry, Why};
-use crate::proxy::{self, ProxyHeader};
-use crate::shutdown::{lock, Shared};
+use crate::net::addr::Addr;
+use crate::pool::closer::Closer;
+use crate::pool::shutdown::{lock, Shared};
 use crate::stats::Counters;
-use crate::transport::{Socket, Transport};
+use crate::stream::proxy::{self, ProxyHeader};
+use crate::stream::transport::{Socket, Transport};
+use crate::turn::engine::{Entry, Why};
 
 /// How long shutdown waits for workers after ending their connections by
 /// force. A handler waiting on its connection returns at once; one that
@@ -385,9 +385,10 @@ impl Worker {
         if let Some(tls) = &self.shared.tls {
             let by = Instant::now() + tls.handshake_time;
             let (session, handshake_by) = match self.service.parks_handshakes() {
-                true => (crate::tls::Session::start(&tls.config)?, Some(by)),
+                true => (crate::stream::tls::Session::start(&tls.config)?, Some(by)),
                 false => {
-                    let session = crate::tls::handshake(socket, &tls.config, by, &self.shared)?;
+                    let session =
+                        crate::stream::tls::handshake(socket, &tls.config, by, &self.shared)?;
                     (session, None)
                 }
             };

@@ -16,19 +16,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender, TrySendError};
 
-use crate::addr::Addr;
-use crate::closer::Closer;
 use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
 use crate::handler::run_guarded;
-use crate::listener::Listener;
-use crate::pool::{Accepted, Job};
+use crate::net::addr::Addr;
+use crate::net::listener::Listener;
+use crate::net::options;
+use crate::pool::closer::Closer;
+use crate::pool::shutdown::Shared;
+use crate::pool::workers::{Accepted, Job};
 use crate::reject::{RejectReason, Rejected};
-use crate::shutdown::Shared;
-use crate::socket;
 use crate::stats::Counters;
-use crate::transport::Socket;
-use crate::wait::{self, Interest};
+use crate::stream::transport::Socket;
+use crate::stream::wait::{self, Interest};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -79,7 +79,7 @@ impl<'a> Acceptor<'a> {
         let inherits = match (&listener, origin) {
             (Listener::Tcp(_), Origin::Adopted { .. }) => Some(false),
             (Listener::Tcp(tcp), Origin::Bound) => {
-                match socket::prepare_listener(tcp, config.stream.nodelay) {
+                match options::prepare_listener(tcp, config.stream.nodelay) {
                     Ok(()) => None,
                     Err(error) => {
                         log::debug!("could not set stream options on the listener: error={error}");
@@ -218,7 +218,7 @@ impl<'a> Acceptor<'a> {
     fn prepare(&mut self, stream: &std::net::TcpStream, peer: &Addr) {
         let mut options = self.config.stream;
         if self.inherits.is_none() {
-            let inherits = socket::has_nodelay(stream, options.nodelay);
+            let inherits = options::has_nodelay(stream, options.nodelay);
             log::debug!("accepted streams inherit the listener's options: {inherits}");
             self.inherits = Some(inherits);
         }
@@ -233,7 +233,7 @@ impl<'a> Acceptor<'a> {
         let _ = stream.set_nonblocking(false);
         #[cfg(windows)]
         let _ = stream.set_nonblocking(true);
-        if let Err(error) = socket::configure(stream, options) {
+        if let Err(error) = options::configure(stream, options) {
             // Usually the client is already gone; its handler will find out.
             log::debug!("could not set socket options: peer={peer} error={error}");
         }

@@ -4,11 +4,11 @@
 use std::fmt;
 use std::io;
 
-use crate::addr::Addr;
+use crate::net::addr::Addr;
 use std::sync::Arc;
 
-use crate::parked::Entry;
-use crate::turn::CloseReason;
+use crate::turn::engine::Entry;
+use crate::turn::handler::CloseReason;
 
 /// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
 /// `Send`, `Sync` and cheap to clone, so a chat room or a game lobby keeps

@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, ProxyConfig, TlsSetup};
 use crate::stats::Counters;
-use crate::wait::Signal;
+use crate::stream::wait::Signal;
 
 /// State shared by the acceptor, the workers, every `Connection` and every
 /// handle of one server.

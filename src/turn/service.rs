@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::handler::run_guarded;
-use crate::parked::{Entry, Hub, Why};
-use crate::pool::{Admitted, Service, Worker};
-use crate::shutdown::lock;
-use crate::turn::{CloseReason, Next, Turn, TurnHandler};
+use crate::pool::shutdown::lock;
+use crate::pool::workers::{Admitted, Service, Worker};
+use crate::turn::engine::{Entry, Hub, Why};
+use crate::turn::handler::{CloseReason, Next, Turn, TurnHandler};
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
 /// waits on it for its next input before it is parked.

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use ppp::{v1, v2, HeaderResult};
 
-use crate::addr::Addr;
-use crate::shutdown::Shared;
-use crate::transport::Socket;
-use crate::wait::{self, Interest, Woken};
+use crate::net::addr::Addr;
+use crate::pool::shutdown::Shared;
+use crate::stream::transport::Socket;
+use crate::stream::wait::{self, Interest, Woken};
 
 /// How long a proxy may take to send the header. A proxy sends it with
 /// the connection; a client that is not a proxy and says nothing is

@@ -32,10 +32,10 @@ use polling::{Event, Events, Poller};
 
 use crate::config::Linger;
 use crate::error::{Error, Result};
-use crate::shutdown::Shared;
+use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
-use crate::transport::Socket;
-use crate::wait;
+use crate::stream::transport::Socket;
+use crate::stream::wait;
 
 /// Hands connections to be closed gently to the closer thread; cheap to
 /// clone, one per thread that ends connections.

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::os::unix::net::UnixListener;
 
-use crate::addr::Addr;
-use crate::transport::Socket;
+use crate::net::addr::Addr;
+use crate::stream::transport::Socket;
 
 /// A listening socket.
 #[derive(Debug)]
@@ -131,7 +131,7 @@ pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket",
         ));
     }
-    if crate::socket::unix_socket_is_live(path)? {
+    if crate::net::options::unix_socket_is_live(path)? {
         return Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             "another server is listening on this socket",

@@ -1,13 +1,15 @@
 //! The `Handler` trait: the code a user writes to serve one connection,
 //! and the guard every call of user code on a connection runs under.
 
+pub(crate) mod connection;
+
 use std::any::Any;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
-use crate::addr::Addr;
-use crate::connection::Connection;
+use crate::handler::connection::Connection;
+use crate::net::addr::Addr;
 use crate::stats::Counters;
 
 /// Serves connections; one value is shared by every worker thread.

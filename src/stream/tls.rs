@@ -17,9 +17,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConnection;
 
 use crate::error::{Error, Result};
-use crate::shutdown::{lock, Shared};
-use crate::transport::Socket;
-use crate::wait::{self, Interest, Woken};
+use crate::pool::shutdown::{lock, Shared};
+use crate::stream::transport::Socket;
+use crate::stream::wait::{self, Interest, Woken};
 
 /// The certificate chain and key a TLS server presents, and the rest of
 /// its TLS settings: a shared, replaceable [`rustls::ServerConfig`].

@@ -17,8 +17,8 @@ use std::sync::Arc;
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 
-use crate::addr::Addr;
-use crate::wait;
+use crate::net::addr::Addr;
+use crate::stream::wait;
 
 /// A connected socket, as accepted.
 #[derive(Debug)]
@@ -109,7 +109,7 @@ impl std::os::windows::io::AsSocket for Socket {
 pub(crate) struct Transport {
     socket: Arc<Socket>,
     #[cfg(feature = "tls")]
-    tls: Option<Arc<crate::tls::Session>>,
+    tls: Option<Arc<crate::stream::tls::Session>>,
 }
 
 impl Transport {
@@ -122,7 +122,7 @@ impl Transport {
     }
 
     #[cfg(feature = "tls")]
-    pub(crate) fn tls(socket: Arc<Socket>, session: crate::tls::Session) -> Transport {
+    pub(crate) fn tls(socket: Arc<Socket>, session: crate::stream::tls::Session) -> Transport {
         Transport {
             socket,
             tls: Some(Arc::new(session)),

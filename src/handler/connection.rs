@@ -9,14 +9,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::addr::Addr;
 use crate::config::Limits;
-use crate::pool::Admitted;
-use crate::proxy::ProxyHeader;
-use crate::shutdown::Shared;
+use crate::net::addr::Addr;
+use crate::pool::shutdown::Shared;
+use crate::pool::workers::Admitted;
 use crate::stats::Counters;
-use crate::transport::{Socket, Transport};
-use crate::wait::{self, Interest, Signal, Woken};
+use crate::stream::proxy::ProxyHeader;
+use crate::stream::transport::{Socket, Transport};
+use crate::stream::wait::{self, Interest, Signal, Woken};
 
 /// Which limit a timed-out read or write ran into.
 ///

@@ -12,8 +12,8 @@ use std::time::Instant;
 use polling::{Event, Events};
 
 use crate::error::{Error, Result};
-use crate::parked::Hub;
 use crate::stats::Counters;
+use crate::turn::engine::Hub;
 
 /// Keys of the server's stop and force signals in the readiness set
 /// (`usize::MAX` is `polling`'s own);

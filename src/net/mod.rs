@@ -1,0 +1,5 @@
+pub(crate) mod addr;
+pub(crate) mod listener;
+#[cfg(unix)]
+pub(crate) mod notify;
+pub(crate) mod options;
