@@ -6,13 +6,14 @@ use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, ProxyConfig, TlsSetup};
+use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, TlsSetup};
 use crate::error::{Error, Result};
 use crate::net::addr::Addr;
 use crate::net::listener::Listener;
 use crate::net::options::{self, ListenOptions, StreamOptions};
 use crate::reject::RejectHandler;
 use crate::server::Server;
+use crate::stream::proxy::ProxyConfig;
 
 /// The most worker threads a server may have. Far above what a blocking
 /// server should run; it only catches a mistyped number before it turns

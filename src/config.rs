@@ -3,12 +3,78 @@
 //! the other leaves (`socket` for stream options, `reject` for the hook).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::net::options::StreamOptions;
 use crate::reject::RejectHandler;
+use crate::stream::proxy::ProxyConfig;
+
+/// Which limit a timed-out read or write ran into.
+///
+/// Every timeout the library enforces comes back from `read` or `write` as an
+/// `io::Error` of kind [`io::ErrorKind::TimedOut`] that carries a `Timeout`;
+/// get it back with [`Timeout::of`].
+///
+/// After an `Idle` or `Deadline` timeout the connection is finished: every
+/// later read and write fails at once with the same error, so a handler that
+/// returns on errors (as `?` does) frees its worker. A `Read` or `Write`
+/// timeout leaves the connection usable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Timeout {
+    /// One read waited longer than the read timeout.
+    Read,
+    /// One write waited longer than the write timeout.
+    Write,
+    /// The client sent nothing for the idle timeout.
+    Idle,
+    /// The connection's deadline passed.
+    Deadline,
+}
+
+impl Timeout {
+    /// The `Timeout` carried by an error from a [`Connection`](crate::Connection), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use frontdesk::Timeout;
+    ///
+    /// let error: io::Error = Timeout::Idle.into();
+    /// assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    /// assert_eq!(Timeout::of(&error), Some(Timeout::Idle));
+    /// assert_eq!(Timeout::of(&io::Error::from(io::ErrorKind::TimedOut)), None);
+    /// ```
+    pub fn of(error: &io::Error) -> Option<Timeout> {
+        error.get_ref()?.downcast_ref::<Timeout>().copied()
+    }
+
+    pub(crate) fn ends_connection(self) -> bool {
+        matches!(self, Timeout::Idle | Timeout::Deadline)
+    }
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Timeout::Read => "read timed out",
+            Timeout::Write => "write timed out",
+            Timeout::Idle => "connection idle for too long",
+            Timeout::Deadline => "connection deadline passed",
+        })
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+impl From<Timeout> for io::Error {
+    fn from(timeout: Timeout) -> io::Error {
+        io::Error::new(io::ErrorKind::TimedOut, timeout)
+    }
+}
 
 /// What the acceptor does with a new connection when every worker is busy
 /// and the queue is full.
@@ -51,18 +117,37 @@ pub enum OutboxFull {
     Report,
 }
 
+/// Why a connection in the turn mode ended, as
+/// [`TurnHandler::close`](crate::TurnHandler::close) is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// [`TurnHandler::ready`](crate::TurnHandler::ready) returned
+    /// [`Next::Close`](crate::Next::Close).
+    Done,
+    /// [`TurnHandler::ready`](crate::TurnHandler::ready) returned an error
+    /// or panicked.
+    Failed,
+    /// The client sent nothing for the idle timeout, its deadline passed
+    /// (see [`Turn::set_deadline`](crate::Turn::set_deadline)), or it did
+    /// not read its replies for the write timeout.
+    TimedOut(Timeout),
+    /// The server is shutting down. The handler has had a last
+    /// [`ready`](crate::TurnHandler::ready) turn for what the client had
+    /// sent.
+    Shutdown,
+    /// [`Peer::close`](crate::Peer::close) was called.
+    Closed,
+    /// A [`Peer::send`](crate::Peer::send) found the outbox full, and the
+    /// policy ([`OutboxFull::Close`]) closes the connection.
+    OutboxFull,
+}
+
 /// The outbox of a turn-mode connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Outbox {
     pub(crate) limit: usize,
     pub(crate) full: OutboxFull,
-}
-
-/// The PROXY protocol, when required.
-#[derive(Debug, Clone)]
-pub(crate) struct ProxyConfig {
-    /// Addresses a header is accepted from; empty for any.
-    pub(crate) trusted: Vec<IpAddr>,
 }
 
 /// TLS, when the server speaks it: the settings (shared with the caller,

@@ -150,6 +150,7 @@ mod reject;
 mod server;
 mod stats;
 mod stream;
+mod sync;
 mod turn;
 
 // The guide's and the README's snippets run as doc tests, so they cannot
@@ -165,10 +166,10 @@ mod readme {}
 mod deploy {}
 
 pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
-pub use crate::config::{OutboxFull, Overload};
+pub use crate::config::{CloseReason, OutboxFull, Overload, Timeout};
 pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
-pub use crate::handler::connection::{Connection, Timeout};
+pub use crate::handler::connection::Connection;
 pub use crate::handler::Handler;
 pub use crate::net::addr::Addr;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
@@ -176,7 +177,7 @@ pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
 pub use crate::stream::lines::{LineError, LineReader};
 pub use crate::stream::proxy::{ProxyHeader, PROXY_HEADER_TIME};
-pub use crate::turn::handler::{CloseReason, Lines, Next, Turn, TurnHandler};
+pub use crate::turn::handler::{Lines, Next, Turn, TurnHandler};
 pub use crate::turn::peer::{Message, Peer, SendError};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::io::{self, Write};
 
 use crate::net::addr::Addr;
-use crate::stream::transport::Socket;
+use crate::net::socket::Socket;
 use crate::stream::wait;
 
 /// Why the acceptor turned a connection away.

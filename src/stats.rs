@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::config::Timeout;
 use crate::reject::RejectReason;
 
 /// A snapshot of a server's counters, from [`ServerHandle::stats`](crate::ServerHandle::stats).
@@ -153,6 +154,16 @@ pub(crate) struct Counters {
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counter of one kind of timeout.
+    pub(crate) fn timed_out(&self, timeout: Timeout) -> &AtomicU64 {
+        match timeout {
+            Timeout::Read => &self.read_timeouts,
+            Timeout::Write => &self.write_timeouts,
+            Timeout::Idle => &self.idle_timeouts,
+            Timeout::Deadline => &self.deadline_timeouts,
+        }
     }
 
     pub(crate) fn rejected(&self, reason: RejectReason) {

@@ -5,92 +5,18 @@ use std::cell::Cell;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Limits;
+use crate::config::{Limits, Timeout};
 use crate::net::addr::Addr;
+use crate::net::socket::Socket;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;
 use crate::stats::Counters;
 use crate::stream::proxy::ProxyHeader;
-use crate::stream::transport::{Socket, Transport};
+use crate::stream::transport::Transport;
 use crate::stream::wait::{self, Interest, Signal, Woken};
-
-/// Which limit a timed-out read or write ran into.
-///
-/// Every timeout the library enforces comes back from `read` or `write` as an
-/// `io::Error` of kind [`io::ErrorKind::TimedOut`] that carries a `Timeout`;
-/// get it back with [`Timeout::of`].
-///
-/// After an `Idle` or `Deadline` timeout the connection is finished: every
-/// later read and write fails at once with the same error, so a handler that
-/// returns on errors (as `?` does) frees its worker. A `Read` or `Write`
-/// timeout leaves the connection usable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Timeout {
-    /// One read waited longer than the read timeout.
-    Read,
-    /// One write waited longer than the write timeout.
-    Write,
-    /// The client sent nothing for the idle timeout.
-    Idle,
-    /// The connection's deadline passed.
-    Deadline,
-}
-
-impl Timeout {
-    /// The `Timeout` carried by an error from a [`Connection`], if any.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::io;
-    /// use frontdesk::Timeout;
-    ///
-    /// let error: io::Error = Timeout::Idle.into();
-    /// assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-    /// assert_eq!(Timeout::of(&error), Some(Timeout::Idle));
-    /// assert_eq!(Timeout::of(&io::Error::from(io::ErrorKind::TimedOut)), None);
-    /// ```
-    pub fn of(error: &io::Error) -> Option<Timeout> {
-        error.get_ref()?.downcast_ref::<Timeout>().copied()
-    }
-
-    fn ends_connection(self) -> bool {
-        matches!(self, Timeout::Idle | Timeout::Deadline)
-    }
-
-    pub(crate) fn counter(self, counters: &Counters) -> &AtomicU64 {
-        match self {
-            Timeout::Read => &counters.read_timeouts,
-            Timeout::Write => &counters.write_timeouts,
-            Timeout::Idle => &counters.idle_timeouts,
-            Timeout::Deadline => &counters.deadline_timeouts,
-        }
-    }
-}
-
-impl fmt::Display for Timeout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Timeout::Read => "read timed out",
-            Timeout::Write => "write timed out",
-            Timeout::Idle => "connection idle for too long",
-            Timeout::Deadline => "connection deadline passed",
-        })
-    }
-}
-
-impl std::error::Error for Timeout {}
-
-impl From<Timeout> for io::Error {
-    fn from(timeout: Timeout) -> io::Error {
-        io::Error::new(io::ErrorKind::TimedOut, timeout)
-    }
-}
 
 /// One client's connection, as a handler sees it.
 ///
@@ -597,7 +523,7 @@ impl Connection {
     }
 
     fn timed_out(&self, timeout: Timeout) -> io::Error {
-        Counters::bump(timeout.counter(&self.shared.counters));
+        Counters::bump(self.shared.counters.timed_out(timeout));
         if timeout.ends_connection() {
             self.ended.set(Some(timeout));
             log::debug!(

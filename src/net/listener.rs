@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::os::unix::net::UnixListener;
 
 use crate::net::addr::Addr;
-use crate::stream::transport::Socket;
+use crate::net::socket::Socket;
 
 /// A listening socket.
 #[derive(Debug)]

@@ -3,3 +3,4 @@ pub(crate) mod listener;
 #[cfg(unix)]
 pub(crate) mod notify;
 pub(crate) mod options;
+pub(crate) mod socket;

@@ -22,12 +22,12 @@ use crate::handler::run_guarded;
 use crate::net::addr::Addr;
 use crate::net::listener::Listener;
 use crate::net::options;
+use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Accepted, Job};
 use crate::reject::{RejectReason, Rejected};
 use crate::stats::Counters;
-use crate::stream::transport::Socket;
 use crate::stream::wait::{self, Interest};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);

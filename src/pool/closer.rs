@@ -32,9 +32,9 @@ use polling::{Event, Events, Poller};
 
 use crate::config::Linger;
 use crate::error::{Error, Result};
+use crate::net::socket::Socket;
 use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
-use crate::stream::transport::Socket;
 use crate::stream::wait;
 
 /// Hands connections to be closed gently to the closer thread; cheap to

@@ -21,9 +21,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, ProxyConfig, TlsSetup};
+use crate::config::{Config, TlsSetup};
 use crate::stats::Counters;
-use crate::stream::wait::Signal;
+use crate::stream::proxy::ProxyConfig;
+use crate::stream::wait::{Signal, Stopping};
+use crate::sync::lock;
 
 /// State shared by the acceptor, the workers, every `Connection` and every
 /// handle of one server.
@@ -107,6 +109,24 @@ impl Shared {
     }
 }
 
+impl Stopping for Shared {
+    fn is_stopping(&self) -> bool {
+        Shared::is_stopping(self)
+    }
+
+    fn stop_signal(&self) -> &Signal {
+        Shared::stop_signal(self)
+    }
+
+    fn force_signal(&self) -> &Signal {
+        Shared::force_signal(self)
+    }
+
+    fn drain_quiet(&self) -> Duration {
+        self.drain_quiet
+    }
+}
+
 #[derive(Debug)]
 struct StopSignal {
     raised: AtomicBool,
@@ -140,12 +160,4 @@ impl StopSignal {
         drop(lock(&self.close).take());
         true
     }
-}
-
-/// Locks a mutex that guards plain data, ignoring poisoning: no code holds
-/// these locks across anything that can panic half-way.
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

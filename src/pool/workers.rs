@@ -15,11 +15,13 @@ use crate::error::{Error, Result};
 use crate::handler::connection::Connection;
 use crate::handler::{run_guarded, Handler};
 use crate::net::addr::Addr;
+use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
-use crate::pool::shutdown::{lock, Shared};
+use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::proxy::{self, ProxyHeader};
-use crate::stream::transport::{Socket, Transport};
+use crate::stream::transport::Transport;
+use crate::sync::lock;
 use crate::turn::engine::{Entry, Why};
 
 /// How long shutdown waits for workers after ending their connections by
@@ -345,7 +347,7 @@ impl Worker {
         let Accepted { stream, peer, id } = job;
         let socket = Arc::new(stream);
         let counters = &self.shared.counters;
-        let proxy = match proxy::admit(&socket, &peer, &self.shared) {
+        let proxy = match proxy::admit(&socket, &peer, self.shared.proxy.as_ref(), &*self.shared) {
             Ok(proxy) => proxy,
             Err(error) => {
                 let what = format!("closing a connection without a valid PROXY header ({error})");
@@ -388,7 +390,7 @@ impl Worker {
                 true => (crate::stream::tls::Session::start(&tls.config)?, Some(by)),
                 false => {
                     let session =
-                        crate::stream::tls::handshake(socket, &tls.config, by, &self.shared)?;
+                        crate::stream::tls::handshake(socket, &tls.config, by, &*self.shared)?;
                     (session, None)
                 }
             };

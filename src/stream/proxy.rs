@@ -11,14 +11,20 @@ use std::time::{Duration, Instant};
 use ppp::{v1, v2, HeaderResult};
 
 use crate::net::addr::Addr;
-use crate::pool::shutdown::Shared;
-use crate::stream::transport::Socket;
-use crate::stream::wait::{self, Interest, Woken};
+use crate::net::socket::Socket;
+use crate::stream::wait::{self, Interest, Stopping, Woken};
 
 /// How long a proxy may take to send the header. A proxy sends it with
 /// the connection; a client that is not a proxy and says nothing is
 /// closed after this.
 pub const PROXY_HEADER_TIME: Duration = Duration::from_secs(5);
+
+/// The PROXY protocol, when required.
+#[derive(Debug, Clone)]
+pub(crate) struct ProxyConfig {
+    /// Addresses a header is accepted from; empty for any.
+    pub(crate) trusted: Vec<IpAddr>,
+}
 
 /// The longest v1 header (`PROXY TCP6 ` and two full IPv6 addresses and
 /// ports, then `\r\n`), from the protocol's specification.
@@ -87,9 +93,10 @@ impl fmt::Debug for ProxyHeader {
 pub(crate) fn admit(
     socket: &Socket,
     peer: &Addr,
-    shared: &Shared,
+    config: Option<&ProxyConfig>,
+    stop: &dyn Stopping,
 ) -> io::Result<Option<ProxyHeader>> {
-    let Some(config) = &shared.proxy else {
+    let Some(config) = config else {
         return Ok(None);
     };
     let untrusted = match peer {
@@ -102,13 +109,13 @@ pub(crate) fn admit(
             "not one of the trusted proxies",
         ));
     }
-    read_header(socket, peer, shared).map(Some)
+    read_header(socket, peer, stop).map(Some)
 }
 
 /// Reads the PROXY header at the start of `stream`, consuming exactly its
 /// bytes; fails on anything that is not one, or when it does not arrive by
 /// the deadline or the server is stopped.
-fn read_header(stream: &Socket, proxy: &Addr, shared: &Shared) -> io::Result<ProxyHeader> {
+fn read_header(stream: &Socket, proxy: &Addr, stop: &dyn Stopping) -> io::Result<ProxyHeader> {
     let deadline = Instant::now() + PROXY_HEADER_TIME;
     let mut header = Vec::with_capacity(V1_MAX);
     loop {
@@ -122,12 +129,8 @@ fn read_header(stream: &Socket, proxy: &Addr, shared: &Shared) -> io::Result<Pro
             Ok(n) => n,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
                 let left = deadline.saturating_duration_since(Instant::now());
-                let woken = wait::wait(
-                    stream,
-                    Interest::Read,
-                    Some(shared.stop_signal()),
-                    Some(left),
-                )?;
+                let woken =
+                    wait::wait(stream, Interest::Read, Some(stop.stop_signal()), Some(left))?;
                 match woken {
                     Woken::Ready => continue,
                     Woken::Signal => return Err(io::ErrorKind::ConnectionAborted.into()),

@@ -17,9 +17,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConnection;
 
 use crate::error::{Error, Result};
-use crate::pool::shutdown::{lock, Shared};
-use crate::stream::transport::Socket;
-use crate::stream::wait::{self, Interest, Woken};
+use crate::net::socket::Socket;
+use crate::stream::wait::{self, Interest, Stopping, Woken};
+use crate::sync::lock;
 
 /// The certificate chain and key a TLS server presents, and the rest of
 /// its TLS settings: a shared, replaceable [`rustls::ServerConfig`].
@@ -187,7 +187,7 @@ pub(crate) fn handshake(
     socket: &Socket,
     config: &TlsConfig,
     deadline: Instant,
-    shared: &Shared,
+    stop: &dyn Stopping,
 ) -> io::Result<Session> {
     let session = Session::start(config)?;
     while !session.advance(socket)? {
@@ -195,7 +195,7 @@ pub(crate) fn handshake(
             true => Interest::Write,
             false => Interest::Read,
         };
-        wait_for(socket, interest, deadline, shared)?;
+        wait_for(socket, interest, deadline, stop)?;
     }
     Ok(session)
 }
@@ -206,7 +206,7 @@ fn wait_for(
     socket: &Socket,
     interest: Interest,
     deadline: Instant,
-    shared: &Shared,
+    stop: &dyn Stopping,
 ) -> io::Result<()> {
     let stopped = || {
         io::Error::new(
@@ -216,10 +216,10 @@ fn wait_for(
     };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let draining = shared.is_stopping();
+        let draining = stop.is_stopping();
         let (signal, wait) = match draining {
-            false => (shared.stop_signal(), left),
-            true => (shared.force_signal(), left.min(shared.drain_quiet)),
+            false => (stop.stop_signal(), left),
+            true => (stop.force_signal(), left.min(stop.drain_quiet())),
         };
         match wait::wait(socket, interest, Some(signal), Some(wait))? {
             Woken::Ready => return Ok(()),

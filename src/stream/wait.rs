@@ -23,7 +23,25 @@ use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::fd::AsFd;
 
 #[cfg(windows)]
-use crate::stream::transport::Socket;
+use crate::net::socket::Socket;
+
+/// What a wait for a client watches besides its socket: the server's
+/// stop, and once the server is stopping, the force signal and the drain's
+/// quiet time. The pool's shutdown state is one; this layer knows no more
+/// of a shutdown than that.
+pub(crate) trait Stopping {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn is_stopping(&self) -> bool;
+    /// Raised when the server starts to stop.
+    fn stop_signal(&self) -> &Signal;
+    /// Raised at the drain deadline.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn force_signal(&self) -> &Signal;
+    /// During a drain, how long a client may be quiet before it is taken
+    /// to have nothing more to say.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    fn drain_quiet(&self) -> Duration;
+}
 
 /// What a socket is waited for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,17 +31,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use polling::{Event, Poller};
 
+use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
-use crate::handler::connection::Timeout;
 use crate::net::addr::Addr;
+use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
-use crate::pool::shutdown::{lock, Shared};
+use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Admitted, Job};
 use crate::stats::Counters;
 use crate::stream::proxy::ProxyHeader;
-use crate::stream::transport::{Socket, Transport};
+use crate::stream::transport::Transport;
 use crate::stream::wait;
-use crate::turn::handler::CloseReason;
+use crate::sync::lock;
 use crate::turn::peer::SendError;
 
 /// Why a connection is handed to a worker.
@@ -763,7 +764,7 @@ impl Entry {
                     self.take_turn(&mut inner, Why::Close(reason));
                 }
                 Phase::Parked => {
-                    Counters::bump(timeout.counter(self.hub.counters()));
+                    Counters::bump(self.hub.counters().timed_out(timeout));
                     log::debug!(
                         "parked connection timed out: peer={} id={} reason={timeout}",
                         self.peer_addr,
@@ -774,7 +775,7 @@ impl Entry {
                     self.take_turn(&mut inner, Why::Close(reason));
                 }
                 Phase::Flushing => {
-                    Counters::bump(timeout.counter(self.hub.counters()));
+                    Counters::bump(self.hub.counters().timed_out(timeout));
                     self.close_now(&mut inner);
                 }
                 // A turn is under way; its end schedules again.

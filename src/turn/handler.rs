@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::CloseReason;
 use crate::net::addr::Addr;
 use crate::pool::shutdown::Shared;
 use crate::stream::lines::{LineError, LineReader};
@@ -130,30 +131,6 @@ pub enum Next {
     /// End the connection: [`TurnHandler::close`] runs, the outbox is
     /// flushed, and the connection is closed gently.
     Close,
-}
-
-/// Why a connection in the turn mode ended, as [`TurnHandler::close`] is
-/// told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CloseReason {
-    /// [`TurnHandler::ready`] returned [`Next::Close`].
-    Done,
-    /// [`TurnHandler::ready`] returned an error or panicked.
-    Failed,
-    /// The client sent nothing for the idle timeout, its deadline passed
-    /// (see [`Turn::set_deadline`]), or it did not read its replies for the
-    /// write timeout.
-    TimedOut(crate::Timeout),
-    /// The server is shutting down. The handler has had a last
-    /// [`ready`](TurnHandler::ready) turn for what the client had sent.
-    Shutdown,
-    /// [`Peer::close`] was called.
-    Closed,
-    /// A [`Peer::send`] found the outbox full, and the policy
-    /// ([`OutboxFull::Close`](crate::OutboxFull::Close)) closes the
-    /// connection.
-    OutboxFull,
 }
 
 /// One turn of a connection in the turn mode: what a [`TurnHandler`]

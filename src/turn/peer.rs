@@ -7,8 +7,8 @@ use std::io;
 use crate::net::addr::Addr;
 use std::sync::Arc;
 
+use crate::config::CloseReason;
 use crate::turn::engine::Entry;
-use crate::turn::handler::CloseReason;
 
 /// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
 /// `Send`, `Sync` and cheap to clone, so a chat room or a game lobby keeps

@@ -5,11 +5,12 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::CloseReason;
 use crate::handler::run_guarded;
-use crate::pool::shutdown::lock;
 use crate::pool::workers::{Admitted, Service, Worker};
+use crate::sync::lock;
 use crate::turn::engine::{Entry, Hub, Why};
-use crate::turn::handler::{CloseReason, Next, Turn, TurnHandler};
+use crate::turn::handler::{Next, Turn, TurnHandler};
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
 /// waits on it for its next input before it is parked.
