@@ -6,9 +6,9 @@ use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::addr::Addr;
 use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, TlsSetup};
 use crate::error::{Error, Result};
-use crate::net::addr::Addr;
 use crate::net::listener::Listener;
 use crate::net::options::{self, ListenOptions, StreamOptions};
 use crate::reject::RejectHandler;

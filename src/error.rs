@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 
 /// An error from setting up or running a [`Server`](crate::Server).
 ///

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::addr::Addr;
 use crate::error::Result;
-use crate::net::addr::Addr;
 use crate::pool::shutdown::Shared;
 use crate::stats::Stats;
 

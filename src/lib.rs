@@ -139,6 +139,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod addr;
 mod builder;
 mod config;
 mod error;
@@ -165,20 +166,22 @@ mod readme {}
 #[doc = include_str!("../docs/deploy.md")]
 mod deploy {}
 
+pub use crate::addr::Addr;
 pub use crate::builder::{ServerBuilder, MAX_QUEUE, MAX_WORKERS};
 pub use crate::config::{CloseReason, OutboxFull, Overload, Timeout};
 pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 pub use crate::handler::connection::Connection;
 pub use crate::handler::Handler;
-pub use crate::net::addr::Addr;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
 pub use crate::stream::lines::{LineError, LineReader};
 pub use crate::stream::proxy::{ProxyHeader, PROXY_HEADER_TIME};
-pub use crate::turn::handler::{Lines, Next, Turn, TurnHandler};
-pub use crate::turn::peer::{Message, Peer, SendError};
+pub use crate::turn::engine::SendError;
+pub use crate::turn::handler::{Next, Turn, TurnHandler};
+pub use crate::turn::lines::Lines;
+pub use crate::turn::peer::{Message, Peer};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};
 /// The rustls crate this one is built with, for [`TlsConfig::new`]:

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 use crate::net::socket::Socket;
 use crate::stream::wait;
 

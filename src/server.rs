@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, Sender};
 use polling::Poller;
 
+use crate::addr::Addr;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
+use crate::handler::service::WholeConnections;
 use crate::handler::Handler;
-use crate::net::addr::Addr;
 use crate::net::listener::{Listener, SocketFile};
 #[cfg(unix)]
 use crate::net::notify::notify;
@@ -19,7 +21,7 @@ use crate::net::options;
 use crate::pool::acceptor::{Acceptor, Origin};
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
-use crate::pool::workers::{Service, WholeConnections, WorkerPool};
+use crate::pool::workers::{Job, Service, WorkerPool};
 use crate::turn::engine::Hub;
 use crate::turn::handler::TurnHandler;
 use crate::turn::poller::PollerThread;
@@ -125,7 +127,7 @@ impl Server {
     /// }
     /// ```
     pub fn run(self, handler: impl Handler) -> Result<ShutdownReport> {
-        self.serve(Mode::whole(handler), || {})
+        self.serve(Whole(Arc::new(handler)), || {})
     }
 
     /// Serves connections a turn at a time with `handler` on the calling
@@ -141,7 +143,7 @@ impl Server {
     ///
     /// As [`run`](Server::run).
     pub fn run_turns(self, handler: impl TurnHandler) -> Result<ShutdownReport> {
-        self.serve(Mode::turns(handler), || {})
+        self.serve(TurnByTurn(handler), || {})
     }
 
     /// Starts serving connections with `handler` in the background and
@@ -178,7 +180,7 @@ impl Server {
     /// # Ok(()) }
     /// ```
     pub fn spawn(self, handler: impl Handler) -> Result<ServerHandle> {
-        self.spawn_mode(Mode::whole(handler))
+        self.spawn_mode(Whole(Arc::new(handler)))
     }
 
     /// Starts serving connections a turn at a time with `handler` in the
@@ -193,10 +195,10 @@ impl Server {
     ///
     /// See [`TurnHandler`].
     pub fn spawn_turns(self, handler: impl TurnHandler) -> Result<ServerHandle> {
-        self.spawn_mode(Mode::turns(handler))
+        self.spawn_mode(TurnByTurn(handler))
     }
 
-    fn spawn_mode(self, mode: Mode) -> Result<ServerHandle> {
+    fn spawn_mode(self, mode: impl Mode) -> Result<ServerHandle> {
         let shared = Arc::clone(&self.shared);
         let local_addr = self.local_addr.clone();
         let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
@@ -223,7 +225,7 @@ impl Server {
 
     /// Starts the closer, the poller (turn mode) and the workers, says so
     /// through `started`, runs the accept loop, then the shutdown sequence.
-    fn serve(self, mode: Mode, started: impl FnOnce()) -> Result<ShutdownReport> {
+    fn serve<M: Mode>(self, mode: M, started: impl FnOnce()) -> Result<ShutdownReport> {
         let Server {
             listener,
             origin,
@@ -235,39 +237,19 @@ impl Server {
         } = self;
         let (closer, closer_thread) =
             Closer::start(Arc::clone(&shared), config.linger, closer_poller)?;
-        let (queue, jobs) = match mode {
-            Mode::Whole(_) => crossbeam_channel::bounded(config.queue),
-            // Each connection has at most one job queued, and
-            // `max_connections` bounds the connections.
-            Mode::Turns(_) => crossbeam_channel::unbounded(),
-        };
-        let (service, poller) = match mode {
-            Mode::Whole(handler) => (
-                Arc::new(WholeConnections { handler }) as Arc<dyn Service>,
-                None,
-            ),
-            Mode::Turns(make) => {
-                config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
-                let hub = Hub::new(&config, Arc::clone(&shared), closer.clone(), queue.clone())
-                    .map_err(|source| Error::Signal { source });
-                let started = hub.and_then(|hub| {
-                    let hub = Arc::new(hub);
-                    let poller = PollerThread::start(Arc::clone(&hub))?;
-                    Ok((make(hub), poller))
-                });
-                match started {
-                    Ok((service, poller)) => (service, Some(poller)),
-                    Err(error) => {
-                        closer_thread.finish(Instant::now());
-                        return Err(error);
-                    }
-                }
+        let (queue, jobs) = M::queue(&config);
+        let (service, poller) = match mode.start(&mut config, &shared, &closer, &queue) {
+            Ok(started) => started,
+            Err(error) => {
+                closer_thread.finish(Instant::now());
+                return Err(error);
             }
         };
         let pool = match WorkerPool::start(
             &config,
-            (&queue, jobs),
-            service,
+            &queue,
+            jobs,
+            Arc::new(service),
             Arc::clone(&shared),
             &closer,
         ) {
@@ -347,20 +329,78 @@ impl Server {
 /// and still a bound (raise `ulimit -n` to match).
 pub const TURN_MAX_CONNECTIONS: usize = 10_000;
 
-/// What the workers run: a `Handler` per connection, or a `TurnHandler`
-/// per turn (made once the hub exists).
-enum Mode {
-    Whole(Arc<dyn Handler>),
-    Turns(Box<dyn FnOnce(Arc<Hub>) -> Arc<dyn Service> + Send>),
+/// What the workers run, and how it starts: a `Handler` per connection
+/// ([`Whole`]), or a `TurnHandler` per turn ([`TurnByTurn`]).
+trait Mode: Send + 'static {
+    type Service: Service;
+
+    /// The workers' queue.
+    fn queue(config: &Config) -> Queue<ModeJob<Self>>;
+
+    /// Makes the service, and starts what it needs beside the workers.
+    fn start(
+        self,
+        config: &mut Config,
+        shared: &Arc<Shared>,
+        closer: &Closer,
+        queue: &Sender<Job<ModeJob<Self>>>,
+    ) -> Result<(Self::Service, Option<PollerThread>)>;
 }
 
-impl Mode {
-    fn whole(handler: impl Handler) -> Mode {
-        Mode::Whole(Arc::new(handler))
+/// The jobs a mode queues for its workers besides accepted connections.
+type ModeJob<M> = <<M as Mode>::Service as Service>::Job;
+
+/// Both ends of the workers' queue.
+type Queue<T> = (Sender<Job<T>>, Receiver<Job<T>>);
+
+struct Whole(Arc<dyn Handler>);
+
+impl Mode for Whole {
+    type Service = WholeConnections;
+
+    /// Bounded by `queue`: when it is full, the overload policy applies.
+    fn queue(config: &Config) -> Queue<ModeJob<Self>> {
+        crossbeam_channel::bounded(config.queue)
     }
 
-    fn turns<H: TurnHandler>(handler: H) -> Mode {
-        Mode::Turns(Box::new(move |hub| Arc::new(Turns { handler, hub })))
+    fn start(
+        self,
+        _: &mut Config,
+        _: &Arc<Shared>,
+        _: &Closer,
+        _: &Sender<Job<ModeJob<Self>>>,
+    ) -> Result<(WholeConnections, Option<PollerThread>)> {
+        Ok((WholeConnections { handler: self.0 }, None))
+    }
+}
+
+struct TurnByTurn<H>(H);
+
+impl<H: TurnHandler> Mode for TurnByTurn<H> {
+    type Service = Turns<H>;
+
+    /// Unbounded: each connection has at most one job queued, and
+    /// `max_connections` bounds the connections.
+    fn queue(_: &Config) -> Queue<ModeJob<Self>> {
+        crossbeam_channel::unbounded()
+    }
+
+    /// Starts the hub of parked connections and the poller that watches
+    /// them.
+    fn start(
+        self,
+        config: &mut Config,
+        shared: &Arc<Shared>,
+        closer: &Closer,
+        queue: &Sender<Job<ModeJob<Self>>>,
+    ) -> Result<(Turns<H>, Option<PollerThread>)> {
+        config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
+        let hub = Hub::new(config, Arc::clone(shared), closer.clone(), queue.clone())
+            .map_err(|source| Error::Signal { source })?;
+        let hub = Arc::new(hub);
+        let poller = PollerThread::start(Arc::clone(&hub))?;
+        let handler = self.0;
+        Ok((Turns { handler, hub }, Some(poller)))
     }
 }
 

@@ -8,8 +8,8 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::addr::Addr;
 use crate::config::{Limits, Timeout};
-use crate::net::addr::Addr;
 use crate::net::socket::Socket;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;

@@ -1,16 +1,19 @@
-//! The `Handler` trait: the code a user writes to serve one connection,
-//! and the guard every call of user code on a connection runs under.
+//! The `Handler` mode: a `Handler` serves a connection from accept to
+//! close on one worker, with blocking reads and writes on a `Connection`.
+//!
+//! - Lives here: `Handler` (this file), `Connection`, and the `Service`
+//!   that runs handlers on the pool's workers.
+//! - May use: `pool/`, `stream/`, `net/`, `config.rs`, `stats.rs` and the
+//!   leaves.
+//! - Must never use it: everything but `server.rs` and `lib.rs`; the turn
+//!   mode (`turn/`) in particular.
 
 pub(crate) mod connection;
+pub(crate) mod service;
 
-use std::any::Any;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::AtomicU64;
 
 use crate::handler::connection::Connection;
-use crate::net::addr::Addr;
-use crate::stats::Counters;
 
 /// Serves connections; one value is shared by every worker thread.
 ///
@@ -67,51 +70,5 @@ where
 {
     fn handle(&self, conn: &mut Connection) -> io::Result<()> {
         self(conn)
-    }
-}
-
-/// Runs user code for one connection (`what` names it in the log): an
-/// `Err` is logged at `debug` and counted in `errors` when given, a panic
-/// is caught, logged at `error` and counted in `panics`. Nothing it does
-/// can stop the calling thread. Returns the value when there was one.
-pub(crate) fn run_guarded<T>(
-    what: &str,
-    peer: &Addr,
-    id: u64,
-    counters: &Counters,
-    errors: Option<&AtomicU64>,
-    call: impl FnOnce() -> io::Result<T>,
-) -> Option<T> {
-    match panic::catch_unwind(AssertUnwindSafe(call)) {
-        Ok(Ok(value)) => {
-            log::trace!("{what} returned: peer={peer} id={id}");
-            Some(value)
-        }
-        Ok(Err(error)) => {
-            if let Some(errors) = errors {
-                Counters::bump(errors);
-            }
-            log::debug!("{what} failed: peer={peer} id={id} error={error}");
-            None
-        }
-        Err(payload) => {
-            Counters::bump(&counters.panics);
-            log::error!(
-                "{what} panicked: peer={peer} id={id} panic={}",
-                panic_message(&*payload)
-            );
-            None
-        }
-    }
-}
-
-/// The message of a panic, when it has one (as `panic!` with a string does).
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message
-    } else {
-        "<not a string>"
     }
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 #[cfg(unix)]
 use std::os::unix::net::UnixListener;
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 use crate::net::socket::Socket;
 
 /// A listening socket.

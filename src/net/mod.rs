@@ -1,4 +1,11 @@
-pub(crate) mod addr;
+//! The listening side: addresses, the listening socket and its options
+//! (socket2), the connected socket it accepts, and the service manager's
+//! notifications.
+//!
+//! - Lives here: `Listener`, `Socket`, socket options, `sd_notify`.
+//! - May use: the leaves (`addr.rs`, `error.rs`, `sync.rs`) only.
+//! - Must never use it: nothing; every layer above may.
+
 pub(crate) mod listener;
 #[cfg(unix)]
 pub(crate) mod notify;

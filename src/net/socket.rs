@@ -7,7 +7,7 @@ use std::net::{Shutdown, TcpStream};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 
 /// A connected socket, as accepted.
 #[derive(Debug)]

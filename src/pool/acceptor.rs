@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Select, Sender, TrySendError};
 
+use crate::addr::Addr;
 use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
-use crate::handler::run_guarded;
-use crate::net::addr::Addr;
 use crate::net::listener::Listener;
 use crate::net::options;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
+use crate::pool::guard::run_guarded;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Accepted, Job};
 use crate::reject::{RejectReason, Rejected};
@@ -48,11 +48,11 @@ pub(crate) enum Origin {
     Adopted { was_nonblocking: bool },
 }
 
-pub(crate) struct Acceptor<'a> {
+pub(crate) struct Acceptor<'a, T> {
     /// In non-blocking mode (see `Server::new`).
     listener: Listener,
     origin: Origin,
-    queue: Sender<Job>,
+    queue: Sender<Job<T>>,
     config: &'a Config,
     shared: Arc<Shared>,
     closer: Closer,
@@ -65,17 +65,17 @@ pub(crate) struct Acceptor<'a> {
     reject_log: RateLimit,
 }
 
-impl<'a> Acceptor<'a> {
+impl<'a, T> Acceptor<'a, T> {
     /// `listener` must be in non-blocking mode already, so that the loop
     /// waits in `poll(2)` where the stop signal can reach it.
     pub(crate) fn new(
         listener: Listener,
         origin: Origin,
-        queue: Sender<Job>,
+        queue: Sender<Job<T>>,
         config: &'a Config,
         shared: Arc<Shared>,
         closer: Closer,
-    ) -> Acceptor<'a> {
+    ) -> Acceptor<'a, T> {
         let inherits = match (&listener, origin) {
             (Listener::Tcp(_), Origin::Adopted { .. }) => Some(false),
             (Listener::Tcp(tcp), Origin::Bound) => {

@@ -10,11 +10,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::addr::Addr;
 use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
-use crate::handler::connection::Connection;
-use crate::handler::{run_guarded, Handler};
-use crate::net::addr::Addr;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
@@ -22,7 +20,6 @@ use crate::stats::Counters;
 use crate::stream::proxy::{self, ProxyHeader};
 use crate::stream::transport::Transport;
 use crate::sync::lock;
-use crate::turn::engine::{Entry, Why};
 
 /// How long shutdown waits for workers after ending their connections by
 /// force. A handler waiting on its connection returns at once; one that
@@ -52,32 +49,35 @@ pub(crate) struct Admitted {
     pub(crate) handshake_by: Option<Instant>,
 }
 
-/// What a worker takes from the queue.
-pub(crate) enum Job {
+/// What a worker takes from the queue. `T` is the mode's own kind of job
+/// (the turn mode's turns); the pool only runs it.
+pub(crate) enum Job<T> {
     /// A new connection, from the acceptor.
     Accepted(Accepted),
-    /// A turn of a connection of the turn mode, from the poller or from
-    /// whoever closed it.
-    Turn(Arc<Entry>, Why),
+    /// A job of the mode's own, for [`Service::run`].
+    Mode(T),
     /// Stop this worker (only when the pool fails to start).
     Exit,
 }
 
-impl Job {
+impl<T> Job<T> {
     /// The accepted connection of a job the acceptor made.
     pub(crate) fn into_accepted(self) -> Accepted {
         match self {
             Job::Accepted(accepted) => accepted,
-            Job::Turn(..) | Job::Exit => unreachable!("the acceptor only makes Accepted jobs"),
+            Job::Mode(_) | Job::Exit => unreachable!("the acceptor only makes Accepted jobs"),
         }
     }
 }
 
-/// How the workers serve what they take from the queue: a whole
-/// connection per job ([`WholeConnections`]), or a turn per job
-/// (`turns::Turns`).
-pub(crate) trait Service: Send + Sync + 'static {
-    fn accepted(&self, conn: Admitted, worker: &Worker);
+/// How the workers serve what they take from the queue: a mode (the
+/// `Handler` mode serves a whole connection per job, the turn mode a turn
+/// per job). The pool knows nothing of a mode but this.
+pub(crate) trait Service: Send + Sync + Sized + 'static {
+    /// The mode's own jobs, which it queues itself.
+    type Job: Send + 'static;
+
+    fn accepted(&self, conn: Admitted, worker: &Worker<Self>);
     /// Whether this service runs TLS handshakes itself, a step at a time
     /// as the client's records arrive, rather than on the worker that
     /// admits the connection.
@@ -85,25 +85,24 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn parks_handshakes(&self) -> bool {
         false
     }
-    fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker);
-}
-
-/// The `Handler` mode: a worker serves a connection from accept to close.
-pub(crate) struct WholeConnections {
-    pub(crate) handler: Arc<dyn Handler>,
+    fn run(&self, job: Self::Job, worker: &Worker<Self>);
+    /// Ends the connection of a job that no worker will run: the drain
+    /// deadline passed, or the workers that would have run it are stuck.
+    fn drop_job(&self, job: Self::Job);
 }
 
 /// The connection a worker is serving, if any, so that shutdown can end it
 /// by force.
 type Slot = Mutex<Option<Arc<Socket>>>;
 
-pub(crate) struct WorkerPool {
+pub(crate) struct WorkerPool<S: Service> {
     threads: Vec<JoinHandle<()>>,
     slots: Arc<[Slot]>,
     /// Disconnected once every worker has returned: each holds a sender.
     done: Receiver<()>,
     /// The queue, to close what is left in it when every worker is stuck.
-    jobs: Receiver<Job>,
+    jobs: Receiver<Job<S::Job>>,
+    service: Arc<S>,
     shared: Arc<Shared>,
     closer: Closer,
 }
@@ -118,7 +117,7 @@ pub(crate) struct Drained {
     pub(crate) stuck_workers: usize,
 }
 
-impl WorkerPool {
+impl<S: Service> WorkerPool<S> {
     /// Starts `workers` threads and returns the pool and the sending end of
     /// its queue. Dropping the sender stops the workers once the queue is
     /// empty.
@@ -127,11 +126,12 @@ impl WorkerPool {
     /// every sender is gone.
     pub(crate) fn start(
         config: &Config,
-        (sender, receiver): (&Sender<Job>, Receiver<Job>),
-        service: Arc<dyn Service>,
+        sender: &Sender<Job<S::Job>>,
+        receiver: Receiver<Job<S::Job>>,
+        service: Arc<S>,
         shared: Arc<Shared>,
         closer: &Closer,
-    ) -> Result<WorkerPool> {
+    ) -> Result<WorkerPool<S>> {
         let workers = config.workers;
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let slots: Arc<[Slot]> = (0..workers).map(|_| Mutex::new(None)).collect();
@@ -171,6 +171,7 @@ impl WorkerPool {
             slots,
             done,
             jobs: receiver,
+            service,
             shared,
             closer: closer.clone(),
         })
@@ -187,6 +188,7 @@ impl WorkerPool {
             slots,
             done,
             jobs,
+            service,
             shared,
             closer,
         } = self;
@@ -205,7 +207,7 @@ impl WorkerPool {
         // Workers that are stuck no longer take from the queue: what they
         // left there is closed here, so no client waits for nothing.
         for job in jobs.try_iter() {
-            drop_unserved(job, &closer, counters);
+            drop_unserved(job, &*service, &closer, counters);
         }
 
         let mut stuck_workers = 0;
@@ -234,13 +236,14 @@ impl WorkerPool {
     }
 }
 
-impl fmt::Debug for WorkerPool {
+impl<S: Service> fmt::Debug for WorkerPool<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let WorkerPool {
             threads,
             slots: _,
             done: _,
             jobs: _,
+            service: _,
             shared: _,
             closer: _,
         } = self;
@@ -270,7 +273,7 @@ fn force_close(stream: &Socket, counters: &Counters) {
 }
 
 /// Closes a queued connection that no worker will serve.
-fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
+fn drop_unserved<S: Service>(job: Job<S::Job>, service: &S, closer: &Closer, counters: &Counters) {
     match job {
         Job::Accepted(job) => close_unserved(
             Arc::new(job.stream),
@@ -280,8 +283,7 @@ fn drop_unserved(job: Job, closer: &Closer, counters: &Counters) {
             closer,
             counters,
         ),
-        // An open connection of the turn mode, past the drain deadline.
-        Job::Turn(entry, _) => entry.abort(),
+        Job::Mode(job) => service.drop_job(job),
         Job::Exit => {}
     }
 }
@@ -302,10 +304,10 @@ fn close_unserved(
 }
 
 /// A worker thread, and what a [`Service`] may use of it.
-pub(crate) struct Worker {
+pub(crate) struct Worker<S: Service> {
     index: usize,
-    jobs: Receiver<Job>,
-    service: Arc<dyn Service>,
+    jobs: Receiver<Job<S::Job>>,
+    service: Arc<S>,
     pub(crate) shared: Arc<Shared>,
     slots: Arc<[Slot]>,
     limits: Limits,
@@ -314,13 +316,13 @@ pub(crate) struct Worker {
     _done: Sender<()>,
 }
 
-impl Worker {
+impl<S: Service> Worker<S> {
     fn run(self) {
         let counters = &self.shared.counters;
         for job in self.jobs.iter() {
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
-                drop_unserved(job, &self.closer, counters);
+                drop_unserved(job, &*self.service, &self.closer, counters);
                 continue;
             }
             counters.busy.fetch_add(1, Ordering::Relaxed);
@@ -330,7 +332,7 @@ impl Worker {
                         self.service.accepted(conn, &self);
                     }
                 }
-                Job::Turn(entry, why) => self.service.turn(entry, why, &self),
+                Job::Mode(job) => self.service.run(job, &self),
                 Job::Exit => {
                     counters.busy.fetch_sub(1, Ordering::Relaxed);
                     return;
@@ -403,52 +405,28 @@ impl Worker {
     pub(crate) fn others_waiting(&self) -> bool {
         !self.jobs.is_empty()
     }
-}
 
-impl Service for WholeConnections {
-    fn accepted(&self, conn: Admitted, worker: &Worker) {
-        let Worker {
-            index,
-            shared,
-            slots,
-            limits,
-            closer,
-            ..
-        } = worker;
-        let counters = &shared.counters;
-        let slot = &slots[*index];
-        let (peer, id) = (conn.peer.clone(), conn.id);
-        let stream = Arc::clone(conn.transport.socket());
-        *lock(slot) = Some(Arc::clone(&stream));
+    /// The per-connection limits configured on the builder.
+    pub(crate) fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Marks `stream` as the connection this worker serves from now until
+    /// [`serving_done`](Worker::serving_done), so that the shutdown can end
+    /// it by force at the drain deadline.
+    pub(crate) fn serving(&self, stream: &Arc<Socket>) {
+        *lock(&self.slots[self.index]) = Some(Arc::clone(stream));
         // Shutdown looks at the slots, then raises the force flag; we
         // filled our slot before looking at the flag. A connection taken
         // in between is ended by the force without being counted as
         // forced: only a worker that takes a new connection in that
         // instant misses the count.
-        if shared.is_forced() {
-            force_close(&stream, counters);
+        if self.shared.is_forced() {
+            force_close(stream, &self.shared.counters);
         }
-        log::debug!("serving connection: peer={peer} id={id}");
-        let mut conn = Connection::new(conn, Arc::clone(shared), *limits);
-        run_guarded(
-            "handler",
-            &peer,
-            id,
-            counters,
-            Some(&counters.handler_errors),
-            || self.handler.handle(&mut conn),
-        );
-        log::debug!("connection closed: peer={peer} id={id}");
-        let socket = conn.finish();
-        drop(conn);
-        *lock(slot) = None;
-        drop(stream);
-        closer.close(socket);
-        Counters::bump(&counters.completed);
-        counters.open.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn turn(&self, entry: Arc<Entry>, _: Why, _: &Worker) {
-        unreachable!("no turn of connection id={} in the Handler mode", entry.id);
+    pub(crate) fn serving_done(&self) {
+        *lock(&self.slots[self.index]) = None;
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ppp::{v1, v2, HeaderResult};
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 use crate::net::socket::Socket;
 use crate::stream::wait::{self, Interest, Stopping, Woken};
 

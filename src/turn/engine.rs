@@ -23,6 +23,7 @@
 use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,9 +32,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use polling::{Event, Poller};
 
+use crate::addr::Addr;
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
-use crate::net::addr::Addr;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
@@ -43,7 +44,43 @@ use crate::stream::proxy::ProxyHeader;
 use crate::stream::transport::Transport;
 use crate::stream::wait;
 use crate::sync::lock;
-use crate::turn::peer::SendError;
+
+/// Why [`Peer::send`](crate::Peer::send) (or
+/// [`Turn::send`](crate::Turn::send)) did not queue the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The outbox has no room: the client does not read fast enough.
+    Full,
+    /// The connection has ended or is ending.
+    Closed,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Full => "the connection's outbox is full",
+            SendError::Closed => "the connection is closed",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// `Full` becomes [`WouldBlock`](io::ErrorKind::WouldBlock) and `Closed`
+/// [`NotConnected`](io::ErrorKind::NotConnected), so `?` works in a turn.
+impl From<SendError> for io::Error {
+    fn from(error: SendError) -> io::Error {
+        let kind = match error {
+            SendError::Full => io::ErrorKind::WouldBlock,
+            SendError::Closed => io::ErrorKind::NotConnected,
+        };
+        io::Error::new(kind, error)
+    }
+}
+
+/// A turn for a worker to run: the connection, and why it is due.
+pub(crate) type TurnJob = (Arc<Entry>, Why);
 
 /// Why a connection is handed to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +113,7 @@ pub(crate) struct Hub {
     timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
     /// Taken (`None`) once the last connection has closed during a
     /// shutdown, so that the workers' queue can disconnect.
-    jobs: Mutex<Option<Sender<Job>>>,
+    jobs: Mutex<Option<Sender<Job<TurnJob>>>>,
     pub(crate) shared: Arc<Shared>,
     /// Set once the acceptor has stopped: no connection comes after it.
     pub(crate) accepting_stopped: AtomicBool,
@@ -105,7 +142,7 @@ impl Hub {
         config: &Config,
         shared: Arc<Shared>,
         closer: Closer,
-        jobs: Sender<Job>,
+        jobs: Sender<Job<TurnJob>>,
     ) -> io::Result<Hub> {
         Ok(Hub {
             poller: Poller::new()?,
@@ -211,7 +248,7 @@ impl Hub {
             Some(jobs) => {
                 // Unbounded: each connection has at most one job queued,
                 // and `max_connections` bounds the connections.
-                let _ = jobs.send(Job::Turn(Arc::clone(entry), why));
+                let _ = jobs.send(Job::Mode((Arc::clone(entry), why)));
             }
             None => log::error!("no worker left for connection id={}", entry.id),
         }

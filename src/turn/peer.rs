@@ -2,13 +2,12 @@
 //! keep, to send to it without waiting or to close it.
 
 use std::fmt;
-use std::io;
 
-use crate::net::addr::Addr;
+use crate::addr::Addr;
 use std::sync::Arc;
 
 use crate::config::CloseReason;
-use crate::turn::engine::Entry;
+use crate::turn::engine::{Entry, SendError};
 
 /// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
 /// `Send`, `Sync` and cheap to clone, so a chat room or a game lobby keeps
@@ -156,39 +155,5 @@ impl From<String> for Message {
 impl From<&str> for Message {
     fn from(text: &str) -> Message {
         Message(text.as_bytes().into())
-    }
-}
-
-/// Why [`Peer::send`] (or [`Turn::send`](crate::Turn::send)) did not queue
-/// the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum SendError {
-    /// The outbox has no room: the client does not read fast enough.
-    Full,
-    /// The connection has ended or is ending.
-    Closed,
-}
-
-impl fmt::Display for SendError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            SendError::Full => "the connection's outbox is full",
-            SendError::Closed => "the connection is closed",
-        })
-    }
-}
-
-impl std::error::Error for SendError {}
-
-/// `Full` becomes [`WouldBlock`](io::ErrorKind::WouldBlock) and `Closed`
-/// [`NotConnected`](io::ErrorKind::NotConnected), so `?` works in a turn.
-impl From<SendError> for io::Error {
-    fn from(error: SendError) -> io::Error {
-        let kind = match error {
-            SendError::Full => io::ErrorKind::WouldBlock,
-            SendError::Closed => io::ErrorKind::NotConnected,
-        };
-        io::Error::new(kind, error)
     }
 }

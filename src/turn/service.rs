@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::CloseReason;
-use crate::handler::run_guarded;
+use crate::pool::guard::run_guarded;
 use crate::pool::workers::{Admitted, Service, Worker};
 use crate::sync::lock;
-use crate::turn::engine::{Entry, Hub, Why};
+use crate::turn::engine::{Entry, Hub, TurnJob, Why};
 use crate::turn::handler::{Next, Turn, TurnHandler};
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
@@ -23,7 +23,10 @@ pub(crate) struct Turns<H> {
 }
 
 impl<H: TurnHandler> Service for Turns<H> {
-    fn accepted(&self, conn: Admitted, worker: &Worker) {
+    /// A turn of a connection, from the poller or from whoever closed it.
+    type Job = TurnJob;
+
+    fn accepted(&self, conn: Admitted, worker: &Worker<Self>) {
         let handshaking = conn.handshake_by.is_some();
         let entry = Entry::new(conn, Arc::clone(&self.hub));
         if handshaking {
@@ -36,7 +39,12 @@ impl<H: TurnHandler> Service for Turns<H> {
         true
     }
 
-    fn turn(&self, entry: Arc<Entry>, why: Why, worker: &Worker) {
+    /// An open connection of the turn mode, past the drain deadline.
+    fn drop_job(&self, (entry, _): (Arc<Entry>, Why)) {
+        entry.abort();
+    }
+
+    fn run(&self, (entry, why): (Arc<Entry>, Why), worker: &Worker<Self>) {
         entry.begin_turn();
         if entry.is_handshaking() {
             return match why {
@@ -73,7 +81,7 @@ impl<H: TurnHandler> Turns<H> {
     /// Runs the TLS handshake as far as the client's records allow, then
     /// opens the connection; parks it meanwhile, so a client that is slow
     /// or silent holds no worker.
-    fn handshake(&self, entry: &Arc<Entry>, worker: &Worker) {
+    fn handshake(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
         match entry.advance_handshake() {
             Ok(true) => self.open(entry, worker),
             Ok(false) => {
@@ -86,7 +94,7 @@ impl<H: TurnHandler> Turns<H> {
     }
 
     /// `open`, then a first turn for what the client has sent already.
-    fn open(&self, entry: &Arc<Entry>, worker: &Worker) {
+    fn open(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
         let state = self.call(entry, "open", |handler, turn| handler.open(turn));
         match state {
             Some(state) => {
@@ -101,7 +109,7 @@ impl<H: TurnHandler> Turns<H> {
         }
     }
 
-    fn ready(&self, entry: &Arc<Entry>, worker: &Worker) {
+    fn ready(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
         loop {
             match self.run_ready(entry) {
                 Some(Next::Park) => return self.after_turn(entry, true),

@@ -1,0 +1,56 @@
+//! The worker's side of the `Handler` mode: a worker serves a connection
+//! from accept to close.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::handler::connection::Connection;
+use crate::handler::Handler;
+use crate::pool::guard::run_guarded;
+use crate::pool::workers::{Admitted, Service, Worker};
+use crate::stats::Counters;
+
+/// Serves whole connections with a [`Handler`].
+pub(crate) struct WholeConnections {
+    pub(crate) handler: Arc<dyn Handler>,
+}
+
+impl Service for WholeConnections {
+    /// The mode queues nothing of its own: a connection is one job.
+    type Job = Infallible;
+
+    fn accepted(&self, conn: Admitted, worker: &Worker<Self>) {
+        let shared = &worker.shared;
+        let counters = &shared.counters;
+        let (peer, id) = (conn.peer.clone(), conn.id);
+        let stream = Arc::clone(conn.transport.socket());
+        worker.serving(&stream);
+        log::debug!("serving connection: peer={peer} id={id}");
+        let mut conn = Connection::new(conn, Arc::clone(shared), worker.limits());
+        run_guarded(
+            "handler",
+            &peer,
+            id,
+            counters,
+            Some(&counters.handler_errors),
+            || self.handler.handle(&mut conn),
+        );
+        log::debug!("connection closed: peer={peer} id={id}");
+        let socket = conn.finish();
+        drop(conn);
+        worker.serving_done();
+        drop(stream);
+        worker.closer.close(socket);
+        Counters::bump(&counters.completed);
+        counters.open.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn run(&self, job: Infallible, _: &Worker<Self>) {
+        match job {}
+    }
+
+    fn drop_job(&self, job: Infallible) {
+        match job {}
+    }
+}
