@@ -152,6 +152,7 @@ mod server;
 mod stats;
 mod stream;
 mod sync;
+mod time;
 mod turn;
 
 // The guide's and the README's snippets run as doc tests, so they cannot

@@ -44,6 +44,7 @@ use crate::stream::proxy::ProxyHeader;
 use crate::stream::transport::Transport;
 use crate::stream::wait;
 use crate::sync::lock;
+use crate::time;
 
 /// Why [`Peer::send`](crate::Peer::send) (or
 /// [`Turn::send`](crate::Turn::send)) did not queue the bytes.
@@ -313,7 +314,7 @@ impl Inner {
 
 impl Entry {
     pub(crate) fn new(conn: Admitted, hub: Arc<Hub>) -> Arc<Entry> {
-        let idle_until = hub.idle_timeout.map(|idle| Instant::now() + idle);
+        let idle_until = hub.idle_timeout.and_then(time::from_now);
         let handshaking = conn.handshake_by.is_some();
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
@@ -578,7 +579,7 @@ impl Entry {
             return Err(CloseReason::Shutdown);
         }
         if had_input {
-            inner.idle_until = self.hub.idle_timeout.map(|idle| Instant::now() + idle);
+            inner.idle_until = self.hub.idle_timeout.and_then(time::from_now);
         }
         if !inner.registered {
             lock(&self.hub.registry).insert(self.id, Arc::clone(self));
@@ -732,7 +733,8 @@ impl Entry {
         let stalled = inner
             .stalled_since
             .zip(self.hub.write_timeout)
-            .map(|(since, timeout)| (since + timeout, Timeout::Write));
+            .and_then(|(since, timeout)| time::after(since, timeout))
+            .map(|at| (at, Timeout::Write));
         let idle = match inner.phase {
             Phase::Flushing => None,
             _ => inner.idle_until.map(|at| (at, Timeout::Idle)),
@@ -848,7 +850,12 @@ impl Entry {
     fn close_if_quiet(self: &Arc<Self>, inner: &mut Inner, now: Instant) {
         debug_assert_eq!(inner.phase, Phase::Parked);
         let quiet = self.hub.shared.drain_quiet;
-        let quiet_from = inner.last_input.map_or(now, |at| at + quiet);
+        // `None`: a quiet time too long to ever pass; the drain deadline
+        // ends the connection.
+        let quiet_from = match inner.last_input {
+            Some(at) => time::after(at, quiet),
+            None => Some(now),
+        };
         let pending = inner.stream.as_ref().is_some_and(|stream| {
             let socket = &**stream.socket();
             stream.has_buffered_input()
@@ -861,16 +868,14 @@ impl Entry {
             // Input the client sent has not had its turn yet (a connection
             // opened late, or its readiness event is still on its way).
             self.take_turn(inner, Why::Ready);
-        } else if !inner.unsent() && quiet_from <= now {
+        } else if !inner.unsent() && quiet_from.is_some_and(|at| at <= now) {
             let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
             self.take_turn(inner, Why::Close(reason));
         } else {
-            let check = if !inner.unsent() {
-                quiet_from
-            } else {
-                now + quiet
+            inner.drain_check = match inner.unsent() {
+                false => quiet_from,
+                true => time::after(now, quiet),
             };
-            inner.drain_check = Some(check);
             self.schedule(inner);
         }
     }

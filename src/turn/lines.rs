@@ -5,6 +5,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::stream::lines::{LineError, LineReader};
+use crate::time;
 use crate::turn::engine::TurnReader;
 use crate::turn::handler::Turn;
 
@@ -84,10 +85,11 @@ impl Lines {
     }
 
     /// The deadline for the line in progress, `timeout` after it began, or
-    /// `None` when no line is in progress; pass it to
+    /// `None` when no line is in progress or `timeout` is `None` or too
+    /// long to ever pass (`Duration::MAX`); pass it to
     /// [`Turn::set_deadline`] before parking.
     pub fn line_deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
-        Some(self.partial_since? + timeout?)
+        time::after(self.partial_since?, timeout?)
     }
 
     /// The bytes received but not yet returned as a line.
