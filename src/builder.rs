@@ -389,12 +389,14 @@ impl ServerBuilder {
     ///
     /// Defaults to 256 KiB: far more than a chat line or a game update, so
     /// only a client that stops reading fills it, and 1,000 such clients
-    /// hold at most 256 MiB. A turn that finds the outbox full gets
+    /// hold at most 256 MiB (plus one message each: an empty outbox takes a
+    /// message of any size). A turn that finds the outbox full gets
     /// `WouldBlock` (back-pressure); a `Peer` that does follows
     /// [`outbox_full`](ServerBuilder::outbox_full). A connection whose
-    /// outbox is over half full is not read from until the client has
-    /// read enough, so a client that sends without reading its replies
-    /// cannot grow it either.
+    /// outbox is over half full is not read from, and its
+    /// [`Lines`](crate::Lines) yield no line, until the client has read
+    /// enough, so a client that sends without reading its replies cannot
+    /// grow it either.
     pub fn outbox_limit(mut self, bytes: usize) -> Self {
         self.outbox_limit = bytes;
         self
@@ -777,7 +779,7 @@ impl ServerBuilder {
         None
     }
 
-    fn config(&self) -> Result<Config> {
+    pub(crate) fn config(&self) -> Result<Config> {
         if self.workers == 0 {
             return Err(Error::Config("`workers` must be at least 1"));
         }

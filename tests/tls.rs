@@ -164,7 +164,16 @@ impl TurnHandler for TurnLineEcho {
                         return Ok(Next::Close);
                     }
                 }
-                Ok(None) => return Ok(Next::Park),
+                Ok(None) => {
+                    // `Lines` yields nothing while the outbox is over half
+                    // full (back-pressure): that also ends a turn for want
+                    // of room.
+                    if turn.outbox_len() > turn.outbox_room() {
+                        self.full_parks.fetch_add(1, Ordering::Relaxed);
+                        let _ = self.full.try_send(());
+                    }
+                    return Ok(Next::Park);
+                }
                 Err(LineError::Closed { .. }) => return Ok(Next::Close),
                 Err(error) => return Err(error.into()),
             }
@@ -350,7 +359,8 @@ fn more_than_buffers() -> usize {
 
 /// The echo's outbox fills while the client does not read; then the
 /// client reads, and everything arrives. The handler stops reading for
-/// want of room while TLS records it has decrypted still hold lines (its
+/// want of room (or `Lines` stops yielding lines, the outbox being over
+/// half full) while TLS records it has decrypted still hold lines (its
 /// reads take at most a line's worth of a 16 KiB record), so the
 /// connection must be woken once the client has read enough, and its
 /// outbox written, even though the socket may have nothing new to read.

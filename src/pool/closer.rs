@@ -102,15 +102,18 @@ impl Closer {
         Ok((closer, closer_thread))
     }
 
-    /// Ends `stream` gently: shuts down the write side, discards what the
-    /// client already sent, and closes at once if its end of stream is
-    /// there; otherwise the closer thread waits for it. Never waits.
+    /// Ends `stream` gently: shuts down the write side, and closes at once
+    /// if the client's end of stream is the first thing there; otherwise
+    /// the closer thread discards what the client sends and waits for its
+    /// end. Never waits, and reads at most once here: the callers include
+    /// the poller and the acceptor, which discarding up to `linger_bytes`
+    /// would hold up.
     ///
     /// `stream` may be shared (a worker's shutdown slot may still hold it
     /// for a moment); the socket is closed when the last reference goes.
     pub(crate) fn close(&self, stream: Arc<Socket>) {
         let _ = stream.shutdown(Shutdown::Write);
-        let budget = match discard(&stream, self.linger.bytes) {
+        let budget = match discard(&stream, self.linger.bytes, Some(1)) {
             Drained::Ended => return,
             Drained::OverBudget => return self.cut(),
             Drained::Pending(budget) => budget,
@@ -165,10 +168,17 @@ enum Drained {
     Pending(usize),
 }
 
-/// Reads and discards what has arrived, without waiting.
-fn discard(stream: &Socket, mut budget: usize) -> Drained {
+/// Reads and discards what has arrived, without waiting, in at most
+/// `reads` reads (`None`: until nothing more is there).
+fn discard(stream: &Socket, mut budget: usize, mut reads: Option<usize>) -> Drained {
     let mut sink = [0u8; 4096];
     loop {
+        if let Some(left) = &mut reads {
+            if *left == 0 {
+                return Drained::Pending(budget);
+            }
+            *left -= 1;
+        }
         match wait::recv_now(stream, &mut sink) {
             Ok(0) => return Drained::Ended,
             Ok(n) if n > budget => return Drained::OverBudget,
@@ -259,7 +269,7 @@ fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
             let Some(l) = lingering.get_mut(&event.key) else {
                 continue;
             };
-            match discard(&l.stream, l.budget) {
+            match discard(&l.stream, l.budget, None) {
                 Drained::Ended => close(&mut lingering, event.key, false),
                 Drained::OverBudget => close(&mut lingering, event.key, true),
                 Drained::Pending(budget) => {

@@ -21,8 +21,7 @@
 //! `Flushing`.
 
 use std::any::Any;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -110,8 +109,10 @@ pub(crate) struct Hub {
     pub(crate) poller: Poller,
     /// Connections registered in `poller`, by id.
     registry: Mutex<HashMap<u64, Arc<Entry>>>,
-    /// (due, id): at most one per connection (see `Inner::scheduled`).
-    timers: Mutex<BinaryHeap<Reverse<(Instant, u64)>>>,
+    /// (due, id): at most one per open connection (see
+    /// `Inner::scheduled`), removed when it closes, so that the timers
+    /// grow with the connections held, not with those that came and went.
+    timers: Mutex<BTreeSet<(Instant, u64)>>,
     /// Taken (`None`) once the last connection has closed during a
     /// shutdown, so that the workers' queue can disconnect.
     jobs: Mutex<Option<Sender<Job<TurnJob>>>>,
@@ -148,7 +149,7 @@ impl Hub {
         Ok(Hub {
             poller: Poller::new()?,
             registry: Mutex::new(HashMap::new()),
-            timers: Mutex::new(BinaryHeap::new()),
+            timers: Mutex::new(BTreeSet::new()),
             jobs: Mutex::new(Some(jobs)),
             shared,
             accepting_stopped: AtomicBool::new(false),
@@ -223,25 +224,35 @@ impl Hub {
     /// next one is due.
     pub(crate) fn pop_due(&self, now: Instant) -> Result<u64, Option<Instant>> {
         let mut timers = lock(&self.timers);
-        match timers.peek() {
-            Some(Reverse((due, _))) if *due <= now => {
-                let Reverse((_, id)) = timers.pop().expect("peeked");
+        match timers.first() {
+            Some(&(due, _)) if due <= now => {
+                let (_, id) = timers.pop_first().expect("looked at");
                 Ok(id)
             }
-            Some(Reverse((due, _))) => Err(Some(*due)),
+            Some(&(due, _)) => Err(Some(due)),
             None => Err(None),
         }
     }
 
-    fn schedule(&self, due: Instant, id: u64) {
+    /// Sets connection `id`'s timer to `due`, in place of the one it had
+    /// (`replacing`).
+    fn schedule(&self, due: Instant, id: u64, replacing: Option<Instant>) {
         let mut timers = lock(&self.timers);
-        let earliest = timers.peek().map_or(true, |Reverse((next, _))| due < *next);
-        timers.push(Reverse((due, id)));
+        if let Some(old) = replacing {
+            timers.remove(&(old, id));
+        }
+        let earliest = timers.first().map_or(true, |&(next, _)| due < next);
+        timers.insert((due, id));
         drop(timers);
         if earliest {
             // The poller may be asleep until a later timer.
             let _ = self.poller.notify();
         }
+    }
+
+    /// Removes connection `id`'s timer, due `at`.
+    fn cancel(&self, at: Instant, id: u64) {
+        lock(&self.timers).remove(&(at, id));
     }
 
     fn dispatch(&self, entry: &Arc<Entry>, why: Why) {
@@ -264,6 +275,11 @@ pub(crate) struct Entry {
     pub(crate) proxy: Option<Box<ProxyHeader>>,
     /// Set by a short read: nothing more to read in this turn.
     drained: AtomicBool,
+    /// Set by `Lines` when it keeps bytes the handler has not asked for
+    /// (a line may be among them): the socket will not say so, so the
+    /// connection gets a turn for them once its outbox is empty. Written
+    /// in a turn, read under `inner`'s lock after it.
+    held: AtomicBool,
     /// The handler's state, taken by the worker of a turn.
     pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
     inner: Mutex<Inner>,
@@ -285,10 +301,9 @@ struct Inner {
     idle_until: Option<Instant>,
     /// Since when the outbox has held bytes the client does not take.
     stalled_since: Option<Instant>,
-    /// The due time this connection has in the timer heap, if any. Only
-    /// an earlier due time is pushed; a popped timer that finds a later
-    /// one pushes that instead, so the heap holds about one per
-    /// connection.
+    /// The due time this connection has in the timers, if any: its one
+    /// timer there. Only an earlier due time replaces it; a timer that
+    /// fires and finds the connection due later sets that instead.
     scheduled: Option<Instant>,
     registered: bool,
     /// When the connection last got a turn for input: during a shutdown
@@ -322,6 +337,7 @@ impl Entry {
             peer_addr: conn.peer,
             proxy: conn.proxy.map(Box::new),
             drained: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
                 stream: Some(conn.transport),
@@ -424,6 +440,18 @@ impl Entry {
         lock(&self.inner).outbox.len
     }
 
+    /// Whether the outbox is over half full: the connection is then not
+    /// read from, and `Lines` yields no line, until the client has read
+    /// enough.
+    pub(crate) fn is_backed_up(&self) -> bool {
+        !self.takes_input(&lock(&self.inner))
+    }
+
+    /// `Lines` keeps bytes the handler has not asked for (`yes`), or none.
+    pub(crate) fn hold_input(&self, yes: bool) {
+        self.held.store(yes, Ordering::Relaxed);
+    }
+
     pub(crate) fn outbox_room(&self) -> usize {
         self.hub
             .outbox_limit
@@ -450,7 +478,7 @@ impl Entry {
         if inner.phase == Phase::Closed {
             return Err(SendError::Closed);
         }
-        if inner.outbox.len + bytes.len() > self.hub.outbox_limit {
+        if !self.fits(&inner, &bytes) {
             return Err(SendError::Full);
         }
         self.queue(&mut inner, bytes);
@@ -464,7 +492,7 @@ impl Entry {
         if inner.phase == Phase::Closed || inner.close.is_some() {
             return Err(SendError::Closed);
         }
-        if inner.outbox.len + bytes.len() > self.hub.outbox_limit {
+        if !self.fits(&inner, &bytes) {
             Counters::bump(&self.hub.counters().outbox_full);
             if self.hub.outbox_full == OutboxFull::Close {
                 log::debug!(
@@ -478,6 +506,14 @@ impl Entry {
         }
         self.queue(&mut inner, bytes);
         Ok(())
+    }
+
+    /// Whether the outbox takes `bytes`: when they fit under the limit, and
+    /// when it is empty whatever their size, so that a message larger than
+    /// the limit can be sent at all. The limit bounds what waits beyond
+    /// one message.
+    fn fits(&self, inner: &Inner, bytes: &[u8]) -> bool {
+        inner.outbox.is_empty() || inner.outbox.len + bytes.len() <= self.hub.outbox_limit
     }
 
     fn queue(self: &Arc<Self>, inner: &mut Inner, bytes: Arc<[u8]>) {
@@ -668,6 +704,9 @@ impl Entry {
             }
         }
         lock(&self.hub.registry).remove(&self.id);
+        if let Some(at) = inner.scheduled.take() {
+            self.hub.cancel(at, self.id);
+        }
         let counters = self.hub.counters();
         Counters::bump(outcome);
         counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -717,15 +756,20 @@ impl Entry {
         inner.phase != Phase::Flushing && inner.outbox.len <= self.hub.outbox_limit / 2
     }
 
-    /// Whether input the socket no longer shows waits to be read: TLS
-    /// decrypted it, and the connection takes input now. Readiness would
-    /// never report it.
+    /// Whether input the socket no longer shows waits to be read, and the
+    /// connection takes input now: TLS decrypted it, or `Lines` holds it
+    /// (then only once the outbox is empty, so that a handler that waits
+    /// for room before it takes a line finds it). Readiness would never
+    /// report it.
     fn has_input_unseen(&self, inner: &Inner) -> bool {
-        self.takes_input(inner)
-            && inner
+        let decrypted = || {
+            inner
                 .stream
                 .as_ref()
                 .is_some_and(|t| t.has_buffered_input())
+        };
+        let held = || self.held.load(Ordering::Relaxed) && !inner.unsent();
+        self.takes_input(inner) && (decrypted() || held())
     }
 
     /// The earliest of the connection's limits, and which it is.
@@ -750,8 +794,8 @@ impl Entry {
         let due = self.due(inner).map(|(due, _)| due);
         if let Some(due) = due.into_iter().chain(inner.drain_check).min() {
             if inner.scheduled.map_or(true, |at| due < at) {
-                inner.scheduled = Some(due);
-                self.hub.schedule(due, self.id);
+                self.hub
+                    .schedule(due, self.id, inner.scheduled.replace(due));
             }
         }
     }
@@ -856,17 +900,22 @@ impl Entry {
             Some(at) => time::after(at, quiet),
             None => Some(now),
         };
-        let pending = inner.stream.as_ref().is_some_and(|stream| {
-            let socket = &**stream.socket();
-            stream.has_buffered_input()
-                || matches!(
+        // Input the client sent has not had its turn yet (a connection
+        // opened late, or its readiness event is still on its way), and the
+        // connection takes it now. One that does not (its client is not
+        // reading its replies) waits for room like any other: giving it a
+        // turn it cannot use would spin.
+        let socket_input = || {
+            inner.stream.as_ref().is_some_and(|stream| {
+                let socket = &**stream.socket();
+                matches!(
                     wait::wait(socket, wait::Interest::Read, None, Some(Duration::ZERO)),
                     Ok(wait::Woken::Ready)
                 )
-        });
+            })
+        };
+        let pending = self.has_input_unseen(inner) || (self.takes_input(inner) && socket_input());
         if pending {
-            // Input the client sent has not had its turn yet (a connection
-            // opened late, or its readiness event is still on its way).
             self.take_turn(inner, Why::Ready);
         } else if !inner.unsent() && quiet_from.is_some_and(|at| at <= now) {
             let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
@@ -902,7 +951,7 @@ fn register(poller: &Poller, stream: &Socket, interest: Event) -> io::Result<()>
 
 /// Reads of a turn-mode connection that never wait, for [`Lines`](crate::Lines).
 pub(crate) struct TurnReader {
-    entry: Arc<Entry>,
+    pub(crate) entry: Arc<Entry>,
 }
 
 impl TurnReader {
@@ -978,5 +1027,76 @@ impl Outbox {
             }
         }
         Ok(total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::builder::ServerBuilder;
+    use crate::net::socket::Socket;
+
+    /// A hub with its closer, as a turn-mode server has, and `count`
+    /// connections over loopback opened in it, each with an idle timer.
+    fn hub_with_connections(count: u64) -> (Arc<Hub>, Vec<Arc<Entry>>, Vec<TcpStream>) {
+        let config = ServerBuilder::new()
+            .idle_timeout(Duration::from_secs(300))
+            .config()
+            .unwrap();
+        let shared = Arc::new(Shared::new(&config).unwrap());
+        let (closer, _closer_thread) =
+            Closer::start(Arc::clone(&shared), config.linger, Poller::new().unwrap()).unwrap();
+        let (jobs, _queue) = crossbeam_channel::unbounded();
+        let hub = Arc::new(Hub::new(&config, shared, closer, jobs).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut entries = Vec::new();
+        let mut clients = Vec::new();
+        for id in 1..=count {
+            clients.push(TcpStream::connect(listener.local_addr().unwrap()).unwrap());
+            let (stream, peer) = listener.accept().unwrap();
+            hub.counters().open.fetch_add(1, Ordering::Relaxed);
+            let conn = Admitted {
+                transport: Transport::plain(Arc::new(Socket::Tcp(stream))),
+                peer: Addr::Tcp(peer),
+                proxy: None,
+                id,
+                handshake_by: None,
+            };
+            let entry = Entry::new(conn, Arc::clone(&hub));
+            entry.park(false).unwrap();
+            entries.push(entry);
+        }
+        (hub, entries, clients)
+    }
+
+    #[test]
+    fn timers_follow_the_open_connections_not_those_gone() {
+        let (hub, entries, _clients) = hub_with_connections(50);
+        assert_eq!(lock(&hub.timers).len(), 50, "one idle timer each");
+        // Parking again with input sets a later idle time: the earlier
+        // timer stays (it finds the later one when it fires), no second
+        // one is added.
+        for entry in &entries {
+            let mut inner = lock(&entry.inner);
+            hub.set_phase(&mut inner, Phase::InTurn);
+            drop(inner);
+            entry.park(true).unwrap();
+        }
+        assert_eq!(lock(&hub.timers).len(), 50);
+        for entry in &entries[..30] {
+            entry.abort();
+        }
+        assert_eq!(
+            lock(&hub.timers).len(),
+            20,
+            "closed connections keep no timer"
+        );
+        for entry in &entries[30..] {
+            entry.abort();
+        }
+        assert!(lock(&hub.timers).is_empty());
     }
 }

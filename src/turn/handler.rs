@@ -180,14 +180,18 @@ impl<'a> Turn<'a> {
 
     /// Queues `bytes` in the connection's outbox; never waits. What the
     /// socket takes at once is written at once. Takes what
-    /// [`Peer::send`] takes.
+    /// [`Peer::send`] takes. An empty outbox takes a message of any size,
+    /// even one over the outbox limit: the limit bounds what waits beyond
+    /// one message.
     ///
     /// # Errors
     ///
     /// [`io::ErrorKind::WouldBlock`] when the outbox is full (the client
     /// does not read fast enough; from a turn this is back-pressure, never
-    /// a reason to close), [`io::ErrorKind::NotConnected`] when the
-    /// connection is already closing.
+    /// a reason to close: park, and the connection's next turn comes once
+    /// the client has read; [`Lines`](crate::Lines) does this for a line
+    /// protocol), [`io::ErrorKind::NotConnected`] when the connection is
+    /// already closing.
     pub fn send(&mut self, bytes: impl Into<Message>) -> io::Result<()> {
         let message: Message = bytes.into();
         self.entry
@@ -202,7 +206,8 @@ impl<'a> Turn<'a> {
         self.entry.outbox_len()
     }
 
-    /// How many more bytes [`send`](Turn::send) accepts now.
+    /// How many more bytes fit in the outbox under its limit. (An empty
+    /// outbox also takes one message larger than this.)
     pub fn outbox_room(&self) -> usize {
         self.entry.outbox_room()
     }

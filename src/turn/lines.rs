@@ -17,6 +17,26 @@ use crate::turn::handler::Turn;
 /// It is a [`LineReader`] over the connection that never waits: the same
 /// limits, errors and no-copy lines, except that "nothing more has
 /// arrived" is `Ok(None)`, the cue to return [`Next::Park`](crate::Next::Park).
+///
+/// # Back-pressure
+///
+/// `Lines` yields no line while the connection's outbox is over half its
+/// limit ([`outbox_limit`](crate::ServerBuilder::outbox_limit)): a client
+/// that sends requests without reading the replies gets no more answers
+/// until it has read enough. So the obvious loop is right for any client:
+///
+/// ```text
+/// while let Some(line) = lines.next_line_str()? {
+///     turn.send(reply(line))?; // fits: the outbox is at most half full
+/// }
+/// Ok(Next::Park)
+/// ```
+///
+/// A reply of up to half the outbox limit always fits after a line, and
+/// one of any size when the outbox is empty. The lines kept meanwhile get
+/// their turn as soon as the outbox is empty, with no new input needed;
+/// so do lines left here by a handler that parks before asking for them
+/// (one that waits for [`outbox_room`](crate::Turn::outbox_room), say).
 pub struct Lines {
     reader: LineReader<TurnReader>,
     /// When the line in progress was first seen unfinished.
@@ -36,7 +56,8 @@ impl Lines {
     }
 
     /// The next complete line, without its `\n` or `\r\n`, or `None` when
-    /// no complete line has arrived yet.
+    /// no complete line has arrived yet, or while the outbox is over half
+    /// full (see [Back-pressure](Lines#back-pressure)).
     ///
     /// # Errors
     ///
@@ -44,12 +65,25 @@ impl Lines {
     /// has closed and no complete line is left, [`LineError::TooLong`] for
     /// a line over the limit, [`LineError::Io`] when the connection broke.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
+        if self.reader.get_ref().entry.is_backed_up() {
+            // The client is not reading its replies: no more requests
+            // until it has read enough. The connection gets a turn for
+            // what is kept here once its outbox is empty.
+            self.hold_input();
+            return Ok(None);
+        }
         match self.reader.next_line_range() {
             Ok(line) => {
                 self.partial_since = None;
+                // Bytes after this line may hold the next: should the
+                // handler park before asking, they still get a turn.
+                self.hold_input();
                 Ok(Some(self.reader.line_at(line)))
             }
             Err(LineError::TimedOut(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+                // Only part of a line is kept: the socket says when the
+                // rest arrives.
+                self.reader.get_ref().entry.hold_input(false);
                 if self.reader.buffered().is_empty() {
                     self.partial_since = None;
                     self.reader.release_if_empty();
@@ -60,6 +94,13 @@ impl Lines {
             }
             Err(error) => Err(error),
         }
+    }
+
+    /// Tells the engine whether bytes the handler has not asked for are
+    /// kept here.
+    fn hold_input(&self) {
+        let kept = !self.reader.buffered().is_empty();
+        self.reader.get_ref().entry.hold_input(kept);
     }
 
     /// [`next_line`](Lines::next_line), checked to be UTF-8.

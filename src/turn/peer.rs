@@ -50,7 +50,8 @@ impl Peer {
     /// Queues `bytes` for the client; never waits. Anything byte-like
     /// will do (`&str`, `String`, `Vec<u8>`, ...); pass a [`Message`] (or
     /// an `Arc<[u8]>`) to send the same bytes to many peers without
-    /// copying them.
+    /// copying them. An empty outbox takes a message of any size, even one
+    /// over the outbox limit.
     ///
     /// # Errors
     ///

@@ -1,0 +1,205 @@
+//! The turn mode's drain answers everything and spins on nothing: a
+//! client that pipelined many requests without reading gets every answer
+//! after the stop, and one that sends but never reads costs no turns while
+//! the drain waits for it.
+
+mod util;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use frontdesk::{LineError, Lines, Next, Server, Turn, TurnHandler};
+
+use util::{assert_accounted, client, tcp_addr, LOCALHOST, TIMEOUT};
+
+/// The README's handler shape: answer every line `Lines` yields, park when
+/// it yields none. Tells the test once the outbox has stopped it (the
+/// client is not reading), and counts its turns.
+struct Answer {
+    backed_up: Sender<()>,
+    turns: Arc<AtomicU64>,
+}
+
+impl TurnHandler for Answer {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        Ok(Lines::new(turn, 1024))
+    }
+
+    fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match lines.next_line_str() {
+                Ok(Some(line)) => turn.send(format!("re: {line}\n"))?,
+                Ok(None) => {
+                    if turn.outbox_len() > turn.outbox_room() {
+                        let _ = self.backed_up.try_send(());
+                    }
+                    return Ok(Next::Park);
+                }
+                Err(LineError::Closed { .. }) => return Ok(Next::Close),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+/// Requests a client pipelines: far more than the socket buffers and the
+/// outbox hold, so that most of them wait in the client until the stop.
+const REQUESTS: usize = 1_000_000;
+
+#[test]
+fn the_drain_answers_every_request_a_client_pipelined_before_reading() {
+    let (backed_up, backed_up_rx) = crossbeam_channel::bounded(1);
+    let turns = Arc::new(AtomicU64::new(0));
+    let handle = Server::builder()
+        .workers(2)
+        .outbox_limit(16 * 1024)
+        // Generous: the client reads everything after the stop, which
+        // takes well under a second here; the deadline only bounds a bug.
+        .shutdown_timeout(Duration::from_secs(60))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Answer {
+            backed_up,
+            turns: Arc::clone(&turns),
+        })
+        .unwrap();
+    let mut stream = client(tcp_addr(handle.local_addr()));
+    let writer = {
+        let mut stream = stream.try_clone().unwrap();
+        // The writer blocks while the server does not read (its outbox is
+        // over half full); it goes on once the test reads.
+        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
+        thread::spawn(move || -> io::Result<()> {
+            let mut out = io::BufWriter::new(&mut stream);
+            for i in 0..REQUESTS {
+                writeln!(out, "request {i}")?;
+            }
+            out.flush()?;
+            drop(out);
+            stream.shutdown(Shutdown::Write)
+        })
+    };
+    backed_up_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the client's unread replies stop the handler");
+    let control = handle.control();
+    control.stop();
+    let stopper = thread::spawn(move || handle.shutdown());
+
+    let mut replies = BufReader::new(&mut stream);
+    let mut line = String::new();
+    for i in 0..REQUESTS {
+        line.clear();
+        let n = replies
+            .read_line(&mut line)
+            .unwrap_or_else(|error| panic!("reply {i}: {error}"));
+        assert_eq!(
+            line,
+            format!("re: request {i}\n"),
+            "reply {i} of {REQUESTS}"
+        );
+        assert!(n > 0);
+    }
+    let mut rest = Vec::new();
+    replies
+        .read_to_end(&mut rest)
+        .expect("a clean end of stream");
+    assert!(rest.is_empty(), "{} bytes after the last reply", rest.len());
+    writer
+        .join()
+        .unwrap()
+        .expect("the client wrote every request");
+    let report = stopper.join().unwrap().expect("the server stops cleanly");
+    assert_eq!(report.forced, 0, "{report:#?}");
+    assert_eq!(report.stats.handler_errors, 0, "{report:#?}");
+    assert_accounted(&report.stats);
+}
+
+/// The echo example's handler: reads only while the outbox has room for
+/// what a read may bring back. Tells the test once it has stopped for want
+/// of room, and counts its turns.
+struct Echo {
+    backed_up: Sender<()>,
+    turns: Arc<AtomicU64>,
+}
+
+/// What one read takes, and the room it needs in the outbox.
+const CHUNK: usize = 64 * 1024;
+
+impl TurnHandler for Echo {
+    type State = ();
+
+    fn open(&self, _: &mut Turn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
+        self.turns.fetch_add(1, Ordering::Relaxed);
+        let mut buf = vec![0; CHUNK];
+        while turn.outbox_room() >= CHUNK {
+            match turn.read(&mut buf) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(n) => turn.send(&buf[..n])?,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
+                Err(error) => return Err(error),
+            }
+        }
+        let _ = self.backed_up.try_send(());
+        Ok(Next::Park)
+    }
+}
+
+#[test]
+fn the_drain_gives_no_turns_to_a_client_that_sends_but_never_reads() {
+    let (backed_up, backed_up_rx) = crossbeam_channel::bounded(1);
+    let turns = Arc::new(AtomicU64::new(0));
+    let handle = Server::builder()
+        .workers(2)
+        // The client never reads: the drain waits for it until this
+        // deadline, then ends it by force.
+        .shutdown_timeout(Duration::from_secs(1))
+        .linger_time(Duration::ZERO)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Echo {
+            backed_up,
+            turns: Arc::clone(&turns),
+        })
+        .unwrap();
+    let stream = client(tcp_addr(handle.local_addr()));
+    let writer = {
+        let mut stream: TcpStream = stream.try_clone().unwrap();
+        thread::spawn(move || {
+            // Until the server's buffers are full and the force resets the
+            // connection, or the write timeout (TIMEOUT) passes.
+            let chunk = [b'x'; 8192];
+            while stream.write_all(&chunk).is_ok() {}
+        })
+    };
+    backed_up_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the client's unread echo stops the handler");
+    let before = turns.load(Ordering::Relaxed);
+    let report = handle.shutdown().expect("the server stops");
+    let during = turns.load(Ordering::Relaxed) - before;
+    // The connection waits with its outbox over half full for the whole
+    // drain: it takes no input, so it has no turn to take (it may have
+    // had a few more before its outbox passed half). A spin gives
+    // hundreds of thousands in a second.
+    assert!(
+        during <= 10,
+        "{during} turns while the drain waited for a client that does not read"
+    );
+    assert_eq!(report.forced, 1, "{report:#?}");
+    assert_accounted(&report.stats);
+    drop(stream);
+    writer.join().unwrap();
+}
