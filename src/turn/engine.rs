@@ -349,7 +349,10 @@ impl Entry {
                 stalled_since: None,
                 scheduled: None,
                 registered: false,
-                last_input: None,
+                // Opening counts as input for the drain: a connection
+                // that opens late in a shutdown (its handshake, or its
+                // place in the queue, took a while) gets its quiet time.
+                last_input: Some(Instant::now()),
                 drain_check: None,
                 handshaking,
             }),
@@ -406,6 +409,18 @@ impl Entry {
     /// Whether the connection speaks TLS (false once it has closed).
     pub(crate) fn is_tls(&self) -> bool {
         self.stream().is_ok_and(|transport| transport.is_tls())
+    }
+
+    /// Whether a connection that asked to keep its worker
+    /// (`Next::Stay`) must park instead: something asked for it to end,
+    /// or one of its limits is due, which only a parked connection's timer
+    /// acts on.
+    pub(crate) fn must_park(&self) -> bool {
+        let inner = lock(&self.inner);
+        inner.close.is_some()
+            || self
+                .due(&inner)
+                .is_some_and(|(due, _)| due <= Instant::now())
     }
 
     /// A turn begins: the socket may hold input again.
@@ -864,8 +879,9 @@ impl Entry {
                 // A turn is under way; its end schedules again.
                 Phase::Opening | Phase::InTurn | Phase::Closed => {}
             },
-            Some(_) => self.schedule(&mut inner),
-            None => {}
+            // Not due yet, or no limit left at all: the timer follows the
+            // next limit, or the drain's next look, whichever comes first.
+            _ => self.schedule(&mut inner),
         }
     }
 

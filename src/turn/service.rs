@@ -115,8 +115,13 @@ impl<H: TurnHandler> Turns<H> {
                 Some(Next::Park) => return self.after_turn(entry, true),
                 Some(Next::Stay) => {
                     // Keep the worker while nobody else waits for one and
-                    // input follows promptly; otherwise park.
-                    if worker.others_waiting() || !entry.wait_readable(STAY_WAIT) {
+                    // input follows promptly; otherwise park. A connection
+                    // asked to close (`Peer::close`, a full outbox) or past
+                    // one of its limits parks, where that is acted on.
+                    if worker.others_waiting()
+                        || entry.must_park()
+                        || !entry.wait_readable(STAY_WAIT)
+                    {
                         return self.after_turn(entry, true);
                     }
                 }
