@@ -8,14 +8,26 @@ mod util;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use frontdesk::{LineError, Lines, Next, Server, Turn, TurnHandler};
+use frontdesk::{CloseReason, LineError, Lines, Next, Server, Turn, TurnHandler};
 
 use util::{assert_accounted, client, tcp_addr, LOCALHOST, TIMEOUT};
+
+/// Tests in one binary share a process: the one that counts its
+/// descriptors runs alone, the others share.
+static DESCRIPTORS: RwLock<()> = RwLock::new(());
+
+fn share_process() -> RwLockReadGuard<'static, ()> {
+    DESCRIPTORS.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn run_alone() -> RwLockWriteGuard<'static, ()> {
+    DESCRIPTORS.write().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The README's handler shape: answer every line `Lines` yields, park when
 /// it yields none. Tells the test once the outbox has stopped it (the
@@ -56,6 +68,7 @@ const REQUESTS: usize = 1_000_000;
 
 #[test]
 fn the_drain_answers_every_request_a_client_pipelined_before_reading() {
+    let _share = share_process();
     let (backed_up, backed_up_rx) = crossbeam_channel::bounded(1);
     let turns = Arc::new(AtomicU64::new(0));
     let handle = Server::builder()
@@ -159,6 +172,7 @@ impl TurnHandler for Echo {
 
 #[test]
 fn the_drain_gives_no_turns_to_a_client_that_sends_but_never_reads() {
+    let _share = share_process();
     let (backed_up, backed_up_rx) = crossbeam_channel::bounded(1);
     let turns = Arc::new(AtomicU64::new(0));
     let handle = Server::builder()
@@ -202,4 +216,107 @@ fn the_drain_gives_no_turns_to_a_client_that_sends_but_never_reads() {
     assert_accounted(&report.stats);
     drop(stream);
     writer.join().unwrap();
+}
+
+/// Takes its time over every turn: longer than the drain lasts, shorter
+/// than the grace the forced end gives a worker. Reports its `close`.
+struct Slow {
+    in_turn: Sender<()>,
+    closed: Sender<CloseReason>,
+}
+
+impl TurnHandler for Slow {
+    type State = Lines;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
+        Ok(Lines::new(turn, 1024))
+    }
+
+    fn ready(&self, lines: &mut Lines, _: &mut Turn<'_>) -> io::Result<Next> {
+        while lines.next_line()?.is_some() {}
+        let _ = self.in_turn.send(());
+        // The scenario, not a synchronisation: a turn that outlasts the
+        // 100 ms drain but ends within the forced end's 1 s grace.
+        thread::sleep(Duration::from_millis(400));
+        Ok(Next::Park)
+    }
+
+    fn close(&self, _: Lines, _: &mut Turn<'_>, reason: CloseReason) {
+        let _ = self.closed.send(reason);
+    }
+}
+
+#[test]
+fn a_turn_running_at_the_forced_end_closes_its_connection_after_it() {
+    let _share = share_process();
+    let (in_turn, in_turn_rx) = crossbeam_channel::bounded(1);
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(2)
+        .shutdown_timeout(Duration::from_millis(100))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Slow { in_turn, closed })
+        .unwrap();
+    let mut stream = client(tcp_addr(handle.local_addr()));
+    stream.write_all(b"hello\n").unwrap();
+    in_turn_rx.recv_timeout(TIMEOUT).expect("the turn starts");
+    let report = handle.shutdown().expect("the server stops");
+    // The turn parked into a server past its forced end: the handler's
+    // goodbye, then the connection closed, not left in a readiness set
+    // nobody watches.
+    assert_eq!(closed_rx.try_recv(), Ok(CloseReason::Shutdown));
+    assert_accounted(&report.stats);
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest) {
+        Ok(_) => {}
+        Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(error) => panic!("expected the connection's end, got {error}"),
+    }
+}
+
+/// This process's open descriptors, from `/proc/self/fd`.
+#[cfg(target_os = "linux")]
+fn open_descriptors() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_forced_end_leaves_no_descriptor_behind() {
+    let _alone = run_alone();
+    let before = open_descriptors();
+    let (backed_up, _backed_up_rx) = crossbeam_channel::bounded(1);
+    let handle = Server::builder()
+        .workers(2)
+        // Parked clients are never quiet enough: the drain ends by force,
+        // with every connection parked and its `Lines` in its state.
+        .drain_quiet_time(Duration::from_secs(3600))
+        .shutdown_timeout(Duration::from_millis(200))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Answer {
+            backed_up,
+            turns: Arc::default(),
+        })
+        .unwrap();
+    let addr = tcp_addr(handle.local_addr());
+    let clients: Vec<TcpStream> = (0..5)
+        .map(|i| {
+            let mut stream = client(addr);
+            writeln!(stream, "hello {i}").unwrap();
+            let mut reply = String::new();
+            BufReader::new(&stream).read_line(&mut reply).unwrap();
+            assert_eq!(reply, format!("re: hello {i}\n"));
+            stream
+        })
+        .collect();
+    let report = handle.shutdown().expect("the server stops");
+    assert_eq!(report.forced, 5, "{report:#?}");
+    assert_accounted(&report.stats);
+    drop(clients);
+    // The readiness set, the stop and force signals and every socket are
+    // gone with the server: nothing keeps the engine alive (a connection's
+    // `Lines` holds the connection, which holds the engine).
+    assert_eq!(open_descriptors(), before);
 }

@@ -108,7 +108,7 @@ enum Phase {
 pub(crate) struct Hub {
     pub(crate) poller: Poller,
     /// Connections registered in `poller`, by id.
-    registry: Mutex<HashMap<u64, Arc<Entry>>>,
+    registry: Mutex<Registry>,
     /// (due, id): at most one per open connection (see
     /// `Inner::scheduled`), removed when it closes, so that the timers
     /// grow with the connections held, not with those that came and went.
@@ -134,7 +134,7 @@ pub(crate) struct Hub {
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("connections", &lock(&self.registry).len())
+            .field("connections", &lock(&self.registry).entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -148,7 +148,7 @@ impl Hub {
     ) -> io::Result<Hub> {
         Ok(Hub {
             poller: Poller::new()?,
-            registry: Mutex::new(HashMap::new()),
+            registry: Mutex::new(Registry::default()),
             timers: Mutex::new(BTreeSet::new()),
             jobs: Mutex::new(Some(jobs)),
             shared,
@@ -169,7 +169,7 @@ impl Hub {
 
     /// Every registered connection, for the shutdown.
     pub(crate) fn entries(&self) -> Vec<Arc<Entry>> {
-        lock(&self.registry).values().cloned().collect()
+        lock(&self.registry).entries.values().cloned().collect()
     }
 
     /// Whether no connection is open: none parked, in a turn, queued or
@@ -179,7 +179,29 @@ impl Hub {
     }
 
     pub(crate) fn entry(&self, id: u64) -> Option<Arc<Entry>> {
-        lock(&self.registry).get(&id).cloned()
+        lock(&self.registry).entries.get(&id).cloned()
+    }
+
+    /// Adds `entry` to the registry, the set the poller watches and the
+    /// forced end closes; false once that end has come (see
+    /// [`close_registry`](Hub::close_registry)).
+    fn enroll(&self, entry: &Arc<Entry>) -> bool {
+        let mut registry = lock(&self.registry);
+        if registry.closed {
+            return false;
+        }
+        registry.entries.insert(entry.id, Arc::clone(entry));
+        true
+    }
+
+    /// At the forced end: takes every registered connection, for the
+    /// poller to close, and admits no more. A connection whose turn was
+    /// still running parks into a closed registry and closes at once,
+    /// rather than waiting in a readiness set nobody watches any more.
+    pub(crate) fn close_registry(&self) -> Vec<Arc<Entry>> {
+        let mut registry = lock(&self.registry);
+        registry.closed = true;
+        registry.entries.drain().map(|(_, entry)| entry).collect()
     }
 
     /// Whether no connection is with a worker (opening or in a turn).
@@ -265,6 +287,14 @@ impl Hub {
             None => log::error!("no worker left for connection id={}", entry.id),
         }
     }
+}
+
+/// The connections registered in the readiness set, by id.
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<u64, Arc<Entry>>,
+    /// Set at the forced end: no connection is added after it.
+    closed: bool,
 }
 
 /// A connection of the turn mode.
@@ -632,8 +662,9 @@ impl Entry {
         if had_input {
             inner.idle_until = self.hub.idle_timeout.and_then(time::from_now);
         }
-        if !inner.registered {
-            lock(&self.hub.registry).insert(self.id, Arc::clone(self));
+        if !inner.registered && !self.hub.enroll(self) {
+            // The forced end has come: the handler's `close`, then gone.
+            return Err(CloseReason::Shutdown);
         }
         self.hub.set_phase(&mut inner, Phase::Parked);
         self.schedule(&mut inner);
@@ -663,12 +694,10 @@ impl Entry {
         inner.close.get_or_insert(CloseReason::Done);
         self.hub.set_phase(&mut inner, Phase::Flushing);
         self.flush(&mut inner);
-        if !inner.unsent() {
+        if !inner.unsent() || (!inner.registered && !self.hub.enroll(self)) {
+            // Everything sent, or the forced end has come.
             self.close_now(&mut inner);
         } else {
-            if !inner.registered {
-                lock(&self.hub.registry).insert(self.id, Arc::clone(self));
-            }
             self.schedule(&mut inner);
             self.arm(&mut inner);
         }
@@ -681,6 +710,16 @@ impl Entry {
         if inner.phase != Phase::Closed {
             self.close_now(&mut inner);
         }
+        drop(inner);
+        // The handler's state may hold this entry (`Lines` does): dropped
+        // here, or the two would keep each other, and the hub, alive. A
+        // turn still running holds it, and drops it when it ends.
+        let state = self
+            .state
+            .try_lock()
+            .ok()
+            .and_then(|mut state| state.take());
+        drop(state);
     }
 
     /// Closes a connection whose handler never ran: its TLS handshake
@@ -718,7 +757,7 @@ impl Entry {
                 }
             }
         }
-        lock(&self.hub.registry).remove(&self.id);
+        lock(&self.hub.registry).entries.remove(&self.id);
         if let Some(at) = inner.scheduled.take() {
             self.hub.cancel(at, self.id);
         }

@@ -92,7 +92,7 @@ fn run(hub: &Hub) {
         };
         if forced {
             // The drain deadline passed: what is left is closed now.
-            for entry in hub.entries() {
+            for entry in hub.close_registry() {
                 Counters::bump(&hub.shared.counters.forced_closed);
                 entry.abort();
             }
