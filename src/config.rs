@@ -126,7 +126,7 @@ pub enum CloseReason {
     /// [`Next::Close`](crate::Next::Close).
     Done,
     /// [`TurnHandler::ready`](crate::TurnHandler::ready) returned an error
-    /// or panicked.
+    /// or panicked, or writing to the client failed (it is gone).
     Failed,
     /// The client sent nothing for the idle timeout, its deadline passed
     /// (see [`Turn::set_deadline`](crate::Turn::set_deadline)), or it did

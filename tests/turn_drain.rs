@@ -35,6 +35,8 @@ fn run_alone() -> RwLockWriteGuard<'static, ()> {
 struct Answer {
     backed_up: Sender<()>,
     turns: Arc<AtomicU64>,
+    /// Told of every `close`, with its reason.
+    closed: Option<Sender<CloseReason>>,
 }
 
 impl TurnHandler for Answer {
@@ -60,6 +62,12 @@ impl TurnHandler for Answer {
             }
         }
     }
+
+    fn close(&self, _: Lines, _: &mut Turn<'_>, reason: CloseReason) {
+        if let Some(closed) = &self.closed {
+            let _ = closed.send(reason);
+        }
+    }
 }
 
 /// Requests a client pipelines: far more than the socket buffers and the
@@ -82,6 +90,7 @@ fn the_drain_answers_every_request_a_client_pipelined_before_reading() {
         .spawn_turns(Answer {
             backed_up,
             turns: Arc::clone(&turns),
+            closed: None,
         })
         .unwrap();
     let mut stream = client(tcp_addr(handle.local_addr()));
@@ -232,8 +241,15 @@ impl TurnHandler for Slow {
         Ok(Lines::new(turn, 1024))
     }
 
+    /// Slow only for a `slow` line.
     fn ready(&self, lines: &mut Lines, _: &mut Turn<'_>) -> io::Result<Next> {
-        while lines.next_line()?.is_some() {}
+        let mut slow = false;
+        while let Some(line) = lines.next_line()? {
+            slow |= line == b"slow";
+        }
+        if !slow {
+            return Ok(Next::Park);
+        }
         let _ = self.in_turn.send(());
         // The scenario, not a synchronisation: a turn that outlasts the
         // 100 ms drain but ends within the forced end's 1 s grace.
@@ -259,7 +275,11 @@ fn a_turn_running_at_the_forced_end_closes_its_connection_after_it() {
         .spawn_turns(Slow { in_turn, closed })
         .unwrap();
     let mut stream = client(tcp_addr(handle.local_addr()));
+    // Parked once first, so that the connection is in the readiness set
+    // when its slow turn runs into the forced end.
     stream.write_all(b"hello\n").unwrap();
+    util::wait_for_stats(&handle, "the connection parks", |s| s.parked == 1);
+    stream.write_all(b"slow\n").unwrap();
     in_turn_rx.recv_timeout(TIMEOUT).expect("the turn starts");
     let report = handle.shutdown().expect("the server stops");
     // The turn parked into a server past its forced end: the handler's
@@ -283,10 +303,11 @@ fn open_descriptors() -> usize {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn the_forced_end_leaves_no_descriptor_behind() {
+fn the_forced_end_says_goodbye_and_leaves_no_descriptor_behind() {
     let _alone = run_alone();
     let before = open_descriptors();
     let (backed_up, _backed_up_rx) = crossbeam_channel::bounded(1);
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
     let handle = Server::builder()
         .workers(2)
         // Parked clients are never quiet enough: the drain ends by force,
@@ -298,6 +319,7 @@ fn the_forced_end_leaves_no_descriptor_behind() {
         .spawn_turns(Answer {
             backed_up,
             turns: Arc::default(),
+            closed: Some(closed),
         })
         .unwrap();
     let addr = tcp_addr(handle.local_addr());
@@ -313,6 +335,9 @@ fn the_forced_end_leaves_no_descriptor_behind() {
         .collect();
     let report = handle.shutdown().expect("the server stops");
     assert_eq!(report.forced, 5, "{report:#?}");
+    // Each connection's goodbye hook ran, at the forced end as at any.
+    let reasons: Vec<CloseReason> = closed_rx.try_iter().collect();
+    assert_eq!(reasons, vec![CloseReason::Shutdown; 5]);
     assert_accounted(&report.stats);
     drop(clients);
     // The readiness set, the stop and force signals and every socket are

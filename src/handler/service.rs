@@ -50,7 +50,7 @@ impl Service for WholeConnections {
         match job {}
     }
 
-    fn drop_job(&self, job: Infallible) {
+    fn drop_job(&self, job: Infallible, _: bool) {
         match job {}
     }
 }

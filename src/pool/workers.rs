@@ -86,9 +86,11 @@ pub(crate) trait Service: Send + Sync + Sized + 'static {
         false
     }
     fn run(&self, job: Self::Job, worker: &Worker<Self>);
-    /// Ends the connection of a job that no worker will run: the drain
-    /// deadline passed, or the workers that would have run it are stuck.
-    fn drop_job(&self, job: Self::Job);
+    /// Ends the connection of a job that will not run: the drain deadline
+    /// passed (`on_worker`: this is a worker, which may still run the
+    /// handler's goodbye), or the workers that would have run it are stuck
+    /// (then no user code may run: this is the thread shutting down).
+    fn drop_job(&self, job: Self::Job, on_worker: bool);
 }
 
 /// The connection a worker is serving, if any, so that shutdown can end it
@@ -207,7 +209,7 @@ impl<S: Service> WorkerPool<S> {
         // Workers that are stuck no longer take from the queue: what they
         // left there is closed here, so no client waits for nothing.
         for job in jobs.try_iter() {
-            drop_unserved(job, &*service, &closer, counters);
+            drop_unserved(job, (&*service, false), &closer, counters);
         }
 
         let mut stuck_workers = 0;
@@ -272,8 +274,14 @@ fn force_close(stream: &Socket, counters: &Counters) {
     Counters::bump(&counters.forced_closed);
 }
 
-/// Closes a queued connection that no worker will serve.
-fn drop_unserved<S: Service>(job: Job<S::Job>, service: &S, closer: &Closer, counters: &Counters) {
+/// Closes a queued connection that no worker will serve; `on_worker` as
+/// for [`Service::drop_job`].
+fn drop_unserved<S: Service>(
+    job: Job<S::Job>,
+    (service, on_worker): (&S, bool),
+    closer: &Closer,
+    counters: &Counters,
+) {
     match job {
         Job::Accepted(job) => close_unserved(
             Arc::new(job.stream),
@@ -283,7 +291,7 @@ fn drop_unserved<S: Service>(job: Job<S::Job>, service: &S, closer: &Closer, cou
             closer,
             counters,
         ),
-        Job::Mode(job) => service.drop_job(job),
+        Job::Mode(job) => service.drop_job(job, on_worker),
         Job::Exit => {}
     }
 }
@@ -322,7 +330,7 @@ impl<S: Service> Worker<S> {
         for job in self.jobs.iter() {
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
-                drop_unserved(job, &*self.service, &self.closer, counters);
+                drop_unserved(job, (&*self.service, true), &self.closer, counters);
                 continue;
             }
             counters.busy.fetch_add(1, Ordering::Relaxed);

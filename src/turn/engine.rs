@@ -347,6 +347,9 @@ struct Inner {
     /// not a second `Instant`: every byte here is paid per idle
     /// connection.)
     handshaking: bool,
+    /// The forced end came during a turn: when it ends, the connection
+    /// closes at once, its outbox unsent.
+    forced: bool,
 }
 
 impl Inner {
@@ -385,6 +388,7 @@ impl Entry {
                 last_input: Some(Instant::now()),
                 drain_check: None,
                 handshaking,
+                forced: false,
             }),
             hub,
         })
@@ -694,7 +698,7 @@ impl Entry {
         inner.close.get_or_insert(CloseReason::Done);
         self.hub.set_phase(&mut inner, Phase::Flushing);
         self.flush(&mut inner);
-        if !inner.unsent() || (!inner.registered && !self.hub.enroll(self)) {
+        if !inner.unsent() || inner.forced || (!inner.registered && !self.hub.enroll(self)) {
             // Everything sent, or the forced end has come.
             self.close_now(&mut inner);
         } else {
@@ -720,6 +724,28 @@ impl Entry {
             .ok()
             .and_then(|mut state| state.take());
         drop(state);
+    }
+
+    /// At the forced end, for the poller: a parked connection goes to a
+    /// worker, which runs the handler's `close` and closes it at once (the
+    /// pool drops jobs past the deadline that way); any other is closed
+    /// now (a flushing one has had its `close`; one in a turn is closed
+    /// when the turn ends, see `Hub::close_registry`).
+    pub(crate) fn end_by_force(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        match inner.phase {
+            Phase::Parked => {
+                let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
+                self.take_turn(&mut inner, Why::Close(reason));
+            }
+            Phase::Flushing => self.close_now(&mut inner),
+            // The turn's end parks it: it ends then, with `close`.
+            Phase::Opening | Phase::InTurn => {
+                inner.close.get_or_insert(CloseReason::Shutdown);
+                inner.forced = true;
+            }
+            Phase::Closed => {}
+        }
     }
 
     /// Closes a connection whose handler never ran: its TLS handshake

@@ -94,7 +94,7 @@ fn run(hub: &Hub) {
             // The drain deadline passed: what is left is closed now.
             for entry in hub.close_registry() {
                 Counters::bump(&hub.shared.counters.forced_closed);
-                entry.abort();
+                entry.end_by_force();
             }
             break;
         }

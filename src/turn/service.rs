@@ -39,8 +39,16 @@ impl<H: TurnHandler> Service for Turns<H> {
         true
     }
 
-    /// An open connection of the turn mode, past the drain deadline.
-    fn drop_job(&self, (entry, _): (Arc<Entry>, Why)) {
+    /// An open connection of the turn mode, past the drain deadline: the
+    /// handler's `close` (on a worker), then closed at once.
+    fn drop_job(&self, (entry, why): (Arc<Entry>, Why), on_worker: bool) {
+        if on_worker {
+            let reason = match why {
+                Why::Close(reason) => reason,
+                Why::Ready | Why::Shutdown => CloseReason::Shutdown,
+            };
+            self.say_goodbye(&entry, reason);
+        }
         entry.abort();
     }
 
@@ -149,6 +157,13 @@ impl<H: TurnHandler> Turns<H> {
     /// The last turn: `close`, then the outbox is flushed and the
     /// connection closed gently.
     fn close(&self, entry: &Arc<Entry>, reason: CloseReason) {
+        self.say_goodbye(entry, reason);
+        entry.finish();
+    }
+
+    /// Runs the handler's `close`, once: it takes the state, which only a
+    /// connection whose `open` succeeded has.
+    fn say_goodbye(&self, entry: &Arc<Entry>, reason: CloseReason) {
         let state = lock(&entry.state).take();
         if let Some(state) = state.and_then(downcast::<H::State>) {
             self.call(entry, "close", |handler, turn| {
@@ -156,7 +171,6 @@ impl<H: TurnHandler> Turns<H> {
                 Ok(())
             });
         }
-        entry.finish();
     }
 
     fn call<T>(
