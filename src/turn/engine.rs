@@ -242,15 +242,12 @@ impl Hub {
         drop(lock(&self.jobs).take());
     }
 
-    /// The earliest timer due by `now`, removed; or `None`, and when the
-    /// next one is due.
-    pub(crate) fn pop_due(&self, now: Instant) -> Result<u64, Option<Instant>> {
+    /// The earliest timer due by `now` (its due time and connection),
+    /// removed; or `None`, and when the next one is due.
+    pub(crate) fn pop_due(&self, now: Instant) -> Result<(Instant, u64), Option<Instant>> {
         let mut timers = lock(&self.timers);
         match timers.first() {
-            Some(&(due, _)) if due <= now => {
-                let (_, id) = timers.pop_first().expect("looked at");
-                Ok(id)
-            }
+            Some(&(due, _)) if due <= now => Ok(timers.pop_first().expect("looked at")),
             Some(&(due, _)) => Err(Some(due)),
             None => Err(None),
         }
@@ -305,6 +302,9 @@ pub(crate) struct Entry {
     pub(crate) proxy: Option<Box<ProxyHeader>>,
     /// Set by a short read: nothing more to read in this turn.
     drained: AtomicBool,
+    /// Whether this turn read anything: only a turn that did counts as
+    /// input for the idle timeout and the drain's quiet time.
+    took_input: AtomicBool,
     /// Set by `Lines` when it keeps bytes the handler has not asked for
     /// (a line may be among them): the socket will not say so, so the
     /// connection gets a turn for them once its outbox is empty. Written
@@ -350,6 +350,11 @@ struct Inner {
     /// The forced end came during a turn: when it ends, the connection
     /// closes at once, its outbox unsent.
     forced: bool,
+    /// The last turn read nothing while the outbox held bytes: the handler
+    /// waits for room by a measure of its own (the echo example waits for
+    /// a whole read's worth). It takes no input until the outbox is
+    /// empty, or readiness would give it turn after turn it cannot use.
+    waits_for_room: bool,
 }
 
 impl Inner {
@@ -370,6 +375,7 @@ impl Entry {
             peer_addr: conn.peer,
             proxy: conn.proxy.map(Box::new),
             drained: AtomicBool::new(false),
+            took_input: AtomicBool::new(false),
             held: AtomicBool::new(false),
             state: Mutex::new(None),
             inner: Mutex::new(Inner {
@@ -389,6 +395,7 @@ impl Entry {
                 drain_check: None,
                 handshaking,
                 forced: false,
+                waits_for_room: false,
             }),
             hub,
         })
@@ -408,6 +415,9 @@ impl Entry {
         }
         let transport = self.stream()?;
         let n = transport.recv_now(buf)?;
+        if n > 0 {
+            self.took_input.store(true, Ordering::Relaxed);
+        }
         if n > 0 && n < buf.len() && !transport.is_tls() {
             self.drained.store(true, Ordering::Relaxed);
         }
@@ -448,18 +458,28 @@ impl Entry {
     /// Whether a connection that asked to keep its worker
     /// (`Next::Stay`) must park instead: something asked for it to end,
     /// or one of its limits is due, which only a parked connection's timer
-    /// acts on.
+    /// acts on, or its outbox holds bytes the socket did not take.
     pub(crate) fn must_park(&self) -> bool {
         let inner = lock(&self.inner);
         inner.close.is_some()
+            // Only the poller writes what the socket did not take, and a
+            // connection backed up would find input and take none of it.
+            || inner.unsent()
+            || !self.takes_input(&inner)
             || self
                 .due(&inner)
                 .is_some_and(|(due, _)| due <= Instant::now())
     }
 
-    /// A turn begins: the socket may hold input again.
+    /// A turn begins: the socket may hold input again. What `Lines` kept
+    /// is owed one turn, this one: only a turn in which `Lines` keeps
+    /// bytes again makes the engine wake the connection for them, so a
+    /// handler that parks without asking for them is not woken over and
+    /// over.
     pub(crate) fn begin_turn(&self) {
         self.drained.store(false, Ordering::Relaxed);
+        self.took_input.store(false, Ordering::Relaxed);
+        self.held.store(false, Ordering::Relaxed);
     }
 
     /// Waits up to `time` for input, for a connection that keeps its
@@ -470,6 +490,7 @@ impl Entry {
             return false;
         };
         let ready = stream.has_buffered_input()
+            || self.held.load(Ordering::Relaxed)
             || matches!(
                 wait::wait(
                     &**stream.socket(),
@@ -527,7 +548,10 @@ impl Entry {
         if inner.phase == Phase::Closed {
             return Err(SendError::Closed);
         }
-        if !self.fits(&inner, &bytes) {
+        // A turn may add one message of any size while the outbox is at
+        // most half full (`Lines` yields lines only then), so that a reply
+        // to each line always fits, whatever `Peer`s sent meanwhile.
+        if !self.fits(&inner, &bytes) && !self.takes_input(&inner) {
             return Err(SendError::Full);
         }
         self.queue(&mut inner, bytes);
@@ -581,7 +605,12 @@ impl Entry {
         if inner.phase == Phase::Parked {
             match inner.close {
                 Some(reason) => self.take_turn(inner, Why::Close(reason)),
-                None if inner.unsent() => self.arm(inner),
+                None if inner.unsent() => {
+                    // The write timeout runs from now (`Peer::send` to a
+                    // client that does not read).
+                    self.schedule(inner);
+                    self.arm(inner);
+                }
                 None => {}
             }
         }
@@ -646,7 +675,9 @@ impl Entry {
     /// Moves a parked connection to a worker. Under the lock.
     fn take_turn(self: &Arc<Self>, inner: &mut Inner, why: Why) {
         debug_assert_eq!(inner.phase, Phase::Parked);
-        if matches!(why, Why::Ready | Why::Shutdown) {
+        if why == Why::Shutdown {
+            // The drain's quiet time counts from the stop for a connection
+            // idle before it: a request on its way then still arrives.
             inner.last_input = Some(Instant::now());
         }
         self.hub.set_phase(inner, Phase::InTurn);
@@ -655,7 +686,7 @@ impl Entry {
 
     /// After a turn (or `open`): parks the connection, unless something
     /// asked for it to end; then returns why.
-    pub(crate) fn park(self: &Arc<Self>, had_input: bool) -> Result<(), CloseReason> {
+    pub(crate) fn park(self: &Arc<Self>) -> Result<(), CloseReason> {
         let mut inner = lock(&self.inner);
         if let Some(reason) = inner.close {
             return Err(reason);
@@ -663,9 +694,12 @@ impl Entry {
         if inner.phase == Phase::Closed {
             return Err(CloseReason::Shutdown);
         }
-        if had_input {
+        let took_input = self.took_input.load(Ordering::Relaxed);
+        if took_input {
             inner.idle_until = self.hub.idle_timeout.and_then(time::from_now);
+            inner.last_input = Some(Instant::now());
         }
+        inner.waits_for_room = !took_input && inner.unsent();
         if !inner.registered && !self.hub.enroll(self) {
             // The forced end has come: the handler's `close`, then gone.
             return Err(CloseReason::Shutdown);
@@ -731,7 +765,9 @@ impl Entry {
     /// pool drops jobs past the deadline that way); any other is closed
     /// now (a flushing one has had its `close`; one in a turn is closed
     /// when the turn ends, see `Hub::close_registry`).
-    pub(crate) fn end_by_force(self: &Arc<Self>) {
+    ///
+    /// Returns whether the connection was still open.
+    pub(crate) fn end_by_force(self: &Arc<Self>) -> bool {
         let mut inner = lock(&self.inner);
         match inner.phase {
             Phase::Parked => {
@@ -739,13 +775,19 @@ impl Entry {
                 self.take_turn(&mut inner, Why::Close(reason));
             }
             Phase::Flushing => self.close_now(&mut inner),
-            // The turn's end parks it: it ends then, with `close`.
+            // The turn's end parks it: it ends then, with `close`. The
+            // client hears the end now, as in the `Handler` mode, even if
+            // the turn never returns.
             Phase::Opening | Phase::InTurn => {
                 inner.close.get_or_insert(CloseReason::Shutdown);
                 inner.forced = true;
+                if let Some(stream) = &inner.stream {
+                    let _ = stream.socket().shutdown(std::net::Shutdown::Write);
+                }
             }
-            Phase::Closed => {}
+            Phase::Closed => return false,
         }
+        true
     }
 
     /// Closes a connection whose handler never ran: its TLS handshake
@@ -831,9 +873,12 @@ impl Entry {
 
     /// Whether the connection is read from now: not while it is closing,
     /// nor while its outbox is over half full (a client that does not read
-    /// its replies is not read from either).
+    /// its replies is not read from either), nor while its handler waits
+    /// for the outbox to empty (see `Inner::waits_for_room`).
     fn takes_input(&self, inner: &Inner) -> bool {
-        inner.phase != Phase::Flushing && inner.outbox.len <= self.hub.outbox_limit / 2
+        inner.phase != Phase::Flushing
+            && inner.outbox.len <= self.hub.outbox_limit / 2
+            && !(inner.waits_for_room && inner.unsent())
     }
 
     /// Whether input the socket no longer shows waits to be read, and the
@@ -906,8 +951,13 @@ impl Entry {
     }
 
     /// The poller's part when this connection's timer is due.
-    pub(crate) fn on_timer(self: &Arc<Self>, now: Instant) {
+    pub(crate) fn on_timer(self: &Arc<Self>, due: Instant, now: Instant) {
         let mut inner = lock(&self.inner);
+        if inner.scheduled != Some(due) {
+            // A turn set an earlier timer after this one was taken out:
+            // that one is the connection's timer now, and it acts.
+            return;
+        }
         inner.scheduled = None;
         if inner.drain_check.is_some_and(|at| at <= now) {
             inner.drain_check = None;
@@ -1147,7 +1197,7 @@ mod tests {
                 handshake_by: None,
             };
             let entry = Entry::new(conn, Arc::clone(&hub));
-            entry.park(false).unwrap();
+            entry.park().unwrap();
             entries.push(entry);
         }
         (hub, entries, clients)
@@ -1164,7 +1214,8 @@ mod tests {
             let mut inner = lock(&entry.inner);
             hub.set_phase(&mut inner, Phase::InTurn);
             drop(inner);
-            entry.park(true).unwrap();
+            entry.took_input.store(true, Ordering::Relaxed);
+            entry.park().unwrap();
         }
         assert_eq!(lock(&hub.timers).len(), 50);
         for entry in &entries[..30] {

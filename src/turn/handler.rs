@@ -36,6 +36,16 @@ use crate::turn::peer::{Message, Peer};
 /// connection's outbox, which the server flushes as the client reads. Use
 /// [`Lines`](crate::Lines) for a line protocol: it keeps a partial line across turns.
 ///
+/// Input waiting in the socket gives the connection its turn, and gives it
+/// again after it parks, until the handler reads it: read what has
+/// arrived (into the state, if it cannot be acted on yet) before parking.
+/// Two waits are the engine's to keep: while the outbox is over half full
+/// the connection gets no turn for its input (and `Lines` yields no
+/// line), and a turn that read nothing while the outbox held bytes (the
+/// handler waits for room by its own measure) gets the next one for its
+/// input once the outbox is empty. Lines that `Lines` keeps get one turn
+/// when the outbox is empty, not more.
+///
 /// # Examples
 ///
 /// A line echo server that says goodbye at shutdown:

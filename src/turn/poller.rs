@@ -82,9 +82,9 @@ fn run(hub: &Hub) {
         let now = Instant::now();
         let next_timer = loop {
             match hub.pop_due(now) {
-                Ok(id) => {
+                Ok((due, id)) => {
                     if let Some(entry) = hub.entry(id) {
-                        entry.on_timer(now);
+                        entry.on_timer(due, now);
                     }
                 }
                 Err(next) => break next,
@@ -93,8 +93,9 @@ fn run(hub: &Hub) {
         if forced {
             // The drain deadline passed: what is left is closed now.
             for entry in hub.close_registry() {
-                Counters::bump(&hub.shared.counters.forced_closed);
-                entry.end_by_force();
+                if entry.end_by_force() {
+                    Counters::bump(&hub.shared.counters.forced_closed);
+                }
             }
             break;
         }

@@ -75,7 +75,7 @@ impl<H: TurnHandler> Service for Turns<H> {
                 // What the client sent before the stop is answered; the
                 // connection is closed once every one has had this turn.
                 match self.run_ready(&entry) {
-                    Some(Next::Park | Next::Stay) => self.after_turn(&entry, true),
+                    Some(Next::Park | Next::Stay) => self.after_turn(&entry),
                     Some(Next::Close) => self.close(&entry, CloseReason::Done),
                     None => self.close(&entry, CloseReason::Failed),
                 }
@@ -93,7 +93,7 @@ impl<H: TurnHandler> Turns<H> {
         match entry.advance_handshake() {
             Ok(true) => self.open(entry, worker),
             Ok(false) => {
-                if let Err(reason) = entry.park(false) {
+                if let Err(reason) = entry.park() {
                     entry.refuse(&format!("closed: {reason:?}"));
                 }
             }
@@ -120,7 +120,7 @@ impl<H: TurnHandler> Turns<H> {
     fn ready(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
         loop {
             match self.run_ready(entry) {
-                Some(Next::Park) => return self.after_turn(entry, true),
+                Some(Next::Park) => return self.after_turn(entry),
                 Some(Next::Stay) => {
                     // Keep the worker while nobody else waits for one and
                     // input follows promptly; otherwise park. A connection
@@ -130,7 +130,7 @@ impl<H: TurnHandler> Turns<H> {
                         || entry.must_park()
                         || !entry.wait_readable(STAY_WAIT)
                     {
-                        return self.after_turn(entry, true);
+                        return self.after_turn(entry);
                     }
                 }
                 Some(Next::Close) => return self.close(entry, CloseReason::Done),
@@ -148,8 +148,8 @@ impl<H: TurnHandler> Turns<H> {
 
     /// Parks the connection after a turn, or ends it if something asked
     /// for that meanwhile (or the shutdown is closing every connection).
-    fn after_turn(&self, entry: &Arc<Entry>, had_input: bool) {
-        if let Err(reason) = entry.park(had_input) {
+    fn after_turn(&self, entry: &Arc<Entry>) {
+        if let Err(reason) = entry.park() {
             self.close(entry, reason);
         }
     }
