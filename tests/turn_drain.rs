@@ -345,3 +345,82 @@ fn the_forced_end_says_goodbye_and_leaves_no_descriptor_behind() {
     // `Lines` holds the connection, which holds the engine).
     assert_eq!(open_descriptors(), before);
 }
+
+#[test]
+fn a_client_that_keeps_talking_does_not_hold_back_the_others_goodbyes() {
+    let _share = share_process();
+    let (backed_up, _backed_up_rx) = crossbeam_channel::bounded(1);
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(2)
+        // Far beyond the test: the idle clients must be closed long before
+        // this, once they have been quiet for the drain's quiet time.
+        .shutdown_timeout(Duration::from_secs(60))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Answer {
+            backed_up,
+            turns: Arc::default(),
+            closed: Some(closed),
+        })
+        .unwrap();
+    let addr = tcp_addr(handle.local_addr());
+    let idle: Vec<TcpStream> = (0..5).map(|_| client(addr)).collect();
+    util::wait_for_stats(&handle, "every client is parked", |s| s.parked == 5);
+
+    // The busy client pipelines requests as fast as the server takes
+    // them (and reads the replies on another thread) until every idle
+    // client has been closed, or for at most TIMEOUT: its connection is
+    // in a turn almost all the time.
+    let busy = client(addr);
+    let (all_closed, all_closed_rx) = crossbeam_channel::bounded::<()>(1);
+    let talker = {
+        let mut out = busy.try_clone().unwrap();
+        thread::spawn(move || -> io::Result<usize> {
+            let start = std::time::Instant::now();
+            let mut asked = 0;
+            while all_closed_rx.try_recv().is_err() && start.elapsed() < TIMEOUT {
+                let batch: String = (asked..asked + 100)
+                    .map(|i| format!("request {i}\n"))
+                    .collect();
+                out.write_all(batch.as_bytes())?;
+                asked += 100;
+            }
+            out.shutdown(Shutdown::Write)?;
+            Ok(asked)
+        })
+    };
+    let listener = thread::spawn(move || -> io::Result<usize> {
+        let mut replies = BufReader::new(busy);
+        let mut line = String::new();
+        let mut answered = 0;
+        while replies.read_line(&mut line)? > 0 {
+            assert_eq!(line, format!("re: request {answered}\n"));
+            answered += 1;
+            line.clear();
+        }
+        Ok(answered)
+    });
+    let control = handle.control();
+    util::wait_for_stats(&handle, "the busy client is talking", |s| {
+        s.completed == 0 && s.accepted == 6
+    });
+    control.stop();
+    for _ in 0..5 {
+        let reason = closed_rx
+            .recv_timeout(TIMEOUT)
+            .expect("an idle client's goodbye while the busy one talks");
+        assert_eq!(reason, CloseReason::Shutdown);
+    }
+    let _ = all_closed.send(());
+    let asked = talker.join().unwrap().expect("the busy client's requests");
+    let answered = listener.join().unwrap().expect("the busy client's replies");
+    assert_eq!(
+        answered, asked,
+        "every request the busy client sent is answered"
+    );
+    let report = handle.shutdown().expect("the server stops");
+    assert_eq!(report.forced, 0, "{report:#?}");
+    assert_accounted(&report.stats);
+    drop(idle);
+}
