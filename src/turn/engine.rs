@@ -336,8 +336,9 @@ struct Inner {
     /// fires and finds the connection due later sets that instead.
     scheduled: Option<Instant>,
     registered: bool,
-    /// When the connection last got a turn for input: during a shutdown
-    /// it is closed once it has been quiet for the drain's quiet time.
+    /// When the connection last showed life (a turn that read, a client
+    /// that took replies during a shutdown): during a shutdown it is
+    /// closed once it has been quiet for the drain's quiet time.
     last_input: Option<Instant>,
     /// During a shutdown, when to look again whether it is quiet.
     drain_check: Option<Instant>,
@@ -626,6 +627,11 @@ impl Entry {
             Ok(0) => {}
             Ok(_) => {
                 inner.stalled_since = inner.unsent().then(Instant::now);
+                if self.hub.shared.is_stopping() {
+                    // A client reading its backlog is not quiet: its next
+                    // requests may be on their way as the window opens.
+                    inner.last_input = Some(Instant::now());
+                }
             }
             Err(error) => {
                 // The client is gone: nothing queued can reach it.
