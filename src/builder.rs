@@ -734,6 +734,11 @@ impl ServerBuilder {
     ///
     /// Defaults to empty: any address (for a server only the proxies can
     /// reach). Only used with [`proxy_protocol`](ServerBuilder::proxy_protocol).
+    /// An IPv4 address and its IPv4-mapped IPv6 form (`127.0.0.1` and
+    /// `::ffff:127.0.0.1`) are the same entry, either way round: on a
+    /// dual-stack listener ([`only_v6(false)`](ServerBuilder::only_v6),
+    /// or a socket a service manager passes) an IPv4 proxy connects as
+    /// `::ffff:a.b.c.d`, and its IPv4 entry matches it.
     /// A Unix socket's clients have no IP address and are not checked
     /// against the list: whoever may connect to the socket file (see
     /// [`unix_permissions`](ServerBuilder::unix_permissions)) may send a
@@ -820,9 +825,9 @@ impl ServerBuilder {
                 full: self.outbox_full,
             },
             notify_service_manager: self.notify_service_manager,
-            proxy: self.proxy_protocol.then(|| ProxyConfig {
-                trusted: self.trusted_proxies.clone(),
-            }),
+            proxy: self
+                .proxy_protocol
+                .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied())),
             tls: self.tls_setup(),
             limits: Limits {
                 read_timeout: self.read_timeout,
