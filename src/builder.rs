@@ -660,22 +660,37 @@ impl ServerBuilder {
     /// `LISTEN_PID` naming this process), or returns `None` when the
     /// process was not started that way.
     ///
+    /// As `sd_listen_fds(3)`, this takes the sockets only when
+    /// `LISTEN_PID` is this process's id: when it is missing, empty or
+    /// another's (a child that inherited the variables), the process was
+    /// not activated and this returns `None` (with a warning in the log
+    /// when `LISTEN_FDS` is set). Tools that pass sockets without a pid
+    /// (`systemfd --no-pid`) are not followed.
+    ///
     /// The socket is adopted as [`from_listener`](ServerBuilder::from_listener)
     /// adopts one: its options stay as the manager set them, and it keeps
     /// listening after the server stops, so a restarted service finds the
     /// clients that connected in between waiting in its backlog. Only the
-    /// first passed socket is used. The variables are removed from the
-    /// environment, so child processes do not take the socket for theirs;
-    /// call this early, before other threads read the environment.
+    /// first passed socket is used, and it must be listening: a systemd
+    /// socket unit with `Accept=yes` passes a connection instead, which
+    /// is an error here, before the server could tell systemd it is
+    /// ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
+    /// are removed from the environment in every case, so child processes
+    /// do not take the socket for theirs; call this early, before other
+    /// threads read the environment.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid option, [`Error::Listener`] when
-    /// the passed descriptor is not a listening TCP or Unix stream socket.
+    /// the passed descriptor is not a TCP or Unix stream socket, and
+    /// [`Error::NotListening`] when it is one but does not listen (a
+    /// connection, from a unit with `Accept=yes`).
     ///
     /// # Platform notes
     ///
-    /// Unix only.
+    /// Unix only. Whether the socket listens is read from `SO_ACCEPTCONN`;
+    /// Apple's systems do not implement it, and there only a socket that
+    /// is connected to a peer is taken for one that does not listen.
     ///
     /// # Examples
     ///
@@ -693,16 +708,9 @@ impl ServerBuilder {
     /// ```
     #[cfg(unix)]
     pub fn from_socket_activation(self) -> Result<Option<Server>> {
-        let mut passed = listenfd::ListenFd::from_env();
-        // A socket that is not TCP stays in place for the second try.
-        if let Ok(Some(listener)) = passed.take_tcp_listener(0) {
-            return self.from_listener(listener).map(Some);
-        }
-        let listener = passed
-            .take_unix_listener(0)
-            .map_err(|source| Error::Listener { source })?;
-        match listener {
-            Some(listener) => self.from_unix_listener(listener).map(Some),
+        match crate::net::activation::take_passed_listener()? {
+            Some(Listener::Tcp(listener)) => self.from_listener(listener).map(Some),
+            Some(Listener::Unix(listener)) => self.from_unix_listener(listener).map(Some),
             None => Ok(None),
         }
     }
