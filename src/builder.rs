@@ -516,12 +516,20 @@ impl ServerBuilder {
     /// Binds a Unix domain stream socket at `path` and returns the server,
     /// listening, as [`bind`](ServerBuilder::bind) does for TCP.
     ///
+    /// The path is taken under a lock: `PATH.lock`, a file beside the
+    /// socket locked with `flock(2)` for as long as the server holds the
+    /// path, so that of two servers started on one path at once exactly
+    /// one takes it, and the other fails at once with [`Error::Bind`]
+    /// ([`io::ErrorKind::AddrInUse`], naming the lock file). The lock
+    /// file is made with mode `0o600`, and removed with the socket file.
+    ///
     /// A socket file left at `path` by a server that is gone (nobody
     /// accepts on it: a crash, a `kill -9`) is replaced; a socket some
     /// server still listens on is [`Error::Bind`] with
-    /// [`io::ErrorKind::AddrInUse`], and a path that is not a socket is
-    /// never removed ([`io::ErrorKind::AlreadyExists`]). The file gets the
-    /// permissions set by [`unix_permissions`](ServerBuilder::unix_permissions)
+    /// [`io::ErrorKind::AddrInUse`], and a path that is not a socket (a
+    /// symbolic link included) is never removed
+    /// ([`io::ErrorKind::AlreadyExists`]). The file gets the permissions
+    /// set by [`unix_permissions`](ServerBuilder::unix_permissions)
     /// before the socket listens, and is removed when the server stops
     /// accepting (if it is still this server's), or when the server is
     /// dropped without running.
@@ -568,10 +576,9 @@ impl ServerBuilder {
             addr: Addr::Unix(Some(path.to_path_buf())),
             source,
         };
-        crate::net::listener::clear_stale_socket(path).map_err(bind_error)?;
-        let listener = options::listen_unix(path, options.backlog, self.unix_permissions)
-            .map_err(bind_error)?;
-        let file = crate::net::listener::SocketFile::new(path).map_err(bind_error)?;
+        let (listener, file) =
+            crate::net::socket_file::bind_unix(path, options.backlog, self.unix_permissions)
+                .map_err(bind_error)?;
         Server::new(Listener::Unix(listener), false, Some(file), config)
     }
 
@@ -599,7 +606,10 @@ impl ServerBuilder {
     /// Defaults to none: the file gets what the process's umask leaves.
     /// Connecting to a Unix socket takes write permission on its file, so
     /// this decides who may be a client. Set before the socket listens,
-    /// so no client connects under looser ones. Unix only.
+    /// so no client connects under looser ones, and on the file the bind
+    /// made, never through a symbolic link put in its place: on Linux
+    /// through `/proc/self/fd` (which must be mounted), elsewhere with
+    /// `fchmodat(AT_SYMLINK_NOFOLLOW)`. Unix only.
     #[cfg(unix)]
     pub fn unix_permissions(mut self, mode: u32) -> Self {
         self.unix_permissions = Some(mode);

@@ -2,8 +2,9 @@
 //! (socket2), the connected socket it accepts, and the service manager's
 //! sockets (socket activation) and notifications.
 //!
-//! - Lives here: `Listener`, `Socket`, socket options, the passed
-//!   listener (`sd_listen_fds`), `sd_notify`.
+//! - Lives here: `Listener`, `Socket`, socket options, a Unix socket's
+//!   file and its lock (`SocketFile`), the passed listener
+//!   (`sd_listen_fds`), `sd_notify`.
 //! - May use: the leaves (`addr.rs`, `error.rs`, `sync.rs`) only.
 //! - Must never use it: nothing; every layer above may.
 
@@ -14,3 +15,5 @@ pub(crate) mod listener;
 pub(crate) mod notify;
 pub(crate) mod options;
 pub(crate) mod socket;
+#[cfg(unix)]
+pub(crate) mod socket_file;
