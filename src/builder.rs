@@ -516,12 +516,20 @@ impl ServerBuilder {
     /// Binds a Unix domain stream socket at `path` and returns the server,
     /// listening, as [`bind`](ServerBuilder::bind) does for TCP.
     ///
+    /// The path is taken under a lock: `PATH.lock`, a file beside the
+    /// socket locked with `flock(2)` for as long as the server holds the
+    /// path, so that of two servers started on one path at once exactly
+    /// one takes it, and the other fails at once with [`Error::Bind`]
+    /// ([`io::ErrorKind::AddrInUse`], naming the lock file). The lock
+    /// file is made with mode `0o600`, and removed with the socket file.
+    ///
     /// A socket file left at `path` by a server that is gone (nobody
     /// accepts on it: a crash, a `kill -9`) is replaced; a socket some
     /// server still listens on is [`Error::Bind`] with
-    /// [`io::ErrorKind::AddrInUse`], and a path that is not a socket is
-    /// never removed ([`io::ErrorKind::AlreadyExists`]). The file gets the
-    /// permissions set by [`unix_permissions`](ServerBuilder::unix_permissions)
+    /// [`io::ErrorKind::AddrInUse`], and a path that is not a socket (a
+    /// symbolic link included) is never removed
+    /// ([`io::ErrorKind::AlreadyExists`]). The file gets the permissions
+    /// set by [`unix_permissions`](ServerBuilder::unix_permissions)
     /// before the socket listens, and is removed when the server stops
     /// accepting (if it is still this server's), or when the server is
     /// dropped without running.
@@ -568,10 +576,9 @@ impl ServerBuilder {
             addr: Addr::Unix(Some(path.to_path_buf())),
             source,
         };
-        crate::net::listener::clear_stale_socket(path).map_err(bind_error)?;
-        let listener = options::listen_unix(path, options.backlog, self.unix_permissions)
-            .map_err(bind_error)?;
-        let file = crate::net::listener::SocketFile::new(path).map_err(bind_error)?;
+        let (listener, file) =
+            crate::net::socket_file::bind_unix(path, options.backlog, self.unix_permissions)
+                .map_err(bind_error)?;
         Server::new(Listener::Unix(listener), false, Some(file), config)
     }
 
@@ -599,7 +606,10 @@ impl ServerBuilder {
     /// Defaults to none: the file gets what the process's umask leaves.
     /// Connecting to a Unix socket takes write permission on its file, so
     /// this decides who may be a client. Set before the socket listens,
-    /// so no client connects under looser ones. Unix only.
+    /// so no client connects under looser ones, and on the file the bind
+    /// made, never through a symbolic link put in its place: on Linux
+    /// through `/proc/self/fd` (which must be mounted), elsewhere with
+    /// `fchmodat(AT_SYMLINK_NOFOLLOW)`. Unix only.
     #[cfg(unix)]
     pub fn unix_permissions(mut self, mode: u32) -> Self {
         self.unix_permissions = Some(mode);
@@ -660,22 +670,37 @@ impl ServerBuilder {
     /// `LISTEN_PID` naming this process), or returns `None` when the
     /// process was not started that way.
     ///
+    /// As `sd_listen_fds(3)`, this takes the sockets only when
+    /// `LISTEN_PID` is this process's id: when it is missing, empty or
+    /// another's (a child that inherited the variables), the process was
+    /// not activated and this returns `None` (with a warning in the log
+    /// when `LISTEN_FDS` is set). Tools that pass sockets without a pid
+    /// (`systemfd --no-pid`) are not followed.
+    ///
     /// The socket is adopted as [`from_listener`](ServerBuilder::from_listener)
     /// adopts one: its options stay as the manager set them, and it keeps
     /// listening after the server stops, so a restarted service finds the
     /// clients that connected in between waiting in its backlog. Only the
-    /// first passed socket is used. The variables are removed from the
-    /// environment, so child processes do not take the socket for theirs;
-    /// call this early, before other threads read the environment.
+    /// first passed socket is used, and it must be listening: a systemd
+    /// socket unit with `Accept=yes` passes a connection instead, which
+    /// is an error here, before the server could tell systemd it is
+    /// ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
+    /// are removed from the environment in every case, so child processes
+    /// do not take the socket for theirs; call this early, before other
+    /// threads read the environment.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] for an invalid option, [`Error::Listener`] when
-    /// the passed descriptor is not a listening TCP or Unix stream socket.
+    /// the passed descriptor is not a TCP or Unix stream socket, and
+    /// [`Error::NotListening`] when it is one but does not listen (a
+    /// connection, from a unit with `Accept=yes`).
     ///
     /// # Platform notes
     ///
-    /// Unix only.
+    /// Unix only. Whether the socket listens is read from `SO_ACCEPTCONN`;
+    /// Apple's systems do not implement it, and there only a socket that
+    /// is connected to a peer is taken for one that does not listen.
     ///
     /// # Examples
     ///
@@ -693,16 +718,9 @@ impl ServerBuilder {
     /// ```
     #[cfg(unix)]
     pub fn from_socket_activation(self) -> Result<Option<Server>> {
-        let mut passed = listenfd::ListenFd::from_env();
-        // A socket that is not TCP stays in place for the second try.
-        if let Ok(Some(listener)) = passed.take_tcp_listener(0) {
-            return self.from_listener(listener).map(Some);
-        }
-        let listener = passed
-            .take_unix_listener(0)
-            .map_err(|source| Error::Listener { source })?;
-        match listener {
-            Some(listener) => self.from_unix_listener(listener).map(Some),
+        match crate::net::activation::take_passed_listener()? {
+            Some(Listener::Tcp(listener)) => self.from_listener(listener).map(Some),
+            Some(Listener::Unix(listener)) => self.from_unix_listener(listener).map(Some),
             None => Ok(None),
         }
     }
@@ -734,6 +752,11 @@ impl ServerBuilder {
     ///
     /// Defaults to empty: any address (for a server only the proxies can
     /// reach). Only used with [`proxy_protocol`](ServerBuilder::proxy_protocol).
+    /// An IPv4 address and its IPv4-mapped IPv6 form (`127.0.0.1` and
+    /// `::ffff:127.0.0.1`) are the same entry, either way round: on a
+    /// dual-stack listener ([`only_v6(false)`](ServerBuilder::only_v6),
+    /// or a socket a service manager passes) an IPv4 proxy connects as
+    /// `::ffff:a.b.c.d`, and its IPv4 entry matches it.
     /// A Unix socket's clients have no IP address and are not checked
     /// against the list: whoever may connect to the socket file (see
     /// [`unix_permissions`](ServerBuilder::unix_permissions)) may send a
@@ -820,9 +843,9 @@ impl ServerBuilder {
                 full: self.outbox_full,
             },
             notify_service_manager: self.notify_service_manager,
-            proxy: self.proxy_protocol.then(|| ProxyConfig {
-                trusted: self.trusted_proxies.clone(),
-            }),
+            proxy: self
+                .proxy_protocol
+                .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied())),
             tls: self.tls_setup(),
             limits: Limits {
                 read_timeout: self.read_timeout,

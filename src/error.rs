@@ -51,6 +51,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The socket a service manager passed
+    /// ([`from_socket_activation`](crate::ServerBuilder::from_socket_activation))
+    /// is not listening: it is a connection, as a systemd socket unit with
+    /// `Accept=yes` passes one to each instance it starts. frontdesk
+    /// accepts its connections itself and needs `Accept=no` (systemd's
+    /// default).
+    #[error(
+        "the socket passed by the service manager (descriptor {fd}) is not listening; \
+         socket activation needs `Accept=no`"
+    )]
+    NotListening {
+        /// The passed descriptor.
+        fd: i32,
+    },
     /// The builder was given a value it cannot use.
     #[error("invalid configuration: {0}")]
     Config(&'static str),

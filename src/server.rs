@@ -14,10 +14,12 @@ use crate::error::{Error, Result};
 use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::service::WholeConnections;
 use crate::handler::Handler;
-use crate::net::listener::{Listener, SocketFile};
+use crate::net::listener::Listener;
 #[cfg(unix)]
 use crate::net::notify::notify;
 use crate::net::options;
+#[cfg(unix)]
+use crate::net::socket_file::SocketFile;
 use crate::pool::acceptor::{Acceptor, Origin};
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
@@ -26,6 +28,10 @@ use crate::turn::engine::Hub;
 use crate::turn::handler::TurnHandler;
 use crate::turn::poller::PollerThread;
 use crate::turn::service::Turns;
+
+/// No Unix domain sockets here, so never a socket file.
+#[cfg(not(unix))]
+type SocketFile = std::convert::Infallible;
 
 /// After a forced end, how long the gentle closes of the connections just
 /// ended may still wait for their clients' end of stream.

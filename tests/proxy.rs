@@ -11,7 +11,7 @@ mod support;
 mod util;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use frontdesk::{Connection, Server, ServerBuilder, ServerHandle};
@@ -160,6 +160,83 @@ fn a_peer_that_is_not_a_trusted_proxy_is_closed_at_once() {
         .unwrap();
     assert!(read_to_clean_end(&mut client).is_empty());
     wait_for_stats(&handle, "counted", |s| s.rejected.proxy == 1);
+    handle.shutdown().unwrap();
+}
+
+/// Binds `builder` to `[::]:0` with `IPV6_V6ONLY` off (IPv4 clients
+/// arrive as `::ffff:a.b.c.d`) and spawns [`describe`]; `None`, said on
+/// stderr, when this machine has no IPv6.
+fn serve_dual_stack(test: &str, builder: ServerBuilder) -> Option<ServerHandle> {
+    let builder = builder.workers(2).proxy_protocol(true).only_v6(false);
+    match builder.bind("[::]:0") {
+        Ok(server) => Some(server.spawn(describe).unwrap()),
+        Err(frontdesk::Error::Bind { source, .. })
+            if matches!(
+                source.kind(),
+                io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+            ) || source.raw_os_error() == Some(97) =>
+        {
+            // 97 is EAFNOSUPPORT on Linux: no IPv6 in this kernel.
+            eprintln!("SKIPPED {test}: no IPv6 here ({source})");
+            None
+        }
+        Err(error) => panic!("binding [::]:0 failed: {error:?}"),
+    }
+}
+
+/// Connects over IPv4 loopback to `handle`'s port and sends a v1 header
+/// and `hello`: the reply, empty when the server closed without one.
+fn proxied_over_ipv4(handle: &ServerHandle) -> String {
+    let port = util::tcp_addr(handle.local_addr()).port();
+    let mut client = util::client(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    client
+        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
+        .unwrap();
+    String::from_utf8(read_to_clean_end(&mut client)).unwrap()
+}
+
+// On a dual-stack listener an IPv4 proxy's address is `::ffff:127.0.0.1`:
+// it is the IPv4 entry's all the same (issue #16).
+#[test]
+fn an_ipv4_proxy_on_a_dual_stack_listener_matches_its_ipv4_entry() {
+    let test = "an_ipv4_proxy_on_a_dual_stack_listener_matches_its_ipv4_entry";
+    let trusted = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let Some(handle) = serve_dual_stack(test, Server::builder().trusted_proxies([trusted])) else {
+        return;
+    };
+    let reply = proxied_over_ipv4(&handle);
+    assert!(
+        reply.starts_with("192.0.2.7:4567 [::ffff:127.0.0.1]:"),
+        "{reply:?}"
+    );
+    let (_, stats) = util::stop(handle);
+    assert_eq!(stats.rejected.proxy, 0, "{stats:?}");
+
+    // An address not on the list is still refused.
+    let other: IpAddr = "192.0.2.1".parse().unwrap();
+    let handle = serve_dual_stack(test, Server::builder().trusted_proxies([other])).unwrap();
+    assert_eq!(proxied_over_ipv4(&handle), "");
+    wait_for_stats(&handle, "counted", |s| s.rejected.proxy == 1);
+    handle.shutdown().unwrap();
+}
+
+// The other way round: an entry written as an IPv4-mapped address matches
+// the IPv4 proxy, on an IPv4 listener and on a dual-stack one.
+#[test]
+fn an_ipv4_mapped_entry_matches_an_ipv4_proxy() {
+    let trusted: IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+    let handle = serve(Server::builder().trusted_proxies([trusted]));
+    let reply = proxied_over_ipv4(&handle);
+    assert!(reply.starts_with("192.0.2.7:4567 127.0.0.1:"), "{reply:?}");
+    let (_, stats) = util::stop(handle);
+    assert_eq!(stats.rejected.proxy, 0, "{stats:?}");
+
+    let test = "an_ipv4_mapped_entry_matches_an_ipv4_proxy";
+    let Some(handle) = serve_dual_stack(test, Server::builder().trusted_proxies([trusted])) else {
+        return;
+    };
+    let reply = proxied_over_ipv4(&handle);
+    assert!(reply.starts_with("192.0.2.7:4567 "), "{reply:?}");
     handle.shutdown().unwrap();
 }
 

@@ -14,63 +14,40 @@
 //! read and write timeouts) and stops by itself.
 
 #![cfg(target_os = "linux")]
-// Passing a descriptor to a child needs dup2(2) between fork and exec,
-// which std offers only as an unsafe `pre_exec` hook; the block says why it
-// is sound.
+// kill(2) needs an unsafe block; it says why it is sound.
 #![allow(unsafe_code)]
 
 mod support;
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{example_path, EXIT_WITHIN, PATIENCE};
+use support::{example_path, socket_activated, ListenPid, EXIT_WITHIN, PATIENCE};
 
 /// Starts the `commands` example on `listener`, passed as descriptor 3
 /// the way systemd passes a socket unit's socket, and waits for its
 /// `listening on` line.
 fn start_instance(listener: &TcpListener) -> Child {
-    let fd = listener.as_raw_fd();
-    let mut command = Command::new(example_path("commands"));
+    let mut command = socket_activated(listener, ListenPid::Own, &example_path("commands"), &[]);
     command
-        .env("LISTEN_FDS", "1")
-        .env_remove("LISTEN_PID")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    // SAFETY: the hook runs in the child between fork and exec, where only
-    // async-signal-safe calls are allowed; dup2(2) is one. It makes the
-    // listener descriptor 3 (clearing close-on-exec on the copy, as dup2
-    // does), which is what LISTEN_FDS=1 promises the child.
-    unsafe {
-        command.pre_exec(move || {
-            if fd != 3 && libc::dup2(fd, 3) == -1 {
-                return Err(io::Error::last_os_error());
-            }
-            if fd == 3 {
-                // Already there: only clear close-on-exec.
-                let flags = libc::fcntl(3, libc::F_GETFD);
-                if flags == -1 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
     let mut child = command.spawn().expect("start the commands example");
     let stdout = child.stdout.take().expect("piped stdout");
     let mut first = String::new();
     BufReader::new(stdout)
         .read_line(&mut first)
         .expect("the listening line");
-    assert!(first.starts_with("listening on "), "{first:?}");
+    assert!(
+        first == format!("listening on {}\n", listener.local_addr().unwrap()),
+        "{first:?}"
+    );
     child
 }
 

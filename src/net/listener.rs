@@ -1,8 +1,7 @@
-//! The listening socket, TCP or Unix, and the file a Unix socket lives in.
+//! The listening socket, TCP or Unix.
 
 use std::io;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
 
 #[cfg(unix)]
 use std::os::unix::net::UnixListener;
@@ -67,76 +66,4 @@ impl std::os::windows::io::AsSocket for Listener {
             Listener::Tcp(listener) => listener.as_socket(),
         }
     }
-}
-
-/// The file of a Unix socket the server bound: removed when the server is
-/// done with it, unless another socket has taken its path since.
-#[derive(Debug)]
-pub(crate) struct SocketFile {
-    path: PathBuf,
-    /// The file's device and inode when it was made.
-    identity: (u64, u64),
-}
-
-#[cfg(unix)]
-impl SocketFile {
-    pub(crate) fn new(path: &Path) -> io::Result<SocketFile> {
-        Ok(SocketFile {
-            path: path.to_path_buf(),
-            identity: identity(path)?,
-        })
-    }
-}
-
-#[cfg(unix)]
-fn identity(path: &Path) -> io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let metadata = std::fs::symlink_metadata(path)?;
-    Ok((metadata.dev(), metadata.ino()))
-}
-
-impl Drop for SocketFile {
-    fn drop(&mut self) {
-        #[cfg(unix)]
-        match identity(&self.path) {
-            Ok(identity) if identity == self.identity => {
-                if let Err(error) = std::fs::remove_file(&self.path) {
-                    log::warn!(
-                        "could not remove the socket file {}: error={error}",
-                        self.path.display()
-                    );
-                }
-            }
-            // Removed, or replaced by another server's socket: not ours.
-            _ => {}
-        }
-    }
-}
-
-/// Makes way for a Unix socket at `path`: nothing to do when no file is
-/// there; a socket file that nobody listens on (left by a server that
-/// crashed) is removed; a live socket is `AddrInUse`; any other file is
-/// left alone and `AlreadyExists`.
-#[cfg(unix)]
-pub(crate) fn clear_stale_socket(path: &Path) -> io::Result<()> {
-    use std::os::unix::fs::FileTypeExt;
-    let metadata = match std::fs::symlink_metadata(path) {
-        Ok(metadata) => metadata,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(error),
-    };
-    if !metadata.file_type().is_socket() {
-        return Err(io::Error::new(
-            io::ErrorKind::AlreadyExists,
-            "the path exists and is not a socket",
-        ));
-    }
-    if crate::net::options::unix_socket_is_live(path)? {
-        return Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "another server is listening on this socket",
-        ));
-    }
-    log::info!("removing the stale socket file {}", path.display());
-    std::fs::remove_file(path)
 }

@@ -66,29 +66,28 @@ fn set_reuse_port(_: &Socket, reuse: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds a Unix stream socket at `path` and listens on it; `mode` sets
-/// the file's permissions before the socket listens, so no client can
-/// connect while it has the umask's.
+/// A Unix stream socket bound to its path, not listening yet.
 #[cfg(unix)]
-pub(crate) fn listen_unix(
-    path: &std::path::Path,
-    backlog: i32,
-    mode: Option<u32>,
-) -> io::Result<std::os::unix::net::UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
+#[derive(Debug)]
+pub(crate) struct BoundUnix(Socket);
+
+/// Binds a Unix stream socket at `path`, which makes the socket's file
+/// there (and fails with `AddrInUse` when any file is there, a link
+/// included: `bind(2)` follows none).
+#[cfg(unix)]
+pub(crate) fn bind_unix(path: &std::path::Path) -> io::Result<BoundUnix> {
     let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
     socket.bind(&socket2::SockAddr::unix(path)?)?;
-    if let Some(mode) = mode {
-        if let Err(error) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
-            let _ = std::fs::remove_file(path);
-            return Err(error);
-        }
+    Ok(BoundUnix(socket))
+}
+
+#[cfg(unix)]
+impl BoundUnix {
+    /// Listens (`listen(2)`): from now on clients may connect.
+    pub(crate) fn listen(self, backlog: i32) -> io::Result<std::os::unix::net::UnixListener> {
+        self.0.listen(backlog)?;
+        Ok(self.0.into())
     }
-    if let Err(error) = socket.listen(backlog) {
-        let _ = std::fs::remove_file(path);
-        return Err(error);
-    }
-    Ok(socket.into())
 }
 
 /// Whether a server listens on the Unix socket at `path`: a connection

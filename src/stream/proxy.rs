@@ -22,8 +22,30 @@ pub const PROXY_HEADER_TIME: Duration = Duration::from_secs(5);
 /// The PROXY protocol, when required.
 #[derive(Debug, Clone)]
 pub(crate) struct ProxyConfig {
-    /// Addresses a header is accepted from; empty for any.
-    pub(crate) trusted: Vec<IpAddr>,
+    /// Addresses a header is accepted from, in their canonical form (see
+    /// [`ProxyConfig::new`]); empty for any.
+    trusted: Vec<IpAddr>,
+}
+
+impl ProxyConfig {
+    /// Accepts headers from `trusted` (any address when empty).
+    ///
+    /// Every address is kept in its canonical form, an IPv4-mapped IPv6
+    /// address (`::ffff:a.b.c.d`) as the IPv4 address it stands for,
+    /// and a peer's is compared in that form too: on a dual-stack
+    /// listener (`[::]` with `IPV6_V6ONLY` off, or a socket systemd
+    /// passes with its default `BindIPv6Only=default`) an IPv4 proxy's
+    /// address is the mapped one, and it is the same proxy (issue #16).
+    pub(crate) fn new(trusted: impl IntoIterator<Item = IpAddr>) -> ProxyConfig {
+        ProxyConfig {
+            trusted: trusted.into_iter().map(|ip| ip.to_canonical()).collect(),
+        }
+    }
+
+    /// Whether a header is accepted from `proxy`.
+    fn trusts(&self, proxy: IpAddr) -> bool {
+        self.trusted.is_empty() || self.trusted.contains(&proxy.to_canonical())
+    }
 }
 
 /// The longest v1 header (`PROXY TCP6 ` and two full IPv6 addresses and
@@ -100,7 +122,7 @@ pub(crate) fn admit(
         return Ok(None);
     };
     let untrusted = match peer {
-        Addr::Tcp(proxy) => !config.trusted.is_empty() && !config.trusted.contains(&proxy.ip()),
+        Addr::Tcp(proxy) => !config.trusts(proxy.ip()),
         Addr::Unix(_) => false,
     };
     if untrusted {
@@ -267,4 +289,26 @@ fn ends(
 
 fn invalid(message: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_and_ipv4_mapped_addresses_are_one_proxy_either_way() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        for (trusted, peer) in [(v4, mapped), (mapped, v4), (v4, v4), (mapped, mapped)] {
+            assert!(ProxyConfig::new([trusted]).trusts(peer), "{trusted} {peer}");
+        }
+        let config = ProxyConfig::new([v4]);
+        assert!(!config.trusts("192.0.2.2".parse().unwrap()));
+        assert!(!config.trusts("::ffff:192.0.2.2".parse().unwrap()));
+        // Only the mapped form is the IPv4 address: `::192.0.2.1` (the
+        // deprecated IPv4-compatible form) and `::1` are IPv6 addresses.
+        assert!(!config.trusts("::192.0.2.1".parse().unwrap()));
+        assert!(!ProxyConfig::new(["0.0.0.1".parse().unwrap()]).trusts("::1".parse().unwrap()));
+        assert!(ProxyConfig::new([]).trusts(mapped));
+    }
 }

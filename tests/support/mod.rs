@@ -544,6 +544,75 @@ pub(crate) fn activator() -> Option<PathBuf> {
     tool("systemd-socket-activate")
 }
 
+/// What `LISTEN_PID` says to a process started by [`socket_activated`].
+#[cfg(target_os = "linux")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ListenPid {
+    /// The process's own pid, as systemd sets it.
+    Own,
+    /// Another process's pid (this test's).
+    Other,
+    /// Set, but empty.
+    Empty,
+    /// Not set.
+    Missing,
+}
+
+/// A command that runs `program` with `args` the way systemd starts a
+/// socket-activated service: `socket` as descriptor 3, `LISTEN_FDS=1`,
+/// and `LISTEN_PID` as `pid` says.
+///
+/// systemd sets `LISTEN_PID` in the child, once its pid is known; here a
+/// shell does (`$$`), then `exec`s the program in its place, so the pid
+/// is the program's.
+#[cfg(target_os = "linux")]
+pub(crate) fn socket_activated(
+    socket: &impl std::os::fd::AsRawFd,
+    pid: ListenPid,
+    program: &Path,
+    args: &[&str],
+) -> Command {
+    use std::os::unix::process::CommandExt;
+
+    let set_pid = match pid {
+        ListenPid::Own => "export LISTEN_PID=$$".to_string(),
+        ListenPid::Other => format!("export LISTEN_PID={}", std::process::id()),
+        ListenPid::Empty => "export LISTEN_PID=".to_string(),
+        ListenPid::Missing => "unset LISTEN_PID".to_string(),
+    };
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("{set_pid}; exec \"$0\" \"$@\""))
+        .arg(program)
+        .args(args)
+        .env("LISTEN_FDS", "1")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
+    let fd = socket.as_raw_fd();
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed; dup2(2) and fcntl(2) are. It
+    // makes the socket descriptor 3 (clearing close-on-exec on the copy,
+    // as dup2 does), which is what LISTEN_FDS=1 promises the child.
+    #[allow(unsafe_code)]
+    unsafe {
+        command.pre_exec(move || {
+            if fd != 3 && libc::dup2(fd, 3) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if fd == 3 {
+                // Already there: only clear close-on-exec.
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags == -1 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
 /// A started process whose stdout and stderr are read line by line on
 /// threads; each channel disconnects at end of file. Killed when dropped,
 /// so a failed test leaves no server running.
