@@ -198,8 +198,9 @@ impl Options {
 }
 
 /// Answers the complete lines a turn finds, with `answer`, and the errors
-/// every line protocol here answers the same way; returns what the turn
-/// returns.
+/// the line protocols here answer the same way (`chat`'s; `commands`
+/// writes the same loop out in full, beside its `Handler`); returns what
+/// the turn returns.
 ///
 /// `answer` returns `Some(next)` to end the turn early (`quit`). When no
 /// complete line is left, the turn parks, with the request timeout set
@@ -238,7 +239,8 @@ pub(crate) fn answer_lines(
 }
 
 /// Binds `builder` to the options' address, prints `listening on IP:PORT`,
-/// and serves with `handler` until SIGINT or SIGTERM, then shuts down
+/// and serves with `handler`, a [`Handler`] (a worker per connection),
+/// until SIGINT or SIGTERM, then shuts down
 /// gracefully. Returns the process's exit code, with a one-line error on
 /// stderr for a failure: 0 after a shutdown; 2 if the library finds the
 /// configuration invalid ([`frontdesk::Error::Config`], e.g. `--workers 0`)
