@@ -16,13 +16,20 @@
 //! is not relayed; a line not finished `--request-timeout-ms` after its
 //! first byte closes the connection.
 //!
-//! # No thread per client
+//! # The turn mode only, and no thread per client
 //!
+//! Unlike `echo` and `commands`, which are written for both of frontdesk's
+//! modes, chat runs in the turn mode only: a relay's clients stay
+//! connected and mostly listen, which is what that mode is for (with a
+//! `Handler`, each listener would hold a worker for as long as it stays).
 //! The relay is a [`TurnHandler`]: a client costs a worker only while the
 //! server handles a line it sent. In between it waits, parked, in the
 //! operating system's readiness set, with its [`Member`] state (its name
 //! and any half-received line). So a few workers hold thousands of
-//! clients, most of them listening.
+//! clients, most of them listening: up to `--max-connections` (default
+//! 10,000); one more gets `error: server busy`. For one command line
+//! across the examples, chat accepts `--turns` and `--queue`, which change
+//! nothing here.
 //!
 //! # Broadcasting, and a client that does not read
 //!
@@ -55,7 +62,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use frontdesk::{CloseReason, Lines, Message, Next, Peer, Rejected, Turn, TurnHandler};
 
-use common::{Limits, Options};
+use common::{Help, Limits, Modes, Options};
 
 /// The chat server: one value shared by all workers.
 struct Chat {
@@ -131,8 +138,13 @@ fn broadcast(room: &HashMap<u64, Peer>, text: String) {
 
 fn main() -> ExitCode {
     let options = Options::parse(
-        "chat: a TCP chat relay; each line goes to every other client.
+        &Help {
+            about: "chat: a TCP chat relay; each line goes to every other client.
 Clients that only read stay connected: the idle timeout is off by default.",
+            modes: Modes::TurnsOnly,
+            lines: true,
+            busy: "gets `error: server busy`",
+        },
         Options {
             limits: Limits {
                 idle_timeout: None,

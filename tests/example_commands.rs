@@ -1,18 +1,50 @@
 //! End-to-end tests of `examples/commands.rs`: the compiled example, run as
 //! a user would, talked to over loopback and stopped with a signal.
+//!
+//! The protocol cases run against both of the example's handlers (see
+//! `in_both_modes!`): `handler::CASE` against its `Handler`, the default,
+//! and `turns::CASE` against its `TurnHandler` (`--turns`). The cases after
+//! them are each mode's own: the `Handler` mode's pool (`--workers`,
+//! `--queue` and the busy reply), and the turn mode's idle clients.
 
 #![cfg(unix)]
 
 mod support;
 
+use std::net::Shutdown;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Client, Example, PATIENCE};
+use support::{in_both_modes, Client, Example, Mode, PATIENCE};
 
-#[test]
-fn answers_ping_quit_and_unknown_lines() {
-    let mut server = Example::start("commands", &[]);
+/// How soon a client turned away must have its busy reply. On an idle
+/// machine it takes about a millisecond; the bound leaves room for a
+/// loaded 2-core CI machine. A client that is left waiting instead waits
+/// for ever in these tests (the clients holding the workers never leave),
+/// so the bound tells "at once" from "never", not fast from slow.
+const BUSY_WITHIN: Duration = Duration::from_secs(2);
+
+in_both_modes![
+    answers_ping_quit_and_unknown_lines,
+    whoami_names_the_client,
+    pipelined_commands_are_answered_in_order,
+    command_split_across_one_byte_writes,
+    crlf_and_lf_lines,
+    line_of_max_line_bytes_is_answered_and_a_longer_one_closes,
+    over_long_line_is_refused_without_waiting_for_its_end,
+    invalid_utf8_is_reported_and_the_connection_goes_on,
+    half_close_gets_every_answer_then_a_clean_end,
+    a_line_not_finished_in_time_closes_the_connection,
+    every_line_has_its_own_request_timeout,
+    idle_connection_is_closed_after_the_idle_timeout,
+    idle_timeout_counts_from_the_last_byte,
+    max_connections_turns_the_next_client_away,
+    sigterm_answers_every_line_sent_before_it_then_exits,
+    sigint_with_a_silent_client_and_a_half_sent_line_exits_0,
+];
+
+fn answers_ping_quit_and_unknown_lines(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     client.send("ping\n");
     client.expect("pong");
@@ -28,13 +60,21 @@ fn answers_ping_quit_and_unknown_lines() {
     client.expect("pong");
     client.send("quit\n");
     client.expect("bye");
-    client.expect_closed();
+    client.expect_clean_end();
     server.stop();
 }
 
-#[test]
-fn pipelined_commands_are_answered_in_order() {
-    let mut server = Example::start("commands", &[]);
+fn whoami_names_the_client(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
+    let mut client = server.connect();
+    let me = client.stream().local_addr().expect("the client's address");
+    client.send(" whoami \n");
+    client.expect(&format!("you are {me}"));
+    server.stop();
+}
+
+fn pipelined_commands_are_answered_in_order(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     // About 17 KiB in one write: more than the line reader reads at once,
     // so lines also straddle reads.
@@ -56,13 +96,12 @@ fn pipelined_commands_are_answered_in_order() {
     }
     // Nothing after `quit` is answered.
     client.expect("bye");
-    client.expect_closed();
+    client.expect_clean_end();
     server.stop();
 }
 
-#[test]
-fn command_split_across_one_byte_writes() {
-    let mut server = Example::start("commands", &[]);
+fn command_split_across_one_byte_writes(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     for byte in b"ping\nhello\r\n" {
         client.send([*byte]);
@@ -73,13 +112,12 @@ fn command_split_across_one_byte_writes() {
         client.send([*byte]);
     }
     client.expect("bye");
-    client.expect_closed();
+    client.expect_clean_end();
     server.stop();
 }
 
-#[test]
-fn crlf_and_lf_lines() {
-    let mut server = Example::start("commands", &[]);
+fn crlf_and_lf_lines(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     client.send("ping\r\nhello\r\n\r\nping\nthere\n");
     client.expect("pong");
@@ -93,9 +131,8 @@ fn crlf_and_lf_lines() {
     server.stop();
 }
 
-#[test]
-fn line_of_max_line_bytes_is_answered_and_a_longer_one_closes() {
-    let mut server = Example::start("commands", &["--max-line", "32"]);
+fn line_of_max_line_bytes_is_answered_and_a_longer_one_closes(mode: Mode) {
+    let mut server = mode.start("commands", &["--max-line", "32"]);
     let mut client = server.connect();
     let longest = "a".repeat(32);
     client.send(format!("{longest}\n{longest}\r\n"));
@@ -107,10 +144,9 @@ fn line_of_max_line_bytes_is_answered_and_a_longer_one_closes() {
     server.stop();
 }
 
-#[test]
-fn over_long_line_is_refused_without_waiting_for_its_end() {
+fn over_long_line_is_refused_without_waiting_for_its_end(mode: Mode) {
     // The default limit is 8192 bytes; the line never ends.
-    let mut server = Example::start("commands", &[]);
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     client.send("ping\n");
     client.expect("pong");
@@ -120,9 +156,8 @@ fn over_long_line_is_refused_without_waiting_for_its_end() {
     server.stop();
 }
 
-#[test]
-fn invalid_utf8_is_reported_and_the_connection_goes_on() {
-    let mut server = Example::start("commands", &[]);
+fn invalid_utf8_is_reported_and_the_connection_goes_on(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut client = server.connect();
     client.send(b"\xff\xfe\n");
     client.expect("error: invalid utf-8");
@@ -134,37 +169,27 @@ fn invalid_utf8_is_reported_and_the_connection_goes_on() {
     server.stop();
 }
 
-#[test]
-fn a_fresh_client_is_answered_while_idle_and_trickling_clients_wait() {
-    // One worker; idle and trickling clients wait without it, so a fresh
-    // client is answered at once and nobody is turned away.
-    let mut server = Example::start("commands", &["--workers", "1", "--queue", "0"]);
-    let mut idle: Vec<Client> = (0..20).map(|_| server.connect()).collect();
-    let mut trickling: Vec<Client> = (0..5).map(|_| server.connect()).collect();
-    for (i, client) in trickling.iter_mut().enumerate() {
-        client.send(&"ping"[..1 + i % 3]);
-    }
-    for _ in 0..3 {
-        let mut fresh = server.connect();
-        fresh.send("ping\n");
-        fresh.expect("pong");
-    }
-    // The others were only waiting: they are served too.
-    for client in &mut trickling {
-        client.send("\n");
-        let line = client.line();
-        assert!(line.starts_with("unknown: p"), "{line}");
-    }
-    for client in &mut idle {
-        client.send("ping\n");
-        client.expect("pong");
-    }
+fn half_close_gets_every_answer_then_a_clean_end(mode: Mode) {
+    // A client that sends its last commands and then `shutdown(Write)`
+    // (as `nc -N` does at end of input) is answered in full; the server
+    // then ends the connection as it would after `quit`, not as after an
+    // error.
+    let mut server = mode.start("commands", &[]);
+    let mut client = server.connect();
+    client.send("ping\nhello\nhalf a li");
+    client
+        .stream()
+        .shutdown(Shutdown::Write)
+        .expect("half-close");
+    client.expect("pong");
+    client.expect("unknown: hello");
+    // The half-sent line gets no answer.
+    client.expect_clean_end();
     server.stop();
 }
 
-#[test]
-fn a_line_not_finished_in_time_closes_the_connection() {
-    let mut server = Example::start("commands", &["--request-timeout-ms", "300"]);
+fn a_line_not_finished_in_time_closes_the_connection(mode: Mode) {
+    let mut server = mode.start("commands", &["--request-timeout-ms", "300"]);
     let mut slow = server.connect();
     slow.send("pi");
     // Nothing more comes: the connection is closed gently at the request
@@ -184,15 +209,35 @@ fn a_line_not_finished_in_time_closes_the_connection() {
     server.stop();
 }
 
-#[test]
-fn idle_connection_is_closed_after_the_idle_timeout() {
+fn every_line_has_its_own_request_timeout(mode: Mode) {
+    // Each line takes 0.4 s to finish, within the 1 s request timeout,
+    // and the next one begins in the same write, so that from the
+    // server's side a line is always in progress for 2 s: the timeout
+    // must count from each line's first byte, not from the first line's.
+    let mut server = mode.start("commands", &["--request-timeout-ms", "1000"]);
+    let mut client = server.connect();
+    let start = Instant::now();
+    client.send("pi");
+    for _ in 0..5 {
+        // Pacing, not synchronisation: the test is about time passing.
+        thread::sleep(Duration::from_millis(400));
+        client.send("ng\npi");
+        client.expect("pong");
+    }
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    client.send("ng\n");
+    client.expect("pong");
+    server.stop();
+}
+
+fn idle_connection_is_closed_after_the_idle_timeout(mode: Mode) {
     let idle = Duration::from_millis(300);
-    let mut server = Example::start("commands", &["--idle-timeout-ms", "300"]);
+    let mut server = mode.start("commands", &["--idle-timeout-ms", "300"]);
     let mut client = server.connect();
     client.send("ping\n");
     client.expect("pong");
     let silent_since = Instant::now();
-    client.expect_closed();
+    client.expect_clean_end();
     let waited = silent_since.elapsed();
     // Not (much) before the timeout: the server counts from its receipt of
     // the last byte, a little before `silent_since`.
@@ -203,11 +248,10 @@ fn idle_connection_is_closed_after_the_idle_timeout() {
     server.stop();
 }
 
-#[test]
-fn idle_timeout_counts_from_the_last_byte() {
+fn idle_timeout_counts_from_the_last_byte(mode: Mode) {
     // Bytes come 200 ms apart, well within the 1 s idle timeout, but the
     // whole line takes longer than that: the client is slow, not idle.
-    let mut server = Example::start("commands", &["--idle-timeout-ms", "1000"]);
+    let mut server = mode.start("commands", &["--idle-timeout-ms", "1000"]);
     let mut client = server.connect();
     let start = Instant::now();
     for byte in b" ping  \n" {
@@ -220,9 +264,33 @@ fn idle_timeout_counts_from_the_last_byte() {
     server.stop();
 }
 
-#[test]
-fn sigterm_answers_every_line_sent_before_it_then_exits() {
-    let mut server = Example::start("commands", &["--workers", "4"]);
+fn max_connections_turns_the_next_client_away(mode: Mode) {
+    // Below what the pool would hold (4 workers, a queue of 64): the cap
+    // is what turns the third client away, in either mode.
+    let mut server = mode.start("commands", &["--workers", "4", "--max-connections", "2"]);
+    let mut held: Vec<Client> = (0..2).map(|_| server.connect()).collect();
+    for client in &mut held {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    let started = Instant::now();
+    server.connect().expect_busy();
+    assert!(started.elapsed() < BUSY_WITHIN, "{:?}", started.elapsed());
+    // One leaves: there is room again.
+    held[0].send("quit\n");
+    held[0].expect("bye");
+    held[0].expect_clean_end();
+    let mut next = Client::connect_served(server.addr, |client| {
+        client.send("ping\n");
+        client.line() == "pong"
+    });
+    next.send("ping\n");
+    next.expect("pong");
+    server.stop();
+}
+
+fn sigterm_answers_every_line_sent_before_it_then_exits(mode: Mode) {
+    let mut server = mode.start("commands", &["--workers", "4"]);
     let mut talking = server.connect();
     let mut silent = server.connect();
     let mut half = server.connect();
@@ -251,9 +319,8 @@ fn sigterm_answers_every_line_sent_before_it_then_exits() {
     assert!(took <= support::EXIT_WITHIN, "exited after {took:?}");
 }
 
-#[test]
-fn sigint_with_a_silent_client_and_a_half_sent_line_exits_0() {
-    let mut server = Example::start("commands", &[]);
+fn sigint_with_a_silent_client_and_a_half_sent_line_exits_0(mode: Mode) {
+    let mut server = mode.start("commands", &[]);
     let mut silent = server.connect();
     let mut half = server.connect();
     for client in [&mut silent, &mut half] {
@@ -268,4 +335,89 @@ fn sigint_with_a_silent_client_and_a_half_sent_line_exits_0() {
     // answer, rather than being closed by force at the drain deadline.
     let stderr = server.stderr();
     assert!(stderr.contains("forced=0"), "{stderr}");
+}
+
+// The `Handler` mode: a worker per client, so `--workers` + `--queue`
+// clients at most; the next one is told at once.
+
+#[test]
+fn handler_queue_0_a_third_client_is_busy_at_once() {
+    let mut server = Example::start("commands", &["--workers", "2", "--queue", "0"]);
+    // Both workers serving a client that stays.
+    let mut served: Vec<Client> = (0..2).map(|_| server.connect()).collect();
+    for client in &mut served {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    let started = Instant::now();
+    let mut third = server.connect();
+    third.expect_busy();
+    assert!(started.elapsed() < BUSY_WITHIN, "{:?}", started.elapsed());
+    // The two are still served.
+    for client in &mut served {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    server.stop();
+}
+
+#[test]
+fn handler_queue_1_a_third_client_waits_for_a_worker_and_a_fourth_is_busy() {
+    let mut server = Example::start("commands", &["--workers", "2", "--queue", "1"]);
+    let mut first = server.connect();
+    let mut second = server.connect();
+    for client in [&mut first, &mut second] {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    // The third is accepted and queued: its line waits, unanswered.
+    let mut third = server.connect();
+    third.send("ping\n");
+    // The fourth finds workers and queue full. The server accepts in
+    // order, so the third was queued before the fourth came.
+    let started = Instant::now();
+    let mut fourth = server.connect();
+    fourth.expect_busy();
+    assert!(started.elapsed() < BUSY_WITHIN, "{:?}", started.elapsed());
+    assert!(third.nothing_arrived(), "the queued client was answered");
+    // A worker frees: the third is served, and its line answered.
+    first.send("quit\n");
+    first.expect("bye");
+    first.expect_clean_end();
+    third.expect("pong");
+    third.send("ping\n");
+    third.expect("pong");
+    server.stop();
+}
+
+// The turn mode: clients waiting for input hold no worker, and `--queue`
+// is accepted and changes nothing.
+
+#[test]
+fn turns_a_fresh_client_is_answered_while_idle_and_trickling_clients_wait() {
+    // One worker and no queue, which in the Handler mode would turn away
+    // all but one; idle and trickling clients wait without the worker, so
+    // a fresh client is answered at once and nobody is turned away.
+    let mut server = Mode::Turns.start("commands", &["--workers", "1", "--queue", "0"]);
+    let mut idle: Vec<Client> = (0..20).map(|_| server.connect()).collect();
+    let mut trickling: Vec<Client> = (0..5).map(|_| server.connect()).collect();
+    for (i, client) in trickling.iter_mut().enumerate() {
+        client.send(&"ping"[..1 + i % 3]);
+    }
+    for _ in 0..3 {
+        let mut fresh = server.connect();
+        fresh.send("ping\n");
+        fresh.expect("pong");
+    }
+    // The others were only waiting: they are served too.
+    for client in &mut trickling {
+        client.send("\n");
+        let line = client.line();
+        assert!(line.starts_with("unknown: p"), "{line}");
+    }
+    for client in &mut idle {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    server.stop();
 }

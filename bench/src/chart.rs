@@ -7,10 +7,11 @@ use crate::report::median;
 use crate::run::{Scenario, ScenarioResult};
 use crate::servers::Kind;
 
-const SERIES: [(Kind, &str); 3] = [
+const SERIES: [(Kind, &str); 4] = [
     (Kind::Std, "#d62728"),
     (Kind::Tokio, "#1f77b4"),
     (Kind::Frontdesk, "#2ca02c"),
+    (Kind::FrontdeskTurns, "#9467bd"),
 ];
 
 const PANEL_W: f64 = 330.0;
@@ -63,19 +64,19 @@ pub fn svg(results: &[ScenarioResult], subtitle: &str) -> Option<String> {
     let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         out,
-        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">frontdesk vs std thread-per-connection vs tokio, by concurrent connections (C)</text>"#
+        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">frontdesk (Handler and turn modes, 8 workers) vs std thread-per-connection vs tokio, by concurrent connections (C)</text>"#
     );
     let _ = writeln!(
         out,
         r##"<text x="{LEFT}" y="44" fill="#555">{}</text>"##,
         escape(subtitle)
     );
-    // Legend.
+    // Legend, under the subtitle.
     for (i, (kind, color)) in SERIES.iter().enumerate() {
-        let x = width - 330.0 + i as f64 * 105.0;
+        let x = LEFT + i as f64 * 160.0;
         let _ = writeln!(
             out,
-            r#"<line x1="{x}" y1="20" x2="{}" y2="20" stroke="{color}" stroke-width="3"/><text x="{}" y="24">{}</text>"#,
+            r#"<line x1="{x}" y1="62" x2="{}" y2="62" stroke="{color}" stroke-width="3"/><text x="{}" y="66">{}</text>"#,
             x + 24.0,
             x + 30.0,
             kind.name()

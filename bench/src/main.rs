@@ -39,7 +39,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::load::Timing;
-use crate::run::{Sample, Scenario, ScenarioResult, FD_BLOCK_IDLE, FD_MAIN, FD_REJECT};
+use crate::run::{
+    Sample, Scenario, ScenarioResult, FD_ALL, FD_BLOCK_IDLE, FD_MAIN, FD_REJECT, FD_TURNS,
+};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
@@ -228,7 +230,8 @@ fn drive(args: &[String]) -> BoxResult<()> {
             .trim(),
     ));
     out.push_str(&format!(
-        "frontdesk: {FD_MAIN} (load scenarios); {FD_REJECT} with the busy reply (idle); {FD_BLOCK_IDLE} (pool full). tokio: multi-thread runtime with its default worker count (one per CPU it may use). Load generator: one thread, a mio event loop.\n\n"
+        "frontdesk = the examples' `Handler`s: {FD_MAIN} (load scenarios; at C = 64 also {FD_ALL}); {FD_REJECT} with the busy reply (idle); {FD_BLOCK_IDLE} (pool full). frontdesk-turns = the examples' `TurnHandler`s: workers={}. tokio: multi-thread runtime with its default worker count (one per CPU it may use). Load generator: one thread, a mio event loop.\n\n",
+        FD_TURNS.workers
     ));
     out.push_str(&report::markdown(&results));
     print!("{out}");

@@ -96,13 +96,44 @@ pub fn ratio_cell(ratios: &[f64]) -> String {
     format!("**{:.2}** ({})", median(ratios), rounds.join(", "))
 }
 
-const PEERS: [Kind; 3] = [Kind::Std, Kind::Tokio, Kind::Frontdesk];
+/// The servers of the load tables: the two peers, then frontdesk's two
+/// modes (the first server of each kind: the examples as `--workers 8`
+/// runs them).
+const PEERS: [Kind; 4] = [
+    Kind::Std,
+    Kind::Tokio,
+    Kind::Frontdesk,
+    Kind::FrontdeskTurns,
+];
 
 fn figures(result: &ScenarioResult, kind: Kind, figure: fn(&LoadSample) -> f64) -> Vec<f64> {
     result
         .index(kind)
         .map(|s| result.load(s).iter().map(figure).collect())
         .unwrap_or_default()
+}
+
+/// The ratio cells of frontdesk's two modes against the two peers:
+/// Handler ÷ std, Handler ÷ tokio, turns ÷ std, turns ÷ tokio.
+fn mode_ratios(result: &ScenarioResult, figure: fn(&LoadSample) -> f64) -> [String; 4] {
+    let cell = |a, b| ratio_cell(&result.load_ratios(a, b, figure));
+    [
+        cell(Kind::Frontdesk, Kind::Std),
+        cell(Kind::Frontdesk, Kind::Tokio),
+        cell(Kind::FrontdeskTurns, Kind::Std),
+        cell(Kind::FrontdeskTurns, Kind::Tokio),
+    ]
+}
+
+/// Clients of `kind` never answered in the run (median over the rounds),
+/// as a note for its cell, when there were any.
+fn starved_note(result: &ScenarioResult, kind: Kind) -> String {
+    let starved = median(&figures(result, kind, |s| s.starved as f64));
+    if starved > 0.0 {
+        format!("; **{} clients never answered**", thousands(starved))
+    } else {
+        String::new()
+    }
 }
 
 /// Every table, as Markdown.
@@ -129,32 +160,38 @@ pub fn markdown(results: &[ScenarioResult]) -> String {
 fn throughput_table(out: &mut String, results: &[&ScenarioResult]) {
     let _ = writeln!(
         out,
-        "### Throughput\n\nMedian over the rounds (min–max); ratios are frontdesk ÷ peer, median of the per-round ratios (each round in parentheses). Higher is better.\n"
+        "### Throughput\n\nMedian over the rounds (min–max). Handler = frontdesk's `Handler` mode, turns = its turn mode, each running the examples' handlers on 8 workers. Ratios: median of the per-round ratios (each round in parentheses). Higher is better.\n"
     );
     let _ = writeln!(
         out,
-        "| scenario | unit | std | tokio | frontdesk | frontdesk/std | frontdesk/tokio |"
+        "| scenario | unit | std | tokio | Handler | turns | Handler ÷ std | Handler ÷ tokio | turns ÷ std | turns ÷ tokio |"
     );
-    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|");
+    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for result in results {
         let cells: Vec<String> = PEERS
             .iter()
-            .map(|&kind| spread(&figures(result, kind, |s| s.rate), thousands))
+            .map(|&kind| {
+                format!(
+                    "{}{}",
+                    spread(&figures(result, kind, |s| s.rate), thousands),
+                    starved_note(result, kind)
+                )
+            })
             .collect();
+        let [hs, ht, ts, tt] = mode_ratios(result, |s| s.rate);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {hs} | {ht} | {ts} | {tt} |",
             result.scenario,
             result.scenario.unit(),
             cells[0],
             cells[1],
             cells[2],
-            ratio_cell(&result.ratios(Kind::Std, |s| s.rate)),
-            ratio_cell(&result.ratios(Kind::Tokio, |s| s.rate)),
+            cells[3],
         );
     }
     let _ = writeln!(out);
-    // Servers run beside the three above, in another configuration.
+    // Servers run beside the four above, in another configuration.
     for result in results {
         for (s, spec) in result.servers.iter().enumerate() {
             if result.index(spec.kind) == Some(s) {
@@ -165,9 +202,16 @@ fn throughput_table(out: &mut String, results: &[&ScenarioResult]) {
             let cpu: Vec<f64> = samples.iter().map(|x| x.cpu_per_req_us).collect();
             let starved: Vec<f64> = samples.iter().map(|x| x.starved as f64).collect();
             let p99: Vec<f64> = samples.iter().map(|x| x.p99_us).collect();
+            let std = result.index(Kind::Std);
+            let tokio = result.index(Kind::Tokio);
+            let ratio = |peer: Option<usize>, figure: fn(&LoadSample) -> f64| {
+                peer.map_or("–".to_string(), |peer| {
+                    ratio_cell(&result.load_ratios_at(s, peer, figure))
+                })
+            };
             let _ = writeln!(
                 out,
-                "Also run: {}, {}: {} {} (median; min–max {}), p99 {} µs among the answered clients, {} µs CPU per exchange; clients never answered during the run: {} (median).\n",
+                "Also run: {}, {}: {} {} (median; min–max {}; ÷ std {}, ÷ tokio {}), p99 {} µs among the answered clients, {} µs CPU per exchange (÷ std {}); clients never answered during the run: {} (median).\n",
                 result.scenario,
                 spec.label(),
                 thousands(median(&rates)),
@@ -176,8 +220,11 @@ fn throughput_table(out: &mut String, results: &[&ScenarioResult]) {
                     let (lo, hi) = min_max(&rates);
                     format!("{}–{}", thousands(lo), thousands(hi))
                 },
+                ratio(std, |x| x.rate),
+                ratio(tokio, |x| x.rate),
                 short(median(&p99)),
                 short(median(&cpu)),
+                ratio(std, |x| x.cpu_per_req_us),
                 thousands(median(&starved)),
             );
         }
@@ -187,10 +234,10 @@ fn throughput_table(out: &mut String, results: &[&ScenarioResult]) {
 fn latency_table(out: &mut String, results: &[&ScenarioResult]) {
     let _ = writeln!(
         out,
-        "### Latency\n\nOne exchange (churn: connect to close), in µs: p50 / p99 / p99.9, each the median over the rounds.\n"
+        "### Latency\n\nOne exchange (churn: connect to close), in µs: p50 / p99 / p99.9, each the median over the rounds (among the answered clients).\n"
     );
-    let _ = writeln!(out, "| scenario | std | tokio | frontdesk |");
-    let _ = writeln!(out, "|---|--:|--:|--:|");
+    let _ = writeln!(out, "| scenario | std | tokio | Handler | turns |");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|");
     for result in results {
         let cells: Vec<String> = PEERS
             .iter()
@@ -205,8 +252,8 @@ fn latency_table(out: &mut String, results: &[&ScenarioResult]) {
             .collect();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} |",
-            result.scenario, cells[0], cells[1], cells[2]
+            "| {} | {} | {} | {} | {} |",
+            result.scenario, cells[0], cells[1], cells[2], cells[3]
         );
     }
     let _ = writeln!(out);
@@ -215,13 +262,16 @@ fn latency_table(out: &mut String, results: &[&ScenarioResult]) {
 fn cpu_table(out: &mut String, results: &[&ScenarioResult]) {
     let _ = writeln!(
         out,
-        "### CPU\n\nServer CPU time (user + system, from `/proc/PID/stat`) per exchange in µs, median (min–max); lower is better. Then CPU use in % of one core, server / load generator, and the server's context switches per exchange (medians).\n"
+        "### CPU\n\nServer CPU time (user + system, from `/proc/PID/stat`) per exchange (churn: per connection) in µs, median (min–max); lower is better. Then CPU use in % of one core, server / load generator, and the server's context switches per exchange (medians).\n"
     );
     let _ = writeln!(
         out,
-        "| scenario | std µs | tokio µs | frontdesk µs | frontdesk/std | frontdesk/tokio | CPU % std | CPU % tokio | CPU % frontdesk | switches std / tokio / frontdesk |"
+        "| scenario | std µs | tokio µs | Handler µs | turns µs | Handler ÷ std | Handler ÷ tokio | turns ÷ std | turns ÷ tokio | CPU % std | CPU % tokio | CPU % Handler | CPU % turns | switches std / tokio / Handler / turns |"
     );
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        out,
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
     for result in results {
         let cpu: Vec<String> = PEERS
             .iter()
@@ -245,18 +295,19 @@ fn cpu_table(out: &mut String, results: &[&ScenarioResult]) {
                 })))
             })
             .collect();
+        let [hs, ht, ts, tt] = mode_ratios(result, |s| s.cpu_per_req_us);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {hs} | {ht} | {ts} | {tt} | {} | {} | {} | {} | {} |",
             result.scenario,
             cpu[0],
             cpu[1],
             cpu[2],
-            ratio_cell(&result.ratios(Kind::Std, |s| s.cpu_per_req_us)),
-            ratio_cell(&result.ratios(Kind::Tokio, |s| s.cpu_per_req_us)),
+            cpu[3],
             usage[0],
             usage[1],
             usage[2],
+            usage[3],
             switches.join(" / "),
         );
     }
@@ -348,88 +399,109 @@ pub fn bytes(value: f64) -> String {
     }
 }
 
-/// The targets of issue 4, part 3.
+/// The targets of issue 15 for the examples' `Handler` mode at
+/// `--workers 8` (and, where it ran, with a worker per client), and those
+/// of issue 4 for the idle scenarios.
 fn targets_table(out: &mut String, results: &[ScenarioResult]) {
     let mut rows: Vec<(String, String, String, bool)> = Vec::new();
+    let cell = |ratios: &[f64]| {
+        let rounds: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        format!("{:.2}× ({})", median(ratios), rounds.join(", "))
+    };
     for result in results {
         let scenario = result.scenario;
-        let rate = |peer| median(&result.ratios(peer, |s| s.rate));
-        match scenario {
-            Scenario::Churn { .. } => {
+        let rate = |peer| result.ratios(peer, |s| s.rate);
+        if scenario.is_load() {
+            if let Scenario::Churn { .. } = scenario {
                 let r = rate(Kind::Std);
                 rows.push((
                     "conn/s ≥ 1.3× std".into(),
                     scenario.to_string(),
-                    format!("{r:.2}×"),
-                    r >= 1.3,
+                    cell(&r),
+                    median(&r) >= 1.3,
                 ));
                 let r = rate(Kind::Tokio);
                 rows.push((
                     "conn/s ≥ 1.0× tokio".into(),
                     scenario.to_string(),
-                    format!("{r:.2}×"),
-                    r >= 1.0,
+                    cell(&r),
+                    median(&r) >= 1.0,
                 ));
             }
-            Scenario::PingPong { c, .. } | Scenario::Lines { c } => {
-                let r = rate(Kind::Std);
+            if let Scenario::PingPong { c: 1, .. } | Scenario::Lines { c: 1 } = scenario {
+                let r = rate(Kind::Tokio);
                 rows.push((
-                    "msg/s ≥ 1.0× std".into(),
+                    "1 client: msg/s ≥ 1.0× tokio".into(),
                     scenario.to_string(),
-                    format!("{r:.2}×"),
-                    r >= 1.0,
+                    cell(&r),
+                    median(&r) >= 1.0,
                 ));
-                if c == 1 {
-                    let r = rate(Kind::Tokio);
-                    rows.push((
-                        "msg/s ≥ 1.0× tokio at C=1".into(),
-                        scenario.to_string(),
-                        format!("{r:.2}×"),
-                        r >= 1.0,
-                    ));
-                }
-                if c == 8 {
-                    let r = median(&result.ratios(Kind::Tokio, |s| s.cpu_per_req_us));
-                    rows.push((
-                        "CPU/request ≤ 1.1× tokio at C=8".into(),
-                        scenario.to_string(),
-                        format!("{r:.2}×"),
-                        r <= 1.1,
-                    ));
-                }
             }
-            Scenario::Idle { .. } | Scenario::PoolFull => {
-                let Some(fd) = result.index(Kind::Frontdesk) else {
+            // CPU per message (per connection in churn) against std, for
+            // every `Handler`-mode server of the scenario.
+            let Some(std) = result.index(Kind::Std) else {
+                continue;
+            };
+            for (s, spec) in result.servers.iter().enumerate() {
+                if spec.kind != Kind::Frontdesk {
                     continue;
-                };
-                let samples = result.idle(fd);
-                let label = result.servers[fd].label();
-                if let Scenario::Idle { .. } = scenario {
-                    let per = median(
-                        &samples
-                            .iter()
-                            .map(|s| s.bytes_per_served().unwrap_or(f64::NAN))
-                            .collect::<Vec<_>>(),
-                    );
-                    rows.push((
-                        "memory per held connection < 2 KiB".into(),
-                        format!("{scenario}, {label}"),
-                        bytes(per),
-                        per < 2048.0,
-                    ));
                 }
-                let worst = samples
-                    .iter()
-                    .flat_map(|s| s.probes.iter().map(|(d, _)| ms(*d)))
-                    .fold(0.0, f64::max);
+                let r = result.load_ratios_at(s, std, |x| x.cpu_per_req_us);
+                let starved = median(
+                    &result
+                        .load(s)
+                        .iter()
+                        .map(|x| x.starved as f64)
+                        .collect::<Vec<_>>(),
+                );
+                let label = if starved > 0.0 {
+                    format!(
+                        "{scenario}, {} ({} clients never answered)",
+                        spec.label(),
+                        thousands(starved)
+                    )
+                } else {
+                    format!("{scenario}, {}", spec.label())
+                };
                 rows.push((
-                    "fresh client answered within 100 ms, pool held by idle clients".into(),
-                    format!("{scenario}, {label}"),
-                    format!("max {} ms", short(worst)),
-                    worst <= 100.0,
+                    "CPU per message ≤ std's".into(),
+                    label,
+                    cell(&r),
+                    median(&r) <= 1.0,
                 ));
             }
-            _ => {}
+            continue;
+        }
+        if let Scenario::Idle { .. } | Scenario::PoolFull = scenario {
+            let Some(fd) = result.index(Kind::Frontdesk) else {
+                continue;
+            };
+            let samples = result.idle(fd);
+            let label = result.servers[fd].label();
+            if let Scenario::Idle { .. } = scenario {
+                let per = median(
+                    &samples
+                        .iter()
+                        .map(|s| s.bytes_per_served().unwrap_or(f64::NAN))
+                        .collect::<Vec<_>>(),
+                );
+                rows.push((
+                    "memory per held connection < 2 KiB (issue 4)".into(),
+                    format!("{scenario}, {label}"),
+                    bytes(per),
+                    per < 2048.0,
+                ));
+            }
+            let worst = samples
+                .iter()
+                .flat_map(|s| s.probes.iter().map(|(d, _)| ms(*d)))
+                .fold(0.0, f64::max);
+            rows.push((
+                "fresh client answered within 100 ms, pool held by idle clients (issue 4)".into(),
+                format!("{scenario}, {label}"),
+                format!("max {} ms", short(worst)),
+                worst <= 100.0,
+            ));
         }
     }
     if rows.is_empty() {
@@ -437,7 +509,7 @@ fn targets_table(out: &mut String, results: &[ScenarioResult]) {
     }
     let _ = writeln!(
         out,
-        "### Targets (issue 4, part 3)\n\nMedians of the per-round frontdesk ÷ peer ratios from this run.\n"
+        "### Targets (issue 15): the examples' `Handler` mode\n\nMedians of the per-round frontdesk ÷ peer ratios from this run, each round in parentheses.\n"
     );
     let _ = writeln!(out, "| target | scenario | measured | met |");
     let _ = writeln!(out, "|---|---|--:|:-:|");

@@ -14,22 +14,25 @@ use crate::servers::{FdOptions, Kind, Protocol};
 
 type BoxResult<T> = Result<T, Box<dyn Error>>;
 
-/// frontdesk's configuration for the load scenarios: as many workers as
-/// the largest C, so every client has a worker; every other option at its
-/// default (queue 64, Block, idle timeout 5 min, write timeout 30 s).
+/// frontdesk's `Handler` mode in the load scenarios: the examples'
+/// `Handler`s as `--workers 8` runs them (queue 64, `Overload::Reject`
+/// with the busy reply, idle timeout 5 min, write timeout 30 s). With
+/// more clients than workers (C = 64), 8 are served and the other 56 wait
+/// in the queue for the whole run: see `FD_ALL`.
 pub const FD_MAIN: FdOptions = FdOptions {
-    workers: 64,
+    workers: 8,
     queue: 64,
-    reject: false,
+    reject: true,
     idle_timeout_ms: None,
 };
 
-/// frontdesk with its default pool (16 workers, queue 64, Block), run
-/// beside `FD_MAIN` at C = 64 to show more clients than workers.
-pub const FD_DEFAULT_POOL: FdOptions = FdOptions {
-    workers: 16,
+/// The same with a worker for every client of the largest C (64), run
+/// beside `FD_MAIN` at C = 64: what the `Handler` mode needs to serve 64
+/// busy clients at once.
+pub const FD_ALL: FdOptions = FdOptions {
+    workers: 64,
     queue: 64,
-    reject: false,
+    reject: true,
     idle_timeout_ms: None,
 };
 
@@ -52,9 +55,9 @@ pub const FD_BLOCK_IDLE: FdOptions = FdOptions {
     idle_timeout_ms: Some(100),
 };
 
-/// frontdesk's turn mode: 8 workers (the issue's `--workers 8`), at most
-/// `TURN_MAX_CONNECTIONS` connections, then the busy reply. Only
-/// `workers` is read.
+/// frontdesk's turn mode: the examples' `TurnHandler`s (and the chat
+/// relay) on 8 workers, at most `TURN_MAX_CONNECTIONS` connections, then
+/// the busy reply. Only `workers` is read.
 pub const FD_TURNS: FdOptions = FdOptions {
     workers: 8,
     queue: 0,
@@ -85,7 +88,7 @@ impl ServerSpec {
 
     pub fn label(&self) -> String {
         match self.kind {
-            Kind::Frontdesk if self.fd != FD_MAIN => format!("frontdesk ({})", self.fd),
+            Kind::Frontdesk => format!("frontdesk ({})", self.fd),
             Kind::FrontdeskTurns => format!("frontdesk-turns (workers={})", self.fd.workers),
             kind => kind.name().to_string(),
         }
@@ -114,15 +117,18 @@ pub enum Scenario {
 impl Scenario {
     pub fn servers(self) -> Vec<ServerSpec> {
         let mut servers = match self {
+            // Both modes of the examples beside the peers.
             Scenario::PingPong { .. } | Scenario::Lines { .. } | Scenario::Churn { .. } => vec![
                 ServerSpec::new(Kind::Std, FD_MAIN),
                 ServerSpec::new(Kind::Tokio, FD_MAIN),
                 ServerSpec::new(Kind::Frontdesk, FD_MAIN),
+                ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS),
             ],
             Scenario::Idle { .. } => vec![
                 ServerSpec::new(Kind::Std, FD_REJECT),
                 ServerSpec::new(Kind::Tokio, FD_REJECT),
                 ServerSpec::new(Kind::Frontdesk, FD_REJECT),
+                ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS),
             ],
             Scenario::PoolFull => vec![ServerSpec::new(Kind::Frontdesk, FD_BLOCK_IDLE)],
             Scenario::Chat { .. } | Scenario::Trickle { .. } => vec![
@@ -132,16 +138,15 @@ impl Scenario {
                 ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS),
             ],
         };
-        // The turn mode and the single-threaded baseline beside the
-        // others wherever the line protocol is served by every server.
+        // The single-threaded baseline wherever it speaks the protocol.
         if let Scenario::Lines { .. } | Scenario::Idle { .. } = self {
             servers.push(ServerSpec::new(Kind::Epoll, FD_TURNS));
-            servers.push(ServerSpec::new(Kind::FrontdeskTurns, FD_TURNS));
         }
         match self {
-            // More clients than the default pool has workers.
-            Scenario::PingPong { c: 64, size: 64 } => {
-                servers.push(ServerSpec::new(Kind::Frontdesk, FD_DEFAULT_POOL));
+            // More clients than the examples' 8 workers: the `Handler`
+            // mode with a worker for each too.
+            Scenario::PingPong { c: 64, .. } | Scenario::Lines { c: 64 } => {
+                servers.push(ServerSpec::new(Kind::Frontdesk, FD_ALL));
             }
             // A pool as large as the crowd of idle clients.
             Scenario::Idle { n } if n <= frontdesk::MAX_WORKERS => {
@@ -601,15 +606,33 @@ impl ScenarioResult {
             .collect()
     }
 
-    /// `figure(frontdesk) / figure(peer)` in each round.
+    /// `figure(frontdesk) / figure(peer)` in each round, frontdesk being
+    /// the first `Handler`-mode server of the scenario.
     pub fn ratios(&self, peer: Kind, figure: impl Fn(&LoadSample) -> f64) -> Vec<f64> {
-        let (Some(fd), Some(peer)) = (self.index(Kind::Frontdesk), self.index(peer)) else {
-            return Vec::new();
-        };
-        self.load(fd)
+        self.load_ratios(Kind::Frontdesk, peer, figure)
+    }
+
+    /// `figure(a) / figure(b)` of two load servers, the first of each
+    /// kind, in each round.
+    pub fn load_ratios(&self, a: Kind, b: Kind, figure: impl Fn(&LoadSample) -> f64) -> Vec<f64> {
+        match (self.index(a), self.index(b)) {
+            (Some(a), Some(b)) => self.load_ratios_at(a, b, figure),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `figure(a) / figure(b)` of servers `a` and `b` (indices), in each
+    /// round.
+    pub fn load_ratios_at(
+        &self,
+        a: usize,
+        b: usize,
+        figure: impl Fn(&LoadSample) -> f64,
+    ) -> Vec<f64> {
+        self.load(a)
             .iter()
-            .zip(self.load(peer))
-            .map(|(fd, peer)| figure(fd) / figure(&peer))
+            .zip(self.load(b))
+            .map(|(a, b)| figure(a) / figure(&b))
             .collect()
     }
 }

@@ -5,27 +5,29 @@
 //! serves until the driver kills it. Each sets `TCP_NODELAY` on every accepted
 //! stream.
 
+use std::borrow::Cow;
 use std::error::Error;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::str::FromStr;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use frontdesk::{
-    Connection, LineError, LineReader, Lines, Next, Overload, Rejected, Server, Turn, TurnHandler,
+    Addr, Connection, Handler, LineError, LineReader, Lines, Next, Overload, Rejected, Server,
+    Turn, TurnHandler,
 };
 
-/// Size of the echo servers' read buffer, the same in all three (and in
-/// frontdesk's `echo` example).
+/// Size of the echo servers' read buffer, the same in every server (and in
+/// frontdesk's `echo` example, in both modes).
 const ECHO_BUF: usize = 16 * 1024;
 
 /// Longest line the frontdesk `commands` handler accepts, as in the example.
 pub const MAX_LINE: usize = 8192;
 
-/// How long a line may take to arrive in the turn-mode `commands` handler
-/// (its `--request-timeout-ms` default).
+/// How long a line may take to arrive in the `commands` handlers, from its
+/// first byte (the example's `--request-timeout-ms` default).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connections the turn-mode server may hold: above the largest idle
@@ -44,10 +46,11 @@ pub enum Kind {
     /// tokio multi-thread runtime, one task per connection.
     Tokio,
     /// frontdesk's fixed worker pool, the `Handler` mode (a worker per
-    /// connection).
+    /// connection): the examples' `Handler`s.
     Frontdesk,
-    /// frontdesk's turn mode: a `TurnHandler`, idle connections parked in
-    /// the readiness set, `workers` threads running turns.
+    /// frontdesk's turn mode: the examples' `TurnHandler`s, idle
+    /// connections parked in the readiness set, `workers` threads running
+    /// turns.
     FrontdeskTurns,
     /// A single-threaded level-triggered epoll loop (`polling`): the
     /// baseline for memory and CPU.
@@ -362,7 +365,14 @@ async fn tokio_lines(mut stream: tokio::net::TcpStream) -> io::Result<()> {
 }
 
 // ---------------------------------------------------------------------------
-// c. frontdesk, with handlers equivalent to the `echo` and `commands` examples.
+// c. frontdesk: the `echo` and `commands` examples' handlers, both modes.
+//
+// The code below is examples/echo.rs and examples/commands.rs without
+// their command lines: each server is one struct that is both a `Handler`
+// and a `TurnHandler`, and the run picks the mode. The builder is the
+// examples' (`Overload::Reject` with the busy reply when `reject` is set,
+// the idle timeout at the library's 5 minutes, a 10 s request timeout per
+// line).
 
 fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn Error>> {
     let mut builder = Server::builder()
@@ -382,16 +392,16 @@ fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn E
     let server = builder.bind("127.0.0.1:0")?;
     announce(server.local_addr())?;
     match protocol {
-        Protocol::Echo => server.run(fd_echo)?,
-        _ => server.run(fd_commands)?,
+        Protocol::Echo => server.run(Echo)?,
+        _ => server.run(Commands)?,
     };
     Ok(())
 }
 
-/// The turn-mode server's builder, shared by the `commands` and the chat
-/// handlers: `workers` threads, every connection parked between turns,
-/// `TURN_MAX_CONNECTIONS` at most (then the busy reply), every other
-/// option at its default (idle timeout 5 min, outbox 256 KiB).
+/// The turn-mode server's builder, shared by the examples' handlers and
+/// the chat relay: `workers` threads, every connection parked between
+/// turns, `TURN_MAX_CONNECTIONS` at most (then the busy reply), every
+/// other option at its default (idle timeout 5 min, outbox 256 KiB).
 pub fn turns_builder(options: FdOptions) -> frontdesk::ServerBuilder {
     Server::builder()
         .workers(options.workers)
@@ -402,20 +412,98 @@ pub fn turns_builder(options: FdOptions) -> frontdesk::ServerBuilder {
 }
 
 fn run_turns(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn Error>> {
-    if protocol != Protocol::Lines {
-        return Err("the turn-mode server speaks lines and chat only".into());
-    }
     let server = turns_builder(options).bind("127.0.0.1:0")?;
     announce(server.local_addr())?;
-    server.run_turns(TurnCommands)?;
+    match protocol {
+        Protocol::Echo => server.run_turns(Echo)?,
+        _ => server.run_turns(Commands)?,
+    };
     Ok(())
 }
 
-/// The `commands` example's turn handler: `Lines` keeps a partial line
-/// across turns; between lines the connection is parked.
-struct TurnCommands;
+/// The `echo` example.
+struct Echo;
 
-impl TurnHandler for TurnCommands {
+impl Handler for Echo {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        let mut buf = [0; ECHO_BUF];
+        loop {
+            let n = conn.read(&mut buf)?;
+            if n == 0 {
+                return Ok(());
+            }
+            conn.write_all(&buf[..n])?;
+        }
+    }
+}
+
+impl TurnHandler for Echo {
+    type State = ();
+
+    fn open(&self, _: &mut Turn<'_>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
+        let mut buf = [0; ECHO_BUF];
+        while turn.outbox_room() >= ECHO_BUF {
+            match turn.read(&mut buf) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(n) => turn.send(&buf[..n])?,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(Next::Park)
+    }
+}
+
+/// The `commands` example.
+struct Commands;
+
+/// What the server says to one line, and whether it closes after it.
+struct Answer {
+    text: Cow<'static, str>,
+    close: bool,
+}
+
+/// The `commands` protocol, as the example has it (`whoami` included).
+fn answer(line: &str, client: impl FnOnce() -> Addr) -> Answer {
+    let (text, close) = match line.trim() {
+        "ping" => ("pong\n".into(), false),
+        "whoami" => (format!("you are {}\n", client()).into(), false),
+        "quit" => ("bye\n".into(), true),
+        other => (format!("unknown: {other}\n").into(), false),
+    };
+    Answer { text, close }
+}
+
+impl Handler for Commands {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        let conn: &Connection = conn;
+        let mut out = conn;
+        let mut lines = LineReader::new(LineTimer::new(conn, Some(REQUEST_TIMEOUT)), MAX_LINE);
+        loop {
+            lines.get_ref().next_line(lines.buffered());
+            match lines.read_line_str() {
+                Ok(line) => {
+                    conn.set_deadline(None);
+                    let answer = answer(line, || conn.peer_addr());
+                    out.write_all(answer.text.as_bytes())?;
+                    if answer.close {
+                        return Ok(());
+                    }
+                }
+                Err(LineError::InvalidUtf8 { .. }) => out.write_all(b"error: invalid utf-8\n")?,
+                Err(LineError::TooLong { .. }) => return out.write_all(b"error: line too long\n"),
+                Err(LineError::Closed { .. }) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+impl TurnHandler for Commands {
     type State = Lines;
 
     fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
@@ -425,14 +513,13 @@ impl TurnHandler for TurnCommands {
     fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
         loop {
             match lines.next_line_str() {
-                Ok(Some(line)) => match line.trim() {
-                    "ping" => turn.send("pong\n")?,
-                    "quit" => {
-                        turn.send("bye\n")?;
+                Ok(Some(line)) => {
+                    let answer = answer(line, || turn.peer_addr());
+                    turn.send(&*answer.text)?;
+                    if answer.close {
                         return Ok(Next::Close);
                     }
-                    other => turn.send(format!("unknown: {other}\n"))?,
-                },
+                }
                 Ok(None) => {
                     turn.set_deadline(lines.line_deadline(Some(REQUEST_TIMEOUT)));
                     return Ok(Next::Park);
@@ -449,38 +536,40 @@ impl TurnHandler for TurnCommands {
     }
 }
 
-fn fd_echo(conn: &mut Connection) -> io::Result<()> {
-    let mut buf = [0u8; ECHO_BUF];
-    loop {
-        let n = conn.read(&mut buf)?;
-        if n == 0 {
-            return Ok(());
-        }
-        conn.write_all(&buf[..n])?;
+/// The `commands` example's request timeout in the `Handler` mode: each
+/// line is due `timeout` after its first byte arrives.
+struct LineTimer<'c> {
+    conn: &'c Connection,
+    timeout: Option<Duration>,
+}
+
+impl<'c> LineTimer<'c> {
+    fn new(conn: &'c Connection, timeout: Option<Duration>) -> LineTimer<'c> {
+        LineTimer { conn, timeout }
+    }
+
+    fn next_line(&self, buffered: &[u8]) {
+        let due = if buffered.is_empty() {
+            None
+        } else {
+            self.due()
+        };
+        self.conn.set_deadline(due);
+    }
+
+    fn due(&self) -> Option<Instant> {
+        Instant::now().checked_add(self.timeout?)
     }
 }
 
-/// The `commands` example's handler: frontdesk's `LineReader` (bounded
-/// lines, no allocation per line), one reply per line.
-fn fd_commands(conn: &mut Connection) -> io::Result<()> {
-    let conn: &Connection = conn;
-    let mut out = conn;
-    let mut lines = LineReader::new(conn, MAX_LINE);
-    let mut reply = Vec::with_capacity(128);
-    loop {
-        match lines.read_line() {
-            Ok(line) => {
-                reply.clear();
-                let more = command_reply(line, &mut reply);
-                out.write_all(&reply)?;
-                if !more {
-                    return Ok(());
-                }
-            }
-            Err(LineError::TooLong { .. }) => return out.write_all(b"error: line too long\n"),
-            Err(LineError::Closed { .. }) => return Ok(()),
-            Err(error) => return Err(error.into()),
+impl Read for LineTimer<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut conn = self.conn;
+        let n = conn.read(buf)?;
+        if n > 0 && conn.deadline().is_none() {
+            conn.set_deadline(self.due());
         }
+        Ok(n)
     }
 }
 

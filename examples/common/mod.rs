@@ -1,16 +1,21 @@
 //! What the examples share: the command line, the server set-up and signal
 //! handling.
 //!
-//! Every example takes the same arguments:
+//! Every example takes the same arguments, so that a script can start any
+//! of them with one command line:
 //!
 //! ```text
-//! cargo run --example NAME -- [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
-//!                              [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
-//!                              [--tls-cert PEM --tls-key PEM]
+//! cargo run --example NAME -- [ADDR] [--turns] [--workers N] [--queue N]
+//!                              [--max-connections N] [--idle-timeout-ms N]
+//!                              [--request-timeout-ms N] [--max-line BYTES]
+//!                              [--proxy-protocol] [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
-//! feature (`cargo run --features tls --example NAME -- ...`).
+//! feature (`cargo run --features tls --example NAME -- ...`). An example's
+//! `--help` lists only the options that change something in it; the others
+//! are accepted and ignored: `echo` has no lines (`--request-timeout-ms`,
+//! `--max-line`), and `chat` has only the turn mode (`--turns`, `--queue`).
 //!
 //! Copy this file along with an example: together they are a complete
 //! server.
@@ -46,11 +51,19 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 pub(crate) struct Options {
     /// Where to listen: `ADDR`, resolved.
     pub(crate) addr: Listen,
-    /// `--workers N`: worker threads, each serving one turn at a time.
+    /// `--turns`: serve with the example's `TurnHandler` instead of its
+    /// `Handler`.
+    pub(crate) turns: bool,
+    /// `--workers N`: worker threads, each serving one connection (in the
+    /// turn mode, one turn) at a time.
     pub(crate) workers: usize,
     /// `--queue N`: connections that may wait for a worker (the
     /// `Handler` mode only).
     pub(crate) queue: usize,
+    /// `--max-connections N`: the most connections held at once; `None`
+    /// for the library's default (`workers + queue` in the `Handler` mode,
+    /// [`frontdesk::TURN_MAX_CONNECTIONS`] in the turn mode).
+    pub(crate) max_connections: Option<usize>,
     /// `--proxy-protocol`: every connection starts with a PROXY protocol
     /// header (v1 or v2) naming the real client.
     pub(crate) proxy_protocol: bool,
@@ -95,8 +108,10 @@ impl Default for Options {
     fn default() -> Options {
         Options {
             addr: Listen::Tcp(Vec::new()), // DEFAULT_ADDR, resolved by `parse`
+            turns: false,
             workers: 16,
             queue: 64,
+            max_connections: None,
             proxy_protocol: false,
             tls: None,
             limits: Limits {
@@ -108,14 +123,39 @@ impl Default for Options {
     }
 }
 
+/// What an example's `--help` says, besides the options' defaults.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Help {
+    /// What the example does: the first lines of `--help`.
+    pub(crate) about: &'static str,
+    /// Whether it has both modes or the turn mode only.
+    pub(crate) modes: Modes,
+    /// Whether it reads lines, so that `--request-timeout-ms` and
+    /// `--max-line` change something.
+    pub(crate) lines: bool,
+    /// What a client beyond the limits gets, as the help says it after
+    /// "one more client", e.g. "gets `error: server busy`".
+    pub(crate) busy: &'static str,
+}
+
+/// The ways an example can serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Modes {
+    /// A `Handler` by default, a `TurnHandler` with `--turns`.
+    Both,
+    /// A `TurnHandler` only; `--turns` and `--queue` are accepted and
+    /// change nothing.
+    TurnsOnly,
+}
+
 impl Options {
     /// Sets up logging (`RUST_LOG`) and parses the command line. Prints the
     /// usage and exits with 0 on `--help`; prints a one-line error and exits
     /// with 2 on a bad argument.
     ///
-    /// `about` describes the example in `--help`; `defaults` are the values
+    /// `help` describes the example in `--help`; `defaults` are the values
     /// of the options not given.
-    pub(crate) fn parse(about: &str, defaults: Options) -> Options {
+    pub(crate) fn parse(help: &Help, defaults: Options) -> Options {
         env_logger::init();
         let mut args = std::env::args_os();
         let program = program_name(args.next());
@@ -123,7 +163,7 @@ impl Options {
             Ok(Some(options)) => options,
             Ok(None) => {
                 // Nothing to do if stdout is closed: exit all the same.
-                let _ = io::stdout().write_all(usage(&program, about, &defaults).as_bytes());
+                let _ = io::stdout().write_all(usage(&program, help, &defaults).as_bytes());
                 std::process::exit(0);
             }
             Err(message) => {
@@ -136,8 +176,9 @@ impl Options {
     /// A server builder set up from the options, with what all the examples
     /// do the same way:
     ///
-    /// - the Reject overload policy: when the server is full (in the turn
-    ///   mode, at `max_connections`), a new client is turned away at once
+    /// - the Reject overload policy: when the server is full (every worker
+    ///   busy and the queue full in the `Handler` mode; `max_connections`
+    ///   held in either mode), a new client is turned away at once
     ///   (through the `on_reject` handler, if the example sets one) rather
     ///   than left waiting in the kernel's backlog;
     /// - a drain deadline of [`SHUTDOWN_TIMEOUT`]: on shutdown, handlers
@@ -148,6 +189,7 @@ impl Options {
         Server::builder()
             .workers(self.workers)
             .queue(self.queue)
+            .max_connections(self.max_connections)
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
             .proxy_protocol(self.proxy_protocol)
@@ -156,8 +198,9 @@ impl Options {
 }
 
 /// Answers the complete lines a turn finds, with `answer`, and the errors
-/// every line protocol here answers the same way; returns what the turn
-/// returns.
+/// the line protocols here answer the same way (`chat`'s; `commands`
+/// writes the same loop out in full, beside its `Handler`); returns what
+/// the turn returns.
 ///
 /// `answer` returns `Some(next)` to end the turn early (`quit`). When no
 /// complete line is left, the turn parks, with the request timeout set
@@ -196,7 +239,8 @@ pub(crate) fn answer_lines(
 }
 
 /// Binds `builder` to the options' address, prints `listening on IP:PORT`,
-/// and serves with `handler` until SIGINT or SIGTERM, then shuts down
+/// and serves with `handler`, a [`Handler`] (a worker per connection),
+/// until SIGINT or SIGTERM, then shuts down
 /// gracefully. Returns the process's exit code, with a one-line error on
 /// stderr for a failure: 0 after a shutdown; 2 if the library finds the
 /// configuration invalid ([`frontdesk::Error::Config`], e.g. `--workers 0`)
@@ -363,11 +407,17 @@ fn parse_args(
                  (cargo run --features tls --example NAME)"
             ));
         }
-        if arg == "--proxy-protocol" {
-            if options.proxy_protocol {
-                return Err("--proxy-protocol given twice".to_string());
+        // Flags without a value.
+        let flag = match arg.as_str() {
+            "--proxy-protocol" => Some(&mut options.proxy_protocol),
+            "--turns" => Some(&mut options.turns),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            if *flag {
+                return Err(format!("{arg} given twice"));
             }
-            options.proxy_protocol = true;
+            *flag = true;
             continue;
         }
         // `--name value` or `--name=value`.
@@ -379,6 +429,7 @@ fn parse_args(
             name.as_str(),
             "--workers"
                 | "--queue"
+                | "--max-connections"
                 | "--idle-timeout-ms"
                 | "--request-timeout-ms"
                 | "--max-line"
@@ -400,6 +451,7 @@ fn parse_args(
         match name.as_str() {
             "--workers" => options.workers = number(&name, &value)?,
             "--queue" => options.queue = number(&name, &value)?,
+            "--max-connections" => options.max_connections = Some(number(&name, &value)?),
             "--idle-timeout-ms" => options.limits.idle_timeout = millis(&name, &value)?,
             "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
@@ -456,37 +508,124 @@ fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
         .map_err(|_| format!("invalid value '{value}' for {name}: expected a whole number"))
 }
 
-fn usage(program: &str, about: &str, defaults: &Options) -> String {
+/// The `--help` text: what the example is, when to pick which mode, the
+/// options that change something in it, and how it runs.
+fn usage(program: &str, help: &Help, defaults: &Options) -> String {
+    let both = help.modes == Modes::Both;
     let millis = |time: Option<Duration>| match time {
         Some(time) => time.as_millis().to_string(),
         None => "0, off".to_string(),
     };
-    let idle = millis(defaults.limits.idle_timeout);
-    let request = millis(defaults.limits.request_timeout);
-    format!(
-        "{about}
+    let busy = help.busy;
+    let turn_max = frontdesk::TURN_MAX_CONNECTIONS;
+    let mut out = format!("{}\n\n", help.about);
+    if both {
+        out.push_str(
+            "Two modes, the same protocol (the source has both, side by side):
+  the Handler (default): pick it for clients that connect, ask and leave,
+    when serving workers + queue of them at once is enough; each holds a
+    worker from connect to close, and the code is plain blocking reads
+    and writes.
+  --turns, the TurnHandler: pick it for many clients that stay connected
+    and are mostly quiet; a client holds a worker only while its input is
+    answered, so a few workers hold thousands.
 
-usage: {program} [ADDR] [--workers N] [--queue N] [--idle-timeout-ms N]
-       [--request-timeout-ms N] [--max-line BYTES] [--proxy-protocol]
-       [--tls-cert PEM --tls-key PEM]
+",
+        );
+    } else {
+        out.push_str(
+            "Turn mode only (a TurnHandler): a relay's clients stay connected and
+mostly listen, which is what that mode is for; a client holds a worker
+only while its input is answered, so a few workers hold thousands.
 
-  ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
+",
+        );
+    }
+
+    let mut flags = vec!["[ADDR]"];
+    if both {
+        flags.push("[--turns]");
+    }
+    flags.push("[--workers N]");
+    if both {
+        flags.push("[--queue N]");
+    }
+    flags.extend(["[--max-connections N]", "[--idle-timeout-ms N]"]);
+    if help.lines {
+        flags.extend(["[--request-timeout-ms N]", "[--max-line BYTES]"]);
+    }
+    flags.extend(["[--proxy-protocol]", "[--tls-cert PEM --tls-key PEM]"]);
+    let head = format!("usage: {program}");
+    let mut line = head.clone();
+    for flag in flags {
+        if line.len() + 1 + flag.len() > 76 {
+            out.push_str(&line);
+            out.push('\n');
+            line = " ".repeat(head.len());
+        }
+        line.push(' ');
+        line.push_str(flag);
+    }
+    out.push_str(&line);
+    out.push_str("\n\n");
+
+    out.push_str(&format!(
+        "  ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
                         port 0 lets the system pick a free port; or unix:PATH
                         for a Unix socket (a stale socket file is replaced,
                         and the file is removed on exit)
-  --workers N           worker threads; each serves one client's turn at a time,
-                        while idle clients wait without one (default {workers})
-  --queue N             accepted connections that may wait for a worker, for
-                        servers that give a worker to each connection; these
-                        examples hold up to 10,000 clients and ignore it
-                        (default {queue})
-  --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
+"
+    ));
+    if both {
+        out.push_str(
+            "  --turns               serve with the TurnHandler instead of the Handler
+",
+        );
+        out.push_str(&format!(
+            "  --workers N           worker threads: each serves one client from connect
+                        to close, or with --turns one client's input at a
+                        time (default {workers})
+  --queue N             Handler mode only: accepted clients that may wait for
+                        a worker; with --turns it is accepted and changes
+                        nothing (default {queue})
+  --max-connections N   the most clients held at once, served or waiting
+                        (default: workers + queue in the Handler mode, which
+                        it can lower, not raise; {turn_max} with --turns).
+                        One client more {busy}.
+",
+            workers = defaults.workers,
+            queue = defaults.queue,
+        ));
+    } else {
+        out.push_str(&format!(
+            "  --workers N           worker threads, each answering one client's input at
+                        a time; clients with nothing to say hold none
+                        (default {workers})
+  --max-connections N   the most clients held at once (default {turn_max}).
+                        One client more {busy}.
+",
+            workers = defaults.workers,
+        ));
+    }
+    out.push_str(&format!(
+        "  --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
                         does (default {idle})
-  --request-timeout-ms N
+",
+        idle = millis(defaults.limits.idle_timeout),
+    ));
+    if help.lines {
+        out.push_str(&format!(
+            "  --request-timeout-ms N
                         close a connection whose line is not complete N ms
                         after its first byte; 0 never does (default {request})
   --max-line BYTES      the longest line accepted, in bytes (default {max_line})
-  --proxy-protocol      every connection starts with a PROXY protocol header
+",
+            request = millis(defaults.limits.request_timeout),
+            max_line = defaults.limits.max_line,
+        ));
+    }
+    out.push_str(
+        "  --proxy-protocol      every connection starts with a PROXY protocol header
                         (v1 or v2, e.g. HAProxy's send-proxy) naming the real
                         client; a connection without one is closed
   --tls-cert PEM        speak TLS with this certificate chain (PEM; needs the
@@ -499,18 +638,16 @@ Under socket activation (LISTEN_FDS, e.g. systemd or
 systemd-socket-activate) serves the passed socket instead of ADDR, and
 tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
-Prints `listening on IP:PORT` (or `listening on unix:PATH`) once listening. SIGINT (Ctrl-C) or SIGTERM
-shuts down gracefully: stop accepting, answer what clients already sent,
-close; a second signal exits at once. RUST_LOG=debug logs each connection
-on stderr.
+Prints `listening on IP:PORT` (or `listening on unix:PATH`) once
+listening. SIGINT (Ctrl-C) or SIGTERM shuts down gracefully: stop
+accepting, answer what clients already sent, close; a second signal exits
+at once. RUST_LOG=debug logs each connection on stderr.
 
 Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
 configuration, 1 if the server cannot start (a busy port) or fails.
 ",
-        workers = defaults.workers,
-        queue = defaults.queue,
-        max_line = defaults.limits.max_line,
-    )
+    );
+    out
 }
 
 /// The program's name for messages: the file name without directory or

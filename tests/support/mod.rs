@@ -98,6 +98,65 @@ fn build_examples() -> PathBuf {
     profile_dir.join("examples")
 }
 
+/// Which of its two handlers an example serves with: `echo` and
+/// `commands` have a `Handler` (the default) and a `TurnHandler`
+/// (`--turns`), written for the same protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The `Handler`: a worker per client, from connect to close.
+    Handler,
+    /// The `TurnHandler`: a worker per turn, idle clients parked.
+    Turns,
+}
+
+impl Mode {
+    /// Starts example `name` in this mode, with `args`; see
+    /// [`Example::start`].
+    pub(crate) fn start(self, name: &str, args: &[&str]) -> Example {
+        let mut args = args.to_vec();
+        if self == Mode::Turns {
+            args.push("--turns");
+        }
+        Example::start(name, &args)
+    }
+}
+
+/// Runs each case of a table of tests in both modes. Each case is a
+/// function of the test file that takes a [`Mode`]; the macro makes it two
+/// tests, `handler::CASE` and `turns::CASE`, so that one table checks both
+/// of an example's handlers against the same protocol.
+///
+/// ```ignore
+/// fn answers_ping(mode: Mode) { ... }
+/// in_both_modes![answers_ping, ...];
+/// ```
+#[allow(unused_macros)]
+macro_rules! in_both_modes {
+    ($($case:ident),+ $(,)?) => {
+        /// The cases, served by the example's `Handler` (the default).
+        mod handler {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case($crate::support::Mode::Handler);
+                }
+            )+
+        }
+
+        /// The same cases, served by its `TurnHandler` (`--turns`).
+        mod turns {
+            $(
+                #[test]
+                fn $case() {
+                    super::$case($crate::support::Mode::Turns);
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use in_both_modes;
+
 /// A running example, killed when dropped if it has not exited.
 pub(crate) struct Example {
     child: Child,
@@ -401,15 +460,14 @@ impl Client {
         );
     }
 
-    /// Connects to a `--workers 1 --queue 0` server until the one worker
-    /// serves this client, as `served` (a request and its answer) shows.
+    /// Connects to a server that was full until the server serves this
+    /// client, as `served` (a request and its answer) shows.
     ///
-    /// Right after start-up, or right after the worker's previous
-    /// connection ended, the worker may not yet be waiting for work, and a
-    /// connection arriving in that instant is turned away (a queue of 0
-    /// hands a connection over only to a worker that is waiting). The
-    /// rejected client sees a busy reply or a closed connection; it tries
-    /// again, at most [`PATIENCE`] long.
+    /// A client that has just seen the server end its connection has not
+    /// necessarily been counted as gone yet: the server counts a
+    /// connection out just after it has ended it. A client arriving in that
+    /// instant is still turned away (a busy reply or a closed connection);
+    /// it tries again, at most [`PATIENCE`] long.
     pub(crate) fn connect_served(addr: SocketAddr, served: impl Fn(&mut Client) -> bool) -> Client {
         let start = Instant::now();
         loop {
@@ -422,6 +480,19 @@ impl Client {
                 "never served within {PATIENCE:?}"
             );
         }
+    }
+
+    /// Whether nothing from the server has arrived yet, neither a reply nor
+    /// an end of stream; does not wait.
+    pub(crate) fn nothing_arrived(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true).expect("non-blocking");
+        let result = stream.peek(&mut [0u8; 1]);
+        stream.set_nonblocking(false).expect("blocking again");
+        matches!(result, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Reads until end of file or a reset and returns everything read.
@@ -513,6 +584,13 @@ impl Client {
                 String::from_utf8_lossy(&all[..all.len().min(200)])
             ),
         }
+    }
+
+    /// Checks that the server turned this client away with the `commands`
+    /// and `chat` examples' busy reply, then ended the connection cleanly.
+    pub(crate) fn expect_busy(&mut self) {
+        self.expect("error: server busy");
+        self.expect_clean_end();
     }
 
     /// Checks that the server closes the connection with nothing more to
