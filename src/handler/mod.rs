@@ -19,7 +19,7 @@ use crate::handler::connection::Connection;
 ///
 /// Any closure `Fn(&mut Connection) -> io::Result<()>` that is
 /// `Send + Sync + 'static` is a handler. Implement the trait on a struct when
-/// the handler carries shared state (see the `chat` example).
+/// the handler carries shared state (see the `commands` example).
 ///
 /// The connection is closed when `handle` returns. An `Err` is logged at
 /// `debug` level with the peer's address and counted in

@@ -54,7 +54,7 @@ use crate::turn::peer::{Message, Peer};
 /// use std::io::{self, BufRead, BufReader, Write};
 /// use std::net::TcpStream;
 ///
-/// use frontdesk::{CloseReason, Lines, Next, Server, Turn, TurnHandler};
+/// use frontdesk::{CloseReason, LineError, Lines, Next, Server, Turn, TurnHandler};
 ///
 /// struct Echo;
 ///
@@ -67,11 +67,16 @@ use crate::turn::peer::{Message, Peer};
 ///     }
 ///
 ///     fn ready(&self, lines: &mut Lines, turn: &mut Turn<'_>) -> io::Result<Next> {
-///         while let Some(line) = lines.next_line()? {
-///             let reply = [line, b"\n"].concat();
-///             turn.send(reply)?;
+///         loop {
+///             match lines.next_line() {
+///                 Ok(Some(line)) => turn.send([line, b"\n"].concat())?,
+///                 // No complete line left: wait without a worker.
+///                 Ok(None) => return Ok(Next::Park),
+///                 // The client half-closed: an end, not an error.
+///                 Err(LineError::Closed { .. }) => return Ok(Next::Close),
+///                 Err(error) => return Err(error.into()),
+///             }
 ///         }
-///         Ok(Next::Park) // no complete line left: wait without a worker
 ///     }
 ///
 ///     fn close(&self, _: Lines, turn: &mut Turn<'_>, reason: CloseReason) {
