@@ -333,11 +333,19 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(1);
 
 /// Lines the first client sends without reading, to back the echo up into
 /// the connection's outbox (the turn mode's write-timeout timer starts
-/// then). 128 kB of echo: far more than the kernel's buffers of a
-/// [`client_with_little_room`] hold, and less than half the default
-/// `outbox_limit` (256 KiB), so the echo's `send` never finds the outbox
-/// full and the server keeps reading.
-const FLOOD_LINES: usize = 2_000;
+/// then): more than the server's send buffer can ever hold. Linux grows a
+/// socket's send buffer up to `tcp_wmem`'s maximum (4 MiB by default) for
+/// a peer whose window is small but open, so a fixed 128 kB flood was
+/// sometimes absorbed whole and never backed up. Beyond half the outbox
+/// limit, `Lines` yields no line and the server stops reading until the
+/// client reads: back-pressure, which the flood exercises too.
+fn flood_lines() -> usize {
+    let send_buffer_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .unwrap_or(4 << 20);
+    send_buffer_max / flood_line(0).len() + 2_000
+}
 
 /// How long the Handler-mode client lets the server write before it reads
 /// its flood's echo, unless its writer has finished before: the scenario (a
@@ -648,7 +656,7 @@ fn flood_line(i: usize) -> String {
     format!("flood {i:06} {}\n", "x".repeat(50))
 }
 
-/// Sends [`FLOOD_LINES`] lines without reading (on a thread: the server
+/// Sends [`flood_lines`] lines without reading (on a thread: the server
 /// stops reading while its echo waits), lets the echo back up, then reads
 /// it all.
 fn flood(
@@ -658,7 +666,8 @@ fn flood(
     stalls: &Receiver<()>,
     strict: bool,
 ) -> Result<(), Deviation> {
-    let requests: String = (0..FLOOD_LINES).map(flood_line).collect();
+    let count = flood_lines();
+    let requests: String = (0..count).map(flood_line).collect();
     let mut writer = stream.try_clone().expect("clone the flooding client");
     let (wrote_tx, wrote) = crossbeam_channel::bounded(1);
     thread::spawn(move || {
@@ -698,7 +707,7 @@ fn flood(
         Mode::Handler => written = wrote.recv_timeout(READ_LATER).ok(),
     }
     let mut line = Vec::new();
-    for i in 0..FLOOD_LINES {
+    for i in 0..count {
         next_line(reader, &mut line)?;
         let expected = flood_line(i);
         if line != expected.trim_end().as_bytes() {

@@ -14,11 +14,14 @@
 //! ```
 //!
 //! Only the thread that moves a connection out of `Parked` (under the lock)
-//! hands it to a worker, so a connection never has two turns at once. The
-//! readiness set holds it with one-shot interest: a readiness event
-//! disarms it, and it is armed again, for reading and (while the outbox
-//! holds bytes) writing, each time it goes back to `Parked` or
-//! `Flushing`.
+//! hands it to a worker, so a connection never has two turns at once.
+//!
+//! The readiness set holds each connection once, edge-triggered, from its
+//! first park to its close (see `events.rs`): a report of input is
+//! counted in the connection's [`Input`] under the lock, whatever its
+//! phase. A turn that ends with input reported and not yet read does not
+//! park: the worker goes on with it, so a busy client costs no trip
+//! through the poller, and no report is lost.
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -29,12 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use polling::{Event, Poller};
 
 use crate::addr::Addr;
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
-use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Admitted, Job};
@@ -44,6 +45,8 @@ use crate::stream::transport::Transport;
 use crate::stream::wait;
 use crate::sync::lock;
 use crate::time;
+use crate::turn::events::{Ready, ReadySet};
+use crate::turn::input::{Found, Input, Known};
 
 /// Why [`Peer::send`](crate::Peer::send) (or
 /// [`Turn::send`](crate::Turn::send)) did not queue the bytes.
@@ -94,6 +97,16 @@ pub(crate) enum Why {
     Close(CloseReason),
 }
 
+/// What [`Entry::park`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parked {
+    /// The connection waits in the readiness set, or for the poller.
+    Yes,
+    /// Input waits for the connection: its worker goes on with it (it is
+    /// still in its turn).
+    InputWaits,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Opening,
@@ -106,13 +119,16 @@ enum Phase {
 /// What every connection of one turn-mode server shares: the readiness
 /// set, the way to the workers, the timers, and the limits.
 pub(crate) struct Hub {
-    pub(crate) poller: Poller,
+    pub(crate) poller: ReadySet,
     /// Connections registered in `poller`, by id.
     registry: Mutex<Registry>,
     /// (due, id): at most one per open connection (see
     /// `Inner::scheduled`), removed when it closes, so that the timers
     /// grow with the connections held, not with those that came and went.
     timers: Mutex<BTreeSet<(Instant, u64)>>,
+    /// Connections parked during a drain with input waiting, for the
+    /// poller to give a turn (see `Entry::park`).
+    deferred: Mutex<Vec<Arc<Entry>>>,
     /// Taken (`None`) once the last connection has closed during a
     /// shutdown, so that the workers' queue can disconnect.
     jobs: Mutex<Option<Sender<Job<TurnJob>>>>,
@@ -147,9 +163,10 @@ impl Hub {
         jobs: Sender<Job<TurnJob>>,
     ) -> io::Result<Hub> {
         Ok(Hub {
-            poller: Poller::new()?,
+            poller: ReadySet::new()?,
             registry: Mutex::new(Registry::default()),
             timers: Mutex::new(BTreeSet::new()),
+            deferred: Mutex::new(Vec::new()),
             jobs: Mutex::new(Some(jobs)),
             shared,
             accepting_stopped: AtomicBool::new(false),
@@ -237,6 +254,23 @@ impl Hub {
         inner.phase = phase;
     }
 
+    /// Hands a parked connection with input waiting to the poller.
+    fn defer(&self, entry: &Arc<Entry>) {
+        lock(&self.deferred).push(Arc::clone(entry));
+        let _ = self.poller.notify();
+    }
+
+    /// The connections [`defer`](Hub::defer)red since the last call.
+    pub(crate) fn take_deferred(&self) -> Vec<Arc<Entry>> {
+        std::mem::take(&mut *lock(&self.deferred))
+    }
+
+    /// Gives a connection still in its turn, whose input waits, to the
+    /// next free worker: the worker that had it lets others go first.
+    pub(crate) fn requeue(&self, entry: &Arc<Entry>) {
+        self.dispatch(entry, Why::Ready);
+    }
+
     /// Lets the workers' queue disconnect once nothing else holds it.
     pub(crate) fn release_jobs(&self) {
         drop(lock(&self.jobs).take());
@@ -300,8 +334,8 @@ pub(crate) struct Entry {
     pub(crate) peer_addr: Addr,
     /// The PROXY protocol header, when the server requires one.
     pub(crate) proxy: Option<Box<ProxyHeader>>,
-    /// Set by a short read: nothing more to read in this turn.
-    drained: AtomicBool,
+    /// The news of its input (see `input.rs`).
+    input: Input,
     /// Whether this turn read anything: only a turn that did counts as
     /// input for the idle timeout and the drain's quiet time.
     took_input: AtomicBool,
@@ -375,7 +409,7 @@ impl Entry {
             id: conn.id,
             peer_addr: conn.peer,
             proxy: conn.proxy.map(Box::new),
-            drained: AtomicBool::new(false),
+            input: Input::new(),
             took_input: AtomicBool::new(false),
             held: AtomicBool::new(false),
             state: Mutex::new(None),
@@ -402,27 +436,39 @@ impl Entry {
         })
     }
 
-    /// Reads what has arrived, without waiting. After a short read (fewer
-    /// bytes than asked for) of a plain socket, its buffer is known to be
-    /// empty, so the rest of the turn reads nothing more without asking
-    /// the kernel: the read that would find nothing is saved, and input
-    /// arriving meanwhile wakes the connection again as soon as it parks
-    /// (the readiness set is level-triggered). A TLS read may be short
-    /// because it emptied what was decrypted, so it says nothing of the
-    /// socket.
+    /// Reads what has arrived, without waiting. The socket is not asked
+    /// when the connection's news says that it is empty (see
+    /// `input.rs`): a turn ends on a short read, not on a second read
+    /// that finds nothing.
     pub(crate) fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.drained.load(Ordering::Relaxed) {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
+        let seen = match self.input.before_read() {
+            Known::Empty => return Err(io::ErrorKind::WouldBlock.into()),
+            Known::Ended => return Ok(0),
+            Known::Unsure(seen) => seen,
+        };
         let transport = self.stream()?;
-        let n = transport.recv_now(buf)?;
-        if n > 0 {
-            self.took_input.store(true, Ordering::Relaxed);
+        let (n, found) = match transport.recv_now(buf) {
+            Ok(0) if !buf.is_empty() => (0, Found::End),
+            // A TLS read may be short because it emptied what was
+            // decrypted: it says nothing of the socket.
+            Ok(n) if n < buf.len() && ReadySet::SHORT_READ_SHOWS_EMPTY && !transport.is_tls() => {
+                (n, Found::Short)
+            }
+            Ok(n) => (n, Found::More),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => (0, Found::Nothing),
+            Err(error) => return Err(error),
+        };
+        self.input.read(seen, found);
+        match found {
+            Found::Nothing => Err(io::ErrorKind::WouldBlock.into()),
+            Found::End => Ok(0),
+            Found::Short | Found::More => {
+                if n > 0 {
+                    self.took_input.store(true, Ordering::Relaxed);
+                }
+                Ok(n)
+            }
         }
-        if n > 0 && n < buf.len() && !transport.is_tls() {
-            self.drained.store(true, Ordering::Relaxed);
-        }
-        Ok(n)
     }
 
     /// The transport, while the connection is open.
@@ -478,9 +524,9 @@ impl Entry {
     /// handler that parks without asking for them is not woken over and
     /// over.
     pub(crate) fn begin_turn(&self) {
-        self.drained.store(false, Ordering::Relaxed);
         self.took_input.store(false, Ordering::Relaxed);
         self.held.store(false, Ordering::Relaxed);
+        self.input.begin_turn();
     }
 
     /// Waits up to `time` for input, for a connection that keeps its
@@ -492,6 +538,7 @@ impl Entry {
         };
         let ready = stream.has_buffered_input()
             || self.held.load(Ordering::Relaxed)
+            || (self.input.may_wait() && self.made_progress())
             || matches!(
                 wait::wait(
                     &**stream.socket(),
@@ -608,17 +655,27 @@ impl Entry {
                 Some(reason) => self.take_turn(inner, Why::Close(reason)),
                 None if inner.unsent() => {
                     // The write timeout runs from now (`Peer::send` to a
-                    // client that does not read).
+                    // client that does not read); the readiness set
+                    // reports the room to write the rest.
                     self.schedule(inner);
-                    self.arm(inner);
                 }
                 None => {}
             }
         }
     }
 
-    /// Writes what the socket takes now.
+    /// Writes what the socket takes now. When that lets the connection
+    /// take input again, input left waiting meanwhile counts as news (see
+    /// `made_progress`): the readiness set will not report it again.
     fn flush(&self, inner: &mut Inner) {
+        let took_input = self.takes_input(inner);
+        self.write_out(inner);
+        if !took_input && self.takes_input(inner) && self.input.may_wait() {
+            self.input.arrived(false);
+        }
+    }
+
+    fn write_out(&self, inner: &mut Inner) {
         let Some(stream) = &inner.stream else {
             inner.outbox.clear();
             return;
@@ -690,9 +747,10 @@ impl Entry {
         self.hub.dispatch(self, why);
     }
 
-    /// After a turn (or `open`): parks the connection, unless something
-    /// asked for it to end; then returns why.
-    pub(crate) fn park(self: &Arc<Self>) -> Result<(), CloseReason> {
+    /// After a turn (or `open`): parks the connection, or keeps it on its
+    /// worker while input waits for it (`Parked::InputWaits`), unless
+    /// something asked for it to end; then returns why.
+    pub(crate) fn park(self: &Arc<Self>) -> Result<Parked, CloseReason> {
         let mut inner = lock(&self.inner);
         if let Some(reason) = inner.close {
             return Err(reason);
@@ -706,26 +764,65 @@ impl Entry {
             inner.last_input = Some(Instant::now());
         }
         inner.waits_for_room = !took_input && inner.unsent();
-        if !inner.registered && !self.hub.enroll(self) {
-            // The forced end has come: the handler's `close`, then gone.
-            return Err(CloseReason::Shutdown);
+        if !inner.registered {
+            if !self.hub.enroll(self) {
+                // The forced end has come: the handler's `close`, then gone.
+                return Err(CloseReason::Shutdown);
+            }
+            self.register(&mut inner);
+            if let Some(reason) = inner.close {
+                return Err(reason);
+            }
+        }
+        if inner.unsent() {
+            // Room to write reported during the turn is not reported again.
+            self.flush(&mut inner);
+        }
+        if self.input_waits(&inner, self.made_progress()) {
+            if !self.hub.shared.is_stopping() {
+                return Ok(Parked::InputWaits);
+            }
+            // In a drain, the connection goes through the poller, which
+            // starts the closing round once no connection is in a turn:
+            // a client that keeps sending must not hold back the others'
+            // goodbyes.
+            self.hub.set_phase(&mut inner, Phase::Parked);
+            self.schedule(&mut inner);
+            drop(inner);
+            self.hub.defer(self);
+            return Ok(Parked::Yes);
         }
         self.hub.set_phase(&mut inner, Phase::Parked);
         self.schedule(&mut inner);
-        if self.has_input_unseen(&inner) {
-            // TLS decrypted more than the turn read: the socket may have
-            // nothing left to wake the connection, so it goes on now.
-            self.take_turn(&mut inner, Why::Ready);
-            return Ok(());
-        }
-        self.arm(&mut inner);
         if self.hub.closing_all.load(Ordering::SeqCst) {
             // The shutdown's closing round looked at the connections
             // before this one parked; it sets the flag first, so one of us
             // sees the other.
             self.close_if_quiet(&mut inner, Instant::now());
         }
-        Ok(())
+        Ok(Parked::Yes)
+    }
+
+    /// Whether the turn under way read something, or input was reported
+    /// since it began: only then is a turn repeated for input that may
+    /// wait, so that a handler that leaves input unread is not called
+    /// over and over for it.
+    fn made_progress(&self) -> bool {
+        self.took_input.load(Ordering::Relaxed) || self.input.news_in_turn()
+    }
+
+    /// The poller's part for a connection that parked during a drain with
+    /// input waiting: its turn.
+    pub(crate) fn on_deferred(self: &Arc<Self>) {
+        let mut inner = lock(&self.inner);
+        if inner.phase != Phase::Parked {
+            return;
+        }
+        match inner.close {
+            Some(reason) => self.take_turn(&mut inner, Why::Close(reason)),
+            None if self.has_input_unseen(&inner) => self.take_turn(&mut inner, Why::Ready),
+            None => {}
+        }
     }
 
     /// After the last turn: flushes the outbox, then closes gently.
@@ -743,7 +840,9 @@ impl Entry {
             self.close_now(&mut inner);
         } else {
             self.schedule(&mut inner);
-            self.arm(&mut inner);
+            // The readiness set reports the room to write the rest (at
+            // once, when there is some: registering reports the state).
+            self.register(&mut inner);
         }
     }
 
@@ -851,29 +950,23 @@ impl Entry {
         }
     }
 
-    /// Arms the one-shot interest: reading while the outbox is below half
-    /// its limit (a client that does not read its replies is not read
-    /// from either), writing while it holds bytes.
-    fn arm(&self, inner: &mut Inner) {
-        let readable = self.takes_input(inner);
-        let writable = inner.unsent();
-        let interest = Event::new(key(self.id), readable, writable);
+    /// Adds the connection to the readiness set, once: from then on it
+    /// reports input and room to write as they come, whatever the phase.
+    fn register(&self, inner: &mut Inner) {
+        if inner.registered {
+            return;
+        }
         let Some(stream) = &inner.stream else {
             return;
         };
-        let socket = stream.socket();
-        let result = if inner.registered {
-            self.hub.poller.modify(&**socket, interest)
-        } else {
-            let result = register(&self.hub.poller, socket, interest);
-            inner.registered = result.is_ok();
-            result
-        };
-        if let Err(error) = result {
-            // Out of memory in the kernel, most likely. The connection
-            // could never be woken again: end it.
-            log::warn!("could not arm id={}: error={error}", self.id);
-            inner.close.get_or_insert(CloseReason::Failed);
+        match self.hub.poller.add(stream.socket(), key(self.id)) {
+            Ok(()) => inner.registered = true,
+            Err(error) => {
+                // Out of memory in the kernel, most likely. The connection
+                // could never be woken: end it.
+                log::warn!("could not register id={}: error={error}", self.id);
+                inner.close.get_or_insert(CloseReason::Failed);
+            }
         }
     }
 
@@ -887,12 +980,18 @@ impl Entry {
             && !(inner.waits_for_room && inner.unsent())
     }
 
-    /// Whether input the socket no longer shows waits to be read, and the
-    /// connection takes input now: TLS decrypted it, or `Lines` holds it
-    /// (then only once the outbox is empty, so that a handler that waits
-    /// for room before it takes a line finds it). Readiness would never
-    /// report it.
+    /// Whether input waits to be read, and the connection takes input now:
+    /// the readiness set reported it and no read has shown it gone, TLS
+    /// decrypted it, or `Lines` holds it (then only once the outbox is
+    /// empty, so that a handler that waits for room before it takes a line
+    /// finds it). The readiness set does not report any of these again.
     fn has_input_unseen(&self, inner: &Inner) -> bool {
+        self.input_waits(inner, true)
+    }
+
+    /// [`has_input_unseen`](Entry::has_input_unseen), counting input the
+    /// readiness set reported only when `news` (see `made_progress`).
+    fn input_waits(&self, inner: &Inner, news: bool) -> bool {
         let decrypted = || {
             inner
                 .stream
@@ -900,7 +999,7 @@ impl Entry {
                 .is_some_and(|t| t.has_buffered_input())
         };
         let held = || self.held.load(Ordering::Relaxed) && !inner.unsent();
-        self.takes_input(inner) && (decrypted() || held())
+        self.takes_input(inner) && ((news && self.input.may_wait()) || decrypted() || held())
     }
 
     /// The earliest of the connection's limits, and which it is.
@@ -931,28 +1030,32 @@ impl Entry {
         }
     }
 
-    /// The poller's part when the readiness set reports this connection.
-    pub(crate) fn on_ready(self: &Arc<Self>, readable: bool, writable: bool) {
+    /// The poller's part when the readiness set reports this connection:
+    /// new input (`readable`), room to write (`writable`), or the client's
+    /// end of stream (`read_closed`).
+    pub(crate) fn on_ready(self: &Arc<Self>, ready: Ready) {
         let mut inner = lock(&self.inner);
-        if writable {
+        if ready.readable {
+            // Counted whatever the phase: a turn under way sees it before
+            // it parks (see `input.rs`).
+            self.input.arrived(ready.read_closed);
+        }
+        if ready.writable && inner.unsent() {
             self.flush(&mut inner);
         }
         match inner.phase {
             Phase::Parked => {
                 if let Some(reason) = inner.close {
                     self.take_turn(&mut inner, Why::Close(reason));
-                } else if readable || self.has_input_unseen(&inner) {
-                    // Input, or (the outbox having drained) decrypted input
-                    // that waited for room.
+                } else if self.has_input_unseen(&inner) {
+                    // Input, or (the outbox having drained) input that
+                    // waited for room.
                     self.take_turn(&mut inner, Why::Ready);
-                } else {
-                    self.arm(&mut inner);
                 }
             }
             Phase::Flushing if !inner.unsent() => self.close_now(&mut inner),
-            Phase::Flushing => self.arm(&mut inner),
-            // A worker has it, and arms it again when done.
-            Phase::Opening | Phase::InTurn | Phase::Closed => {}
+            // A worker has it, and looks at the news before it parks.
+            Phase::Opening | Phase::InTurn | Phase::Flushing | Phase::Closed => {}
         }
     }
 
@@ -1074,18 +1177,6 @@ pub(crate) fn key(id: u64) -> usize {
     id as usize
 }
 
-/// Adds `stream` to the readiness set.
-#[allow(unsafe_code)]
-fn register(poller: &Poller, stream: &Socket, interest: Event) -> io::Result<()> {
-    // SAFETY: `polling` requires the source to be deleted from the poller
-    // before it is closed. The stream is held by its `Entry` until
-    // `Entry::close_now` takes it out, deletes it from the poller and only
-    // then hands it to the closer, the only place it is closed; reads in
-    // a turn hold a clone for the length of one call. A registered entry
-    // is also in the hub's registry, so it cannot be dropped unnoticed.
-    unsafe { poller.add(stream, interest) }
-}
-
 /// Reads of a turn-mode connection that never wait, for [`Lines`](crate::Lines).
 pub(crate) struct TurnReader {
     pub(crate) entry: Arc<Entry>,
@@ -1184,8 +1275,12 @@ mod tests {
             .config()
             .unwrap();
         let shared = Arc::new(Shared::new(&config).unwrap());
-        let (closer, _closer_thread) =
-            Closer::start(Arc::clone(&shared), config.linger, Poller::new().unwrap()).unwrap();
+        let (closer, _closer_thread) = Closer::start(
+            Arc::clone(&shared),
+            config.linger,
+            polling::Poller::new().unwrap(),
+        )
+        .unwrap();
         let (jobs, _queue) = crossbeam_channel::unbounded();
         let hub = Arc::new(Hub::new(&config, shared, closer, jobs).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1203,7 +1298,10 @@ mod tests {
                 handshake_by: None,
             };
             let entry = Entry::new(conn, Arc::clone(&hub));
-            entry.park().unwrap();
+            // The turn's read finds nothing: the connection parks.
+            let error = entry.read_now(&mut [0; 16]).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::WouldBlock);
+            assert_eq!(entry.park(), Ok(Parked::Yes));
             entries.push(entry);
         }
         (hub, entries, clients)
@@ -1221,7 +1319,7 @@ mod tests {
             hub.set_phase(&mut inner, Phase::InTurn);
             drop(inner);
             entry.took_input.store(true, Ordering::Relaxed);
-            entry.park().unwrap();
+            assert_eq!(entry.park(), Ok(Parked::Yes));
         }
         assert_eq!(lock(&hub.timers).len(), 50);
         for entry in &entries[..30] {

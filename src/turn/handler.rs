@@ -36,10 +36,12 @@ use crate::turn::peer::{Message, Peer};
 /// connection's outbox, which the server flushes as the client reads. Use
 /// [`Lines`](crate::Lines) for a line protocol: it keeps a partial line across turns.
 ///
-/// Input waiting in the socket gives the connection its turn, and gives it
-/// again after it parks, until the handler reads it: read what has
-/// arrived (into the state, if it cannot be acted on yet) before parking.
-/// Two waits are the engine's to keep: while the outbox is over half full
+/// New input gives the connection its turn. While input may still wait
+/// after a turn that read something (or during which more arrived), the
+/// worker goes on with the next turn at once, without parking. A turn
+/// that reads nothing is not repeated for the same input: what it left
+/// unread gets a turn when more arrives. So read what has arrived (into
+/// the state, if it cannot be acted on yet) before parking. Two waits are the engine's to keep: while the outbox is over half full
 /// the connection gets no turn for its input (and `Lines` yields no
 /// line), and a turn that read nothing while the outbox held bytes (the
 /// handler waits for room by its own measure) gets the next one for its

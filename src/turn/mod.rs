@@ -3,15 +3,19 @@
 //! readiness set, holding no worker.
 //!
 //! - Lives here: `TurnHandler`, `Turn`, `Next`, `Lines`, `Peer`,
-//!   `Message`, the engine (`Hub`, `Entry`) and its poller thread, and
-//!   the `Service` that runs turns on the pool's workers.
+//!   `Message`, the engine (`Hub`, `Entry`), the news of each
+//!   connection's input (`Input`), the edge-triggered readiness set
+//!   (`ReadySet`) and its poller thread, and the `Service` that runs turns
+//!   on the pool's workers.
 //! - May use: `pool/`, `stream/`, `net/`, `config.rs`, `stats.rs` and the
 //!   leaves.
 //! - Must never use it: everything but `server.rs` and `lib.rs`; the
 //!   `Handler` mode (`handler/`) in particular.
 
 pub(crate) mod engine;
+pub(crate) mod events;
 pub(crate) mod handler;
+pub(crate) mod input;
 pub(crate) mod lines;
 pub(crate) mod peer;
 pub(crate) mod poller;

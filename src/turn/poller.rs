@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use polling::{Event, Events};
-
 use crate::error::{Error, Result};
 use crate::stats::Counters;
 use crate::turn::engine::Hub;
+use crate::turn::events::ReadySet;
 
 /// Keys of the server's stop and force signals in the readiness set
-/// (`usize::MAX` is `polling`'s own);
+/// (`usize::MAX` is the set's own wake-up);
 /// connections have keys from 1 up (their ids).
 const STOP: usize = usize::MAX - 1;
 const FORCE: usize = usize::MAX - 2;
@@ -58,24 +57,19 @@ impl PollerThread {
     }
 }
 
-#[allow(unsafe_code)]
 fn register_signals(hub: &Hub) -> io::Result<()> {
     let shared = &hub.shared;
-    // SAFETY: `polling` requires a source to be deleted before it is
-    // closed. Both signals belong to `Shared`, which the hub holds in an
-    // `Arc` for at least as long as the poller (and its registrations)
-    // lives; `run` deletes them before it returns.
-    unsafe {
-        hub.poller
-            .add(shared.stop_signal().source(), Event::readable(STOP))?;
-        hub.poller
-            .add(shared.force_signal().source(), Event::readable(FORCE))?;
-    }
+    // Deleted by `run` before it returns; `Shared`, which owns them,
+    // outlives the thread.
+    hub.poller.add_signal(shared.stop_signal().source(), STOP)?;
+    hub.poller
+        .add_signal(shared.force_signal().source(), FORCE)?;
     Ok(())
 }
 
 fn run(hub: &Hub) {
-    let mut events = Events::new();
+    let mut events = Vec::new();
+    let mut buf = ReadySet::buffer();
     let mut draining = false;
     let mut forced = false;
     loop {
@@ -115,16 +109,20 @@ fn run(hub: &Hub) {
                 break;
             }
         }
-        events.clear();
+        // After the drain's look above, so that these were out of their
+        // turns when it was taken.
+        for entry in hub.take_deferred() {
+            entry.on_deferred();
+        }
         let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
-        if let Err(error) = hub.poller.wait(&mut events, timeout) {
+        if let Err(error) = hub.poller.wait(&mut events, &mut buf, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
             // strand every parked connection; the timers and the force
             // still end them.
             log::error!("waiting for readiness failed: error={error}");
             continue;
         }
-        for event in events.iter() {
+        for &event in &events {
             match event.key {
                 STOP => {
                     if !draining {
@@ -137,7 +135,7 @@ fn run(hub: &Hub) {
                 FORCE => forced = true,
                 key => {
                     if let Some(entry) = hub.entry(key as u64) {
-                        entry.on_ready(event.readable, event.writable);
+                        entry.on_ready(event);
                     }
                 }
             }
@@ -146,5 +144,6 @@ fn run(hub: &Hub) {
     let shared = &hub.shared;
     let _ = hub.poller.delete(shared.stop_signal().source());
     let _ = hub.poller.delete(shared.force_signal().source());
+    drop(hub.take_deferred());
     hub.release_jobs();
 }

@@ -9,12 +9,16 @@ use crate::config::CloseReason;
 use crate::pool::guard::run_guarded;
 use crate::pool::workers::{Admitted, Service, Worker};
 use crate::sync::lock;
-use crate::turn::engine::{Entry, Hub, TurnJob, Why};
+use crate::turn::engine::{Entry, Hub, Parked, TurnJob, Why};
 use crate::turn::handler::{Next, Turn, TurnHandler};
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
 /// waits on it for its next input before it is parked.
 const STAY_WAIT: Duration = Duration::from_millis(1);
+
+/// How many turns in a row a worker gives one connection whose input keeps
+/// waiting, before it lets the other connections' turns go first.
+const TURNS_IN_A_ROW: u32 = 16;
 
 /// Serves the turns of a [`TurnHandler`].
 pub(crate) struct Turns<H> {
@@ -75,7 +79,7 @@ impl<H: TurnHandler> Service for Turns<H> {
                 // What the client sent before the stop is answered; the
                 // connection is closed once every one has had this turn.
                 match self.run_ready(&entry) {
-                    Some(Next::Park | Next::Stay) => self.after_turn(&entry),
+                    Some(Next::Park | Next::Stay) => self.after_turn(&entry, worker),
                     Some(Next::Close) => self.close(&entry, CloseReason::Done),
                     None => self.close(&entry, CloseReason::Failed),
                 }
@@ -90,14 +94,17 @@ impl<H: TurnHandler> Turns<H> {
     /// opens the connection; parks it meanwhile, so a client that is slow
     /// or silent holds no worker.
     fn handshake(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
-        match entry.advance_handshake() {
-            Ok(true) => self.open(entry, worker),
-            Ok(false) => {
-                if let Err(reason) = entry.park() {
-                    entry.refuse(&format!("closed: {reason:?}"));
-                }
+        loop {
+            match entry.advance_handshake() {
+                Ok(true) => return self.open(entry, worker),
+                Ok(false) => match entry.park() {
+                    Ok(Parked::Yes) => return,
+                    // The client's next records are there already.
+                    Ok(Parked::InputWaits) => entry.begin_turn(),
+                    Err(reason) => return entry.refuse(&format!("closed: {reason:?}")),
+                },
+                Err(error) => return entry.refuse(&error),
             }
-            Err(error) => entry.refuse(&error),
         }
     }
 
@@ -117,24 +124,37 @@ impl<H: TurnHandler> Turns<H> {
         }
     }
 
+    /// Turns for as long as input waits for them, then parks.
     fn ready(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
+        let mut turns = 1;
         loop {
             match self.run_ready(entry) {
-                Some(Next::Park) => return self.after_turn(entry),
+                Some(Next::Park) => {}
                 Some(Next::Stay) => {
                     // Keep the worker while nobody else waits for one and
                     // input follows promptly; otherwise park. A connection
                     // asked to close (`Peer::close`, a full outbox) or past
                     // one of its limits parks, where that is acted on.
-                    if worker.others_waiting()
+                    if !(worker.others_waiting()
                         || entry.must_park()
-                        || !entry.wait_readable(STAY_WAIT)
+                        || !entry.wait_readable(STAY_WAIT))
                     {
-                        return self.after_turn(entry);
+                        continue;
                     }
                 }
                 Some(Next::Close) => return self.close(entry, CloseReason::Done),
                 None => return self.close(entry, CloseReason::Failed),
+            }
+            match entry.park() {
+                Ok(Parked::Yes) => return,
+                // A busy client's next request is there: no trip through
+                // the readiness set, unless other connections wait.
+                Ok(Parked::InputWaits) if turns < TURNS_IN_A_ROW && !worker.others_waiting() => {
+                    turns += 1;
+                    entry.begin_turn();
+                }
+                Ok(Parked::InputWaits) => return self.hub.requeue(entry),
+                Err(reason) => return self.close(entry, reason),
             }
         }
     }
@@ -146,11 +166,17 @@ impl<H: TurnHandler> Turns<H> {
         self.call(entry, "ready", |handler, turn| handler.ready(state, turn))
     }
 
-    /// Parks the connection after a turn, or ends it if something asked
-    /// for that meanwhile (or the shutdown is closing every connection).
-    fn after_turn(&self, entry: &Arc<Entry>) {
-        if let Err(reason) = entry.park() {
-            self.close(entry, reason);
+    /// Parks the connection after a turn (or goes on with it while input
+    /// waits), or ends it if something asked for that meanwhile (or the
+    /// shutdown is closing every connection).
+    fn after_turn(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
+        match entry.park() {
+            Ok(Parked::Yes) => {}
+            Ok(Parked::InputWaits) => {
+                entry.begin_turn();
+                self.ready(entry, worker);
+            }
+            Err(reason) => self.close(entry, reason),
         }
     }
 

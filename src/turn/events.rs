@@ -1,0 +1,241 @@
+//! The readiness set of the turn mode: every connection is registered once,
+//! edge-triggered, for reading and writing, and reported each time new
+//! input arrives or room opens to write. Nothing is re-armed between
+//! turns, so a turn costs no `epoll_ctl`.
+//!
+//! Edge-triggered readiness tells of changes, not of states: an event
+//! that comes while a turn runs is remembered by the connection (see
+//! [`Input`](crate::turn::input::Input)), not repeated by the kernel.
+//!
+//! On Linux the set is an epoll descriptor used directly, because it also
+//! reports `EPOLLRDHUP`: once the client's end of stream has arrived, a
+//! short read no longer shows that the socket is empty. Elsewhere it is
+//! `polling` in its edge mode (kqueue's `EV_CLEAR`), which does not say
+//! so; there only a read that finds nothing counts as "empty".
+
+/// What the readiness set reported for one key.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ready {
+    pub(crate) key: usize,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    /// The client's end of stream (or an error) has arrived: reads return
+    /// what is left, then end of stream.
+    pub(crate) read_closed: bool,
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use self::epoll::ReadySet;
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) use self::portable::ReadySet;
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod epoll {
+    use std::io;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::time::Duration;
+
+    use rustix::buffer::spare_capacity;
+    use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
+    use rustix::event::{eventfd, EventfdFlags, Timespec};
+
+    use super::Ready;
+    use crate::net::socket::Socket;
+    use crate::stream::wait::Endpoint;
+
+    /// The key of the set's own wake-up descriptor.
+    const WAKER: u64 = u64::MAX;
+
+    /// An epoll set, and an eventfd that [`notify`](ReadySet::notify)
+    /// makes readable.
+    #[derive(Debug)]
+    pub(crate) struct ReadySet {
+        epoll: OwnedFd,
+        waker: OwnedFd,
+    }
+
+    impl ReadySet {
+        /// Whether a short read shows that a socket's buffer is empty:
+        /// here it does, unless `read_closed` was reported.
+        pub(crate) const SHORT_READ_SHOWS_EMPTY: bool = true;
+
+        pub(crate) fn new() -> io::Result<ReadySet> {
+            let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+            let waker = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+            epoll::add(
+                &epoll,
+                &waker,
+                EventData::new_u64(WAKER),
+                EventFlags::IN | EventFlags::ET,
+            )?;
+            Ok(ReadySet { epoll, waker })
+        }
+
+        /// Registers a connection under `key`, for good: its input and its
+        /// room to write, each reported as it changes.
+        pub(crate) fn add(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+            Ok(epoll::add(
+                &self.epoll,
+                socket,
+                EventData::new_u64(key as u64),
+                flags,
+            )?)
+        }
+
+        /// Registers one of the server's signals, reported once when it is
+        /// raised.
+        pub(crate) fn add_signal(&self, signal: &Endpoint, key: usize) -> io::Result<()> {
+            let flags = EventFlags::IN | EventFlags::ET;
+            Ok(epoll::add(
+                &self.epoll,
+                signal,
+                EventData::new_u64(key as u64),
+                flags,
+            )?)
+        }
+
+        pub(crate) fn delete(&self, source: impl AsFd) -> io::Result<()> {
+            Ok(epoll::delete(&self.epoll, source)?)
+        }
+
+        /// Waits up to `timeout` (`None`: for ever) for events, or for
+        /// [`notify`](ReadySet::notify); fills `events` with what came.
+        pub(crate) fn wait(
+            &self,
+            events: &mut Vec<Ready>,
+            buf: &mut Vec<epoll::Event>,
+            timeout: Option<Duration>,
+        ) -> io::Result<()> {
+            events.clear();
+            buf.clear();
+            // Longer than a `Timespec` holds: wait for ever.
+            let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
+            match epoll::wait(&self.epoll, spare_capacity(buf), timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => return Ok(()),
+                Err(error) => return Err(error.into()),
+            }
+            for event in buf.iter() {
+                let key = event.data.u64();
+                let flags = event.flags;
+                if key == WAKER {
+                    let mut count = [0u8; 8];
+                    let _ = rustix::io::read(&self.waker, &mut count);
+                    continue;
+                }
+                let failed = flags.intersects(EventFlags::ERR | EventFlags::HUP);
+                events.push(Ready {
+                    key: key as usize,
+                    readable: failed || flags.intersects(EventFlags::IN | EventFlags::RDHUP),
+                    writable: failed || flags.contains(EventFlags::OUT),
+                    read_closed: failed || flags.contains(EventFlags::RDHUP),
+                });
+            }
+            Ok(())
+        }
+
+        /// Wakes a [`wait`](ReadySet::wait) under way, or the next one.
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            match rustix::io::write(&self.waker, &1u64.to_ne_bytes()) {
+                // The counter is full: a wake-up is pending anyway.
+                Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+                Err(error) => Err(error.into()),
+            }
+        }
+
+        /// A buffer for [`wait`](ReadySet::wait)'s raw events.
+        pub(crate) fn buffer() -> Vec<epoll::Event> {
+            Vec::with_capacity(1024)
+        }
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod portable {
+    use std::io;
+    use std::time::Duration;
+
+    use polling::{Event, Events, PollMode, Poller};
+
+    use super::Ready;
+    use crate::net::socket::Socket;
+    use crate::stream::wait::Endpoint;
+
+    /// `polling` in its edge-triggered mode.
+    #[derive(Debug)]
+    pub(crate) struct ReadySet {
+        poller: Poller,
+    }
+
+    impl ReadySet {
+        /// `polling` does not report the client's end of stream apart from
+        /// input, so a short read shows nothing here.
+        pub(crate) const SHORT_READ_SHOWS_EMPTY: bool = false;
+
+        pub(crate) fn new() -> io::Result<ReadySet> {
+            let poller = Poller::new()?;
+            if !poller.supports_edge() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the turn mode needs edge-triggered readiness, which this system lacks",
+                ));
+            }
+            Ok(ReadySet { poller })
+        }
+
+        #[allow(unsafe_code)]
+        pub(crate) fn add(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            // SAFETY: `polling` requires the source to be deleted before it
+            // is closed: the engine deletes a connection's socket before it
+            // hands it to the closer, the only place it is closed.
+            unsafe {
+                self.poller
+                    .add_with_mode(socket, Event::all(key), PollMode::Edge)
+            }
+        }
+
+        #[allow(unsafe_code)]
+        pub(crate) fn add_signal(&self, signal: &Endpoint, key: usize) -> io::Result<()> {
+            // SAFETY: the signals live in `Shared`, which outlives the
+            // poller thread; it deletes them before it ends.
+            unsafe {
+                self.poller
+                    .add_with_mode(signal, Event::readable(key), PollMode::Edge)
+            }
+        }
+
+        pub(crate) fn delete(&self, source: impl polling::AsSource) -> io::Result<()> {
+            self.poller.delete(source)
+        }
+
+        pub(crate) fn wait(
+            &self,
+            events: &mut Vec<Ready>,
+            buf: &mut Events,
+            timeout: Option<Duration>,
+        ) -> io::Result<()> {
+            events.clear();
+            buf.clear();
+            self.poller.wait(buf, timeout)?;
+            for event in buf.iter() {
+                events.push(Ready {
+                    key: event.key,
+                    readable: event.readable,
+                    writable: event.writable,
+                    read_closed: false,
+                });
+            }
+            Ok(())
+        }
+
+        pub(crate) fn notify(&self) -> io::Result<()> {
+            self.poller.notify()
+        }
+
+        pub(crate) fn buffer() -> Events {
+            Events::new()
+        }
+    }
+}
