@@ -694,7 +694,8 @@ impl ServerBuilder {
     }
 
     /// Sets how long a TLS handshake may take, from the moment a worker
-    /// takes the connection.
+    /// takes the connection (behind a PROXY header, from the moment the
+    /// header is read).
     ///
     /// Defaults to [`TLS_HANDSHAKE_TIME`] (10 seconds): ample for a
     /// client far away, and a bound on what a client that connects and
@@ -777,9 +778,15 @@ impl ServerBuilder {
     ///
     /// Defaults to off, and is never guessed: behind a proxy that sends
     /// it, turn it on; anywhere else, leave it off, or any client could
-    /// claim any address. The header is read on a worker before the
-    /// handler runs, across however many TCP segments it arrives in, for
-    /// at most [`PROXY_HEADER_TIME`](crate::PROXY_HEADER_TIME); then
+    /// claim any address. The header is read before the handler runs
+    /// (and before the TLS handshake), across however many TCP segments
+    /// it arrives in, for at most
+    /// [`PROXY_HEADER_TIME`](crate::PROXY_HEADER_TIME): in the
+    /// [`Handler`](crate::Handler) mode on a worker, which a client that
+    /// says nothing holds that long, in the turn mode with the connection
+    /// parked, holding no worker; either way the connection counts
+    /// against [`max_connections`](ServerBuilder::max_connections)
+    /// meanwhile. Then
     /// [`Connection::peer_addr`](crate::Connection::peer_addr) (and
     /// [`Turn::peer_addr`](crate::Turn::peer_addr)) is the client's
     /// address from the header, and

@@ -1,7 +1,8 @@
 //! The PROXY protocol (v1 and v2, as HAProxy and cloud load balancers send
 //! it): the header a proxy puts before the client's bytes to say who the
-//! client is. Read on a worker before the handler runs, under a deadline,
-//! across any number of TCP segments, and never a byte beyond the header.
+//! client is. Read before the handler runs, under a deadline, across any
+//! number of TCP segments, and never a byte beyond the header: on the
+//! worker in the `Handler` mode, parked between turns in the turn mode.
 
 use std::fmt;
 use std::io;
@@ -18,6 +19,14 @@ use crate::stream::wait::{self, Interest, Stopping, Woken};
 /// How long a proxy may take to send the header. A proxy sends it with
 /// the connection; a client that is not a proxy and says nothing is
 /// closed after this.
+///
+/// Meanwhile the connection counts against
+/// [`max_connections`](crate::ServerBuilder::max_connections). In the
+/// [`Handler`](crate::Handler) mode it also holds a worker, so `workers`
+/// silent clients hold every worker for up to this long (list the proxies
+/// in [`trusted_proxies`](crate::ServerBuilder::trusted_proxies) to close
+/// other clients at once); the turn mode waits for the header with the
+/// connection parked, holding no worker.
 pub const PROXY_HEADER_TIME: Duration = Duration::from_secs(5);
 
 /// The PROXY protocol, when required.
