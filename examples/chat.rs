@@ -27,7 +27,9 @@
 //! operating system's readiness set, with its [`Member`] state (its name
 //! and any half-received line). So a few workers hold thousands of
 //! clients, most of them listening: up to `--max-connections` (default
-//! 10,000); one more gets `error: server busy`. For one command line
+//! 10,000); one more gets `error: server busy`, as does one more from an
+//! address that holds `--max-connections-per-ip` already (no limit by
+//! default). For one command line
 //! across the examples, chat accepts `--turns` and `--queue`, which change
 //! nothing here.
 //!

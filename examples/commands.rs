@@ -50,7 +50,9 @@
 //!
 //! In both modes a client beyond `--max-connections` (default: `workers +
 //! queue` in the `Handler` mode, 10,000 in the turn mode) gets
-//! `error: server busy` and is closed.
+//! `error: server busy` and is closed, and so does a client whose address
+//! already holds `--max-connections-per-ip` connections (no limit by
+//! default; behind `--proxy-protocol`, the address the header names).
 
 mod common;
 

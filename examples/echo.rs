@@ -33,7 +33,8 @@
 //!
 //! When the server is full, a new client is closed at once, without a
 //! word: in the `Handler` mode when every worker is busy and the queue is
-//! full, in both modes at `--max-connections`.
+//! full, in both modes at `--max-connections`, and when its address
+//! already holds `--max-connections-per-ip` connections.
 //!
 //! Echo has no lines: it accepts the line options of the other examples
 //! (`--request-timeout-ms`, `--max-line`), so that one command line starts

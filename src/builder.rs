@@ -123,6 +123,7 @@ pub struct ServerBuilder {
     idle_timeout: Option<Duration>,
     overload: Overload,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     shutdown_timeout: Duration,
     drain_quiet_time: Duration,
     linger_time: Duration,
@@ -163,6 +164,7 @@ impl ServerBuilder {
             idle_timeout: Some(Duration::from_secs(300)),
             overload: Overload::Block,
             max_connections: None,
+            max_connections_per_ip: None,
             shutdown_timeout: Duration::from_secs(10),
             drain_quiet_time: Duration::from_millis(200),
             linger_time: Duration::from_secs(2),
@@ -329,6 +331,43 @@ impl ServerBuilder {
         self
     }
 
+    /// Caps the connections one client address holds at once; beyond it,
+    /// a new connection from that address goes to the reject handler with
+    /// [`RejectReason::MaxConnectionsPerIp`](crate::RejectReason::MaxConnectionsPerIp)
+    /// and is counted in
+    /// [`RejectedStats::max_connections_per_ip`](crate::RejectedStats::max_connections_per_ip).
+    /// `None` for no cap, so that one host (or one client behind a proxy)
+    /// cannot take every connection [`max_connections`](ServerBuilder::max_connections)
+    /// allows.
+    ///
+    /// Defaults to none. Must be at least 1, as `max_connections` must:
+    /// zero would refuse every client, and is [`Error::Config`].
+    /// `usize::MAX` is no cap in practice (the counts are still kept).
+    ///
+    /// The address is the client's IP address as
+    /// [`Connection::peer_addr`](crate::Connection::peer_addr) reports it:
+    /// the TCP peer's, or with [`proxy_protocol`](ServerBuilder::proxy_protocol)
+    /// the one the header names (a header that names none, such as a load
+    /// balancer's health check, counts for the proxy's address). An
+    /// IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, an IPv4 client of a
+    /// dual-stack listener) is the IPv4 address, as for
+    /// [`trusted_proxies`](ServerBuilder::trusted_proxies); each IPv6
+    /// address is a client of its own (a host with a /64 has many). The
+    /// clients of a Unix socket have no IP address and are not capped,
+    /// unless a PROXY header names one.
+    ///
+    /// A connection takes its place before its TLS handshake and before
+    /// the handler sees it (before `open` in the turn mode): when it is
+    /// accepted or, behind a PROXY header, as soon as the header is read
+    /// (a connection still waiting for its header counts against
+    /// `max_connections` only). It holds the place until it is closed,
+    /// however it ends; a client turned away gets what an overloaded one
+    /// gets (see [`on_reject`](ServerBuilder::on_reject)).
+    pub fn max_connections_per_ip(mut self, n: impl Into<Option<usize>>) -> Self {
+        self.max_connections_per_ip = n.into();
+        self
+    }
+
     /// Sets how long shutdown lets active and queued connections finish
     /// before it closes them by force.
     ///
@@ -420,6 +459,13 @@ impl ServerBuilder {
     /// quickly all the same: nothing is accepted while it runs. The
     /// connection is then closed gently, so the reply arrives even when
     /// the client had already sent a request.
+    ///
+    /// One case runs elsewhere: behind a PROXY header, the
+    /// [`max_connections_per_ip`](ServerBuilder::max_connections_per_ip)
+    /// cap is checked once the header is read, so a client it turns away
+    /// gets the handler on the worker that read the header (or, in the
+    /// turn mode, ran the turn that did). A connection that fails its
+    /// PROXY header or TLS handshake is closed without it.
     ///
     /// # Examples
     ///
@@ -648,7 +694,8 @@ impl ServerBuilder {
     }
 
     /// Sets how long a TLS handshake may take, from the moment a worker
-    /// takes the connection.
+    /// takes the connection (behind a PROXY header, from the moment the
+    /// header is read).
     ///
     /// Defaults to [`TLS_HANDSHAKE_TIME`] (10 seconds): ample for a
     /// client far away, and a bound on what a client that connects and
@@ -731,9 +778,15 @@ impl ServerBuilder {
     ///
     /// Defaults to off, and is never guessed: behind a proxy that sends
     /// it, turn it on; anywhere else, leave it off, or any client could
-    /// claim any address. The header is read on a worker before the
-    /// handler runs, across however many TCP segments it arrives in, for
-    /// at most [`PROXY_HEADER_TIME`](crate::PROXY_HEADER_TIME); then
+    /// claim any address. The header is read before the handler runs
+    /// (and before the TLS handshake), across however many TCP segments
+    /// it arrives in, for at most
+    /// [`PROXY_HEADER_TIME`](crate::PROXY_HEADER_TIME): in the
+    /// [`Handler`](crate::Handler) mode on a worker, which a client that
+    /// says nothing holds that long, in the turn mode with the connection
+    /// parked, holding no worker; either way the connection counts
+    /// against [`max_connections`](ServerBuilder::max_connections)
+    /// meanwhile. Then
     /// [`Connection::peer_addr`](crate::Connection::peer_addr) (and
     /// [`Turn::peer_addr`](crate::Turn::peer_addr)) is the client's
     /// address from the header, and
@@ -826,11 +879,15 @@ impl ServerBuilder {
         if self.max_connections == Some(0) {
             return Err(Error::Config("`max_connections` must be at least 1"));
         }
+        if self.max_connections_per_ip == Some(0) {
+            return Err(Error::Config("`max_connections_per_ip` must be at least 1"));
+        }
         Ok(Config {
             workers: self.workers,
             queue: self.queue,
             overload: self.overload,
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
             shutdown_timeout: self.shutdown_timeout,
             drain_quiet: self.drain_quiet_time,
             linger: Linger {
@@ -877,6 +934,7 @@ impl fmt::Debug for ServerBuilder {
             idle_timeout,
             overload,
             max_connections,
+            max_connections_per_ip,
             shutdown_timeout,
             drain_quiet_time,
             linger_time,
@@ -907,6 +965,7 @@ impl fmt::Debug for ServerBuilder {
             .field("idle_timeout", idle_timeout)
             .field("overload", overload)
             .field("max_connections", max_connections)
+            .field("max_connections_per_ip", max_connections_per_ip)
             .field("shutdown_timeout", shutdown_timeout)
             .field("drain_quiet_time", drain_quiet_time)
             .field("linger_time", linger_time)
@@ -974,6 +1033,21 @@ mod tests {
     #[test]
     fn zero_max_connections_is_config_error() {
         assert!(config_error(ServerBuilder::new().max_connections(0)).contains("max_connections"));
+    }
+
+    #[test]
+    fn zero_max_connections_per_ip_is_config_error() {
+        let builder = ServerBuilder::new().max_connections_per_ip(0);
+        assert_eq!(
+            config_error(builder),
+            "`max_connections_per_ip` must be at least 1"
+        );
+        for n in [Some(1), Some(usize::MAX), None] {
+            ServerBuilder::new()
+                .max_connections_per_ip(n)
+                .bind("127.0.0.1:0")
+                .unwrap();
+        }
     }
 
     #[test]

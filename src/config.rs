@@ -185,6 +185,8 @@ pub(crate) struct Config {
     pub(crate) queue: usize,
     pub(crate) overload: Overload,
     pub(crate) max_connections: Option<usize>,
+    /// At least 1 when set.
+    pub(crate) max_connections_per_ip: Option<usize>,
     pub(crate) shutdown_timeout: Duration,
     /// During a shutdown, how long a read waits for more input before it
     /// reports end of stream.
@@ -209,6 +211,7 @@ impl fmt::Debug for Config {
             queue,
             overload,
             max_connections,
+            max_connections_per_ip,
             shutdown_timeout,
             drain_quiet,
             linger,
@@ -225,6 +228,7 @@ impl fmt::Debug for Config {
             .field("queue", queue)
             .field("overload", overload)
             .field("max_connections", max_connections)
+            .field("max_connections_per_ip", max_connections_per_ip)
             .field("shutdown_timeout", shutdown_timeout)
             .field("drain_quiet", drain_quiet)
             .field("linger", linger)

@@ -80,7 +80,9 @@
 //! [`on_reject`](ServerBuilder::on_reject) handler (for a "busy" reply) and
 //! closes it; `Wait(d)` waits up to `d` for room, then rejects.
 //! [`max_connections`](ServerBuilder::max_connections) caps the connections
-//! held at once the same way.
+//! held at once the same way, and
+//! [`max_connections_per_ip`](ServerBuilder::max_connections_per_ip) those
+//! one client address holds.
 //!
 //! # Timeouts
 //!

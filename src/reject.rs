@@ -3,12 +3,13 @@
 
 use std::fmt;
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use crate::addr::Addr;
 use crate::net::socket::Socket;
 use crate::stream::wait;
 
-/// Why the acceptor turned a connection away.
+/// Why a connection was turned away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RejectReason {
@@ -18,6 +19,10 @@ pub enum RejectReason {
     /// The [`max_connections`](crate::ServerBuilder::max_connections) cap
     /// was reached.
     MaxConnections,
+    /// The client's address already holds as many connections as
+    /// [`max_connections_per_ip`](crate::ServerBuilder::max_connections_per_ip)
+    /// allows.
+    MaxConnectionsPerIp,
     /// The connection was accepted while the server was shutting down.
     ShuttingDown,
 }
@@ -27,6 +32,7 @@ impl fmt::Display for RejectReason {
         f.write_str(match self {
             RejectReason::Overload => "every worker is busy",
             RejectReason::MaxConnections => "too many connections",
+            RejectReason::MaxConnectionsPerIp => "too many connections from this address",
             RejectReason::ShuttingDown => "the server is shutting down",
         })
     }
@@ -38,19 +44,25 @@ impl fmt::Display for RejectReason {
 /// It is [`Write`], and a write never waits: it sends what fits in the
 /// socket's buffer at once (a fresh connection has room for a short
 /// reply) and fails with [`io::ErrorKind::WouldBlock`] otherwise. There is
-/// no `Read`: the handler runs on the acceptor thread, and waiting for a
+/// no `Read`: the handler runs on the acceptor thread (or on a worker, see
+/// [`on_reject`](crate::ServerBuilder::on_reject)), and waiting for a
 /// client there would stall every new connection. After the handler
 /// returns, the connection is closed gently, so the reply reaches the
 /// client even when it had sent something.
 pub struct Rejected {
-    pub(crate) stream: Socket,
+    stream: Arc<Socket>,
     peer_addr: Addr,
     id: u64,
     reason: RejectReason,
 }
 
 impl Rejected {
-    pub(crate) fn new(stream: Socket, peer_addr: Addr, id: u64, reason: RejectReason) -> Rejected {
+    pub(crate) fn new(
+        stream: Arc<Socket>,
+        peer_addr: Addr,
+        id: u64,
+        reason: RejectReason,
+    ) -> Rejected {
         Rejected {
             stream,
             peer_addr,
@@ -95,12 +107,14 @@ impl fmt::Debug for Rejected {
     }
 }
 
-/// Runs on the acceptor thread for every connection turned away, before it
-/// is closed; see [`ServerBuilder::on_reject`](crate::ServerBuilder::on_reject).
+/// Runs for every connection turned away, before it is closed: on the
+/// acceptor thread, or for a connection turned away once its PROXY header
+/// is read, on a worker; see
+/// [`ServerBuilder::on_reject`](crate::ServerBuilder::on_reject).
 ///
 /// Any closure `Fn(&mut Rejected) -> io::Result<()>` that is
 /// `Send + Sync + 'static` is one. It must return quickly: the acceptor
-/// accepts nobody while it runs. Its socket never makes it wait, but its
+/// accepts nobody while it runs (nor does a worker serve anyone). Its socket never makes it wait, but its
 /// own code can, and nothing can interrupt that.
 pub trait RejectHandler: Send + Sync + 'static {
     /// Says goodbye to one rejected connection.

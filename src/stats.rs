@@ -79,6 +79,10 @@ pub struct RejectedStats {
     pub overload: u64,
     /// The `max_connections` cap was reached.
     pub max_connections: u64,
+    /// The client's address already held as many connections as
+    /// [`max_connections_per_ip`](crate::ServerBuilder::max_connections_per_ip)
+    /// allows.
+    pub max_connections_per_ip: u64,
     /// The connection was accepted while the server was shutting down and
     /// could not be queued.
     pub shutting_down: u64,
@@ -96,7 +100,12 @@ pub struct RejectedStats {
 impl RejectedStats {
     /// All rejected connections, whatever the reason.
     pub fn total(&self) -> u64 {
-        self.overload + self.max_connections + self.shutting_down + self.proxy + self.tls
+        self.overload
+            + self.max_connections
+            + self.max_connections_per_ip
+            + self.shutting_down
+            + self.proxy
+            + self.tls
     }
 }
 
@@ -130,6 +139,7 @@ pub(crate) struct Counters {
     pub(crate) busy: AtomicUsize,
     pub(crate) rejected_overload: AtomicU64,
     pub(crate) rejected_max_connections: AtomicU64,
+    pub(crate) rejected_max_connections_per_ip: AtomicU64,
     pub(crate) rejected_shutting_down: AtomicU64,
     pub(crate) rejected_proxy: AtomicU64,
     pub(crate) rejected_tls: AtomicU64,
@@ -170,6 +180,7 @@ impl Counters {
         Counters::bump(match reason {
             RejectReason::Overload => &self.rejected_overload,
             RejectReason::MaxConnections => &self.rejected_max_connections,
+            RejectReason::MaxConnectionsPerIp => &self.rejected_max_connections_per_ip,
             RejectReason::ShuttingDown => &self.rejected_shutting_down,
         });
     }
@@ -190,6 +201,7 @@ impl Counters {
             rejected: RejectedStats {
                 overload: get(&self.rejected_overload),
                 max_connections: get(&self.rejected_max_connections),
+                max_connections_per_ip: get(&self.rejected_max_connections_per_ip),
                 shutting_down: get(&self.rejected_shutting_down),
                 proxy: get(&self.rejected_proxy),
                 tls: get(&self.rejected_tls),

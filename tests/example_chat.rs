@@ -214,6 +214,18 @@ fn sigterm_delivers_lines_sent_before_it_and_exits_0() {
 }
 
 #[test]
+fn max_connections_per_ip_turns_the_next_client_from_an_address_away() {
+    let mut server = Example::start("chat", &["--max-connections-per-ip", "3"]);
+    let (mut a, mut b, _c) = three(&server);
+    let mut fourth = server.connect();
+    fourth.expect_busy();
+    // The room did not see it come or go.
+    a.say("still three");
+    b.expect(&format!("{}: still three", a.name));
+    server.stop();
+}
+
+#[test]
 fn max_connections_turns_the_next_client_away() {
     // `--turns` and `--queue` are accepted for one command line across the
     // examples, and change nothing: chat is turn-mode only.

@@ -71,6 +71,7 @@ fn help_lists_the_options_that_change_something_in_the_example() {
         "--workers",
         "--queue",
         "--max-connections",
+        "--max-connections-per-ip",
         "--idle-timeout-ms",
         "--request-timeout-ms",
         "--max-line",
@@ -150,6 +151,8 @@ fn one_command_line_starts_every_example_in_either_mode() {
         "1",
         "--max-connections",
         "50",
+        "--max-connections-per-ip",
+        "10",
         "--idle-timeout-ms",
         "60000",
         "--request-timeout-ms",
@@ -214,6 +217,13 @@ fn invalid_configuration_exits_2_like_a_bad_argument() {
         let mut args = vec!["127.0.0.1:0", "--max-connections", "0"];
         args.extend(turns);
         fails("echo", &args, "`max_connections` must be at least 1");
+        let mut args = vec!["127.0.0.1:0", "--max-connections-per-ip", "0"];
+        args.extend(turns);
+        fails(
+            "commands",
+            &args,
+            "invalid configuration: `max_connections_per_ip` must be at least 1",
+        );
     }
 }
 
@@ -223,6 +233,7 @@ fn non_numeric_values_are_errors() {
         "--workers",
         "--queue",
         "--max-connections",
+        "--max-connections-per-ip",
         "--idle-timeout-ms",
         "--request-timeout-ms",
         "--max-line",
@@ -312,4 +323,31 @@ fn idle_timeout_0_means_never() {
     client.send("ping\n");
     client.expect("pong");
     server.stop();
+}
+
+#[test]
+fn max_connections_per_ip_has_no_limit_by_default_and_takes_usize_max() {
+    for name in EXAMPLES {
+        let (_, stdout, _) = run(name, &["--help"]);
+        assert!(stdout.contains("least 1 (default: no limit)"), "{stdout}");
+    }
+    // The largest value is no limit in practice: both clients are served.
+    let max = usize::MAX.to_string();
+    for turns in [&[][..], &["--turns"][..]] {
+        let mut args = vec!["--max-connections-per-ip", &max];
+        args.extend(turns);
+        let mut server = Example::start("commands", &args);
+        let mut clients = [server.connect(), server.connect()];
+        for client in &mut clients {
+            client.send("ping\n");
+            client.expect("pong");
+        }
+        server.stop();
+    }
+    // One more than that is not a number it takes.
+    fails(
+        "commands",
+        &["--max-connections-per-ip", "18446744073709551616"],
+        "invalid value '18446744073709551616' for --max-connections-per-ip",
+    );
 }

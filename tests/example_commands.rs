@@ -39,6 +39,8 @@ in_both_modes![
     idle_connection_is_closed_after_the_idle_timeout,
     idle_timeout_counts_from_the_last_byte,
     max_connections_turns_the_next_client_away,
+    max_connections_per_ip_turns_the_next_client_from_an_address_away,
+    max_connections_per_ip_behind_a_proxy_counts_the_headers_clients,
     sigterm_answers_every_line_sent_before_it_then_exits,
     sigint_with_a_silent_client_and_a_half_sent_line_exits_0,
 ];
@@ -286,6 +288,54 @@ fn max_connections_turns_the_next_client_away(mode: Mode) {
     });
     next.send("ping\n");
     next.expect("pong");
+    server.stop();
+}
+
+fn max_connections_per_ip_turns_the_next_client_from_an_address_away(mode: Mode) {
+    // Far below the pool and `--max-connections`: the address's cap is
+    // what turns the third client from 127.0.0.1 away, in either mode.
+    let mut server = mode.start(
+        "commands",
+        &["--workers", "4", "--max-connections-per-ip", "2"],
+    );
+    let mut held: Vec<Client> = (0..2).map(|_| server.connect()).collect();
+    for client in &mut held {
+        client.send("ping\n");
+        client.expect("pong");
+    }
+    let started = Instant::now();
+    server.connect().expect_busy();
+    assert!(started.elapsed() < BUSY_WITHIN, "{:?}", started.elapsed());
+    // One leaves: the address has a place again.
+    held[0].send("quit\n");
+    held[0].expect("bye");
+    held[0].expect_clean_end();
+    let mut next = Client::connect_served(server.addr, |client| {
+        client.send("ping\n");
+        client.line() == "pong"
+    });
+    next.send("ping\n");
+    next.expect("pong");
+    server.stop();
+}
+
+fn max_connections_per_ip_behind_a_proxy_counts_the_headers_clients(mode: Mode) {
+    let mut server = mode.start(
+        "commands",
+        &["--proxy-protocol", "--max-connections-per-ip", "1"],
+    );
+    let through_proxy = |client: &str| {
+        let mut stream = server.connect();
+        stream.send(format!("PROXY TCP4 {client} 198.51.100.1 4567 80\r\n"));
+        stream.send("whoami\n");
+        stream
+    };
+    // Both come from 127.0.0.1, the proxy: their headers tell them apart.
+    let mut ada = through_proxy("192.0.2.7");
+    ada.expect("you are 192.0.2.7:4567");
+    let mut bob = through_proxy("192.0.2.8");
+    bob.expect("you are 192.0.2.8:4567");
+    through_proxy("192.0.2.7").expect_busy();
     server.stop();
 }
 

@@ -28,6 +28,7 @@ in_both_modes![
     echoes_4_mib_while_reading_concurrently,
     every_byte_value_comes_back_and_half_close_ends_the_echo,
     max_connections_closes_the_next_client_at_once,
+    max_connections_per_ip_closes_the_next_client_from_an_address_at_once,
     sigint_with_clients_connected_exits_0,
 ];
 
@@ -84,6 +85,17 @@ fn max_connections_closes_the_next_client_at_once(mode: Mode) {
     // Below what the pool would hold (4 workers, a queue of 64): the cap
     // is what turns the third client away, in either mode.
     let mut server = mode.start("echo", &["--workers", "4", "--max-connections", "2"]);
+    let mut held: Vec<Client> = (0..2).map(|_| server.connect()).collect();
+    echo_once(&mut held);
+    let started = Instant::now();
+    server.connect().expect_clean_end();
+    assert!(started.elapsed() < CLOSED_WITHIN, "{:?}", started.elapsed());
+    echo_once(&mut held);
+    server.stop();
+}
+
+fn max_connections_per_ip_closes_the_next_client_from_an_address_at_once(mode: Mode) {
+    let mut server = mode.start("echo", &["--workers", "4", "--max-connections-per-ip", "2"]);
     let mut held: Vec<Client> = (0..2).map(|_| server.connect()).collect();
     echo_once(&mut held);
     let started = Instant::now();

@@ -1,6 +1,8 @@
 //! The PROXY protocol: headers of both versions, however they are split
-//! across segments, garbage, untrusted peers, TLVs — and the real HAProxy
-//! in front of the `commands` example, with `send-proxy` and
+//! across segments, garbage, untrusted peers, TLVs, in both modes; a
+//! connection waiting for its header counts against `max_connections`,
+//! and in the turn mode waits parked, holding no worker — and the real
+//! HAProxy in front of the `commands` example, with `send-proxy` and
 //! `send-proxy-v2`.
 //!
 //! The HAProxy test needs `haproxy` (Debian package `haproxy`, which
@@ -14,8 +16,11 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use frontdesk::{Connection, Server, ServerBuilder, ServerHandle};
-use util::{read_to_clean_end, wait_for_stats, TIMEOUT};
+use frontdesk::{
+    Connection, Next, RejectReason, Rejected, Server, ServerBuilder, ServerHandle, Turn,
+    TurnHandler,
+};
+use util::{read_line, read_to_clean_end, wait_for_stats, TIMEOUT};
 
 /// Answers `<peer> <proxy> <tlvs>` and what the client sent after the
 /// header, then closes.
@@ -40,8 +45,68 @@ fn describe(conn: &mut Connection) -> io::Result<()> {
     conn.write_all(line.as_bytes())
 }
 
+/// [`describe`] in the turn mode: the bytes after the header are
+/// gathered across turns, then answered the same way.
+struct Describe;
+
+impl TurnHandler for Describe {
+    type State = Vec<u8>;
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<Vec<u8>> {
+        assert!(turn.proxy().is_some(), "open runs once the header is read");
+        Ok(Vec::new())
+    }
+
+    fn ready(&self, rest: &mut Vec<u8>, turn: &mut Turn<'_>) -> io::Result<Next> {
+        let mut buf = [0u8; 5];
+        while rest.len() < 5 {
+            let want = 5 - rest.len();
+            match turn.read(&mut buf[..want]) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(n) => rest.extend_from_slice(&buf[..n]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
+                Err(error) => return Err(error),
+            }
+        }
+        let proxy = turn
+            .proxy()
+            .expect("the server requires the PROXY protocol");
+        let tlvs: Vec<String> = proxy
+            .tlvs()
+            .map(|(kind, value)| format!("{kind:#04x}={}", String::from_utf8_lossy(value)))
+            .collect();
+        let line = format!(
+            "{} {} [{}] {}\n",
+            turn.peer_addr(),
+            proxy.proxy(),
+            tlvs.join(","),
+            String::from_utf8_lossy(rest)
+        );
+        turn.send(line)?;
+        Ok(Next::Close)
+    }
+}
+
+/// Which handler serves: [`describe`] or [`Describe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Handler,
+    Turns,
+}
+
+const MODES: [Mode; 2] = [Mode::Handler, Mode::Turns];
+
+/// Spawns `builder`, with the PROXY protocol on, in `mode`.
+fn serve_in(mode: Mode, builder: ServerBuilder) -> ServerHandle {
+    let server = builder.proxy_protocol(true).bind(util::LOCALHOST).unwrap();
+    match mode {
+        Mode::Handler => server.spawn(describe).unwrap(),
+        Mode::Turns => server.spawn_turns(Describe).unwrap(),
+    }
+}
+
 fn serve(builder: ServerBuilder) -> ServerHandle {
-    util::serve(builder.workers(2).proxy_protocol(true), describe)
+    serve_in(Mode::Handler, builder.workers(2))
 }
 
 /// Sends `bytes` one at a time, each in its own segment, so the server
@@ -71,39 +136,79 @@ fn v2_header() -> Vec<u8> {
     header
 }
 
+// In the turn mode each byte of the header may wake the parked connection
+// on its own: what was taken so far waits for the rest between turns.
 #[test]
 fn a_v1_header_split_into_single_bytes_names_the_client() {
-    let handle = serve(Server::builder());
-    let mut client = util::client(handle.local_addr());
-    let mut sent = b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\n".to_vec();
-    sent.extend_from_slice(b"hello");
-    send_bytewise(&mut client, &sent);
-    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
-    let proxy = client.local_addr().unwrap();
-    // The bytes after the header reach the handler, none of the header.
-    assert_eq!(reply, format!("192.0.2.7:4567 {proxy} [] hello\n"));
-    handle.shutdown().unwrap();
+    for mode in MODES {
+        let handle = serve_in(mode, Server::builder().workers(2));
+        let mut client = util::client(handle.local_addr());
+        let mut sent = b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\n".to_vec();
+        sent.extend_from_slice(b"hello");
+        send_bytewise(&mut client, &sent);
+        let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+        let proxy = client.local_addr().unwrap();
+        // The bytes after the header reach the handler, none of the header.
+        assert_eq!(
+            reply,
+            format!("192.0.2.7:4567 {proxy} [] hello\n"),
+            "{mode:?}"
+        );
+        drop(client);
+        let (_, stats) = util::stop(handle);
+        util::assert_accounted(&stats);
+        assert_eq!(stats.completed, 1, "{mode:?}: {stats:?}");
+    }
 }
 
 #[test]
 fn a_v2_header_split_into_single_bytes_names_the_client_and_keeps_its_tlvs() {
-    let handle = serve(Server::builder());
-    let mut client = util::client(handle.local_addr());
-    let mut sent = v2_header();
-    sent.extend_from_slice(b"hello");
-    send_bytewise(&mut client, &sent);
-    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
-    let proxy = client.local_addr().unwrap();
-    assert_eq!(
-        reply,
-        format!("192.0.2.7:4567 {proxy} [0x02=lobby.example] hello\n")
-    );
-    handle.shutdown().unwrap();
+    for mode in MODES {
+        let handle = serve_in(mode, Server::builder().workers(2));
+        let mut client = util::client(handle.local_addr());
+        let mut sent = v2_header();
+        sent.extend_from_slice(b"hello");
+        send_bytewise(&mut client, &sent);
+        let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+        let proxy = client.local_addr().unwrap();
+        assert_eq!(
+            reply,
+            format!("192.0.2.7:4567 {proxy} [0x02=lobby.example] hello\n"),
+            "{mode:?}"
+        );
+        drop(client);
+        let (_, stats) = util::stop(handle);
+        util::assert_accounted(&stats);
+        assert_eq!(stats.completed, 1, "{mode:?}: {stats:?}");
+    }
+}
+
+#[test]
+fn a_header_and_the_first_bytes_in_one_segment_are_told_apart() {
+    for mode in MODES {
+        let handle = serve_in(mode, Server::builder().workers(2));
+        let mut client = util::client(handle.local_addr());
+        let mut sent = v2_header();
+        sent.extend_from_slice(b"hello");
+        client.write_all(&sent).unwrap();
+        let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+        assert!(reply.starts_with("192.0.2.7:4567 "), "{mode:?}: {reply:?}");
+        assert!(reply.ends_with("] hello\n"), "{mode:?}: {reply:?}");
+        // Closed first: the server's gentle close need not wait for it.
+        drop(client);
+        handle.shutdown().unwrap();
+    }
 }
 
 #[test]
 fn garbage_or_a_missing_header_is_closed_and_counted() {
-    let handle = serve(Server::builder());
+    for mode in MODES {
+        garbage_or_a_missing_header_is_closed_and_counted_in(mode);
+    }
+}
+
+fn garbage_or_a_missing_header_is_closed_and_counted_in(mode: Mode) {
+    let handle = serve_in(mode, Server::builder().workers(2));
     let attempts: [&[u8]; 4] = [
         b"GET / HTTP/1.1\r\n\r\n",
         b"PROXY TCP4 not-an-address 198.51.100.1 1 2\r\nhello",
@@ -116,7 +221,7 @@ fn garbage_or_a_missing_header_is_closed_and_counted() {
         client.write_all(sent).unwrap();
         // Closed without a word, and gently: the server read what it had.
         let reply = read_to_clean_end(&mut client);
-        assert!(reply.is_empty(), "attempt {i}: {reply:?}");
+        assert!(reply.is_empty(), "{mode:?}: attempt {i}: {reply:?}");
     }
     let stats = wait_for_stats(&handle, "every attempt counted", |s| s.rejected.proxy == 4);
     assert_eq!(stats.completed, 0, "{stats:?}");
@@ -126,9 +231,106 @@ fn garbage_or_a_missing_header_is_closed_and_counted() {
         .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
         .unwrap();
     let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
-    assert!(reply.starts_with("192.0.2.7:4567 "), "{reply}");
+    assert!(reply.starts_with("192.0.2.7:4567 "), "{mode:?}: {reply}");
+    drop(client);
     let (_, stats) = util::stop(handle);
     util::assert_accounted(&stats);
+}
+
+fn busy_hook(conn: &mut Rejected) -> io::Result<()> {
+    assert_eq!(conn.reason(), RejectReason::MaxConnections);
+    conn.write_all(b"error: server busy\n")
+}
+
+/// A connection that waits for its header is open: it counts against
+/// `max_connections` like any other, in both modes, so silent clients
+/// cannot hold more than the cap.
+#[test]
+fn a_connection_waiting_for_its_header_counts_against_max_connections() {
+    for mode in MODES {
+        let handle = serve_in(
+            mode,
+            Server::builder()
+                .workers(2)
+                .max_connections(1)
+                .on_reject(busy_hook),
+        );
+        let mut silent = util::client(handle.local_addr());
+        wait_for_stats(&handle, "the silent client is accepted", |s| {
+            s.accepted == 1
+        });
+        let mut refused = util::client(handle.local_addr());
+        refused
+            .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
+            .unwrap();
+        assert_eq!(read_line(&mut refused), "error: server busy", "{mode:?}");
+        assert!(read_to_clean_end(&mut refused).is_empty(), "{mode:?}");
+        drop(refused);
+        let stats = handle.stats();
+        assert_eq!(stats.rejected.max_connections, 1, "{mode:?}: {stats:?}");
+        assert_eq!(stats.rejected.proxy, 0, "{mode:?}: {stats:?}");
+        // The shutdown ends the wait for the header: closed, counted as
+        // refused for its header.
+        let stopping = std::thread::spawn(move || util::stop(handle));
+        assert!(read_to_clean_end(&mut silent).is_empty(), "{mode:?}");
+        drop(silent);
+        let (_, stats) = stopping.join().expect("the shutdown did not panic");
+        util::assert_accounted(&stats);
+        assert_eq!(stats.rejected.proxy, 1, "{mode:?}: {stats:?}");
+        assert_eq!(stats.completed, 0, "{mode:?}: {stats:?}");
+    }
+}
+
+/// In the turn mode a connection waiting for its header is parked, as a
+/// TLS handshake is: more silent clients than workers leave the workers
+/// free, and a client with a header is served at once. (Read on a
+/// worker, the header of each silent client would hold one for
+/// `PROXY_HEADER_TIME`, and the last client would be served only once
+/// two of them had been closed for it.) The header time is then the
+/// parked connections' deadline.
+#[test]
+fn turn_mode_silent_clients_wait_for_their_header_parked_holding_no_worker() {
+    const SILENT: usize = 4;
+    let handle = serve_in(Mode::Turns, Server::builder().workers(2));
+    let started = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..SILENT)
+        .map(|_| util::client(handle.local_addr()))
+        .collect();
+    wait_for_stats(&handle, "the silent clients wait parked", |s| {
+        s.parked == SILENT && s.busy_workers == 0
+    });
+
+    let mut client = util::client(handle.local_addr());
+    client
+        .write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\nhello")
+        .unwrap();
+    let reply = String::from_utf8(read_to_clean_end(&mut client)).unwrap();
+    assert!(reply.starts_with("192.0.2.7:4567 "), "{reply:?}");
+    drop(client);
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.rejected.proxy, stats.parked),
+        (0, SILENT),
+        "served while every silent client still waits: {stats:?}"
+    );
+
+    // Each is closed once the header time has passed, as on a worker.
+    for client in &mut silent {
+        assert!(read_to_clean_end(client).is_empty());
+    }
+    let waited = started.elapsed();
+    drop(silent);
+    assert!(
+        waited >= frontdesk::PROXY_HEADER_TIME - Duration::from_millis(100),
+        "closed after {waited:?}"
+    );
+    let stats = wait_for_stats(&handle, "the silent clients are counted", |s| {
+        s.rejected.proxy == SILENT as u64
+    });
+    assert_eq!(stats.timeouts.deadline, 0, "{stats:?}");
+    let (_, stats) = util::stop(handle);
+    util::assert_accounted(&stats);
+    assert_eq!(stats.completed, 1, "{stats:?}");
 }
 
 #[test]

@@ -9,7 +9,9 @@
 //! handshake. Then what a review found mishandled: a client's
 //! `close_notify` without its TCP end, a write retried after a write
 //! timeout, `close_notify` behind a full send buffer, and a handshake
-//! under way when the shutdown begins.
+//! under way when the shutdown begins. Last, the PROXY header read parked
+//! before the handshake in the turn mode, and `max_connections_per_ip`
+//! checked before the handshake in both modes.
 //!
 //! Conventions (as in the other tests): servers bind `127.0.0.1:0`,
 //! clients have read and write timeouts of [`PATIENCE`], handlers report
@@ -1269,4 +1271,87 @@ fn turn_mode_a_handshake_under_way_when_the_shutdown_begins_goes_on() {
     check_report(&report);
     assert_eq!(report.stats.rejected.tls, 0, "{report:#?}");
     assert_eq!(report.stats.completed, 2, "{report:#?}");
+}
+
+// ---------------------------------------------------------------------------
+// The PROXY header before the handshake, and the per-address cap
+// ---------------------------------------------------------------------------
+
+/// In the turn mode the PROXY header and then the handshake are read
+/// with the connection parked, a byte at a time here: the header first
+/// (it comes first on the wire), then the handshake, and `open` sees the
+/// header's client.
+#[test]
+fn turn_mode_reads_a_trickled_proxy_header_then_the_handshake_parked() {
+    init_logging();
+    let certs = Certs::new("turn-proxy");
+    let (handle, addr, events) = serve_turn_lines(
+        Server::builder()
+            .workers(1)
+            .proxy_protocol(true)
+            .tls(certs.tls_config()),
+    );
+    let mut sock = tcp_client(addr);
+    for byte in b"PROXY TCP4 192.0.2.7 198.51.100.1 4567 80\r\n" {
+        sock.write_all(std::slice::from_ref(byte)).unwrap();
+    }
+    let mut client = try_handshake(sock, &certs.client_config())
+        .unwrap_or_else(|e| panic!("the handshake after the header failed: {e}"));
+    converse_and_end(&mut client);
+    drop(client);
+    assert_eq!(
+        next_seen(&events.opened),
+        Seen {
+            tls: Some(true),
+            peer: Addr::Tcp("192.0.2.7:4567".parse().unwrap()),
+        }
+    );
+    let stats = stop(handle);
+    assert_eq!(stats.completed, 1, "{stats:#?}");
+    assert_eq!(stats.rejected.total(), 0, "{stats:#?}");
+}
+
+/// `max_connections_per_ip` is checked before the handshake: the client
+/// beyond it is closed with no reply (the reject handler is not called
+/// on a TLS server, as for any rejection), in both modes.
+#[test]
+fn the_client_beyond_max_connections_per_ip_gets_no_handshake() {
+    init_logging();
+    let certs = Certs::new("per-ip");
+    let builder = || {
+        Server::builder()
+            .workers(2)
+            .max_connections_per_ip(1)
+            .on_reject(|_: &mut frontdesk::Rejected| panic!("not called on a TLS server"))
+            .tls(certs.tls_config())
+    };
+    for turns in [false, true] {
+        let (handle, addr) = match turns {
+            false => {
+                let (handle, addr, _seen) = serve_lines(builder());
+                (handle, addr)
+            }
+            true => {
+                let (handle, addr, _events) = serve_turn_lines(builder());
+                (handle, addr)
+            }
+        };
+        let mut first = connect(addr, &certs.client_config());
+        assert_eq!(exchange(&mut first, "hello"), "hello");
+        let mut second = tcp_client(addr);
+        assert!(
+            read_to_clean_tcp_end(&mut second).is_empty(),
+            "turns={turns}"
+        );
+        drop(second);
+        wait_for_stats(&handle, "the refusal is counted", |s| {
+            s.rejected.max_connections_per_ip == 1
+        });
+        assert_eq!(exchange(&mut first, "bye"), "bye");
+        assert_close_notify(&mut first);
+        drop(first);
+        let stats = stop(handle);
+        assert_eq!(stats.completed, 1, "turns={turns}: {stats:#?}");
+        assert_eq!(stats.panics, 0, "turns={turns}: {stats:#?}");
+    }
 }

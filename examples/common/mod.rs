@@ -6,9 +6,10 @@
 //!
 //! ```text
 //! cargo run --example NAME -- [ADDR] [--turns] [--workers N] [--queue N]
-//!                              [--max-connections N] [--idle-timeout-ms N]
-//!                              [--request-timeout-ms N] [--max-line BYTES]
-//!                              [--proxy-protocol] [--tls-cert PEM --tls-key PEM]
+//!                              [--max-connections N] [--max-connections-per-ip N]
+//!                              [--idle-timeout-ms N] [--request-timeout-ms N]
+//!                              [--max-line BYTES] [--proxy-protocol]
+//!                              [--tls-cert PEM --tls-key PEM]
 //! ```
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
@@ -64,6 +65,10 @@ pub(crate) struct Options {
     /// for the library's default (`workers + queue` in the `Handler` mode,
     /// [`frontdesk::TURN_MAX_CONNECTIONS`] in the turn mode).
     pub(crate) max_connections: Option<usize>,
+    /// `--max-connections-per-ip N`: the most connections one client
+    /// address holds at once (behind `--proxy-protocol`, the address the
+    /// header names); `None` for no cap.
+    pub(crate) max_connections_per_ip: Option<usize>,
     /// `--proxy-protocol`: every connection starts with a PROXY protocol
     /// header (v1 or v2) naming the real client.
     pub(crate) proxy_protocol: bool,
@@ -112,6 +117,7 @@ impl Default for Options {
             workers: 16,
             queue: 64,
             max_connections: None,
+            max_connections_per_ip: None,
             proxy_protocol: false,
             tls: None,
             limits: Limits {
@@ -180,7 +186,8 @@ impl Options {
     ///   busy and the queue full in the `Handler` mode; `max_connections`
     ///   held in either mode), a new client is turned away at once
     ///   (through the `on_reject` handler, if the example sets one) rather
-    ///   than left waiting in the kernel's backlog;
+    ///   than left waiting in the kernel's backlog; so is a client whose
+    ///   address holds `max_connections_per_ip` already;
     /// - a drain deadline of [`SHUTDOWN_TIMEOUT`]: on shutdown, handlers
     ///   answer everything their client sent and see end of stream once it
     ///   pauses (the library's drain), and the deadline bounds a client
@@ -190,6 +197,7 @@ impl Options {
             .workers(self.workers)
             .queue(self.queue)
             .max_connections(self.max_connections)
+            .max_connections_per_ip(self.max_connections_per_ip)
             .overload(Overload::Reject)
             .idle_timeout(self.limits.idle_timeout)
             .proxy_protocol(self.proxy_protocol)
@@ -430,6 +438,7 @@ fn parse_args(
             "--workers"
                 | "--queue"
                 | "--max-connections"
+                | "--max-connections-per-ip"
                 | "--idle-timeout-ms"
                 | "--request-timeout-ms"
                 | "--max-line"
@@ -452,6 +461,9 @@ fn parse_args(
             "--workers" => options.workers = number(&name, &value)?,
             "--queue" => options.queue = number(&name, &value)?,
             "--max-connections" => options.max_connections = Some(number(&name, &value)?),
+            "--max-connections-per-ip" => {
+                options.max_connections_per_ip = Some(number(&name, &value)?)
+            }
             "--idle-timeout-ms" => options.limits.idle_timeout = millis(&name, &value)?,
             "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
@@ -550,7 +562,11 @@ only while its input is answered, so a few workers hold thousands.
     if both {
         flags.push("[--queue N]");
     }
-    flags.extend(["[--max-connections N]", "[--idle-timeout-ms N]"]);
+    flags.extend([
+        "[--max-connections N]",
+        "[--max-connections-per-ip N]",
+        "[--idle-timeout-ms N]",
+    ]);
     if help.lines {
         flags.extend(["[--request-timeout-ms N]", "[--max-line BYTES]"]);
     }
@@ -608,7 +624,13 @@ only while its input is answered, so a few workers hold thousands.
         ));
     }
     out.push_str(&format!(
-        "  --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
+        "  --max-connections-per-ip N
+                        the most clients held at once from one IP address
+                        (behind --proxy-protocol, the one its header names;
+                        a Unix socket's clients have none, and no limit); at
+                        least 1 (default: no limit). One client more from
+                        that address {busy}.
+  --idle-timeout-ms N   close a connection that sent nothing for N ms; 0 never
                         does (default {idle})
 ",
         idle = millis(defaults.limits.idle_timeout),

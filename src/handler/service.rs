@@ -20,10 +20,13 @@ impl Service for WholeConnections {
     /// The mode queues nothing of its own: a connection is one job.
     type Job = Infallible;
 
-    fn accepted(&self, conn: Admitted, worker: &Worker<Self>) {
+    fn accepted(&self, mut conn: Admitted, worker: &Worker<Self>) {
         let shared = &worker.shared;
         let counters = &shared.counters;
         let (peer, id) = (conn.peer.clone(), conn.id);
+        // Held until the connection is closed, below (or until this
+        // worker unwinds, should the closing code panic).
+        let ip_slot = conn.ip_slot.take();
         let stream = Arc::clone(conn.transport.socket());
         worker.serving(&stream);
         log::debug!("serving connection: peer={peer} id={id}");
@@ -42,6 +45,9 @@ impl Service for WholeConnections {
         worker.serving_done();
         drop(stream);
         worker.closer.close(socket);
+        // Given back before the connection counts as completed, so that
+        // whoever sees it completed may connect again from its address.
+        drop(ip_slot);
         Counters::bump(&counters.completed);
         counters.open.fetch_sub(1, Ordering::Relaxed);
     }

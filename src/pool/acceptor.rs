@@ -23,10 +23,9 @@ use crate::net::listener::Listener;
 use crate::net::options;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
-use crate::pool::guard::run_guarded;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Accepted, Job};
-use crate::reject::{RejectReason, Rejected};
+use crate::reject::RejectReason;
 use crate::stats::Counters;
 use crate::stream::wait::{self, Interest};
 
@@ -190,14 +189,24 @@ impl<'a, T> Acceptor<'a, T> {
         }
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
-        let job = Accepted {
+        let mut job = Accepted {
             stream,
             peer,
             id: self.last_id,
+            ip_slot: None,
         };
         if let Some(max) = self.config.max_connections {
             if counters.open.load(Ordering::Relaxed) >= max {
                 return self.reject(job, RejectReason::MaxConnections);
+            }
+        }
+        if self.shared.caps_per_ip_on_accept() {
+            // Taken here, before the connection is queued, so before its
+            // TLS handshake and its handler; given back when it closes,
+            // or when it is turned away below.
+            match self.shared.ip_slot(&job.peer) {
+                Ok(slot) => job.ip_slot = slot,
+                Err(reason) => return self.reject(job, reason),
             }
         }
         // Counted before the send so that the worker's decrement can never
@@ -295,7 +304,15 @@ impl<'a, T> Acceptor<'a, T> {
     }
 
     fn reject(&mut self, job: Accepted, reason: RejectReason) {
-        let Accepted { stream, peer, id } = job;
+        let Accepted {
+            stream,
+            peer,
+            id,
+            ip_slot,
+        } = job;
+        // Its place in the address's count, if it took one before the
+        // queue turned it away.
+        drop(ip_slot);
         let counters = &self.shared.counters;
         counters.rejected(reason);
         if let Some(suppressed) = self.reject_log.ready() {
@@ -303,20 +320,9 @@ impl<'a, T> Acceptor<'a, T> {
                 "rejecting connection: peer={peer} reason={reason:?} (and {suppressed} more since the last warning)"
             );
         }
-        let mut rejected = Rejected::new(stream, peer.clone(), id, reason);
-        // A TLS client has not done its handshake yet: a reply would reach
-        // it unencrypted, so it gets none.
-        let hook = self
-            .config
-            .on_reject
-            .as_ref()
-            .filter(|_| self.config.tls.is_none());
-        if let Some(handler) = hook {
-            run_guarded("reject handler", &peer, id, counters, None, || {
-                handler.reject(&mut rejected)
-            });
-        }
-        self.closer.close(Arc::new(rejected.stream));
+        let socket = Arc::new(stream);
+        self.shared.say_no(&socket, &peer, id, reason);
+        self.closer.close(socket);
     }
 }
 

@@ -3,11 +3,11 @@
 //! that nothing it does stops the thread that called it.
 
 use std::any::Any;
+use std::fmt::Display;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU64;
 
-use crate::addr::Addr;
 use crate::stats::Counters;
 
 /// Runs user code for one connection (`what` names it in the log): an
@@ -16,7 +16,7 @@ use crate::stats::Counters;
 /// can stop the calling thread. Returns the value when there was one.
 pub(crate) fn run_guarded<T>(
     what: &str,
-    peer: &Addr,
+    peer: &dyn Display,
     id: u64,
     counters: &Counters,
     errors: Option<&AtomicU64>,

@@ -2,7 +2,8 @@
 //! the gentle close, the stop signal, and the guard around user code.
 //!
 //! - Lives here: `Acceptor`, `WorkerPool`, `Worker`, `Job`, `Service`,
-//!   `Closer`, `Shared`, `run_guarded`.
+//!   `Closer`, `Shared`, `run_guarded`, the per-address counts (`PerIp`,
+//!   `IpSlot`).
 //! - May use: `net/`, `stream/`, the shared root files (`config.rs`,
 //!   `stats.rs`, `reject.rs`) and the leaves. It knows no mode: a mode is
 //!   a `Service`, generic over its own jobs.
@@ -12,5 +13,6 @@
 pub(crate) mod acceptor;
 pub(crate) mod closer;
 pub(crate) mod guard;
+pub(crate) mod per_ip;
 pub(crate) mod shutdown;
 pub(crate) mod workers;

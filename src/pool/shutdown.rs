@@ -14,14 +14,20 @@
 //! - at the drain deadline, `force` (a second `Signal`) ends the reads and
 //!   writes still waiting.
 
+use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::addr::Addr;
 use crate::config::{Config, TlsSetup};
+use crate::net::socket::Socket;
+use crate::pool::guard::run_guarded;
+use crate::pool::per_ip::{IpSlot, PerIp};
+use crate::reject::{RejectHandler, RejectReason, Rejected};
 use crate::stats::Counters;
 use crate::stream::proxy::ProxyConfig;
 use crate::stream::wait::{Signal, Stopping};
@@ -44,6 +50,13 @@ pub(crate) struct Shared {
     /// TLS, when every connection speaks it.
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) tls: Option<TlsSetup>,
+    /// The connections of each client address, when they are capped
+    /// (`max_connections_per_ip`).
+    per_ip: Option<Arc<PerIp>>,
+    /// The reject handler, unless there is none or the server speaks TLS
+    /// (a client turned away has had no handshake: a reply would reach it
+    /// unencrypted).
+    on_reject: Option<RejectHook>,
     stop: StopSignal,
     /// `counters.completed` when the stop signal was raised.
     completed_at_stop: AtomicU64,
@@ -58,9 +71,45 @@ impl Shared {
             linger_time: config.linger.time,
             proxy: config.proxy.clone(),
             tls: config.tls.clone(),
+            per_ip: config.max_connections_per_ip.map(PerIp::new),
+            on_reject: config
+                .on_reject
+                .clone()
+                .filter(|_| config.tls.is_none())
+                .map(RejectHook),
             stop: StopSignal::new()?,
             completed_at_stop: AtomicU64::new(0),
         })
+    }
+
+    /// Whether the per-address cap is checked when a connection is
+    /// accepted: unless a PROXY header names the client, which only a
+    /// worker (or a turn) reads, later.
+    pub(crate) fn caps_per_ip_on_accept(&self) -> bool {
+        self.proxy.is_none()
+    }
+
+    /// A place in the count of `client`'s connections, or the reason to
+    /// turn it away; `Ok(None)` when the count is not capped or `client`
+    /// has no IP address (a Unix socket's client).
+    pub(crate) fn ip_slot(&self, client: &Addr) -> Result<Option<IpSlot>, RejectReason> {
+        match &self.per_ip {
+            Some(table) => table
+                .take(client)
+                .map_err(|_| RejectReason::MaxConnectionsPerIp),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs the reject handler, if any, for a connection turned away; the
+    /// caller counts and closes it.
+    pub(crate) fn say_no(&self, socket: &Arc<Socket>, peer: &Addr, id: u64, reason: RejectReason) {
+        if let Some(RejectHook(handler)) = &self.on_reject {
+            let mut rejected = Rejected::new(Arc::clone(socket), peer.clone(), id, reason);
+            run_guarded("reject handler", peer, id, &self.counters, None, || {
+                handler.reject(&mut rejected)
+            });
+        }
     }
 
     /// Raises the stop signal: the acceptor stops accepting, and reads
@@ -124,6 +173,15 @@ impl Stopping for Shared {
 
     fn drain_quiet(&self) -> Duration {
         self.drain_quiet
+    }
+}
+
+/// The user's reject handler.
+struct RejectHook(Arc<dyn RejectHandler>);
+
+impl fmt::Debug for RejectHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<handler>")
     }
 }
 

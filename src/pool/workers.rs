@@ -15,6 +15,7 @@ use crate::config::{Config, Limits};
 use crate::error::{Error, Result};
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
+use crate::pool::per_ip::IpSlot;
 use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::proxy::{self, ProxyHeader};
@@ -32,21 +33,32 @@ pub(crate) struct Accepted {
     pub(crate) stream: Socket,
     pub(crate) peer: Addr,
     pub(crate) id: u64,
+    /// Its place in its address's count, when the acceptor took one (see
+    /// `Shared::caps_per_ip_on_accept`).
+    pub(crate) ip_slot: Option<IpSlot>,
 }
 
 /// A connection a worker has let in: its PROXY header read and its TLS
-/// handshake done, when the server asks for them.
+/// handshake done, when the server asks for them, unless the service
+/// does both itself between parks (the turn mode).
 #[derive(Debug)]
 pub(crate) struct Admitted {
     pub(crate) transport: Transport,
     /// The client's address: the socket's peer, or the one the PROXY
     /// header names.
     pub(crate) peer: Addr,
+    /// The header; `None` when the server requires none, or when it is
+    /// still to read (then `handshake_by` is its deadline).
     pub(crate) proxy: Option<ProxyHeader>,
     pub(crate) id: u64,
-    /// When a TLS handshake still to run (the turn mode runs it between
-    /// turns) must be done by.
+    /// When what is still to do before the handler sees the connection
+    /// (the turn mode does it between turns) must be done by: the PROXY
+    /// header, if still to read, else the TLS handshake.
     pub(crate) handshake_by: Option<Instant>,
+    /// Its place in its address's count (`max_connections_per_ip`); it
+    /// must be given back (dropped) where the connection stops being
+    /// counted open.
+    pub(crate) ip_slot: Option<IpSlot>,
 }
 
 /// What a worker takes from the queue. `T` is the mode's own kind of job
@@ -78,10 +90,11 @@ pub(crate) trait Service: Send + Sync + Sized + 'static {
     type Job: Send + 'static;
 
     fn accepted(&self, conn: Admitted, worker: &Worker<Self>);
-    /// Whether this service runs TLS handshakes itself, a step at a time
-    /// as the client's records arrive, rather than on the worker that
-    /// admits the connection.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    /// Whether this service reads the PROXY header and runs the TLS
+    /// handshake itself, a step at a time as the client's bytes arrive,
+    /// rather than on the worker that admits the connection. Then it also
+    /// takes the connection's place in its address's count once the
+    /// header names the client.
     fn parks_handshakes(&self) -> bool {
         false
     }
@@ -284,7 +297,7 @@ fn drop_unserved<S: Service>(
 ) {
     match job {
         Job::Accepted(job) => close_unserved(
-            Arc::new(job.stream),
+            (Arc::new(job.stream), job.ip_slot),
             (&job.peer, job.id),
             "closing queued connection unserved",
             &counters.dropped,
@@ -296,9 +309,10 @@ fn drop_unserved<S: Service>(
     }
 }
 
-/// Closes an accepted connection no handler will see, counted in `why`.
+/// Closes an accepted connection no handler will see, counted in `why`,
+/// after giving back its place in its address's count, if it has one.
 fn close_unserved(
-    socket: Arc<Socket>,
+    (socket, ip_slot): (Arc<Socket>, Option<IpSlot>),
     (peer, id): (&Addr, u64),
     what: &str,
     why: &AtomicU64,
@@ -306,6 +320,7 @@ fn close_unserved(
     counters: &Counters,
 ) {
     log::debug!("{what}: peer={peer} id={id}");
+    drop(ip_slot);
     Counters::bump(why);
     counters.open.fetch_sub(1, Ordering::Relaxed);
     closer.close(socket);
@@ -350,19 +365,33 @@ impl<S: Service> Worker<S> {
         }
     }
 
-    /// Lets a new connection in: reads its PROXY header and runs its TLS
-    /// handshake when the server asks for them, or closes it (counted as
-    /// rejected) when either fails.
+    /// Lets a new connection in: reads its PROXY header, takes its place
+    /// in its address's count, and runs its TLS handshake, when the
+    /// server asks for them (unless the service does them between parks),
+    /// or closes it (counted as rejected) when one fails.
     fn admit(&self, job: Accepted) -> Option<Admitted> {
-        let Accepted { stream, peer, id } = job;
+        let Accepted {
+            stream,
+            peer,
+            id,
+            mut ip_slot,
+        } = job;
         let socket = Arc::new(stream);
         let counters = &self.shared.counters;
-        let proxy = match proxy::admit(&socket, &peer, self.shared.proxy.as_ref(), &*self.shared) {
+        let parks = self.service.parks_handshakes();
+        let proxy = match &self.shared.proxy {
+            // The service reads the header between parks: only a peer
+            // that may not send one is closed now.
+            Some(config) if parks => proxy::check_trusted(&peer, config).map(|()| None),
+            config => proxy::admit(&socket, &peer, config.as_ref(), &*self.shared),
+        };
+        let proxy = match proxy {
             Ok(proxy) => proxy,
             Err(error) => {
                 let what = format!("closing a connection without a valid PROXY header ({error})");
                 let why = &counters.rejected_proxy;
-                close_unserved(socket, (&peer, id), &what, why, &self.closer, counters);
+                let closing = (socket, ip_slot);
+                close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
                 return None;
             }
         };
@@ -370,12 +399,30 @@ impl<S: Service> Worker<S> {
             Some(client) => Addr::Tcp(client),
             None => peer,
         };
+        if proxy.is_some() {
+            // The header named the client: its place in its address's
+            // count, before the handshake and the handler.
+            match self.shared.ip_slot(&peer) {
+                Ok(slot) => ip_slot = slot,
+                Err(reason) => {
+                    self.shared.say_no(&socket, &peer, id, reason);
+                    let what = format!("rejecting connection ({reason})");
+                    let why = &counters.rejected_max_connections_per_ip;
+                    let closing = (socket, None);
+                    close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
+                    return None;
+                }
+            }
+        }
+        let header_by = (parks && self.shared.proxy.is_some())
+            .then(|| Instant::now() + proxy::PROXY_HEADER_TIME);
         let (transport, handshake_by) = match self.secure(&socket) {
             Ok(secured) => secured,
             Err(error) => {
                 let what = format!("closing a connection whose TLS handshake failed ({error})");
                 let why = &counters.rejected_tls;
-                close_unserved(socket, (&peer, id), &what, why, &self.closer, counters);
+                let closing = (socket, ip_slot);
+                close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
                 return None;
             }
         };
@@ -384,7 +431,8 @@ impl<S: Service> Worker<S> {
             peer,
             proxy,
             id,
-            handshake_by,
+            handshake_by: header_by.or(handshake_by),
+            ip_slot,
         })
     }
 

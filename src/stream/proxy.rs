@@ -1,11 +1,13 @@
 //! The PROXY protocol (v1 and v2, as HAProxy and cloud load balancers send
 //! it): the header a proxy puts before the client's bytes to say who the
-//! client is. Read on a worker before the handler runs, under a deadline,
-//! across any number of TCP segments, and never a byte beyond the header.
+//! client is. Read before the handler runs, under a deadline, across any
+//! number of TCP segments, and never a byte beyond the header: on the
+//! worker in the `Handler` mode, parked between turns in the turn mode.
 
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ppp::{v1, v2, HeaderResult};
@@ -17,6 +19,14 @@ use crate::stream::wait::{self, Interest, Stopping, Woken};
 /// How long a proxy may take to send the header. A proxy sends it with
 /// the connection; a client that is not a proxy and says nothing is
 /// closed after this.
+///
+/// Meanwhile the connection counts against
+/// [`max_connections`](crate::ServerBuilder::max_connections). In the
+/// [`Handler`](crate::Handler) mode it also holds a worker, so `workers`
+/// silent clients hold every worker for up to this long (list the proxies
+/// in [`trusted_proxies`](crate::ServerBuilder::trusted_proxies) to close
+/// other clients at once); the turn mode waits for the header with the
+/// connection parked, holding no worker.
 pub const PROXY_HEADER_TIME: Duration = Duration::from_secs(5);
 
 /// The PROXY protocol, when required.
@@ -106,12 +116,64 @@ impl fmt::Debug for ProxyHeader {
     }
 }
 
+/// The client's address as a connection knows it: the socket's peer,
+/// until a PROXY header read later names another (the turn mode reads
+/// the header with the connection parked, after it was made). The header
+/// is set at most once.
+pub(crate) struct ClientAddr {
+    /// The socket's peer: the proxy's address, behind one.
+    peer: Addr,
+    header: OnceLock<Box<ProxyHeader>>,
+}
+
+impl ClientAddr {
+    pub(crate) fn new(peer: Addr, header: Option<ProxyHeader>) -> ClientAddr {
+        let cell = OnceLock::new();
+        if let Some(header) = header {
+            let _ = cell.set(Box::new(header));
+        }
+        ClientAddr { peer, header: cell }
+    }
+
+    /// The client's address: the one the header names, or else the
+    /// socket's peer.
+    pub(crate) fn get(&self) -> Addr {
+        match self.header().and_then(ProxyHeader::client) {
+            Some(client) => Addr::Tcp(client),
+            None => self.peer.clone(),
+        }
+    }
+
+    /// The socket's peer, whatever a header says.
+    pub(crate) fn socket_peer(&self) -> &Addr {
+        &self.peer
+    }
+
+    pub(crate) fn header(&self) -> Option<&ProxyHeader> {
+        self.header.get().map(|header| &**header)
+    }
+
+    /// Records the header, once read; a second one is ignored.
+    pub(crate) fn set_header(&self, header: ProxyHeader) {
+        let _ = self.header.set(Box::new(header));
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl fmt::Debug for ClientAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
 /// When the server requires the PROXY protocol: checks that `accepted`
-/// comes from a trusted proxy and reads its header. `Ok(None)` when the
-/// protocol is off.
-///
-/// The trusted proxies are IP addresses: a Unix socket's peer is trusted
-/// by the file's permissions, not by this list.
+/// comes from a trusted proxy and reads its header, waiting for it up to
+/// [`PROXY_HEADER_TIME`]. `Ok(None)` when the protocol is off.
 pub(crate) fn admit(
     socket: &Socket,
     peer: &Addr,
@@ -121,6 +183,16 @@ pub(crate) fn admit(
     let Some(config) = config else {
         return Ok(None);
     };
+    check_trusted(peer, config)?;
+    read_header(socket, peer, stop).map(Some)
+}
+
+/// Fails when `peer` may not send a header: a TCP peer outside the
+/// trusted proxies.
+///
+/// The trusted proxies are IP addresses: a Unix socket's peer is trusted
+/// by the file's permissions, not by this list.
+pub(crate) fn check_trusted(peer: &Addr, config: &ProxyConfig) -> io::Result<()> {
     let untrusted = match peer {
         Addr::Tcp(proxy) => !config.trusts(proxy.ip()),
         Addr::Unix(_) => false,
@@ -131,7 +203,7 @@ pub(crate) fn admit(
             "not one of the trusted proxies",
         ));
     }
-    read_header(socket, peer, stop).map(Some)
+    Ok(())
 }
 
 /// Reads the PROXY header at the start of `stream`, consuming exactly its
@@ -139,48 +211,74 @@ pub(crate) fn admit(
 /// the deadline or the server is stopped.
 fn read_header(stream: &Socket, proxy: &Addr, stop: &dyn Stopping) -> io::Result<ProxyHeader> {
     let deadline = Instant::now() + PROXY_HEADER_TIME;
-    let mut header = Vec::with_capacity(V1_MAX);
+    let mut read = HeaderRead::default();
     loop {
-        let want = match still_wanted(&header)? {
-            Some(want) => want,
-            None => return parse(&header, proxy),
-        };
-        let mut peeked = [0u8; 512];
-        let available = match wait::peek_now(stream, &mut peeked[..want.min(512)]) {
-            Ok(0) => return Err(invalid("the connection closed inside the PROXY header")),
-            Ok(n) => n,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let woken =
-                    wait::wait(stream, Interest::Read, Some(stop.stop_signal()), Some(left))?;
-                match woken {
-                    Woken::Ready => continue,
-                    Woken::Signal => return Err(io::ErrorKind::ConnectionAborted.into()),
-                    Woken::TimedOut => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "no complete PROXY header in time",
-                        ))
-                    }
+        if let Some(header) = read.advance(stream, proxy)? {
+            return Ok(header);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait::wait(stream, Interest::Read, Some(stop.stop_signal()), Some(left))? {
+            Woken::Ready => {}
+            Woken::Signal => return Err(io::ErrorKind::ConnectionAborted.into()),
+            Woken::TimedOut => return Err(timed_out()),
+        }
+    }
+}
+
+/// The error of a header that did not arrive within [`PROXY_HEADER_TIME`].
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "no complete PROXY header in time")
+}
+
+/// A PROXY header being read as its bytes arrive, without ever waiting:
+/// the part taken from the socket so far. The `Handler` mode waits for
+/// more in `poll(2)` between steps; the turn mode parks the connection.
+#[derive(Debug, Default)]
+pub(crate) struct HeaderRead {
+    header: Vec<u8>,
+}
+
+impl HeaderRead {
+    /// Takes what has arrived of the header, and never a byte past its
+    /// end: `Ok(Some(header))` once it is complete, `Ok(None)` while more
+    /// is to come; an error for anything that is not a header, or a
+    /// client that closed inside it. `proxy` is the peer that sent it.
+    pub(crate) fn advance(
+        &mut self,
+        stream: &Socket,
+        proxy: &Addr,
+    ) -> io::Result<Option<ProxyHeader>> {
+        // Each round takes at least one byte or returns, and a header has
+        // at most 16 + 65,535 bytes.
+        loop {
+            let header = &mut self.header;
+            let want = match still_wanted(header)? {
+                Some(want) => want,
+                None => return parse(header, proxy).map(Some),
+            };
+            let mut peeked = [0u8; 512];
+            let available = match wait::peek_now(stream, &mut peeked[..want.min(512)]) {
+                Ok(0) => return Err(invalid("the connection closed inside the PROXY header")),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                Err(error) => return Err(error),
+            };
+            // Only bytes that are certainly the header's are taken: in v1,
+            // up to its `\r\n`; in v2, up to the length its fixed part gives.
+            let take = if is_v1(header, &peeked[..available]) {
+                let mut joined = header.clone();
+                joined.extend_from_slice(&peeked[..available]);
+                match find_crlf(&joined) {
+                    Some(end) => end + 2 - header.len(),
+                    None => available,
                 }
-            }
-            Err(error) => return Err(error),
-        };
-        // Only bytes that are certainly the header's are taken: in v1, up
-        // to its `\r\n`; in v2, up to the length its fixed part gives.
-        let take = if is_v1(&header, &peeked[..available]) {
-            let mut joined = header.clone();
-            joined.extend_from_slice(&peeked[..available]);
-            match find_crlf(&joined) {
-                Some(end) => end + 2 - header.len(),
-                None => available,
-            }
-        } else {
-            available
-        };
-        let mut taken = vec![0u8; take];
-        let n = wait::recv_now(stream, &mut taken)?;
-        header.extend_from_slice(&taken[..n]);
+            } else {
+                available
+            };
+            let mut taken = vec![0u8; take];
+            let n = wait::recv_now(stream, &mut taken)?;
+            header.extend_from_slice(&taken[..n]);
+        }
     }
 }
 

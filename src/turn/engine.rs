@@ -33,14 +33,15 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
-use crate::addr::Addr;
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
+use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
+use crate::pool::per_ip::IpSlot;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Admitted, Job};
 use crate::stats::Counters;
-use crate::stream::proxy::ProxyHeader;
+use crate::stream::proxy::ClientAddr;
 use crate::stream::transport::Transport;
 use crate::stream::wait;
 use crate::sync::lock;
@@ -331,9 +332,9 @@ struct Registry {
 /// A connection of the turn mode.
 pub(crate) struct Entry {
     pub(crate) id: u64,
-    pub(crate) peer_addr: Addr,
-    /// The PROXY protocol header, when the server requires one.
-    pub(crate) proxy: Option<Box<ProxyHeader>>,
+    /// The client's address, and the PROXY protocol header when the
+    /// server requires one (set once read: the connection is made before).
+    pub(crate) peer_addr: ClientAddr,
     /// The news of its input (see `input.rs`).
     input: Input,
     /// Whether this turn read anything: only a turn that did counts as
@@ -344,7 +345,9 @@ pub(crate) struct Entry {
     /// connection gets a turn for them once its outbox is empty. Written
     /// in a turn, read under `inner`'s lock after it.
     held: AtomicBool,
-    /// The handler's state, taken by the worker of a turn.
+    /// The handler's state, taken by the worker of a turn. Before `open`
+    /// (there is no state yet) it holds the part of the PROXY header read
+    /// so far, if any (see `Turns::read_header`).
     pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
     inner: Mutex<Inner>,
     pub(crate) hub: Arc<Hub>,
@@ -385,6 +388,9 @@ struct Inner {
     /// The forced end came during a turn: when it ends, the connection
     /// closes at once, its outbox unsent.
     forced: bool,
+    /// Its place in its address's count (`max_connections_per_ip`),
+    /// given back when it closes.
+    ip_slot: Option<IpSlot>,
     /// The last turn read nothing while the outbox held bytes: the handler
     /// waits for room by a measure of its own (the echo example waits for
     /// a whole read's worth). It takes no input until the outbox is
@@ -407,8 +413,7 @@ impl Entry {
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: conn.id,
-            peer_addr: conn.peer,
-            proxy: conn.proxy.map(Box::new),
+            peer_addr: ClientAddr::new(conn.peer, conn.proxy),
             input: Input::new(),
             took_input: AtomicBool::new(false),
             held: AtomicBool::new(false),
@@ -430,6 +435,7 @@ impl Entry {
                 drain_check: None,
                 handshaking,
                 forced: false,
+                ip_slot: conn.ip_slot,
                 waits_for_room: false,
             }),
             hub,
@@ -479,10 +485,34 @@ impl Entry {
             .ok_or_else(|| io::ErrorKind::NotConnected.into())
     }
 
-    /// Whether the connection's TLS handshake is still to finish: its
-    /// turns run the handshake, not the handler.
+    /// The socket, while the connection is open: for the PROXY header,
+    /// which comes before any TLS, and for the reject handler.
+    pub(crate) fn socket(&self) -> io::Result<Arc<Socket>> {
+        self.stream()
+            .map(|transport| Arc::clone(transport.socket()))
+    }
+
+    /// Whether the connection is still to be let in (its PROXY header
+    /// read, its TLS handshake run): its turns do that, not the handler.
     pub(crate) fn is_handshaking(&self) -> bool {
         lock(&self.inner).handshaking
+    }
+
+    /// The PROXY header is read: the TLS handshake is next, to be done by
+    /// `handshake_by`, or (`None`) the connection is let in.
+    pub(crate) fn header_done(&self, handshake_by: Option<Instant>) {
+        let mut inner = lock(&self.inner);
+        inner.handshaking = handshake_by.is_some();
+        inner.deadline = handshake_by;
+    }
+
+    /// Keeps the connection's place in its address's count until it
+    /// closes (at once, if it has).
+    pub(crate) fn hold_ip_slot(&self, slot: IpSlot) {
+        let mut inner = lock(&self.inner);
+        if inner.phase != Phase::Closed {
+            inner.ip_slot = Some(slot);
+        }
     }
 
     /// Runs the TLS handshake as far as it goes without waiting: `Ok(true)`
@@ -895,19 +925,21 @@ impl Entry {
         true
     }
 
-    /// Closes a connection whose handler never ran: its TLS handshake
-    /// failed (`why`), or did not finish in time, or the server stops.
-    pub(crate) fn refuse(self: &Arc<Self>, why: &dyn std::fmt::Display) {
+    /// Closes a connection whose handler never ran, counted in
+    /// `outcome`: its PROXY header or TLS handshake failed (`why`), or did
+    /// not finish in time, or the server stops, or its address holds too
+    /// many connections.
+    pub(crate) fn refuse(self: &Arc<Self>, why: &dyn std::fmt::Display, outcome: &AtomicU64) {
         let mut inner = lock(&self.inner);
         if inner.phase == Phase::Closed {
             return;
         }
         log::debug!(
-            "closing a connection whose TLS handshake failed ({why}): peer={} id={}",
+            "closing a connection before it opened ({why}): peer={} id={}",
             self.peer_addr,
             self.id
         );
-        self.close_counted(&mut inner, &self.hub.counters().rejected_tls, false);
+        self.close_counted(&mut inner, outcome, false);
     }
 
     fn close_now(&self, inner: &mut Inner) {
@@ -934,6 +966,9 @@ impl Entry {
         if let Some(at) = inner.scheduled.take() {
             self.hub.cancel(at, self.id);
         }
+        // Given back before the connection counts as ended, so that whoever
+        // sees it ended may connect again from its address.
+        drop(inner.ip_slot.take());
         let counters = self.hub.counters();
         Counters::bump(outcome);
         counters.open.fetch_sub(1, Ordering::Relaxed);
@@ -1264,6 +1299,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::addr::Addr;
     use crate::builder::ServerBuilder;
     use crate::net::socket::Socket;
 
@@ -1296,6 +1332,7 @@ mod tests {
                 proxy: None,
                 id,
                 handshake_by: None,
+                ip_slot: None,
             };
             let entry = Entry::new(conn, Arc::clone(&hub));
             // The turn's read finds nothing: the connection parks.

@@ -168,13 +168,13 @@ impl<'a> Turn<'a> {
     /// the PROXY protocol, the one its header names (see
     /// [`Connection::peer_addr`](crate::Connection::peer_addr)).
     pub fn peer_addr(&self) -> Addr {
-        self.entry.peer_addr.clone()
+        self.entry.peer_addr.get()
     }
 
     /// The PROXY protocol header the connection began with, when the
     /// server requires one.
     pub fn proxy(&self) -> Option<&ProxyHeader> {
-        self.entry.proxy.as_deref()
+        self.entry.peer_addr.header()
     }
 
     /// Whether the connection speaks TLS (`ServerBuilder::tls`, with the

@@ -44,7 +44,7 @@ impl Peer {
 
     /// The client's address.
     pub fn peer_addr(&self) -> Addr {
-        self.entry.peer_addr.clone()
+        self.entry.peer_addr.get()
     }
 
     /// Queues `bytes` for the client; never waits. Anything byte-like

@@ -2,12 +2,15 @@
 //! `ready` and `close` for a connection, and parks it between turns.
 
 use std::any::Any;
+use std::fmt::Display;
+use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::CloseReason;
 use crate::pool::guard::run_guarded;
 use crate::pool::workers::{Admitted, Service, Worker};
+use crate::stream::proxy::HeaderRead;
 use crate::sync::lock;
 use crate::turn::engine::{Entry, Hub, Parked, TurnJob, Why};
 use crate::turn::handler::{Next, Turn, TurnHandler};
@@ -60,17 +63,17 @@ impl<H: TurnHandler> Service for Turns<H> {
         entry.begin_turn();
         if entry.is_handshaking() {
             return match why {
-                // At a shutdown, a handshake under way goes on as a quiet
-                // client's input does: the drain closes it once the client
-                // has been quiet for the drain's quiet time.
+                // At a shutdown, a header or handshake under way goes on
+                // as a quiet client's input does: the drain closes it once
+                // the client has been quiet for the drain's quiet time.
                 Why::Ready | Why::Shutdown => self.handshake(&entry, worker),
                 Why::Close(CloseReason::TimedOut(_)) => {
-                    entry.refuse(&"no complete TLS handshake in time")
+                    self.refuse(&entry, &"not complete in time")
                 }
                 Why::Close(CloseReason::Shutdown) => {
-                    entry.refuse(&"the server shut down before it was complete")
+                    self.refuse(&entry, &"the server shut down before it was complete")
                 }
-                Why::Close(reason) => entry.refuse(&format!("closed: {reason:?}")),
+                Why::Close(reason) => self.refuse(&entry, &format!("closed: {reason:?}")),
             };
         }
         match why {
@@ -90,21 +93,121 @@ impl<H: TurnHandler> Service for Turns<H> {
 }
 
 impl<H: TurnHandler> Turns<H> {
-    /// Runs the TLS handshake as far as the client's records allow, then
-    /// opens the connection; parks it meanwhile, so a client that is slow
-    /// or silent holds no worker.
+    /// Lets the connection in as far as the client's bytes allow: reads
+    /// its PROXY header, takes its place in its address's count, runs its
+    /// TLS handshake, then opens it. Parks it in between, so a client
+    /// that is slow or silent holds no worker; the timer of the
+    /// connection's deadline (`Admitted::handshake_by`) bounds each step.
     fn handshake(&self, entry: &Arc<Entry>, worker: &Worker<Self>) {
         loop {
+            if self.awaits_header(entry) {
+                match self.read_header(entry) {
+                    Ok(true) => {
+                        if !self.let_in(entry) {
+                            return;
+                        }
+                    }
+                    Ok(false) if self.park_unopened(entry) => return,
+                    // More of the header is there already.
+                    Ok(false) => continue,
+                    Err(error) => return self.refuse(entry, &error),
+                }
+            }
+            if !entry.is_handshaking() {
+                return self.open(entry, worker);
+            }
             match entry.advance_handshake() {
                 Ok(true) => return self.open(entry, worker),
-                Ok(false) => match entry.park() {
-                    Ok(Parked::Yes) => return,
-                    // The client's next records are there already.
-                    Ok(Parked::InputWaits) => entry.begin_turn(),
-                    Err(reason) => return entry.refuse(&format!("closed: {reason:?}")),
-                },
-                Err(error) => return entry.refuse(&error),
+                Ok(false) if self.park_unopened(entry) => return,
+                // The client's next records are there already.
+                Ok(false) => {}
+                Err(error) => return self.refuse(entry, &error),
             }
+        }
+    }
+
+    /// Parks a connection that waits for more of its header or handshake:
+    /// true once it is parked (or refused), false when input waits for it
+    /// and its worker goes on.
+    fn park_unopened(&self, entry: &Arc<Entry>) -> bool {
+        match entry.park() {
+            Ok(Parked::Yes) => true,
+            Ok(Parked::InputWaits) => {
+                entry.begin_turn();
+                false
+            }
+            Err(reason) => {
+                self.refuse(entry, &format!("closed: {reason:?}"));
+                true
+            }
+        }
+    }
+
+    /// Whether the connection's PROXY header is still to read.
+    fn awaits_header(&self, entry: &Entry) -> bool {
+        self.hub.shared.proxy.is_some() && entry.peer_addr.header().is_none()
+    }
+
+    /// Takes what has arrived of the PROXY header, without waiting: true
+    /// once it is complete, and recorded. What was taken of an unfinished
+    /// one waits in the handler's state slot, empty until `open`.
+    fn read_header(&self, entry: &Entry) -> io::Result<bool> {
+        let socket = entry.socket()?;
+        let mut state = lock(&entry.state);
+        if !state.as_ref().is_some_and(|state| state.is::<HeaderRead>()) {
+            *state = Some(Box::new(HeaderRead::default()));
+        }
+        let read = state
+            .as_mut()
+            .and_then(|state| state.downcast_mut::<HeaderRead>())
+            .expect("put there above");
+        match read.advance(&socket, entry.peer_addr.socket_peer())? {
+            Some(header) => {
+                *state = None;
+                entry.peer_addr.set_header(header);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Once the header names the client: takes the connection's place in
+    /// its address's count, or turns it away (false) when the address
+    /// holds too many; then the TLS handshake, if any, is next, with its
+    /// own time from now.
+    fn let_in(&self, entry: &Arc<Entry>) -> bool {
+        let shared = &self.hub.shared;
+        let client = entry.peer_addr.get();
+        match shared.ip_slot(&client) {
+            Ok(Some(slot)) => entry.hold_ip_slot(slot),
+            Ok(None) => {}
+            Err(reason) => {
+                if let Ok(socket) = entry.socket() {
+                    shared.say_no(&socket, &client, entry.id, reason);
+                }
+                let counted = &shared.counters.rejected_max_connections_per_ip;
+                entry.refuse(&reason, counted);
+                return false;
+            }
+        }
+        let handshake_by = shared
+            .tls
+            .as_ref()
+            .map(|tls| Instant::now() + tls.handshake_time);
+        entry.header_done(handshake_by);
+        true
+    }
+
+    /// Closes a connection before `open`, counted as refused for what it
+    /// was still waiting for: its PROXY header, or its TLS handshake.
+    fn refuse(&self, entry: &Arc<Entry>, why: &dyn Display) {
+        let counters = &self.hub.shared.counters;
+        if self.awaits_header(entry) {
+            let why = format!("no valid PROXY header: {why}");
+            entry.refuse(&why, &counters.rejected_proxy);
+        } else {
+            let why = format!("TLS handshake failed: {why}");
+            entry.refuse(&why, &counters.rejected_tls);
         }
     }
 
