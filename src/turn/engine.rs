@@ -536,10 +536,8 @@ impl Entry {
         let Ok(stream) = self.stream() else {
             return false;
         };
-        let ready = stream.has_buffered_input()
-            || self.held.load(Ordering::Relaxed)
-            || (self.input.may_wait() && self.made_progress())
-            || matches!(
+        let polled = || {
+            let ready = matches!(
                 wait::wait(
                     &**stream.socket(),
                     wait::Interest::Read,
@@ -548,6 +546,20 @@ impl Entry {
                 ),
                 Ok(wait::Woken::Ready)
             );
+            if ready {
+                // What the poll found is news: the readiness set may not
+                // have reported it yet, and before the first park (the
+                // connection is not in the set yet) it never will, so the
+                // next read must ask the socket.
+                let _inner = lock(&self.inner);
+                self.input.arrived(false);
+            }
+            ready
+        };
+        let ready = stream.has_buffered_input()
+            || self.held.load(Ordering::Relaxed)
+            || (self.input.may_wait() && self.made_progress())
+            || polled();
         if ready {
             self.begin_turn();
         }
