@@ -1166,7 +1166,12 @@ impl Entry {
                 )
             })
         };
-        let pending = self.has_input_unseen(inner) || (self.takes_input(inner) && socket_input());
+        // The news of the readiness set is not asked: input may be
+        // reported and never shown gone (a read that filled its buffer, a
+        // TLS handshake's reads) while the socket is empty, and a handler
+        // that does not read it would get turn after turn until the drain
+        // deadline. The socket itself says whether anything waits.
+        let pending = self.input_waits(inner, false) || (self.takes_input(inner) && socket_input());
         if pending {
             self.take_turn(inner, Why::Ready);
         } else if !inner.unsent() && quiet_from.is_some_and(|at| at <= now) {
