@@ -10,6 +10,9 @@
 //! 2. In a shutdown, a parked connection whose handler leaves the news of
 //!    its input unanswered, with the socket empty, is closed once quiet,
 //!    not given turn after turn until the drain deadline forces it.
+//! 3. A connection whose client sends all along, so that input waits after
+//!    every turn and the worker goes on with it without parking, still
+//!    ends at its deadline (`Turn::set_deadline`).
 //!
 //! Conventions as in the other tests: servers bind `127.0.0.1:0`, clients
 //! have read and write timeouts, every wait is bounded and none is a sleep.
@@ -21,10 +24,10 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use frontdesk::{Next, Server, Turn, TurnHandler};
+use frontdesk::{CloseReason, Next, Server, Timeout, Turn, TurnHandler};
 
 use util::{assert_accounted, client, read_line, send_line, tcp_addr, LOCALHOST, TIMEOUT};
 
@@ -179,5 +182,75 @@ fn the_drain_closes_a_quiet_connection_whose_news_the_handler_left() {
     // The greeting's turn, perhaps one more for its news, the shutdown's
     // last `ready`: a handful, not a spin.
     assert!(turns < 10, "{turns} turns for one greeting");
+    assert_accounted(&report.stats);
+}
+
+// ---------------------------------------------------------------------------
+// 3. The deadline of a connection whose input never stops
+// ---------------------------------------------------------------------------
+
+/// Sets a deadline in `open`, then swallows one byte a turn and parks:
+/// with a client that sends all along (far faster than a byte a turn),
+/// input waits after every turn. Tells the test why the connection closed.
+struct SwallowAndPark {
+    deadline: Duration,
+    closed: Sender<CloseReason>,
+}
+
+impl TurnHandler for SwallowAndPark {
+    type State = ();
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<()> {
+        turn.set_deadline(Instant::now() + self.deadline);
+        Ok(())
+    }
+
+    fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
+        let mut byte = [0u8; 1];
+        match turn.read(&mut byte) {
+            Ok(0) => Ok(Next::Close),
+            Ok(_) => Ok(Next::Park),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(Next::Park),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn close(&self, _: (), _: &mut Turn<'_>, reason: CloseReason) {
+        let _ = self.closed.send(reason);
+    }
+}
+
+#[test]
+fn the_deadline_ends_a_connection_whose_input_never_stops() {
+    let (closed, closed_rx) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(2)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(SwallowAndPark {
+            deadline: Duration::from_millis(300),
+            closed,
+        })
+        .unwrap();
+    let mut stream = client(tcp_addr(handle.local_addr()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&stop);
+        thread::spawn(move || {
+            let start = Instant::now();
+            let chunk = [b'x'; 8192];
+            // Until the connection ends, or for `TIMEOUT` at most.
+            while !stop.load(Ordering::Relaxed) && start.elapsed() < TIMEOUT {
+                if stream.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let reason = closed_rx.recv_timeout(TIMEOUT / 2);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let report = handle.shutdown().expect("the server stops");
+    assert_eq!(reason, Ok(CloseReason::TimedOut(Timeout::Deadline)));
     assert_accounted(&report.stats);
 }
