@@ -790,7 +790,14 @@ impl Entry {
             // Room to write reported during the turn is not reported again.
             self.flush(&mut inner);
         }
-        if self.input_waits(&inner, self.made_progress()) {
+        // A limit that is due is acted on by the timer of a parked
+        // connection: one whose client keeps sending parks for it rather
+        // than going on with turn after turn past its deadline.
+        let due = || {
+            self.due(&inner)
+                .is_some_and(|(due, _)| due <= Instant::now())
+        };
+        if self.input_waits(&inner, self.made_progress()) && !due() {
             if !self.hub.shared.is_stopping() {
                 return Ok(Parked::InputWaits);
             }
