@@ -1068,8 +1068,19 @@ impl Entry {
                     self.take_turn(&mut inner, Why::Close(reason));
                 } else if self.has_input_unseen(&inner) {
                     // Input, or (the outbox having drained) input that
-                    // waited for room.
-                    self.take_turn(&mut inner, Why::Ready);
+                    // waited for room. In a drain, before its closing
+                    // round, the turn is given where the poller gives a
+                    // deferred one (see `park`): after it has looked
+                    // whether any connection is in a turn, so that a
+                    // client that keeps sending cannot be in one at every
+                    // look and hold back the others' goodbyes.
+                    if self.hub.shared.is_stopping()
+                        && !self.hub.closing_all.load(Ordering::SeqCst)
+                    {
+                        self.hub.defer(self);
+                    } else {
+                        self.take_turn(&mut inner, Why::Ready);
+                    }
                 }
             }
             Phase::Flushing if !inner.unsent() => self.close_now(&mut inner),
