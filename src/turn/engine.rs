@@ -1011,11 +1011,15 @@ impl Entry {
     /// [`has_input_unseen`](Entry::has_input_unseen), counting input the
     /// readiness set reported only when `news` (see `made_progress`).
     fn input_waits(&self, inner: &Inner, news: bool) -> bool {
+        // Not once the end was read: a client's `close_notify` stays in
+        // the session, and a handler that parks after it is not called
+        // again for it, as over plain TCP.
         let decrypted = || {
-            inner
-                .stream
-                .as_ref()
-                .is_some_and(|t| t.has_buffered_input())
+            !self.input.has_ended()
+                && inner
+                    .stream
+                    .as_ref()
+                    .is_some_and(|t| t.has_buffered_input())
         };
         let held = || self.held.load(Ordering::Relaxed) && !inner.unsent();
         self.takes_input(inner) && ((news && self.input.may_wait()) || decrypted() || held())
