@@ -174,11 +174,16 @@ fn the_drain_closes_a_quiet_connection_whose_news_the_handler_left() {
         .unwrap();
     let mut stream = client(tcp_addr(handle.local_addr()));
     stream.write_all(b"helo").unwrap();
-    greeted_rx.recv_timeout(TIMEOUT).expect("the greeting is read");
+    greeted_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the greeting is read");
     assert_eq!(read_line(&mut stream), "ok");
     let report = handle.shutdown().expect("the server stops");
     let turns = turns.load(Ordering::Relaxed);
-    assert_eq!(report.forced, 0, "forced at the drain deadline: {report:#?}");
+    assert_eq!(
+        report.forced, 0,
+        "forced at the drain deadline: {report:#?}"
+    );
     // The greeting's turn, perhaps one more for its news, the shutdown's
     // last `ready`: a handful, not a spin.
     assert!(turns < 10, "{turns} turns for one greeting");

@@ -1078,8 +1078,7 @@ impl Entry {
                     // whether any connection is in a turn, so that a
                     // client that keeps sending cannot be in one at every
                     // look and hold back the others' goodbyes.
-                    if self.hub.shared.is_stopping()
-                        && !self.hub.closing_all.load(Ordering::SeqCst)
+                    if self.hub.shared.is_stopping() && !self.hub.closing_all.load(Ordering::SeqCst)
                     {
                         self.hub.defer(self);
                     } else {
