@@ -566,10 +566,8 @@ impl Entry {
         let Ok(stream) = self.stream() else {
             return false;
         };
-        let ready = stream.has_buffered_input()
-            || self.held.load(Ordering::Relaxed)
-            || (self.input.may_wait() && self.made_progress())
-            || matches!(
+        let polled = || {
+            let ready = matches!(
                 wait::wait(
                     &**stream.socket(),
                     wait::Interest::Read,
@@ -578,6 +576,20 @@ impl Entry {
                 ),
                 Ok(wait::Woken::Ready)
             );
+            if ready {
+                // What the poll found is news: the readiness set may not
+                // have reported it yet, and before the first park (the
+                // connection is not in the set yet) it never will, so the
+                // next read must ask the socket.
+                let _inner = lock(&self.inner);
+                self.input.arrived(false);
+            }
+            ready
+        };
+        let ready = stream.has_buffered_input()
+            || self.held.load(Ordering::Relaxed)
+            || (self.input.may_wait() && self.made_progress())
+            || polled();
         if ready {
             self.begin_turn();
         }
@@ -808,7 +820,14 @@ impl Entry {
             // Room to write reported during the turn is not reported again.
             self.flush(&mut inner);
         }
-        if self.input_waits(&inner, self.made_progress()) {
+        // A limit that is due is acted on by the timer of a parked
+        // connection: one whose client keeps sending parks for it rather
+        // than going on with turn after turn past its deadline.
+        let due = || {
+            self.due(&inner)
+                .is_some_and(|(due, _)| due <= Instant::now())
+        };
+        if self.input_waits(&inner, self.made_progress()) && !due() {
             if !self.hub.shared.is_stopping() {
                 return Ok(Parked::InputWaits);
             }
@@ -1027,11 +1046,15 @@ impl Entry {
     /// [`has_input_unseen`](Entry::has_input_unseen), counting input the
     /// readiness set reported only when `news` (see `made_progress`).
     fn input_waits(&self, inner: &Inner, news: bool) -> bool {
+        // Not once the end was read: a client's `close_notify` stays in
+        // the session, and a handler that parks after it is not called
+        // again for it, as over plain TCP.
         let decrypted = || {
-            inner
-                .stream
-                .as_ref()
-                .is_some_and(|t| t.has_buffered_input())
+            !self.input.has_ended()
+                && inner
+                    .stream
+                    .as_ref()
+                    .is_some_and(|t| t.has_buffered_input())
         };
         let held = || self.held.load(Ordering::Relaxed) && !inner.unsent();
         self.takes_input(inner) && ((news && self.input.may_wait()) || decrypted() || held())
@@ -1084,8 +1107,18 @@ impl Entry {
                     self.take_turn(&mut inner, Why::Close(reason));
                 } else if self.has_input_unseen(&inner) {
                     // Input, or (the outbox having drained) input that
-                    // waited for room.
-                    self.take_turn(&mut inner, Why::Ready);
+                    // waited for room. In a drain, before its closing
+                    // round, the turn is given where the poller gives a
+                    // deferred one (see `park`): after it has looked
+                    // whether any connection is in a turn, so that a
+                    // client that keeps sending cannot be in one at every
+                    // look and hold back the others' goodbyes.
+                    if self.hub.shared.is_stopping() && !self.hub.closing_all.load(Ordering::SeqCst)
+                    {
+                        self.hub.defer(self);
+                    } else {
+                        self.take_turn(&mut inner, Why::Ready);
+                    }
                 }
             }
             Phase::Flushing if !inner.unsent() => self.close_now(&mut inner),
@@ -1189,7 +1222,12 @@ impl Entry {
                 )
             })
         };
-        let pending = self.has_input_unseen(inner) || (self.takes_input(inner) && socket_input());
+        // The news of the readiness set is not asked: input may be
+        // reported and never shown gone (a read that filled its buffer, a
+        // TLS handshake's reads) while the socket is empty, and a handler
+        // that does not read it would get turn after turn until the drain
+        // deadline. The socket itself says whether anything waits.
+        let pending = self.input_waits(inner, false) || (self.takes_input(inner) && socket_input());
         if pending {
             self.take_turn(inner, Why::Ready);
         } else if !inner.unsent() && quiet_from.is_some_and(|at| at <= now) {

@@ -47,6 +47,9 @@ mod epoll {
     /// The key of the set's own wake-up descriptor.
     const WAKER: u64 = u64::MAX;
 
+    /// The longest single wait: `i32::MAX` milliseconds, about 24 days.
+    const LONGEST_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
     /// An epoll set, and an eventfd that [`notify`](ReadySet::notify)
     /// makes readable.
     #[derive(Debug)]
@@ -110,8 +113,14 @@ mod epoll {
         ) -> io::Result<()> {
             events.clear();
             buf.clear();
-            // Longer than a `Timespec` holds: wait for ever.
-            let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());
+            // At most what `epoll_pwait` takes (an `int` of milliseconds):
+            // rustix asks `epoll_pwait2` for longer ones, which kernels
+            // before 5.11 (and some seccomp filters) refuse, and the
+            // poller would then spin on the error. Waking early costs one
+            // loop of the poller.
+            let timeout = timeout
+                .map(|t| t.min(LONGEST_WAIT))
+                .and_then(|t| Timespec::try_from(t).ok());
             match epoll::wait(&self.epoll, spare_capacity(buf), timeout.as_ref()) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => return Ok(()),
@@ -236,6 +245,34 @@ mod portable {
 
         pub(crate) fn buffer() -> Events {
             Events::new()
+        }
+    }
+}
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use std::time::Duration;
+
+    use super::ReadySet;
+
+    /// A wait returns for a wake-up whatever its timeout: zero, longer
+    /// than `epoll_pwait` takes in one call, `Duration::MAX`, none.
+    #[test]
+    fn a_wait_of_any_length_returns_for_a_wake_up() {
+        let set = ReadySet::new().unwrap();
+        let mut events = Vec::new();
+        let mut buf = ReadySet::buffer();
+        set.wait(&mut events, &mut buf, Some(Duration::ZERO))
+            .unwrap();
+        assert!(events.is_empty());
+        for timeout in [
+            Some(Duration::from_secs(30 * 24 * 3600)),
+            Some(Duration::MAX),
+            None,
+        ] {
+            set.notify().unwrap();
+            set.wait(&mut events, &mut buf, timeout).unwrap();
+            assert!(events.is_empty(), "the wake-up is not an event");
         }
     }
 }

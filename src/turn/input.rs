@@ -129,6 +129,11 @@ impl Input {
         self.arrived.load(SeqCst) != self.turn_began.load(SeqCst)
     }
 
+    /// Whether a read found the end of stream: nothing more can come.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended.load(SeqCst)
+    }
+
     /// Whether input may wait: reported and not yet shown gone. The end
     /// of stream, once read, does not wait: a handler that parks after it
     /// is not called again for it.
