@@ -75,6 +75,28 @@ fn build_examples() -> PathBuf {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .args(["--profile", profile, "--target-dir"])
         .arg(target_dir);
+    // Cargo runs a test with the variables of the package under test
+    // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`...), which the cargo that
+    // built it did not have. Passed on to the nested build, they reach the
+    // build scripts, and ring's watches `CARGO_MANIFEST_DIR`: ring, and
+    // everything above it, would be built again by this build, and again
+    // by the next outer one, a minute or more each time on a small machine.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
     if cfg!(feature = "tls") {
         // The examples are built with the features of this test run.
         command.args(["--features", "tls"]);
