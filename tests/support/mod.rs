@@ -8,10 +8,18 @@
 //! wait has a generous bound ([`PATIENCE`]) so that a bug fails a test
 //! instead of hanging it.
 //!
+//! [`relay`] puts faults between a client and a server (1-byte segments,
+//! delays, resets, half-closes, stalls), and [`fds`] reads a process's
+//! descriptors from `/proc`, for `tests/faults.rs`.
+//!
 //! Each test binary compiles this module on its own and uses only some of
 //! it, hence the `dead_code` allowance.
 
 #![allow(dead_code)]
+
+#[cfg(target_os = "linux")]
+pub(crate) mod fds;
+pub(crate) mod relay;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -236,6 +244,11 @@ impl Example {
             .unwrap_or_else(|| panic!("{name}: unexpected first line {first:?}"));
         example.addr = addr;
         example
+    }
+
+    /// The process's id (for `/proc/PID`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Connects a client.
