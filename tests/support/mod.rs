@@ -8,10 +8,18 @@
 //! wait has a generous bound ([`PATIENCE`]) so that a bug fails a test
 //! instead of hanging it.
 //!
+//! [`relay`] puts faults between a client and a server (1-byte segments,
+//! delays, resets, half-closes, stalls), and [`fds`] reads a process's
+//! descriptors from `/proc`, for `tests/faults.rs`.
+//!
 //! Each test binary compiles this module on its own and uses only some of
 //! it, hence the `dead_code` allowance.
 
 #![allow(dead_code)]
+
+#[cfg(target_os = "linux")]
+pub(crate) mod fds;
+pub(crate) mod relay;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -75,6 +83,28 @@ fn build_examples() -> PathBuf {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
         .args(["--profile", profile, "--target-dir"])
         .arg(target_dir);
+    // Cargo runs a test with the variables of the package under test
+    // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_NAME`...), which the cargo that
+    // built it did not have. Passed on to the nested build, they reach the
+    // build scripts, and ring's watches `CARGO_MANIFEST_DIR`: ring, and
+    // everything above it, would be built again by this build, and again
+    // by the next outer one, a minute or more each time on a small machine.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
     if cfg!(feature = "tls") {
         // The examples are built with the features of this test run.
         command.args(["--features", "tls"]);
@@ -214,6 +244,11 @@ impl Example {
             .unwrap_or_else(|| panic!("{name}: unexpected first line {first:?}"));
         example.addr = addr;
         example
+    }
+
+    /// The process's id (for `/proc/PID`).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Connects a client.
