@@ -199,12 +199,22 @@ impl Lines {
     }
 }
 
+impl<R> fmt::Debug for Unwaited<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unwaited")
+            .field("max_line", &self.max_line())
+            .field("buffered", &self.buffered().len())
+            .field("partial_since", &self.partial_since)
+            .finish()
+    }
+}
+
 impl fmt::Debug for Lines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lines")
             .field("max_line", &self.lines.max_line())
             .field("buffered", &self.lines.buffered().len())
-            .field("partial_since", &self.lines.partial_since())
+            .field("partial_since", &self.lines.partial_since)
             .finish()
     }
 }
