@@ -14,6 +14,7 @@ mod common;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
+use std::time::Duration;
 
 use common::{parse_args, Options};
 
@@ -57,5 +58,11 @@ fn check(input: &[u8]) {
 
 #[test]
 fn command_line() {
-    bolero::check!().for_each(check);
+    // Every committed input, then 10000 random ones (about a second in a
+    // debug build), with no time limit: one would cut the replay short
+    // (bolero's default is one second for both).
+    bolero::check!()
+        .with_test_time(Duration::MAX)
+        .with_iterations(10000)
+        .for_each(check);
 }

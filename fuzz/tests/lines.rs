@@ -11,6 +11,7 @@
 #![cfg(unix)]
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use frontdesk::fuzzing::TurnLines;
 use frontdesk::{LineError, LineReader};
@@ -216,5 +217,11 @@ fn check(input: &[u8]) {
 
 #[test]
 fn lines() {
-    bolero::check!().for_each(check);
+    // Every committed input, then 10000 random ones (about a second in a
+    // debug build), with no time limit: one would cut the replay short
+    // (bolero's default is one second for both).
+    bolero::check!()
+        .with_test_time(Duration::MAX)
+        .with_iterations(10000)
+        .for_each(check);
 }

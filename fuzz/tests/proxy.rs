@@ -8,6 +8,8 @@
 
 #![cfg(unix)]
 
+use std::time::Duration;
+
 use frontdesk::fuzzing::{read_proxy_header, MAX_INPUT};
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
@@ -56,5 +58,11 @@ fn check(input: &[u8]) {
 
 #[test]
 fn proxy_header() {
-    bolero::check!().for_each(check);
+    // Every committed input, then 5000 random ones (about a second in a
+    // debug build), with no time limit: one would cut the replay short
+    // (bolero's default is one second for both).
+    bolero::check!()
+        .with_test_time(Duration::MAX)
+        .with_iterations(5000)
+        .for_each(check);
 }

@@ -80,7 +80,7 @@ mod target {
         ops
     }
 
-    fn check(input: &[u8]) {
+    pub(super) fn check(input: &[u8]) {
         let (server, client) = configs();
         let Some((&mode, rest)) = input.split_first() else {
             return;
@@ -95,9 +95,20 @@ mod target {
         // Either ending is fine; a panic (or a spin) is what is looked for.
         let _ = tls_session(server, client, &ops);
     }
+}
 
-    #[test]
-    fn tls_server() {
-        bolero::check!().for_each(check);
-    }
+/// Named at the crate's root, so that bolero's directory for it is
+/// `tests/__fuzz__/tls_server`.
+#[cfg(all(unix, feature = "tls"))]
+#[test]
+fn tls_server() {
+    use std::time::Duration;
+
+    // Every committed input, then 300 random ones (about a second in a
+    // debug build), with no time limit: one would cut the replay short
+    // (bolero's default is one second for both).
+    bolero::check!()
+        .with_test_time(Duration::MAX)
+        .with_iterations(300)
+        .for_each(target::check);
 }
