@@ -145,6 +145,9 @@ mod addr;
 mod builder;
 mod config;
 mod error;
+#[cfg(all(unix, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod handle;
 mod handler;
 mod net;

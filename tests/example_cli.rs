@@ -281,6 +281,25 @@ fn unparsable_address_is_an_error() {
     }
 }
 
+/// Found by the command-line fuzz target (`fuzz/tests/cli.rs`): an
+/// argument's control characters (a newline, say) are shown escaped, so
+/// the refusal stays on one line.
+#[test]
+fn control_characters_in_arguments_are_escaped() {
+    fails("echo", &["\n"], "invalid address '\\n'");
+    fails("echo", &["--bo\ngus"], "unknown option '--bo\\ngus'");
+    fails(
+        "echo",
+        &["--workers", "4\r"],
+        "invalid value '4\\r' for --workers",
+    );
+    fails(
+        "echo",
+        &["127.0.0.1:0", "un\x1bix:x"],
+        "unexpected argument 'un\\u{1b}ix:x'",
+    );
+}
+
 #[test]
 fn busy_port_is_an_error() {
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -333,6 +333,60 @@ fn turn_mode_silent_clients_wait_for_their_header_parked_holding_no_worker() {
     assert_eq!(stats.completed, 1, "{stats:?}");
 }
 
+/// Answers the `PP2_TYPE_AUTHORITY` TLV's value and, in hex, every byte
+/// the client sent after the header, up to its half-close.
+fn authority(conn: &mut Connection) -> io::Result<()> {
+    let proxy = conn
+        .proxy()
+        .expect("the PROXY protocol is required")
+        .clone();
+    let authority: Vec<String> = proxy
+        .tlvs()
+        .filter(|(kind, _)| *kind == 0x02)
+        .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        .collect();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest)?;
+    let hex: String = rest.iter().map(|byte| format!("{byte:02x}")).collect();
+    conn.write_all(format!("{} {hex}\n", authority.join(",")).as_bytes())
+}
+
+/// HAProxy's `reg-tests/connection/proxy_protocol_tlv_validation.vtc`,
+/// case by case: a v2 header for TCP over IPv4 whose length is 20 (the 12
+/// bytes of addresses and 8 of TLVs), followed by `tlvs`. Returns the
+/// reply, empty when the server closed without one.
+fn haproxy_tlv_case(handle: &ServerHandle, tlvs: &[u8]) -> String {
+    let mut sent = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x14".to_vec();
+    sent.extend_from_slice(&[127, 0, 0, 1, 127, 0, 0, 1, 0x00, 0x2a, 0x05, 0x39]);
+    sent.extend_from_slice(tlvs);
+    let mut client = util::client(handle.local_addr());
+    client.write_all(&sent).unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    String::from_utf8(read_to_clean_end(&mut client)).unwrap()
+}
+
+#[test]
+fn tlvs_are_validated_as_haproxy_does() {
+    let handle = util::serve(Server::builder().workers(2).proxy_protocol(true), authority);
+    // A correct header: its TLV is read.
+    let reply = haproxy_tlv_case(&handle, b"\x02\x00\x0512345");
+    assert_eq!(reply, "12345 \n");
+    // A TLV after the header's end is not the header's: it is the
+    // client's first bytes, given to the handler as they are.
+    let reply = haproxy_tlv_case(&handle, b"\x02\x00\x0512345\x02\x00\x0554321");
+    assert_eq!(reply, "12345 0200053534333231\n");
+    // A TLV longer than the header: closed.
+    let reply = haproxy_tlv_case(&handle, b"\x02\x00\x0a1234512345");
+    assert_eq!(reply, "");
+    // TLVs that end before the header does (a byte left over): closed.
+    let reply = haproxy_tlv_case(&handle, b"\x02\x00\x041234");
+    assert_eq!(reply, "");
+    let stats = wait_for_stats(&handle, "both refusals counted", |s| s.rejected.proxy == 2);
+    assert_eq!(stats.completed, 2, "{stats:?}");
+    let (_, stats) = util::stop(handle);
+    util::assert_accounted(&stats);
+}
+
 #[test]
 fn a_client_that_sends_no_header_holds_nothing_past_the_header_time() {
     // Only the bound matters here: a silent client is closed at

@@ -383,7 +383,7 @@ fn activated(_: &ServerBuilder) -> frontdesk::Result<Option<Server>> {
 }
 
 /// Parses the arguments after the program name: `Ok(None)` for `--help`.
-fn parse_args(
+pub(crate) fn parse_args(
     args: impl IntoIterator<Item = OsString>,
     defaults: Options,
 ) -> Result<Option<Options>, String> {
@@ -402,14 +402,16 @@ fn parse_args(
         if !arg.starts_with('-') {
             if let Some(first) = &addr {
                 return Err(format!(
-                    "unexpected argument '{arg}' (the address is already '{first}')"
+                    "unexpected argument '{}' (the address is already '{}')",
+                    shown(&arg),
+                    shown(first)
                 ));
             }
             addr = Some(arg);
             continue;
         }
         if arg.starts_with("--tls-") && !cfg!(feature = "tls") {
-            let name = arg.split('=').next().unwrap_or(&arg);
+            let name = shown(arg.split('=').next().unwrap_or(&arg));
             return Err(format!(
                 "{name} needs TLS support: build with `--features tls` \
                  (cargo run --features tls --example NAME)"
@@ -445,7 +447,7 @@ fn parse_args(
                 | "--tls-cert"
                 | "--tls-key"
         ) {
-            return Err(format!("unknown option '{name}'"));
+            return Err(format!("unknown option '{}'", shown(&name)));
         }
         if seen.contains(&name) {
             return Err(format!("{name} given twice"));
@@ -485,23 +487,28 @@ fn parse_args(
 
 /// `HOST:PORT`, resolved, or `unix:PATH`.
 fn listen_addr(addr: &str) -> Result<Listen, String> {
+    let shown_addr = shown(addr);
     if let Some(path) = addr.strip_prefix("unix:") {
         if !cfg!(unix) {
             return Err(format!(
-                "invalid address '{addr}': Unix sockets need a Unix system"
+                "invalid address '{shown_addr}': Unix sockets need a Unix system"
             ));
         }
         if path.is_empty() {
-            return Err(format!("invalid address '{addr}': no path after 'unix:'"));
+            return Err(format!(
+                "invalid address '{shown_addr}': no path after 'unix:'"
+            ));
         }
         return Ok(Listen::Unix(PathBuf::from(path)));
     }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .map_err(|error| format!("invalid address '{addr}': {error}"))?
+        .map_err(|error| format!("invalid address '{shown_addr}': {error}"))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("invalid address '{addr}': it resolves to nothing"));
+        return Err(format!(
+            "invalid address '{shown_addr}': it resolves to nothing"
+        ));
     }
     Ok(Listen::Tcp(addrs))
 }
@@ -515,9 +522,23 @@ fn millis(name: &str, value: &str) -> Result<Option<Duration>, String> {
 }
 
 fn number<T: FromStr>(name: &str, value: &str) -> Result<T, String> {
-    value
-        .parse()
-        .map_err(|_| format!("invalid value '{value}' for {name}: expected a whole number"))
+    value.parse().map_err(|_| {
+        format!(
+            "invalid value '{}' for {name}: expected a whole number",
+            shown(value)
+        )
+    })
+}
+
+/// An argument as a message quotes it: control characters (a newline,
+/// say) escaped, so that the message stays on one line.
+fn shown(text: &str) -> String {
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// The `--help` text: what the example is, when to pick which mode, the

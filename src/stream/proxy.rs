@@ -209,7 +209,11 @@ pub(crate) fn check_trusted(peer: &Addr, config: &ProxyConfig) -> io::Result<()>
 /// Reads the PROXY header at the start of `stream`, consuming exactly its
 /// bytes; fails on anything that is not one, or when it does not arrive by
 /// the deadline or the server is stopped.
-fn read_header(stream: &Socket, proxy: &Addr, stop: &dyn Stopping) -> io::Result<ProxyHeader> {
+pub(crate) fn read_header(
+    stream: &Socket,
+    proxy: &Addr,
+    stop: &dyn Stopping,
+) -> io::Result<ProxyHeader> {
     let deadline = Instant::now() + PROXY_HEADER_TIME;
     let mut read = HeaderRead::default();
     loop {

@@ -1,7 +1,8 @@
 //! `Lines`: the lines of a turn-mode connection, read across its turns.
 
 use std::fmt;
-use std::io;
+use std::io::{self, Read};
+use std::ops::Range;
 use std::time::{Duration, Instant};
 
 use crate::stream::lines::{LineError, LineReader};
@@ -38,20 +39,87 @@ use crate::turn::handler::Turn;
 /// so do lines left here by a handler that parks before asking for them
 /// (one that waits for [`outbox_room`](crate::Turn::outbox_room), say).
 pub struct Lines {
-    reader: LineReader<TurnReader>,
+    lines: Unwaited<TurnReader>,
+}
+
+/// The lines of a reader that never waits, its `WouldBlock` being "no
+/// complete line yet": the part of [`Lines`] that knows no connection
+/// (nor its outbox), so that a test or a fuzz target can drive it with
+/// any reader (`src/fuzzing.rs`).
+pub(crate) struct Unwaited<R> {
+    reader: LineReader<R>,
     /// When the line in progress was first seen unfinished.
     partial_since: Option<Instant>,
+}
+
+impl<R: Read> Unwaited<R> {
+    /// Lines of at most `max_line` bytes from `inner`, with no buffer
+    /// held until bytes arrive.
+    pub(crate) fn new(inner: R, max_line: usize) -> Unwaited<R> {
+        let mut reader = LineReader::new(inner, max_line);
+        reader.release_if_empty();
+        Unwaited {
+            reader,
+            partial_since: None,
+        }
+    }
+
+    /// Where the next complete line is (see [`Unwaited::line_at`]), or
+    /// `None` when the reader has nothing more now; the buffer is freed
+    /// then if it holds nothing.
+    pub(crate) fn next_line_range(&mut self) -> Result<Option<Range<usize>>, LineError> {
+        match self.reader.next_line_range() {
+            Ok(line) => {
+                self.partial_since = None;
+                Ok(Some(line))
+            }
+            Err(LineError::TimedOut(error)) if error.kind() == io::ErrorKind::WouldBlock => {
+                if self.reader.buffered().is_empty() {
+                    self.partial_since = None;
+                    self.reader.release_if_empty();
+                } else {
+                    self.partial_since.get_or_insert_with(Instant::now);
+                }
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl<R> Unwaited<R> {
+    /// The bytes of a line `next_line_range` found, until the next call.
+    pub(crate) fn line_at(&self, line: Range<usize>) -> &[u8] {
+        self.reader.line_at(line)
+    }
+
+    /// The bytes received but not yet returned as a line.
+    pub(crate) fn buffered(&self) -> &[u8] {
+        self.reader.buffered()
+    }
+
+    /// The reader the lines come from.
+    pub(crate) fn get_ref(&self) -> &R {
+        self.reader.get_ref()
+    }
+
+    /// When the line now buffered unfinished was first seen, if one is.
+    pub(crate) fn partial_since(&self) -> Option<Instant> {
+        self.partial_since
+    }
+
+    /// The longest line, terminator excluded.
+    pub(crate) fn max_line(&self) -> usize {
+        self.reader.max_line()
+    }
 }
 
 impl Lines {
     /// Lines of at most `max_line` bytes (terminator excluded) from the
     /// turn's connection.
     pub fn new(turn: &Turn<'_>, max_line: usize) -> Lines {
-        let mut reader = LineReader::new(turn.reader(), max_line);
-        reader.release_if_empty();
         Lines {
-            reader,
-            partial_since: None,
+            lines: Unwaited::new(turn.reader(), max_line),
         }
     }
 
@@ -65,42 +133,34 @@ impl Lines {
     /// has closed and no complete line is left, [`LineError::TooLong`] for
     /// a line over the limit, [`LineError::Io`] when the connection broke.
     pub fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
-        if self.reader.get_ref().entry.is_backed_up() {
+        if self.lines.get_ref().entry.is_backed_up() {
             // The client is not reading its replies: no more requests
             // until it has read enough. The connection gets a turn for
             // what is kept here once its outbox is empty.
             self.hold_input();
             return Ok(None);
         }
-        match self.reader.next_line_range() {
-            Ok(line) => {
-                self.partial_since = None;
+        match self.lines.next_line_range()? {
+            Some(line) => {
                 // Bytes after this line may hold the next: should the
                 // handler park before asking, they still get a turn.
                 self.hold_input();
-                Ok(Some(self.reader.line_at(line)))
+                Ok(Some(self.lines.line_at(line)))
             }
-            Err(LineError::TimedOut(error)) if error.kind() == io::ErrorKind::WouldBlock => {
-                // Only part of a line is kept: the socket says when the
-                // rest arrives.
-                self.reader.get_ref().entry.hold_input(false);
-                if self.reader.buffered().is_empty() {
-                    self.partial_since = None;
-                    self.reader.release_if_empty();
-                } else {
-                    self.partial_since.get_or_insert_with(Instant::now);
-                }
+            None => {
+                // Only part of a line is kept, if any: the socket says
+                // when the rest arrives.
+                self.lines.get_ref().entry.hold_input(false);
                 Ok(None)
             }
-            Err(error) => Err(error),
         }
     }
 
     /// Tells the engine whether bytes the handler has not asked for are
     /// kept here.
     fn hold_input(&self) {
-        let kept = !self.reader.buffered().is_empty();
-        self.reader.get_ref().entry.hold_input(kept);
+        let kept = !self.lines.buffered().is_empty();
+        self.lines.get_ref().entry.hold_input(kept);
     }
 
     /// [`next_line`](Lines::next_line), checked to be UTF-8.
@@ -122,7 +182,7 @@ impl Lines {
     /// for a deadline per request, "a line must be complete within N of
     /// its first byte".
     pub fn partial_since(&self) -> Option<Instant> {
-        self.partial_since
+        self.lines.partial_since()
     }
 
     /// The deadline for the line in progress, `timeout` after it began, or
@@ -130,21 +190,31 @@ impl Lines {
     /// long to ever pass (`Duration::MAX`); pass it to
     /// [`Turn::set_deadline`] before parking.
     pub fn line_deadline(&self, timeout: Option<Duration>) -> Option<Instant> {
-        time::after(self.partial_since?, timeout?)
+        time::after(self.lines.partial_since()?, timeout?)
     }
 
     /// The bytes received but not yet returned as a line.
     pub fn buffered(&self) -> &[u8] {
-        self.reader.buffered()
+        self.lines.buffered()
+    }
+}
+
+impl<R> fmt::Debug for Unwaited<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unwaited")
+            .field("max_line", &self.max_line())
+            .field("buffered", &self.buffered().len())
+            .field("partial_since", &self.partial_since)
+            .finish()
     }
 }
 
 impl fmt::Debug for Lines {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lines")
-            .field("max_line", &self.reader.max_line())
-            .field("buffered", &self.reader.buffered().len())
-            .field("partial_since", &self.partial_since)
+            .field("max_line", &self.lines.max_line())
+            .field("buffered", &self.lines.buffered().len())
+            .field("partial_since", &self.lines.partial_since)
             .finish()
     }
 }
