@@ -225,7 +225,10 @@ pub fn soak_main(args: &[String]) -> BoxResult<()> {
             Tally::get(&tally.lost),
             Tally::get(&tally.wrong)
         );
-        if tick % 6 == 0 || every == Duration::from_secs(10) || t + every > options.duration {
+        if tick.is_multiple_of(6)
+            || every == Duration::from_secs(10)
+            || t + every > options.duration
+        {
             eprintln!("{line}");
         }
         tick += 1;
@@ -636,7 +639,10 @@ impl Verdict {
                 problems.push(format!("{}: RSS grew {:.1} %", r.label, r.rss_growth));
             }
             if judged && r.fd_growth >= GROWTH_LIMIT {
-                problems.push(format!("{}: descriptors grew {:.1} %", r.label, r.fd_growth));
+                problems.push(format!(
+                    "{}: descriptors grew {:.1} %",
+                    r.label, r.fd_growth
+                ));
             }
             if !r.gave_back_fds() {
                 problems.push(format!(
@@ -666,7 +672,10 @@ impl Verdict {
             ("wrong replies", Tally::get(&tally.wrong)),
             ("chat deliveries missing", Tally::get(&tally.chat_missing)),
             ("failed connects", Tally::get(&tally.connect_failed)),
-            ("connections held too long", Tally::get(&tally.held_too_long)),
+            (
+                "connections held too long",
+                Tally::get(&tally.held_too_long),
+            ),
         ];
         for (what, n) in counts {
             if n > 0 {
@@ -674,12 +683,8 @@ impl Verdict {
             }
         }
         let pass = problems.is_empty();
-        let growth = |f: fn(&ServerResult) -> f64| {
-            results
-                .iter()
-                .map(|r| f(r))
-                .fold(f64::NEG_INFINITY, f64::max)
-        };
+        let growth =
+            |f: fn(&ServerResult) -> f64| results.iter().map(&f).fold(f64::NEG_INFINITY, f64::max);
         let line = format!(
             "verdict: {} — largest growth after warm-up: RSS {:+.1} %, descriptors {:+.1} %{}; lost replies {}; identity {} in {}/{} servers",
             if pass { "PASS" } else { "FAIL" },
@@ -742,7 +747,8 @@ fn markdown(
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for r in results {
         let (base, last) = windows(&r.samples, options.duration);
-        let at = |list: &[&Sample], f: fn(&Sample) -> f64| median(list.iter().map(|s| f(s)).collect());
+        let at =
+            |list: &[&Sample], f: fn(&Sample) -> f64| median(list.iter().map(|s| f(s)).collect());
         let _ = writeln!(
             out,
             "| {} | {} → {} → {} | {:+.1} % | {} → {:.0} → {:.0} → {} | {:+.1} % | {} → {:.0} | {} in {:.1} s |",

@@ -416,7 +416,13 @@ fn pinger(ctx: Ctx, targets: Targets, mut rng: Rng) {
             }
             let n = rng.range(1, 8) as usize;
             let requests = b"ping\n".repeat(n);
-            if !exchange(&ctx, "pinger", &mut conn, &requests, &vec![&b"pong\n"[..]; n]) {
+            if !exchange(
+                &ctx,
+                "pinger",
+                &mut conn,
+                &requests,
+                &vec![&b"pong\n"[..]; n],
+            ) {
                 break;
             }
             pause(5);
@@ -512,7 +518,7 @@ fn churn(ctx: Ctx, targets: Targets, mut rng: Rng) {
     let mut round = 0u64;
     while ctx.running() {
         round += 1;
-        if round % 5 == 0 {
+        if round.is_multiple_of(5) {
             let Some(stream) = ctx.connect(targets.echo, "churn") else {
                 continue;
             };
@@ -551,7 +557,7 @@ fn trickler(ctx: Ctx, targets: Targets, _: Rng) {
             continue;
         };
         let mut conn = LineConn::new(stream);
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             stall(&ctx, conn);
             continue;
         }
@@ -669,7 +675,7 @@ fn slow_reader(ctx: Ctx, targets: Targets, _: Rng) {
         for (answer, line) in answers.iter().zip(&lines) {
             if answer.len() != line.len() + 10
                 || &answer[..9] != b"unknown: "
-                || &answer[9..answer.len() - 1] != &line[..]
+                || answer[9..answer.len() - 1] != line[..]
             {
                 break;
             }
@@ -720,7 +726,7 @@ fn oversize(ctx: Ctx, targets: Targets, mut rng: Rng) {
     let mut round = 0u64;
     while ctx.running() {
         round += 1;
-        let chat = round % 2 == 0;
+        let chat = round.is_multiple_of(2);
         let addr = if chat { targets.chat } else { targets.commands };
         let Some(stream) = ctx.connect(addr, "oversize") else {
             continue;
