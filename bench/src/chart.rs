@@ -253,11 +253,14 @@ const SOAK_COLORS: [&str; 6] = [
 
 /// The soak chart: panels two by two, time (minutes) across, each y axis
 /// from zero so that growth shows at its true size.
-pub fn soak_svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
+pub fn soak_svg(title: &str, subtitle: &[String], panels: &[Panel]) -> String {
     let columns = 2;
     let rows = panels.len().div_ceil(columns);
+    // Each subtitle line after the first moves the rest down.
+    let shift = 16.0 * subtitle.len().saturating_sub(1) as f64;
+    let top = TOP + shift;
     let width = LEFT + columns as f64 * (PANEL_W + GAP_X);
-    let height = TOP + rows as f64 * (PANEL_H + GAP_Y) + 10.0;
+    let height = top + rows as f64 * (PANEL_H + GAP_Y) + 10.0;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -269,20 +272,26 @@ pub fn soak_svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
         r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">{}</text>"#,
         escape(title)
     );
-    let _ = writeln!(
-        out,
-        r##"<text x="{LEFT}" y="44" fill="#555">{}</text>"##,
-        escape(subtitle)
-    );
+    for (i, line) in subtitle.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{LEFT}" y="{}" fill="#555">{}</text>"##,
+            44.0 + 16.0 * i as f64,
+            escape(line)
+        );
+    }
     if let Some(first) = panels.first() {
         for (i, line) in first.lines.iter().enumerate() {
             let x = LEFT + i as f64 * 190.0;
             let color = SOAK_COLORS[i % SOAK_COLORS.len()];
             let _ = writeln!(
                 out,
-                r#"<line x1="{x}" y1="62" x2="{}" y2="62" stroke="{color}" stroke-width="3"/><text x="{}" y="66">{}</text>"#,
+                r#"<line x1="{x}" y1="{}" x2="{}" y2="{}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+                62.0 + shift,
                 x + 24.0,
+                62.0 + shift,
                 x + 30.0,
+                66.0 + shift,
                 escape(&line.label)
             );
         }
@@ -296,7 +305,7 @@ pub fn soak_svg(title: &str, subtitle: &str, panels: &[Panel]) -> String {
         .max(1.0 / 60.0);
     for (i, panel) in panels.iter().enumerate() {
         let x0 = LEFT + (i % columns) as f64 * (PANEL_W + GAP_X);
-        let y0 = TOP + (i / columns) as f64 * (PANEL_H + GAP_Y);
+        let y0 = top + (i / columns) as f64 * (PANEL_H + GAP_Y);
         time_panel(&mut out, (x0, y0), panel, end);
     }
     let _ = writeln!(out, "</svg>");

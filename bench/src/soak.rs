@@ -281,7 +281,7 @@ pub fn soak_main(args: &[String]) -> BoxResult<()> {
             if options.turns { "turn" } else { "Handler" },
             trim_minutes(options.duration)
         ),
-        &format!("{} · {}", options.command, verdict.line),
+        &[options.command.clone(), verdict.line.clone()],
         &chart_panels(&results),
     );
     if let Some(dir) = options.chart.parent() {
@@ -366,7 +366,7 @@ struct Example {
     child: Child,
     addr: SocketAddr,
     stats: Receiver<Stats>,
-    /// stderr lines that were not counters (at most 100 kept).
+    /// stderr lines that were not counters (the last 100).
     log: Arc<Mutex<Vec<String>>>,
     panicked: Arc<Mutex<bool>>,
 }
@@ -411,10 +411,12 @@ impl Example {
                     if line.contains("panicked") {
                         *panicked.lock().unwrap_or_else(|e| e.into_inner()) = true;
                     }
+                    // The last 100 lines: the end is what tells why.
                     let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                    if log.len() < 100 {
-                        log.push(line);
+                    if log.len() == 100 {
+                        log.remove(0);
                     }
+                    log.push(line);
                 }
             });
         }
@@ -444,18 +446,33 @@ impl Example {
 
     /// Memory, descriptors and threads from `/proc`, and the counters
     /// (asked for with SIGUSR1).
+    ///
+    /// A server that died makes this fail, naming it, with the end of
+    /// what it printed.
     fn sample(&self, t: Duration) -> BoxResult<Sample> {
         let pid = self.pid();
         // Counters answered to an earlier, timed-out request are stale.
         while self.stats.try_recv().is_ok() {}
         signal(pid, libc::SIGUSR1);
         let stats = self.stats.recv_timeout(PROCESS_PATIENCE).ok();
-        Ok(Sample {
-            t,
-            rss: procfs::status_bytes(pid, "VmRSS")?,
-            fds: fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
-            threads: procfs::status_value(pid, "Threads")?,
-            stats,
+        let read = || -> std::io::Result<Sample> {
+            Ok(Sample {
+                t,
+                rss: procfs::status_bytes(pid, "VmRSS")?,
+                fds: fs::read_dir(format!("/proc/{pid}/fd"))?.count(),
+                threads: procfs::status_value(pid, "Threads")?,
+                stats: stats.clone(),
+            })
+        };
+        read().map_err(|error| {
+            let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            let tail = log[log.len().saturating_sub(5)..].join("\n");
+            format!(
+                "{} (pid {pid}) could not be sampled at {} s, has it died? ({error}); the end of its stderr:\n{tail}",
+                self.label,
+                t.as_secs()
+            )
+            .into()
         })
     }
 
