@@ -753,13 +753,9 @@ fn markdown(
     if !verdict.problems.is_empty() {
         out.push('\n');
     }
-    let (warm, _) = windows(&results[0].samples, options.duration);
-    let warm_t = warm.first().map_or(Duration::ZERO, |s| s.t);
     let _ = writeln!(
         out,
-        "| server | RSS idle → at {:.0} s → end | growth | descriptors idle → at {:.0} s → end → after the clients left | growth | threads | exit |",
-        warm_t.as_secs_f64(),
-        warm_t.as_secs_f64()
+        "| server | RSS idle → after warm-up → at the end | growth | descriptors idle → after warm-up → at the end → after the clients left | growth | threads | exit |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|");
     for r in results {
@@ -789,7 +785,11 @@ fn markdown(
     }
     let _ = writeln!(
         out,
-        "\nThe servers' counters at the end (`accepted = completed + rejected + dropped` must hold):\n"
+        "\n\"After warm-up\" and \"at the end\" are the medians of the verdict's two windows (minutes 5 to 10 and the last 5 minutes of an hour).\n"
+    );
+    let _ = writeln!(
+        out,
+        "The servers' counters at the end (`accepted = completed + rejected + dropped` must hold):\n"
     );
     let _ = writeln!(
         out,
