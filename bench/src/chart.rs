@@ -1,5 +1,7 @@
-//! The chart for docs/performance.md, written as plain SVG: throughput and
-//! p99 latency against the number of connections, one line per server.
+//! The charts, written as plain SVG: for docs/performance.md, throughput
+//! and p99 latency against the number of connections, one line per
+//! server; for the soak (docs/reliability.md), each server process's
+//! figures over time.
 
 use std::fmt::Write;
 
@@ -228,6 +230,157 @@ fn panel(
             let (x, y) = point.split_once(',').unwrap_or(("0", "0"));
             let _ = writeln!(out, r#"<circle cx="{x}" cy="{y}" r="3.5" fill="{color}"/>"#);
         }
+    }
+}
+
+/// One panel of the soak chart: a figure over time, a line per server.
+#[derive(Debug)]
+pub struct Panel {
+    pub title: String,
+    pub lines: Vec<Line>,
+}
+
+/// One server's figure: (minutes since the start, value) points.
+#[derive(Debug)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+const SOAK_COLORS: [&str; 6] = [
+    "#2ca02c", "#9467bd", "#1f77b4", "#d62728", "#ff7f0e", "#8c564b",
+];
+
+/// The soak chart: panels two by two, time (minutes) across, each y axis
+/// from zero so that growth shows at its true size.
+pub fn soak_svg(title: &str, subtitle: &[String], panels: &[Panel]) -> String {
+    let columns = 2;
+    let rows = panels.len().div_ceil(columns);
+    // Each subtitle line after the first moves the rest down.
+    let shift = 16.0 * subtitle.len().saturating_sub(1) as f64;
+    let top = TOP + shift;
+    let width = LEFT + columns as f64 * (PANEL_W + GAP_X);
+    let height = top + rows as f64 * (PANEL_H + GAP_Y) + 10.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    for (i, line) in subtitle.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            r##"<text x="{LEFT}" y="{}" fill="#555">{}</text>"##,
+            44.0 + 16.0 * i as f64,
+            escape(line)
+        );
+    }
+    if let Some(first) = panels.first() {
+        for (i, line) in first.lines.iter().enumerate() {
+            let x = LEFT + i as f64 * 190.0;
+            let color = SOAK_COLORS[i % SOAK_COLORS.len()];
+            let _ = writeln!(
+                out,
+                r#"<line x1="{x}" y1="{}" x2="{}" y2="{}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+                62.0 + shift,
+                x + 24.0,
+                62.0 + shift,
+                x + 30.0,
+                66.0 + shift,
+                escape(&line.label)
+            );
+        }
+    }
+    let end = panels
+        .iter()
+        .flat_map(|p| &p.lines)
+        .flat_map(|l| &l.points)
+        .map(|p| p.0)
+        .fold(0.0, f64::max)
+        .max(1.0 / 60.0);
+    for (i, panel) in panels.iter().enumerate() {
+        let x0 = LEFT + (i % columns) as f64 * (PANEL_W + GAP_X);
+        let y0 = top + (i / columns) as f64 * (PANEL_H + GAP_Y);
+        time_panel(&mut out, (x0, y0), panel, end);
+    }
+    let _ = writeln!(out, "</svg>");
+    out
+}
+
+fn time_panel(out: &mut String, (x0, y0): (f64, f64), panel: &Panel, end: f64) {
+    let max = panel
+        .lines
+        .iter()
+        .flat_map(|l| &l.points)
+        .map(|p| p.1)
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    let step = nice_step(max.max(1.0) / 5.0);
+    let hi = (max / step).ceil().max(1.0) * step;
+    let y_of = |v: f64| y0 + PANEL_H - v / hi * PANEL_H;
+    let x_of = |t: f64| x0 + t / end * PANEL_W;
+    let _ = writeln!(
+        out,
+        r#"<text x="{x0}" y="{}" font-weight="bold">{}</text>"#,
+        y0 - 12.0,
+        escape(&panel.title)
+    );
+    let _ = writeln!(
+        out,
+        r##"<rect x="{x0}" y="{y0}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#999"/>"##
+    );
+    let mut t = 0.0;
+    while t <= hi * 1.001 {
+        let y = y_of(t);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{x0}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#e5e5e5"/><text x="{}" y="{:.1}" text-anchor="end" fill="#333">{}</text>"##,
+            x0 + PANEL_W,
+            x0 - 6.0,
+            y + 4.0,
+            axis_label(t)
+        );
+        t += step;
+    }
+    let time_step = nice_step(end / 6.0);
+    let mut t = 0.0;
+    while t <= end * 1.001 {
+        let _ = writeln!(
+            out,
+            r##"<text x="{:.1}" y="{}" text-anchor="middle" fill="#333">{}</text>"##,
+            x_of(t),
+            y0 + PANEL_H + 16.0,
+            trim(t)
+        );
+        t += time_step;
+    }
+    let _ = writeln!(
+        out,
+        r##"<text x="{}" y="{}" text-anchor="middle" fill="#555">minutes</text>"##,
+        x0 + PANEL_W / 2.0,
+        y0 + PANEL_H + 34.0
+    );
+    for (i, line) in panel.lines.iter().enumerate() {
+        let color = SOAK_COLORS[i % SOAK_COLORS.len()];
+        let points: Vec<String> = line
+            .points
+            .iter()
+            .filter(|p| p.1.is_finite())
+            .map(|&(t, v)| format!("{:.1},{:.1}", x_of(t), y_of(v)))
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="1.5"/>"#,
+            points.join(" ")
+        );
     }
 }
 

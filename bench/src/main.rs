@@ -8,6 +8,10 @@
 //! cargo run --release -p bench -- --quick   # under 90 seconds
 //! ```
 //!
+//! `cargo run --release -p bench -- soak --minutes N [--turns]` is the
+//! soak instead: the examples under a mix of clients for N minutes (see
+//! `soak.rs` and docs/reliability.md).
+//!
 //! Options: `--rounds N` (default 3), `--only TEXT` (scenarios whose name
 //! contains TEXT), `--no-pin` (let the OS place the load generator and the
 //! servers), `--chart PATH` (default docs/performance.svg for a full run, a
@@ -31,6 +35,8 @@ mod report;
 mod report_turns;
 mod run;
 mod servers;
+mod soak;
+mod soak_load;
 
 use std::error::Error;
 use std::fs;
@@ -50,6 +56,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => servers::serve_main(&args[1..]),
         Some("load") => load_main(&args[1..]),
+        Some("soak") => soak::soak_main(&args[1..]),
         _ => drive(&args),
     };
     match result {

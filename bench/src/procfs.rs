@@ -90,6 +90,12 @@ pub fn status_bytes(pid: u32, key: &str) -> io::Result<u64> {
         .ok_or_else(|| bad("missing status field"))
 }
 
+/// A plain number of `/proc/PID/status`, such as `Threads`.
+pub fn status_value(pid: u32, key: &str) -> io::Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status_field(&status, key).ok_or_else(|| bad("missing status field"))
+}
+
 fn status_field(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|line| {
         let value = line.strip_prefix(key)?.strip_prefix(':')?;
@@ -186,6 +192,7 @@ mod tests {
         assert!(machine_busy().unwrap() > Duration::ZERO);
         assert!(online_cpus() >= 1);
         assert!(status_bytes(pid, "VmHWM").unwrap() > 0);
+        assert!(status_value(pid, "Threads").unwrap() >= 1);
         assert!(context_switches(pid).is_ok());
         assert_eq!(status_field("VmRSS:\t  1234 kB\n", "VmRSS"), Some(1234));
         assert_eq!(status_field("VmRSSx: 1 kB\n", "VmRSS"), None);

@@ -18,6 +18,22 @@
 //! are accepted and ignored: `echo` has no lines (`--request-timeout-ms`,
 //! `--max-line`), and `chat` has only the turn mode (`--turns`, `--queue`).
 //!
+//! # Signals
+//!
+//! On Unix, SIGINT or SIGTERM shuts the server down gracefully (a second
+//! one exits at once), SIGHUP reloads the TLS files, and SIGUSR1 prints
+//! the server's counters ([`frontdesk::Stats`]) as one line on stderr:
+//!
+//! ```text
+//! kill -USR1 $(pgrep -x commands)
+//! stats: accepted=12 completed=9 rejected=1 dropped=0 active=1 queued=0 parked=1 ...
+//! ```
+//!
+//! The same line, with the final counters, is logged at `info`
+//! (`RUST_LOG=info`) when the server has stopped. The soak
+//! (`cargo run --release -p bench -- soak`, docs/reliability.md) reads
+//! both.
+//!
 //! Copy this file along with an example: together they are a complete
 //! server.
 
@@ -312,9 +328,45 @@ fn try_serve(
     drop(stdout);
     let result = run(server);
     signals.close();
-    // The library logs the shutdown report at `info`.
-    result?;
+    // The library logs the shutdown report at `info`; the counters at the
+    // end follow it.
+    let report = result?;
+    log::info!("{}", stats_line(&report.stats));
     Ok(())
+}
+
+/// The counters as one line of `name=value` pairs, for SIGUSR1 and the
+/// end of a run: `stats: accepted=N completed=N rejected=N dropped=N ...`.
+/// `rejected` is the total over every reason.
+pub(crate) fn stats_line(stats: &frontdesk::Stats) -> String {
+    format!(
+        "stats: accepted={} completed={} rejected={} dropped={} active={} queued={} \
+         parked={} lingering={} handler_errors={} panics={} timeouts_idle={} \
+         timeouts_deadline={} timeouts_read={} timeouts_write={} rejected_overload={} \
+         rejected_max_connections={} rejected_proxy={} forced_closed={} linger_cut={} \
+         outbox_full={} accept_errors={}",
+        stats.accepted,
+        stats.completed,
+        stats.rejected.total(),
+        stats.dropped,
+        stats.active,
+        stats.queued,
+        stats.parked,
+        stats.lingering,
+        stats.handler_errors,
+        stats.panics,
+        stats.timeouts.idle,
+        stats.timeouts.deadline,
+        stats.timeouts.read,
+        stats.timeouts.write,
+        stats.rejected.overload,
+        stats.rejected.max_connections,
+        stats.rejected.proxy,
+        stats.forced_closed,
+        stats.linger_cut,
+        stats.outbox_full,
+        stats.accept_errors,
+    )
 }
 
 fn bind(builder: ServerBuilder, addr: &Listen) -> frontdesk::Result<Server> {
@@ -722,7 +774,7 @@ mod signals {
     use std::thread::{self, JoinHandle};
 
     use frontdesk::ServerControl;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
     use signal_hook::iterator::{Handle, Signals};
 
     use super::Reload;
@@ -734,15 +786,16 @@ mod signals {
     }
 
     /// Starts a thread that stops the server on the first SIGINT or SIGTERM
-    /// and ends the process at once on a second one.
+    /// and ends the process at once on a second one; SIGUSR1 prints the
+    /// counters on stderr.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
     pub(super) fn watch(stopper: ServerControl, reload: Option<Reload>) -> io::Result<Watch> {
         let mut signals = match reload {
-            Some(_) => Signals::new([SIGINT, SIGTERM, SIGHUP])?,
-            None => Signals::new([SIGINT, SIGTERM])?,
+            Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])?,
+            None => Signals::new([SIGINT, SIGTERM, SIGUSR1])?,
         };
         let handle = signals.handle();
         let thread = thread::Builder::new()
@@ -752,6 +805,7 @@ mod signals {
                 for signal in signals.forever() {
                     match (signal, &reload) {
                         (SIGHUP, Some(reload)) => reload(),
+                        (SIGUSR1, _) => eprintln!("{}", super::stats_line(&stopper.stats())),
                         _ if stopping => {
                             eprintln!("second signal: exiting without waiting for connections");
                             std::process::exit(1);
