@@ -1165,7 +1165,11 @@ impl Entry {
                     self.take_turn(&mut inner, Why::Close(reason));
                 }
                 Phase::Flushing => {
-                    Counters::bump(self.hub.counters().timed_out(timeout));
+                    // A connection this same limit closed (its `close` then
+                    // began this flush) has had it counted already.
+                    if inner.close != Some(CloseReason::TimedOut(timeout)) {
+                        Counters::bump(self.hub.counters().timed_out(timeout));
+                    }
                     self.close_now(&mut inner);
                 }
                 // A turn is under way; its end schedules again.
