@@ -2,7 +2,7 @@
 //! and between turns the connection waits, parked, in the engine's
 //! readiness set, holding no worker.
 //!
-//! - Lives here: `TurnHandler`, `Turn`, `Next`, `Lines`, `Peer`,
+//! - Lives here: `TurnHandler`, `Turn`, `Next`, `Lines`, `Frames`, `Peer`,
 //!   `Message`, the engine (`Hub`, `Entry`) and its poller thread, and
 //!   the `Service` that runs turns on the pool's workers.
 //! - May use: `pool/`, `stream/`, `net/`, `config.rs`, `stats.rs` and the
@@ -11,6 +11,7 @@
 //!   `Handler` mode (`handler/`) in particular.
 
 pub(crate) mod engine;
+pub(crate) mod frames;
 pub(crate) mod handler;
 pub(crate) mod lines;
 pub(crate) mod peer;
