@@ -185,6 +185,7 @@ pub use crate::turn::frames::Frames;
 pub use crate::turn::handler::{Next, Turn, TurnHandler};
 pub use crate::turn::lines::Lines;
 pub use crate::turn::peer::{Message, Peer};
+pub use crate::turn::room::{Delivery, Room};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};
 /// The rustls crate this one is built with, for [`TlsConfig::new`]:

@@ -2,9 +2,10 @@
 //! and between turns the connection waits, parked, in the engine's
 //! readiness set, holding no worker.
 //!
-//! - Lives here: `TurnHandler`, `Turn`, `Next`, `Lines`, `Frames`, `Peer`,
-//!   `Message`, the engine (`Hub`, `Entry`) and its poller thread, and
-//!   the `Service` that runs turns on the pool's workers.
+//! - Lives here: `TurnHandler`, `Turn`, `Next`, `Lines`, `Frames`,
+//!   `Peer`, `Message`, `Room`, the engine (`Hub`, `Entry`) and its
+//!   poller thread, and the `Service` that runs turns on the pool's
+//!   workers.
 //! - May use: `pool/`, `stream/`, `net/`, `config.rs`, `stats.rs` and the
 //!   leaves.
 //! - Must never use it: everything but `server.rs` and `lib.rs`; the
@@ -16,4 +17,5 @@ pub(crate) mod handler;
 pub(crate) mod lines;
 pub(crate) mod peer;
 pub(crate) mod poller;
+pub(crate) mod room;
 pub(crate) mod service;
