@@ -9,7 +9,12 @@
 //!                              [--max-connections N] [--idle-timeout-ms N]
 //!                              [--request-timeout-ms N] [--max-line BYTES]
 //!                              [--proxy-protocol] [--tls-cert PEM --tls-key PEM]
+//!                              [--metrics ADDR]
 //! ```
+//!
+//! `--metrics ADDR` serves the server's statistics over HTTP, at
+//! `http://ADDR/metrics` in the Prometheus text format, from a second
+//! frontdesk server ([`metrics`]).
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
 //! feature (`cargo run --features tls --example NAME -- ...`). An example's
@@ -23,6 +28,8 @@
 // Each example uses a different part of this module.
 #![allow(dead_code)]
 
+mod metrics;
+
 use std::error::Error;
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -33,7 +40,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use frontdesk::{
-    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, Turn, TurnHandler,
+    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, ServerControl, ServerHandle,
+    Turn, TurnHandler,
 };
 
 /// How long a shutdown lets connections finish before closing them by
@@ -70,6 +78,8 @@ pub(crate) struct Options {
     /// `--tls-cert PEM --tls-key PEM`: speak TLS with this certificate
     /// chain and key.
     pub(crate) tls: Option<TlsFiles>,
+    /// `--metrics ADDR`: where to serve the statistics over HTTP.
+    pub(crate) metrics: Option<Listen>,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
 }
@@ -114,6 +124,7 @@ impl Default for Options {
             max_connections: None,
             proxy_protocol: false,
             tls: None,
+            metrics: None,
             limits: Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
                 request_timeout: Some(Duration::from_secs(10)),
@@ -295,18 +306,36 @@ fn try_serve(
         Some(server) => server,
         None => bind(builder, &options.addr)?,
     };
+    let metrics = match &options.metrics {
+        Some(addr) => Some(serve_metrics(addr, server.control())?),
+        None => None,
+    };
     // Watch for signals before announcing the address: whoever reads the
-    // line may send a signal at once, and it must stop us gracefully.
-    let signals = signals::watch(server.control(), reload)?;
+    // line may send a signal at once, and it must stop us gracefully. A
+    // signal stops both servers at once, so their drains overlap.
+    let mut stoppers = vec![server.control()];
+    stoppers.extend(metrics.as_ref().map(ServerHandle::control));
+    let signals = signals::watch(stoppers, reload)?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(metrics) = &metrics {
+        writeln!(stdout, "metrics on {}", metrics.local_addr())?;
+    }
     stdout.flush()?;
     drop(stdout);
     let result = run(server);
     signals.close();
-    // The library logs the shutdown report at `info`.
+    let metrics = metrics.map(ServerHandle::shutdown);
+    // The library logs the shutdown reports at `info`.
     result?;
+    metrics.transpose()?;
     Ok(())
+}
+
+/// Serves the statistics of the server `of` controls at
+/// `http://addr/metrics`, from a server of its own in the background.
+fn serve_metrics(addr: &Listen, of: ServerControl) -> frontdesk::Result<ServerHandle> {
+    bind(metrics::builder(), addr)?.spawn(metrics::Metrics { of })
 }
 
 fn bind(builder: ServerBuilder, addr: &Listen) -> frontdesk::Result<Server> {
@@ -435,6 +464,7 @@ fn parse_args(
                 | "--max-line"
                 | "--tls-cert"
                 | "--tls-key"
+                | "--metrics"
         ) {
             return Err(format!("unknown option '{name}'"));
         }
@@ -456,6 +486,7 @@ fn parse_args(
             "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
             "--tls-key" => tls_key = Some(PathBuf::from(value)),
+            "--metrics" => options.metrics = Some(listen_addr(&value)?),
             _ => options.limits.max_line = number(&name, &value)?,
         }
         seen.push(name);
@@ -554,7 +585,11 @@ only while its input is answered, so a few workers hold thousands.
     if help.lines {
         flags.extend(["[--request-timeout-ms N]", "[--max-line BYTES]"]);
     }
-    flags.extend(["[--proxy-protocol]", "[--tls-cert PEM --tls-key PEM]"]);
+    flags.extend([
+        "[--proxy-protocol]",
+        "[--tls-cert PEM --tls-key PEM]",
+        "[--metrics ADDR]",
+    ]);
     let head = format!("usage: {program}");
     let mut line = head.clone();
     for flag in flags {
@@ -632,6 +667,9 @@ only while its input is answered, so a few workers hold thousands.
                         `tls` feature: cargo run --features tls --example ...)
   --tls-key PEM         the certificate's private key (PEM); SIGHUP reloads
                         both files, for connections that begin afterwards
+  --metrics ADDR        serve the server's statistics over HTTP at
+                        http://ADDR/metrics, in the Prometheus text format,
+                        from a second listener (HOST:PORT, or unix:PATH)
   -h, --help            print this help
 
 Under socket activation (LISTEN_FDS, e.g. systemd or
@@ -639,9 +677,10 @@ systemd-socket-activate) serves the passed socket instead of ADDR, and
 tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
 Prints `listening on IP:PORT` (or `listening on unix:PATH`) once
-listening. SIGINT (Ctrl-C) or SIGTERM shuts down gracefully: stop
-accepting, answer what clients already sent, close; a second signal exits
-at once. RUST_LOG=debug logs each connection on stderr.
+listening, then `metrics on ADDR` with --metrics. SIGINT (Ctrl-C) or
+SIGTERM shuts down gracefully: stop accepting, answer what clients
+already sent, close; a second signal exits at once. RUST_LOG=debug logs
+each connection on stderr.
 
 Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
 configuration, 1 if the server cannot start (a busy port) or fails.
@@ -690,13 +729,13 @@ mod signals {
         thread: JoinHandle<()>,
     }
 
-    /// Starts a thread that stops the server on the first SIGINT or SIGTERM
-    /// and ends the process at once on a second one.
+    /// Starts a thread that stops the servers on the first SIGINT or
+    /// SIGTERM and ends the process at once on a second one.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
-    pub(super) fn watch(stopper: ServerControl, reload: Option<Reload>) -> io::Result<Watch> {
+    pub(super) fn watch(stoppers: Vec<ServerControl>, reload: Option<Reload>) -> io::Result<Watch> {
         let mut signals = match reload {
             Some(_) => Signals::new([SIGINT, SIGTERM, SIGHUP])?,
             None => Signals::new([SIGINT, SIGTERM])?,
@@ -715,7 +754,9 @@ mod signals {
                         }
                         _ => {
                             log::info!("signal {signal}: shutting down");
-                            stopper.stop();
+                            for stopper in &stoppers {
+                                stopper.stop();
+                            }
                             stopping = true;
                         }
                     }
@@ -744,7 +785,7 @@ mod signals {
     /// Elsewhere than Unix, Ctrl-C ends the process at once.
     pub(super) struct Watch;
 
-    pub(super) fn watch(_: ServerControl, _: Option<Reload>) -> io::Result<Watch> {
+    pub(super) fn watch(_: Vec<ServerControl>, _: Option<Reload>) -> io::Result<Watch> {
         Ok(Watch)
     }
 
