@@ -35,13 +35,22 @@
 //!
 //! # Broadcasting, and a client that does not read
 //!
-//! The room maps each client to a [`Peer`], a handle any thread can send
-//! to. A line is formatted once, as a shared [`Message`], and sent to
-//! every other peer; a send never waits: what the client's socket does
-//! not take at once waits in its outbox (256 KiB by default), which the
-//! server writes out as the client reads. A client that stops reading
-//! fills its outbox and is dropped by the server, announced as
+//! The clients are members of a [`Room`]: each joins with its [`Peer`], a
+//! handle any thread can send to, and leaves in `close`, however its
+//! connection ended. A line is formatted once, as a shared message, and
+//! the room sends it to every member but its sender, from a snapshot of
+//! the members, with no lock held while it sends; a send never waits:
+//! what the client's socket does not take at once waits in its outbox
+//! (256 KiB by default), which the server writes out as the client reads.
+//! A client that stops reading fills its outbox and is dropped by the
+//! server (the default `OutboxFull::Close`), announced as
 //! `* 127.0.0.1:50000 left (too slow)`; nobody else waits for it.
+//!
+//! A newcomer joins the room, the others are told, and then it is
+//! greeted: every client is either counted in a newcomer's greeting or
+//! told it joined, and a client that has its greeting has been announced.
+//! (Under concurrent chatter, a line may reach a newcomer just before its
+//! greeting: the room takes no lock while it sends.)
 //!
 //! # Idle timeout: off by default
 //!
@@ -57,19 +66,17 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::process::ExitCode;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use frontdesk::{CloseReason, Lines, Message, Next, Peer, Rejected, Turn, TurnHandler};
+use frontdesk::{CloseReason, Lines, Next, Rejected, Room, Turn, TurnHandler};
 
 use common::{Help, Limits, Modes, Options};
 
 /// The chat server: one value shared by all workers.
 struct Chat {
-    /// The connected clients, by connection id.
-    room: Mutex<HashMap<u64, Peer>>,
+    /// The connected clients.
+    room: Room,
     limits: Limits,
 }
 
@@ -89,10 +96,14 @@ impl TurnHandler for Chat {
             frontdesk::Addr::Unix(None) => format!("unix#{}", turn.id()),
             addr => addr.to_string(),
         };
-        let mut room = self.room();
-        turn.send(format!("* you are {name}; others here: {}\n", room.len()))?;
-        broadcast(&room, format!("* {name} joined\n"));
-        room.insert(turn.id(), turn.peer());
+        // In the room, announced, then greeted: a client that has its
+        // greeting is known to everyone. (A member the announcement
+        // finds closed is leaving, and one with a full outbox is dropped
+        // by the server and announced: nothing to do here.)
+        let others = self.room.join(turn.peer());
+        self.room
+            .broadcast_except(turn.id(), format!("* {name} joined\n"));
+        turn.send(format!("* you are {name}; others here: {others}\n"))?;
         let lines = Lines::new(turn, self.limits.max_line);
         Ok(Member { name, lines })
     }
@@ -100,41 +111,19 @@ impl TurnHandler for Chat {
     fn ready(&self, me: &mut Member, turn: &mut Turn<'_>) -> io::Result<Next> {
         let name = &me.name;
         common::answer_lines(&mut me.lines, turn, self.limits, |line, turn| {
-            let text = Message::from(format!("{name}: {line}\n"));
-            let room = self.room();
-            for (_, peer) in room.iter().filter(|(&id, _)| id != turn.id()) {
-                let _ = peer.send(&text);
-            }
+            self.room
+                .broadcast_except(turn.id(), format!("{name}: {line}\n"));
             Ok(None)
         })
     }
 
     fn close(&self, me: Member, turn: &mut Turn<'_>, reason: CloseReason) {
-        let mut room = self.room();
-        room.remove(&turn.id());
+        self.room.leave(turn.id());
         let why = match reason {
             CloseReason::OutboxFull => " (too slow)",
             _ => "",
         };
-        broadcast(&room, format!("* {} left{why}\n", me.name));
-    }
-}
-
-impl Chat {
-    fn room(&self) -> MutexGuard<'_, HashMap<u64, Peer>> {
-        // Nothing panics while holding the lock, so a poisoned room is
-        // still consistent.
-        self.room.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// Sends `text` to everyone in `room`; never waits.
-fn broadcast(room: &HashMap<u64, Peer>, text: String) {
-    let text = Message::from(text);
-    for peer in room.values() {
-        // A closed peer is leaving and about to be removed; a full one is
-        // dropped by the server (and announced).
-        let _ = peer.send(&text);
+        self.room.broadcast(format!("* {} left{why}\n", me.name));
     }
 }
 
@@ -159,7 +148,7 @@ Clients that only read stay connected: the idle timeout is off by default.",
         .builder()
         .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
     let chat = Chat {
-        room: Mutex::default(),
+        room: Room::new(),
         limits: options.limits,
     };
     common::serve_turns(&options, builder, chat)

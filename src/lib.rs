@@ -182,12 +182,15 @@ pub use crate::handler::Handler;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
+pub use crate::stream::frames::{FrameError, FrameReader, LengthPrefix};
 pub use crate::stream::lines::{LineError, LineReader};
 pub use crate::stream::proxy::{ProxyHeader, PROXY_HEADER_TIME};
 pub use crate::turn::engine::SendError;
+pub use crate::turn::frames::Frames;
 pub use crate::turn::handler::{Next, Turn, TurnHandler};
 pub use crate::turn::lines::Lines;
 pub use crate::turn::peer::{Message, Peer};
+pub use crate::turn::room::{Delivery, Room};
 #[cfg(feature = "tls")]
 pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};
 /// The rustls crate this one is built with, for [`TlsConfig::new`]:

@@ -1,5 +1,6 @@
 //! Counters kept while the server runs, and the `Stats` snapshot read from them.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::config::Timeout;
@@ -69,6 +70,221 @@ pub struct Stats {
     /// Sends to a full outbox (turn mode; see
     /// [`OutboxFull`](crate::OutboxFull)).
     pub outbox_full: u64,
+}
+
+impl Stats {
+    /// The snapshot in the Prometheus text exposition format (version
+    /// 0.0.4), for a monitoring system to scrape: every counter and gauge,
+    /// each with its `# HELP` and `# TYPE` lines, named `frontdesk_*`.
+    ///
+    /// | metric | type | from |
+    /// |---|---|---|
+    /// | `frontdesk_connections_accepted_total` | counter | [`accepted`](Stats::accepted) |
+    /// | `frontdesk_connections_rejected_total{reason}` | counter | [`rejected`](Stats::rejected), `reason` one of `overload`, `max_connections`, `shutting_down`, `proxy`, `tls` |
+    /// | `frontdesk_connections_completed_total` | counter | [`completed`](Stats::completed) |
+    /// | `frontdesk_connections_forced_closed_total` | counter | [`forced_closed`](Stats::forced_closed) |
+    /// | `frontdesk_connections_dropped_total` | counter | [`dropped`](Stats::dropped) |
+    /// | `frontdesk_handler_errors_total` | counter | [`handler_errors`](Stats::handler_errors) |
+    /// | `frontdesk_panics_total` | counter | [`panics`](Stats::panics) |
+    /// | `frontdesk_timeouts_total{kind}` | counter | [`timeouts`](Stats::timeouts), `kind` one of `read`, `write`, `idle`, `deadline` |
+    /// | `frontdesk_accept_errors_total` | counter | [`accept_errors`](Stats::accept_errors) |
+    /// | `frontdesk_linger_cut_total` | counter | [`linger_cut`](Stats::linger_cut) |
+    /// | `frontdesk_outbox_full_total` | counter | [`outbox_full`](Stats::outbox_full) |
+    /// | `frontdesk_connections_active` | gauge | [`active`](Stats::active) |
+    /// | `frontdesk_connections_queued` | gauge | [`queued`](Stats::queued) |
+    /// | `frontdesk_connections_parked` | gauge | [`parked`](Stats::parked) |
+    /// | `frontdesk_connections_lingering` | gauge | [`lingering`](Stats::lingering) |
+    /// | `frontdesk_workers` | gauge | [`workers`](Stats::workers) |
+    /// | `frontdesk_workers_busy` | gauge | [`busy_workers`](Stats::busy_workers) |
+    ///
+    /// Serve it with the content type
+    /// `text/plain; version=0.0.4; charset=utf-8`. The examples'
+    /// `--metrics ADDR` does, from a second frontdesk server answering
+    /// `GET /metrics` (`examples/common/metrics.rs`). Prometheus adds the
+    /// `instance` and `job` labels that tell servers apart.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use frontdesk::Server;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder().workers(3).bind("127.0.0.1:0")?;
+    /// let text = server.control().stats().to_prometheus();
+    /// assert!(text.contains("# TYPE frontdesk_workers gauge\nfrontdesk_workers 3\n"));
+    /// assert!(text.contains("frontdesk_connections_rejected_total{reason=\"overload\"} 0\n"));
+    /// # Ok(()) }
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        // Every field by name: a new one breaks the build until it has a
+        // metric (or a reason not to).
+        let Stats {
+            accepted,
+            active,
+            queued,
+            busy_workers,
+            parked,
+            workers,
+            rejected,
+            completed,
+            handler_errors,
+            panics,
+            timeouts,
+            accept_errors,
+            forced_closed,
+            dropped,
+            lingering,
+            linger_cut,
+            outbox_full,
+        } = *self;
+        let RejectedStats {
+            overload,
+            max_connections,
+            max_connections_per_ip,
+            shutting_down,
+            proxy,
+            tls,
+        } = rejected;
+        let TimeoutStats {
+            read,
+            write,
+            idle,
+            deadline,
+        } = timeouts;
+        let mut out = Exposition::default();
+        out.counter(
+            "connections_accepted_total",
+            "Connections accepted from the listener, including those then rejected.",
+            &[(None, accepted)],
+        );
+        out.counter(
+            "connections_rejected_total",
+            "Connections turned away, by reason.",
+            &[
+                (Some(("reason", "overload")), overload),
+                (Some(("reason", "max_connections")), max_connections),
+                (
+                    Some(("reason", "max_connections_per_ip")),
+                    max_connections_per_ip,
+                ),
+                (Some(("reason", "shutting_down")), shutting_down),
+                (Some(("reason", "proxy")), proxy),
+                (Some(("reason", "tls")), tls),
+            ],
+        );
+        out.counter(
+            "connections_completed_total",
+            "Connections whose handler returned, whatever it returned.",
+            &[(None, completed)],
+        );
+        out.counter(
+            "connections_forced_closed_total",
+            "Active connections ended by force at the shutdown deadline.",
+            &[(None, forced_closed)],
+        );
+        out.counter(
+            "connections_dropped_total",
+            "Queued connections closed unserved at the shutdown deadline.",
+            &[(None, dropped)],
+        );
+        out.counter(
+            "handler_errors_total",
+            "Handlers that returned an error.",
+            &[(None, handler_errors)],
+        );
+        out.counter(
+            "panics_total",
+            "Handlers (and reject handlers) that panicked.",
+            &[(None, panics)],
+        );
+        out.counter(
+            "timeouts_total",
+            "Timeouts that fired, by kind.",
+            &[
+                (Some(("kind", "read")), read),
+                (Some(("kind", "write")), write),
+                (Some(("kind", "idle")), idle),
+                (Some(("kind", "deadline")), deadline),
+            ],
+        );
+        out.counter(
+            "accept_errors_total",
+            "Errors returned by accept, retried or fatal.",
+            &[(None, accept_errors)],
+        );
+        out.counter(
+            "linger_cut_total",
+            "Gentle closes cut short by the linger time or byte limit.",
+            &[(None, linger_cut)],
+        );
+        out.counter(
+            "outbox_full_total",
+            "Sends that found a turn-mode connection's outbox full.",
+            &[(None, outbox_full)],
+        );
+        out.gauge(
+            "connections_active",
+            "Connections a worker is serving now (turn mode: in a turn).",
+            active,
+        );
+        out.gauge(
+            "connections_queued",
+            "Accepted connections waiting for a worker.",
+            queued,
+        );
+        out.gauge(
+            "connections_parked",
+            "Turn-mode connections waiting for input without a worker.",
+            parked,
+        );
+        out.gauge(
+            "connections_lingering",
+            "Connections being closed gently, waiting for the client to close.",
+            lingering,
+        );
+        out.gauge("workers", "Worker threads.", workers);
+        out.gauge(
+            "workers_busy",
+            "Workers running a handler now.",
+            busy_workers,
+        );
+        out.text
+    }
+}
+
+/// Text in the Prometheus exposition format, a metric family at a time.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    /// A counter family: its `HELP` and `TYPE` lines, then a sample per
+    /// label (at most one label each).
+    fn counter(&mut self, name: &str, help: &str, samples: &[(Option<(&str, &str)>, u64)]) {
+        self.head(name, "counter", help);
+        for &(label, value) in samples {
+            let _ = match label {
+                Some((key, label)) => {
+                    writeln!(self.text, "frontdesk_{name}{{{key}=\"{label}\"}} {value}")
+                }
+                None => writeln!(self.text, "frontdesk_{name} {value}"),
+            };
+        }
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: usize) {
+        self.head(name, "gauge", help);
+        let _ = writeln!(self.text, "frontdesk_{name} {value}");
+    }
+
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        // The names, labels and help texts are ours: none has a `\` or a
+        // line break, which the format would want escaped.
+        debug_assert!(!help.contains(['\\', '\n']));
+        let _ = writeln!(self.text, "# HELP frontdesk_{name} {help}");
+        let _ = writeln!(self.text, "# TYPE frontdesk_{name} {kind}");
+    }
 }
 
 /// Rejected connections by reason; part of [`Stats`].
@@ -222,5 +438,127 @@ impl Counters {
             linger_cut: get(&self.linger_cut),
             outbox_full: get(&self.outbox_full),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot with a different value in every field.
+    fn distinct() -> Stats {
+        Stats {
+            accepted: 101,
+            active: 2,
+            queued: 3,
+            busy_workers: 4,
+            parked: 5,
+            workers: 6,
+            rejected: RejectedStats {
+                overload: 7,
+                max_connections: 8,
+                max_connections_per_ip: 30,
+                shutting_down: 9,
+                proxy: 10,
+                tls: 11,
+            },
+            completed: 12,
+            handler_errors: 13,
+            panics: 14,
+            timeouts: TimeoutStats {
+                read: 15,
+                write: 16,
+                idle: 17,
+                deadline: 18,
+            },
+            accept_errors: 19,
+            forced_closed: 20,
+            dropped: 21,
+            lingering: 22,
+            linger_cut: 23,
+            outbox_full: 24,
+        }
+    }
+
+    #[test]
+    fn every_field_is_a_sample_with_its_value() {
+        let text = distinct().to_prometheus();
+        for sample in [
+            "frontdesk_connections_accepted_total 101",
+            "frontdesk_connections_active 2",
+            "frontdesk_connections_queued 3",
+            "frontdesk_workers_busy 4",
+            "frontdesk_connections_parked 5",
+            "frontdesk_workers 6",
+            "frontdesk_connections_rejected_total{reason=\"overload\"} 7",
+            "frontdesk_connections_rejected_total{reason=\"max_connections\"} 8",
+            "frontdesk_connections_rejected_total{reason=\"shutting_down\"} 9",
+            "frontdesk_connections_rejected_total{reason=\"proxy\"} 10",
+            "frontdesk_connections_rejected_total{reason=\"tls\"} 11",
+            "frontdesk_connections_completed_total 12",
+            "frontdesk_handler_errors_total 13",
+            "frontdesk_panics_total 14",
+            "frontdesk_timeouts_total{kind=\"read\"} 15",
+            "frontdesk_timeouts_total{kind=\"write\"} 16",
+            "frontdesk_timeouts_total{kind=\"idle\"} 17",
+            "frontdesk_timeouts_total{kind=\"deadline\"} 18",
+            "frontdesk_accept_errors_total 19",
+            "frontdesk_connections_forced_closed_total 20",
+            "frontdesk_connections_dropped_total 21",
+            "frontdesk_connections_lingering 22",
+            "frontdesk_linger_cut_total 23",
+            "frontdesk_outbox_full_total 24",
+        ] {
+            assert!(
+                text.lines().any(|line| line == sample),
+                "{sample} in\n{text}"
+            );
+        }
+        let samples = text.lines().filter(|line| !line.starts_with('#')).count();
+        assert_eq!(samples, 24, "one sample per counter:\n{text}");
+    }
+
+    #[test]
+    fn each_family_has_help_and_type_before_its_samples() {
+        let text = distinct().to_prometheus();
+        assert!(text.ends_with('\n'));
+        let mut declared: Vec<(String, String)> = Vec::new();
+        let mut last_help = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').unwrap();
+                assert!(!help.is_empty());
+                last_help = Some(name.to_string());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_eq!(last_help.as_deref(), Some(name), "HELP, then TYPE");
+                assert!(!declared.iter().any(|(n, _)| n == name), "{name} twice");
+                declared.push((name.to_string(), kind.to_string()));
+            } else {
+                let name = line.split(['{', ' ']).next().unwrap();
+                let (family, kind) = declared.last().expect("a TYPE first");
+                assert_eq!(name, family, "{line}");
+                assert!(name.starts_with("frontdesk_"));
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                let value = line.rsplit(' ').next().unwrap();
+                assert!(value.parse::<u64>().is_ok(), "{line}");
+            }
+        }
+        assert_eq!(declared.len(), 17);
+    }
+
+    #[test]
+    fn the_largest_values_are_written_in_full() {
+        let stats = Stats {
+            accepted: u64::MAX,
+            active: usize::MAX,
+            ..Stats::default()
+        };
+        let text = stats.to_prometheus();
+        assert!(text.contains(&format!(
+            "frontdesk_connections_accepted_total {}\n",
+            u64::MAX
+        )));
+        assert!(text.contains(&format!("frontdesk_connections_active {}\n", usize::MAX)));
     }
 }

@@ -78,6 +78,7 @@ fn help_lists_the_options_that_change_something_in_the_example() {
         "--proxy-protocol",
         "--tls-cert",
         "--tls-key",
+        "--metrics",
     ];
     // echo has no lines; chat has no Handler mode, so neither `--turns`
     // nor a queue. They accept those options all the same (below).
@@ -247,6 +248,33 @@ fn non_numeric_values_are_errors() {
 #[test]
 fn missing_value_is_an_error() {
     fails("chat", &["127.0.0.1:0", "--queue"], "--queue needs a value");
+    fails("echo", &["--metrics"], "--metrics needs a value");
+}
+
+#[test]
+fn a_bad_metrics_address_is_an_error() {
+    for addr in ["nonsense", "127.0.0.1", "unix:"] {
+        fails(
+            "commands",
+            &["127.0.0.1:0", "--metrics", addr],
+            &format!("invalid address '{addr}'"),
+        );
+    }
+    fails(
+        "echo",
+        &["--metrics=127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+        "--metrics given twice",
+    );
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("address").to_string();
+    for name in EXAMPLES {
+        fails_with(
+            CANNOT_START,
+            name,
+            &["127.0.0.1:0", "--metrics", &addr],
+            &format!("failed to listen on {addr}"),
+        );
+    }
 }
 
 #[test]

@@ -9,8 +9,12 @@
 //!                              [--max-connections N] [--max-connections-per-ip N]
 //!                              [--idle-timeout-ms N] [--request-timeout-ms N]
 //!                              [--max-line BYTES] [--proxy-protocol]
-//!                              [--tls-cert PEM --tls-key PEM]
+//!                              [--tls-cert PEM --tls-key PEM] [--metrics ADDR]
 //! ```
+//!
+//! `--metrics ADDR` serves the server's statistics over HTTP, at
+//! `http://ADDR/metrics` in the Prometheus text format, from a second
+//! frontdesk server ([`metrics`]).
 //!
 //! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
 //! feature (`cargo run --features tls --example NAME -- ...`). An example's
@@ -40,6 +44,8 @@
 // Each example uses a different part of this module.
 #![allow(dead_code)]
 
+mod metrics;
+
 use std::error::Error;
 use std::ffi::OsString;
 use std::io::{self, Write};
@@ -50,7 +56,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use frontdesk::{
-    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, Turn, TurnHandler,
+    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, ServerControl, ServerHandle,
+    Turn, TurnHandler,
 };
 
 /// How long a shutdown lets connections finish before closing them by
@@ -91,6 +98,8 @@ pub(crate) struct Options {
     /// `--tls-cert PEM --tls-key PEM`: speak TLS with this certificate
     /// chain and key.
     pub(crate) tls: Option<TlsFiles>,
+    /// `--metrics ADDR`: where to serve the statistics over HTTP.
+    pub(crate) metrics: Option<Listen>,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
 }
@@ -136,6 +145,7 @@ impl Default for Options {
             max_connections_per_ip: None,
             proxy_protocol: false,
             tls: None,
+            metrics: None,
             limits: Limits {
                 idle_timeout: Some(Duration::from_secs(300)),
                 request_timeout: Some(Duration::from_secs(10)),
@@ -319,20 +329,38 @@ fn try_serve(
         Some(server) => server,
         None => bind(builder, &options.addr)?,
     };
+    let metrics = match &options.metrics {
+        Some(addr) => Some(serve_metrics(addr, server.control())?),
+        None => None,
+    };
     // Watch for signals before announcing the address: whoever reads the
-    // line may send a signal at once, and it must stop us gracefully.
-    let signals = signals::watch(server.control(), reload)?;
+    // line may send a signal at once, and it must stop us gracefully. A
+    // signal stops both servers at once, so their drains overlap.
+    let mut stoppers = vec![server.control()];
+    stoppers.extend(metrics.as_ref().map(ServerHandle::control));
+    let signals = signals::watch(stoppers, reload)?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
+    if let Some(metrics) = &metrics {
+        writeln!(stdout, "metrics on {}", metrics.local_addr())?;
+    }
     stdout.flush()?;
     drop(stdout);
     let result = run(server);
     signals.close();
-    // The library logs the shutdown report at `info`; the counters at the
-    // end follow it.
+    let metrics = metrics.map(ServerHandle::shutdown);
+    // The library logs the shutdown reports at `info`; the counters at
+    // the end follow them.
     let report = result?;
     log::info!("{}", stats_line(&report.stats));
+    metrics.transpose()?;
     Ok(())
+}
+
+/// Serves the statistics of the server `of` controls at
+/// `http://addr/metrics`, from a server of its own in the background.
+fn serve_metrics(addr: &Listen, of: ServerControl) -> frontdesk::Result<ServerHandle> {
+    bind(metrics::builder(), addr)?.spawn(metrics::Metrics { of })
 }
 
 /// The counters as one line of `name=value` pairs, for SIGUSR1 and the
@@ -498,6 +526,7 @@ pub(crate) fn parse_args(
                 | "--max-line"
                 | "--tls-cert"
                 | "--tls-key"
+                | "--metrics"
         ) {
             return Err(format!("unknown option '{}'", shown(&name)));
         }
@@ -522,6 +551,7 @@ pub(crate) fn parse_args(
             "--request-timeout-ms" => options.limits.request_timeout = millis(&name, &value)?,
             "--tls-cert" => tls_cert = Some(PathBuf::from(value)),
             "--tls-key" => tls_key = Some(PathBuf::from(value)),
+            "--metrics" => options.metrics = Some(listen_addr(&value)?),
             _ => options.limits.max_line = number(&name, &value)?,
         }
         seen.push(name);
@@ -643,7 +673,11 @@ only while its input is answered, so a few workers hold thousands.
     if help.lines {
         flags.extend(["[--request-timeout-ms N]", "[--max-line BYTES]"]);
     }
-    flags.extend(["[--proxy-protocol]", "[--tls-cert PEM --tls-key PEM]"]);
+    flags.extend([
+        "[--proxy-protocol]",
+        "[--tls-cert PEM --tls-key PEM]",
+        "[--metrics ADDR]",
+    ]);
     let head = format!("usage: {program}");
     let mut line = head.clone();
     for flag in flags {
@@ -727,6 +761,9 @@ only while its input is answered, so a few workers hold thousands.
                         `tls` feature: cargo run --features tls --example ...)
   --tls-key PEM         the certificate's private key (PEM); SIGHUP reloads
                         both files, for connections that begin afterwards
+  --metrics ADDR        serve the server's statistics over HTTP at
+                        http://ADDR/metrics, in the Prometheus text format,
+                        from a second listener (HOST:PORT, or unix:PATH)
   -h, --help            print this help
 
 Under socket activation (LISTEN_FDS, e.g. systemd or
@@ -734,9 +771,10 @@ systemd-socket-activate) serves the passed socket instead of ADDR, and
 tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
 Prints `listening on IP:PORT` (or `listening on unix:PATH`) once
-listening. SIGINT (Ctrl-C) or SIGTERM shuts down gracefully: stop
-accepting, answer what clients already sent, close; a second signal exits
-at once. RUST_LOG=debug logs each connection on stderr.
+listening, then `metrics on ADDR` with --metrics. SIGINT (Ctrl-C) or
+SIGTERM shuts down gracefully: stop accepting, answer what clients
+already sent, close; a second signal exits at once. RUST_LOG=debug logs
+each connection on stderr.
 
 Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
 configuration, 1 if the server cannot start (a busy port) or fails.
@@ -785,14 +823,14 @@ mod signals {
         thread: JoinHandle<()>,
     }
 
-    /// Starts a thread that stops the server on the first SIGINT or SIGTERM
-    /// and ends the process at once on a second one; SIGUSR1 prints the
-    /// counters on stderr.
+    /// Starts a thread that stops the servers on the first SIGINT or
+    /// SIGTERM and ends the process at once on a second one; SIGUSR1 prints
+    /// the main server's counters on stderr.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
-    pub(super) fn watch(stopper: ServerControl, reload: Option<Reload>) -> io::Result<Watch> {
+    pub(super) fn watch(stoppers: Vec<ServerControl>, reload: Option<Reload>) -> io::Result<Watch> {
         let mut signals = match reload {
             Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])?,
             None => Signals::new([SIGINT, SIGTERM, SIGUSR1])?,
@@ -805,14 +843,16 @@ mod signals {
                 for signal in signals.forever() {
                     match (signal, &reload) {
                         (SIGHUP, Some(reload)) => reload(),
-                        (SIGUSR1, _) => eprintln!("{}", super::stats_line(&stopper.stats())),
+                        (SIGUSR1, _) => eprintln!("{}", super::stats_line(&stoppers[0].stats())),
                         _ if stopping => {
                             eprintln!("second signal: exiting without waiting for connections");
                             std::process::exit(1);
                         }
                         _ => {
                             log::info!("signal {signal}: shutting down");
-                            stopper.stop();
+                            for stopper in &stoppers {
+                                stopper.stop();
+                            }
                             stopping = true;
                         }
                     }
@@ -841,7 +881,7 @@ mod signals {
     /// Elsewhere than Unix, Ctrl-C ends the process at once.
     pub(super) struct Watch;
 
-    pub(super) fn watch(_: ServerControl, _: Option<Reload>) -> io::Result<Watch> {
+    pub(super) fn watch(_: Vec<ServerControl>, _: Option<Reload>) -> io::Result<Watch> {
         Ok(Watch)
     }
 

@@ -410,7 +410,7 @@ impl<R: fmt::Debug> fmt::Debug for LineReader<R> {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+pub(crate) fn is_timeout(e: &io::Error) -> bool {
     // A socket with `SO_RCVTIMEO` reports an expired timeout as EAGAIN on
     // Unix (`WouldBlock`) and as WSAETIMEDOUT on Windows (`TimedOut`).
     matches!(

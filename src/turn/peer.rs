@@ -2,11 +2,12 @@
 //! keep, to send to it without waiting or to close it.
 
 use std::fmt;
-
-use crate::addr::Addr;
+use std::io;
 use std::sync::Arc;
 
+use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::stream::frames::LengthPrefix;
 use crate::turn::engine::{Entry, SendError};
 
 /// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
@@ -101,6 +102,32 @@ impl fmt::Debug for Peer {
 pub struct Message(Arc<[u8]>);
 
 impl Message {
+    /// `payload` as one length-prefixed frame: its length, in the form
+    /// `prefix` says, then the bytes. For a reply to a
+    /// [`Frames`](crate::Frames) request, or a frame to broadcast: built
+    /// once, it is sent to every peer without a copy.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::InvalidInput`] when `payload` is longer than the
+    /// prefix can announce (see [`LengthPrefix::append_frame`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use frontdesk::{LengthPrefix, Message};
+    ///
+    /// # fn main() -> std::io::Result<()> {
+    /// let update = Message::frame(LengthPrefix::U16Be, b"tick")?;
+    /// assert_eq!(update.as_bytes(), b"\x00\x04tick");
+    /// # Ok(()) }
+    /// ```
+    pub fn frame(prefix: LengthPrefix, payload: &[u8]) -> io::Result<Message> {
+        let mut bytes = Vec::with_capacity(prefix.width() + payload.len());
+        prefix.append_frame(&mut bytes, payload)?;
+        Ok(Message::from(bytes))
+    }
+
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.0

@@ -192,7 +192,8 @@ pub(crate) struct Example {
     child: Child,
     /// The address from its `listening on` line.
     pub(crate) addr: SocketAddr,
-    /// Lines printed to stdout after `listening on` (there should be none).
+    /// Lines printed to stdout after `listening on` (there should be none
+    /// but those a test asks for, see [`Example::next_stdout_line`]).
     stdout: Receiver<String>,
     /// Everything printed to stderr so far.
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -249,6 +250,15 @@ impl Example {
     /// The process's id (for `/proc/PID`).
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The next line the example prints on stdout after its `listening
+    /// on` line (`metrics on ADDR`, with `--metrics`); panics if none
+    /// comes within [`PATIENCE`].
+    pub(crate) fn next_stdout_line(&self) -> String {
+        self.stdout.recv_timeout(PATIENCE).unwrap_or_else(|e| {
+            panic!("no more output on stdout ({e}); stderr:\n{}", self.stderr())
+        })
     }
 
     /// Connects a client.
