@@ -96,14 +96,19 @@ impl TurnHandler for Chat {
             frontdesk::Addr::Unix(None) => format!("unix#{}", turn.id()),
             addr => addr.to_string(),
         };
-        // In the room, announced, then greeted: a client that has its
-        // greeting is known to everyone. (A member the announcement
-        // finds closed is leaving, and one with a full outbox is dropped
-        // by the server and announced: nothing to do here.)
-        let others = self.room.join(turn.peer());
+        // Greeted first, so that the greeting is the first line the client
+        // reads (joining first, a line someone said meanwhile could come
+        // before it); then in the room, and announced. The count is the
+        // room as the greeting was sent. (A member the announcement finds
+        // closed is leaving, and one with a full outbox is dropped by the
+        // server and announced: nothing to do here.)
+        turn.send(format!(
+            "* you are {name}; others here: {}\n",
+            self.room.len()
+        ))?;
+        self.room.join(turn.peer());
         self.room
             .broadcast_except(turn.id(), format!("* {name} joined\n"));
-        turn.send(format!("* you are {name}; others here: {others}\n"))?;
         let lines = Lines::new(turn, self.limits.max_line);
         Ok(Member { name, lines })
     }
