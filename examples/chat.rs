@@ -68,6 +68,7 @@ mod common;
 
 use std::io::{self, Write};
 use std::process::ExitCode;
+use std::sync::{PoisonError, RwLock};
 
 use frontdesk::{CloseReason, Lines, Next, Rejected, Room, Turn, TurnHandler};
 
@@ -77,6 +78,11 @@ use common::{Help, Limits, Modes, Options};
 struct Chat {
     /// The connected clients.
     room: Room,
+    /// Held to write while a client joins and is greeted, and to read
+    /// while a line is relayed: no line reaches a newcomer before its
+    /// greeting, and one that has its greeting hears every line after it.
+    /// Relays share it, so they do not wait for each other.
+    door: RwLock<()>,
     limits: Limits,
 }
 
@@ -96,17 +102,15 @@ impl TurnHandler for Chat {
             frontdesk::Addr::Unix(None) => format!("unix#{}", turn.id()),
             addr => addr.to_string(),
         };
-        // Greeted first, so that the greeting is the first line the client
-        // reads (joining first, a line someone said meanwhile could come
-        // before it); then in the room, and announced. The count is the
-        // room as the greeting was sent. (A member the announcement finds
-        // closed is leaving, and one with a full outbox is dropped by the
-        // server and announced: nothing to do here.)
-        turn.send(format!(
-            "* you are {name}; others here: {}\n",
-            self.room.len()
-        ))?;
-        self.room.join(turn.peer());
+        // In the room and greeted at once, behind the door; then
+        // announced. (A member the announcement finds closed is leaving,
+        // and one with a full outbox is dropped by the server and
+        // announced: nothing to do here.)
+        {
+            let _door = self.door.write().unwrap_or_else(PoisonError::into_inner);
+            let others = self.room.join(turn.peer());
+            turn.send(format!("* you are {name}; others here: {others}\n"))?;
+        }
         self.room
             .broadcast_except(turn.id(), format!("* {name} joined\n"));
         let lines = Lines::new(turn, self.limits.max_line);
@@ -116,6 +120,7 @@ impl TurnHandler for Chat {
     fn ready(&self, me: &mut Member, turn: &mut Turn<'_>) -> io::Result<Next> {
         let name = &me.name;
         common::answer_lines(&mut me.lines, turn, self.limits, |line, turn| {
+            let _door = self.door.read().unwrap_or_else(PoisonError::into_inner);
             self.room
                 .broadcast_except(turn.id(), format!("{name}: {line}\n"));
             Ok(None)
@@ -154,6 +159,7 @@ Clients that only read stay connected: the idle timeout is off by default.",
         .on_reject(|conn: &mut Rejected| conn.write_all(b"error: server busy\n"));
     let chat = Chat {
         room: Room::new(),
+        door: RwLock::new(()),
         limits: options.limits,
     };
     common::serve_turns(&options, builder, chat)
