@@ -492,6 +492,7 @@ mod tests {
             "frontdesk_workers 6",
             "frontdesk_connections_rejected_total{reason=\"overload\"} 7",
             "frontdesk_connections_rejected_total{reason=\"max_connections\"} 8",
+            "frontdesk_connections_rejected_total{reason=\"max_connections_per_ip\"} 30",
             "frontdesk_connections_rejected_total{reason=\"shutting_down\"} 9",
             "frontdesk_connections_rejected_total{reason=\"proxy\"} 10",
             "frontdesk_connections_rejected_total{reason=\"tls\"} 11",
@@ -515,7 +516,7 @@ mod tests {
             );
         }
         let samples = text.lines().filter(|line| !line.starts_with('#')).count();
-        assert_eq!(samples, 24, "one sample per counter:\n{text}");
+        assert_eq!(samples, 25, "one sample per counter:\n{text}");
     }
 
     #[test]
