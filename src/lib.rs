@@ -11,7 +11,14 @@
 //!   between turns the connection waits in the kernel's readiness set,
 //!   without a worker, so a few workers hold thousands of clients
 //!   ([`Server::spawn_turns`], [`Server::run_turns`]). [`Peer`] sends to a
-//!   connection from any thread, never waiting: the way to broadcast.
+//!   connection from any thread, never waiting, and a [`Room`] keeps a
+//!   group of them: the way to broadcast.
+//!
+//! Input is read with a hard limit in either mode: lines with
+//! [`LineReader`] (a `Handler`) or [`Lines`] (a `TurnHandler`),
+//! length-prefixed binary frames with [`FrameReader`] or [`Frames`].
+//! [`Stats::to_prometheus`] renders the server's counters for a
+//! monitoring system to scrape.
 //!
 //! ```text
 //! bind ──► accept loop ──► queue ──► worker 0..N ──► Handler::handle(&mut Connection)

@@ -293,15 +293,13 @@ impl<R: Read> FrameReader<R> {
     /// can announce. The buffer holds at most `width + max_frame` bytes and
     /// starts at `min(width + max_frame, 1 KiB)`.
     pub fn new(inner: R, prefix: LengthPrefix, max_frame: usize) -> Self {
+        let initial = prefix
+            .width()
+            .saturating_add(max_frame)
+            .min(INITIAL_CAPACITY);
         FrameReader {
             inner,
-            buf: vec![
-                0;
-                prefix
-                    .width()
-                    .saturating_add(max_frame)
-                    .min(INITIAL_CAPACITY)
-            ],
+            buf: vec![0; initial],
             start: 0,
             end: 0,
             prefix,
