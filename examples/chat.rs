@@ -46,9 +46,10 @@
 //! server (the default `OutboxFull::Close`), announced as
 //! `* 127.0.0.1:50000 left (too slow)`; nobody else waits for it.
 //!
-//! A newcomer joins the room, the others are told, and then it is
-//! greeted: every client is either counted in a newcomer's greeting or
-//! told it joined, and a client that has its greeting has been announced.
+//! A newcomer joins the room, is greeted and the others are told, all
+//! three behind one lock: every client is either counted in a newcomer's
+//! greeting or told it joined, never both, and a client that has its
+//! greeting has been announced.
 //! (Under concurrent chatter, a line may reach a newcomer just before its
 //! greeting: the room takes no lock while it sends.)
 //!
@@ -78,10 +79,10 @@ use common::{Help, Limits, Modes, Options};
 struct Chat {
     /// The connected clients.
     room: Room,
-    /// Held to write while a client joins and is greeted, and to read
-    /// while a line is relayed: no line reaches a newcomer before its
-    /// greeting, and one that has its greeting hears every line after it.
-    /// Relays share it, so they do not wait for each other.
+    /// Held to write while a client joins, is greeted and is announced,
+    /// and to read while a line is relayed: no line reaches a newcomer
+    /// before its greeting, and one that has its greeting hears every
+    /// line after it. Relays share it, so they do not wait for each other.
     door: RwLock<()>,
     limits: Limits,
 }
@@ -102,17 +103,19 @@ impl TurnHandler for Chat {
             frontdesk::Addr::Unix(None) => format!("unix#{}", turn.id()),
             addr => addr.to_string(),
         };
-        // In the room and greeted at once, behind the door; then
-        // announced. (A member the announcement finds closed is leaving,
-        // and one with a full outbox is dropped by the server and
-        // announced: nothing to do here.)
+        // In the room, greeted and announced at once, behind the door: a
+        // client that joins next is counted in no greeting it has not
+        // also been announced to, and is not told of this one twice.
+        // (A member the announcement finds closed is leaving, and one
+        // with a full outbox is dropped by the server and announced:
+        // nothing to do here.)
         {
             let _door = self.door.write().unwrap_or_else(PoisonError::into_inner);
             let others = self.room.join(turn.peer());
             turn.send(format!("* you are {name}; others here: {others}\n"))?;
+            self.room
+                .broadcast_except(turn.id(), format!("* {name} joined\n"));
         }
-        self.room
-            .broadcast_except(turn.id(), format!("* {name} joined\n"));
         let lines = Lines::new(turn, self.limits.max_line);
         Ok(Member { name, lines })
     }
