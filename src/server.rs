@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 use polling::Poller;
 
 use crate::addr::Addr;
@@ -22,9 +22,12 @@ use crate::net::options;
 use crate::net::socket_file::SocketFile;
 use crate::pool::acceptor::{Acceptor, Origin};
 use crate::pool::closer::Closer;
+use crate::pool::queue::Job;
+use crate::pool::queue::{Idle, Queue};
 use crate::pool::shutdown::Shared;
-use crate::pool::workers::{Job, Service, WorkerPool};
+use crate::pool::workers::{Service, WorkerPool};
 use crate::turn::engine::Hub;
+use crate::turn::events::ReadySet;
 use crate::turn::handler::TurnHandler;
 use crate::turn::poller::PollerThread;
 use crate::turn::service::Turns;
@@ -243,8 +246,12 @@ impl Server {
         } = self;
         let (closer, closer_thread) =
             Closer::start(Arc::clone(&shared), config.linger, closer_poller)?;
-        let (queue, jobs) = M::queue(&config);
-        let (service, poller) = match mode.start(&mut config, &shared, &closer, &queue) {
+        let Started {
+            service,
+            poller,
+            queue,
+            jobs,
+        } = match mode.start(&mut config, &shared, &closer) {
             Ok(started) => started,
             Err(error) => {
                 closer_thread.finish(Instant::now());
@@ -340,43 +347,45 @@ pub const TURN_MAX_CONNECTIONS: usize = 10_000;
 trait Mode: Send + 'static {
     type Service: Service;
 
-    /// The workers' queue.
-    fn queue(config: &Config) -> Queue<ModeJob<Self>>;
-
-    /// Makes the service, and starts what it needs beside the workers.
+    /// Makes the workers' queue and the service, and starts what the
+    /// service needs beside the workers.
     fn start(
         self,
         config: &mut Config,
         shared: &Arc<Shared>,
         closer: &Closer,
-        queue: &Sender<Job<ModeJob<Self>>>,
-    ) -> Result<(Self::Service, Option<PollerThread>)>;
+    ) -> Result<Started<Self::Service>>;
 }
 
-/// The jobs a mode queues for its workers besides accepted connections.
-type ModeJob<M> = <<M as Mode>::Service as Service>::Job;
-
-/// Both ends of the workers' queue.
-type Queue<T> = (Sender<Job<T>>, Receiver<Job<T>>);
+/// What [`Mode::start`] made.
+struct Started<S: Service> {
+    service: S,
+    poller: Option<PollerThread>,
+    /// The workers' queue: its sending end, and the workers' end.
+    queue: Queue<S::Job>,
+    jobs: Receiver<Job<S::Job>>,
+}
 
 struct Whole(Arc<dyn Handler>);
 
 impl Mode for Whole {
     type Service = WholeConnections;
 
-    /// Bounded by `queue`: when it is full, the overload policy applies.
-    fn queue(config: &Config) -> Queue<ModeJob<Self>> {
-        crossbeam_channel::bounded(config.queue)
-    }
-
+    /// The queue is bounded by `queue`: when it is full, the overload
+    /// policy applies. Idle workers wait on it.
     fn start(
         self,
-        _: &mut Config,
+        config: &mut Config,
         _: &Arc<Shared>,
         _: &Closer,
-        _: &Sender<Job<ModeJob<Self>>>,
-    ) -> Result<(WholeConnections, Option<PollerThread>)> {
-        Ok((WholeConnections { handler: self.0 }, None))
+    ) -> Result<Started<Self::Service>> {
+        let (sender, jobs) = crossbeam_channel::bounded(config.queue);
+        Ok(Started {
+            service: WholeConnections { handler: self.0 },
+            poller: None,
+            queue: Queue::new(sender, Idle::on_channel()),
+            jobs,
+        })
     }
 }
 
@@ -385,28 +394,44 @@ struct TurnByTurn<H>(H);
 impl<H: TurnHandler> Mode for TurnByTurn<H> {
     type Service = Turns<H>;
 
-    /// Unbounded: each connection has at most one job queued, and
-    /// `max_connections` bounds the connections.
-    fn queue(_: &Config) -> Queue<ModeJob<Self>> {
-        crossbeam_channel::unbounded()
-    }
-
-    /// Starts the hub of parked connections and the poller that watches
-    /// them.
+    /// Starts the hub of parked connections and the poller that keeps
+    /// their timers. The queue is unbounded: each connection has at most
+    /// one job queued, and `max_connections` bounds the connections. Idle
+    /// workers wait in the parked connections' readiness set, which a job
+    /// in the queue wakes.
     fn start(
         self,
         config: &mut Config,
         shared: &Arc<Shared>,
         closer: &Closer,
-        queue: &Sender<Job<ModeJob<Self>>>,
-    ) -> Result<(Turns<H>, Option<PollerThread>)> {
+    ) -> Result<Started<Self::Service>> {
         config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
-        let hub = Hub::new(config, Arc::clone(shared), closer.clone(), queue.clone())
-            .map_err(|source| Error::Signal { source })?;
+        let ready = Arc::new(ReadySet::new().map_err(|source| Error::Signal { source })?);
+        let idle = {
+            let ready = Arc::clone(&ready);
+            Idle::elsewhere(move || {
+                let _ = ready.notify();
+            })
+        };
+        let (sender, jobs) = crossbeam_channel::unbounded();
+        let queue = Queue::new(sender, idle);
+        let hub = Hub::new(
+            config,
+            Arc::clone(shared),
+            closer.clone(),
+            ready,
+            queue.clone(),
+        )
+        .map_err(|source| Error::Signal { source })?;
         let hub = Arc::new(hub);
         let poller = PollerThread::start(Arc::clone(&hub))?;
         let handler = self.0;
-        Ok((Turns { handler, hub }, Some(poller)))
+        Ok(Started {
+            service: Turns { handler, hub },
+            poller: Some(poller),
+            queue,
+            jobs,
+        })
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Select, Sender, TrySendError};
+use crossbeam_channel::{Select, TrySendError};
 
 use crate::addr::Addr;
 use crate::config::{Config, Overload};
@@ -23,8 +23,9 @@ use crate::net::listener::Listener;
 use crate::net::options;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
+use crate::pool::queue::Queue;
+use crate::pool::queue::{Accepted, Job};
 use crate::pool::shutdown::Shared;
-use crate::pool::workers::{Accepted, Job};
 use crate::reject::RejectReason;
 use crate::stats::Counters;
 use crate::stream::wait::{self, Interest};
@@ -51,7 +52,7 @@ pub(crate) struct Acceptor<'a, T> {
     /// In non-blocking mode (see `Server::new`).
     listener: Listener,
     origin: Origin,
-    queue: Sender<Job<T>>,
+    queue: Queue<T>,
     config: &'a Config,
     shared: Arc<Shared>,
     closer: Closer,
@@ -70,7 +71,7 @@ impl<'a, T> Acceptor<'a, T> {
     pub(crate) fn new(
         listener: Listener,
         origin: Origin,
-        queue: Sender<Job<T>>,
+        queue: Queue<T>,
         config: &'a Config,
         shared: Arc<Shared>,
         closer: Closer,
@@ -266,7 +267,7 @@ impl<'a, T> Acceptor<'a, T> {
             Overload::Wait(wait) => Some(wait),
         };
         let mut select = Select::new();
-        let send = select.send(&self.queue);
+        let send = select.send(self.queue.channel());
         let stop = select.recv(self.shared.stopped());
         let operation = match wait {
             None => select.select(),
@@ -276,12 +277,15 @@ impl<'a, T> Acceptor<'a, T> {
             },
         };
         if operation.index() == send {
-            operation.send(&self.queue, job).map_err(|error| {
-                (
-                    error.into_inner().into_accepted(),
-                    RejectReason::ShuttingDown,
-                )
-            })
+            operation
+                .send(self.queue.channel(), job)
+                .map(|()| self.queue.sent())
+                .map_err(|error| {
+                    (
+                        error.into_inner().into_accepted(),
+                        RejectReason::ShuttingDown,
+                    )
+                })
         } else {
             debug_assert_eq!(operation.index(), stop);
             let _ = operation.recv(self.shared.stopped());

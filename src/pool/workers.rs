@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::addr::Addr;
 use crate::config::{Config, Limits};
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::per_ip::IpSlot;
+use crate::pool::queue::{Accepted, Idle, Job, Queue};
 use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::proxy::{self, ProxyHeader};
@@ -26,17 +27,6 @@ use crate::sync::lock;
 /// force. A handler waiting on its connection returns at once; one that
 /// ignores errors and keeps computing is left behind after this.
 pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(1);
-
-/// An accepted connection on its way from the acceptor to a worker.
-#[derive(Debug)]
-pub(crate) struct Accepted {
-    pub(crate) stream: Socket,
-    pub(crate) peer: Addr,
-    pub(crate) id: u64,
-    /// Its place in its address's count, when the acceptor took one (see
-    /// `Shared::caps_per_ip_on_accept`).
-    pub(crate) ip_slot: Option<IpSlot>,
-}
 
 /// A connection a worker has let in: its PROXY header read and its TLS
 /// handshake done, when the server asks for them, unless the service
@@ -61,27 +51,6 @@ pub(crate) struct Admitted {
     pub(crate) ip_slot: Option<IpSlot>,
 }
 
-/// What a worker takes from the queue. `T` is the mode's own kind of job
-/// (the turn mode's turns); the pool only runs it.
-pub(crate) enum Job<T> {
-    /// A new connection, from the acceptor.
-    Accepted(Accepted),
-    /// A job of the mode's own, for [`Service::run`].
-    Mode(T),
-    /// Stop this worker (only when the pool fails to start).
-    Exit,
-}
-
-impl<T> Job<T> {
-    /// The accepted connection of a job the acceptor made.
-    pub(crate) fn into_accepted(self) -> Accepted {
-        match self {
-            Job::Accepted(accepted) => accepted,
-            Job::Mode(_) | Job::Exit => unreachable!("the acceptor only makes Accepted jobs"),
-        }
-    }
-}
-
 /// How the workers serve what they take from the queue: a mode (the
 /// `Handler` mode serves a whole connection per job, the turn mode a turn
 /// per job). The pool knows nothing of a mode but this.
@@ -99,11 +68,27 @@ pub(crate) trait Service: Send + Sync + Sized + 'static {
         false
     }
     fn run(&self, job: Self::Job, worker: &Worker<Self>);
+    /// How a worker with nothing queued waits for work. By default on the
+    /// channel ([`Waited::OnChannel`]); a mode whose idle workers wait
+    /// elsewhere counts them in [`Worker::idle`] (see `queue.rs`).
+    fn wait(&self, _worker: &Worker<Self>) -> Waited<Self::Job> {
+        Waited::OnChannel
+    }
     /// Ends the connection of a job that will not run: the drain deadline
     /// passed (`on_worker`: this is a worker, which may still run the
     /// handler's goodbye), or the workers that would have run it are stuck
     /// (then no user code may run: this is the thread shutting down).
     fn drop_job(&self, job: Self::Job, on_worker: bool);
+}
+
+/// What [`Service::wait`] came back with.
+pub(crate) enum Waited<T> {
+    /// Nothing: the worker waits on the channel.
+    OnChannel,
+    /// A job for this worker.
+    Job(Job<T>),
+    /// Woken: the worker looks at the channel again.
+    Woken,
 }
 
 /// The connection a worker is serving, if any, so that shutdown can end it
@@ -141,7 +126,7 @@ impl<S: Service> WorkerPool<S> {
     /// every sender is gone.
     pub(crate) fn start(
         config: &Config,
-        sender: &Sender<Job<S::Job>>,
+        sender: &Queue<S::Job>,
         receiver: Receiver<Job<S::Job>>,
         service: Arc<S>,
         shared: Arc<Shared>,
@@ -155,6 +140,7 @@ impl<S: Service> WorkerPool<S> {
             let worker = Worker {
                 index,
                 jobs: receiver.clone(),
+                idle: Arc::clone(sender.idle()),
                 service: Arc::clone(&service),
                 shared: Arc::clone(&shared),
                 slots: Arc::clone(&slots),
@@ -330,6 +316,7 @@ fn close_unserved(
 pub(crate) struct Worker<S: Service> {
     index: usize,
     jobs: Receiver<Job<S::Job>>,
+    idle: Arc<Idle>,
     service: Arc<S>,
     pub(crate) shared: Arc<Shared>,
     slots: Arc<[Slot]>,
@@ -342,7 +329,26 @@ pub(crate) struct Worker<S: Service> {
 impl<S: Service> Worker<S> {
     fn run(self) {
         let counters = &self.shared.counters;
-        for job in self.jobs.iter() {
+        loop {
+            let job = match self.jobs.try_recv() {
+                Ok(job) => {
+                    if !self.jobs.is_empty() {
+                        // More for the workers that wait elsewhere (when
+                        // they do): one at a time, each wakes the next.
+                        self.idle.wake_one();
+                    }
+                    job
+                }
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => match self.service.wait(&self) {
+                    Waited::Job(job) => job,
+                    Waited::Woken => continue,
+                    Waited::OnChannel => match self.jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    },
+                },
+            };
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
                 drop_unserved(job, (&*self.service, true), &self.closer, counters);
@@ -363,6 +369,9 @@ impl<S: Service> Worker<S> {
             }
             counters.busy.fetch_sub(1, Ordering::Relaxed);
         }
+        // The queue has disconnected: a worker still waiting elsewhere
+        // learns it from the next one that ends.
+        self.idle.wake_one();
     }
 
     /// Lets a new connection in: reads its PROXY header, takes its place
@@ -460,6 +469,17 @@ impl<S: Service> Worker<S> {
     /// Whether another job waits for a worker.
     pub(crate) fn others_waiting(&self) -> bool {
         !self.jobs.is_empty()
+    }
+
+    /// The idle workers' count, for a [`Service::wait`] that waits
+    /// outside the channel.
+    pub(crate) fn idle(&self) -> &Idle {
+        &self.idle
+    }
+
+    /// A job from the channel, if one is there now.
+    pub(crate) fn take_queued(&self) -> std::result::Result<Job<S::Job>, TryRecvError> {
+        self.jobs.try_recv()
     }
 
     /// The per-connection limits configured on the builder.

@@ -28,23 +28,22 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::Sender;
 
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
 use crate::pool::per_ip::IpSlot;
+use crate::pool::queue::{Job, Queue};
 use crate::pool::shutdown::Shared;
-use crate::pool::workers::{Admitted, Job};
+use crate::pool::workers::Admitted;
 use crate::stats::Counters;
 use crate::stream::proxy::ClientAddr;
 use crate::stream::transport::Transport;
 use crate::stream::wait;
-use crate::sync::lock;
+use crate::sync::{lock, read, write};
 use crate::time;
 use crate::turn::events::{Ready, ReadySet};
 use crate::turn::input::{Found, Input, Known};
@@ -120,9 +119,15 @@ enum Phase {
 /// What every connection of one turn-mode server shares: the readiness
 /// set, the way to the workers, the timers, and the limits.
 pub(crate) struct Hub {
+    /// The parked connections' readiness set, where idle workers wait.
+    pub(crate) ready: Arc<ReadySet>,
+    /// The poller thread's set: the server's stop and force signals, and
+    /// a wake-up when a timer comes sooner or the drain has news.
     pub(crate) poller: ReadySet,
-    /// Connections registered in `poller`, by id.
-    registry: Mutex<Registry>,
+    /// Connections registered in `ready`, by id.
+    /// Read for every report from the readiness set, written only as
+    /// connections come and go.
+    registry: RwLock<Registry>,
     /// (due, id): at most one per open connection (see
     /// `Inner::scheduled`), removed when it closes, so that the timers
     /// grow with the connections held, not with those that came and went.
@@ -132,7 +137,7 @@ pub(crate) struct Hub {
     deferred: Mutex<Vec<Arc<Entry>>>,
     /// Taken (`None`) once the last connection has closed during a
     /// shutdown, so that the workers' queue can disconnect.
-    jobs: Mutex<Option<Sender<Job<TurnJob>>>>,
+    jobs: RwLock<Option<Queue<TurnJob>>>,
     pub(crate) shared: Arc<Shared>,
     /// Set once the acceptor has stopped: no connection comes after it.
     pub(crate) accepting_stopped: AtomicBool,
@@ -151,7 +156,7 @@ pub(crate) struct Hub {
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("connections", &lock(&self.registry).entries.len())
+            .field("connections", &read(&self.registry).entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -161,14 +166,16 @@ impl Hub {
         config: &Config,
         shared: Arc<Shared>,
         closer: Closer,
-        jobs: Sender<Job<TurnJob>>,
+        ready: Arc<ReadySet>,
+        jobs: Queue<TurnJob>,
     ) -> io::Result<Hub> {
         Ok(Hub {
+            ready,
             poller: ReadySet::new()?,
-            registry: Mutex::new(Registry::default()),
+            registry: RwLock::new(Registry::default()),
             timers: Mutex::new(BTreeSet::new()),
             deferred: Mutex::new(Vec::new()),
-            jobs: Mutex::new(Some(jobs)),
+            jobs: RwLock::new(Some(jobs)),
             shared,
             accepting_stopped: AtomicBool::new(false),
             in_turn: AtomicUsize::new(0),
@@ -187,7 +194,7 @@ impl Hub {
 
     /// Every registered connection, for the shutdown.
     pub(crate) fn entries(&self) -> Vec<Arc<Entry>> {
-        lock(&self.registry).entries.values().cloned().collect()
+        read(&self.registry).entries.values().cloned().collect()
     }
 
     /// Whether no connection is open: none parked, in a turn, queued or
@@ -197,14 +204,14 @@ impl Hub {
     }
 
     pub(crate) fn entry(&self, id: u64) -> Option<Arc<Entry>> {
-        lock(&self.registry).entries.get(&id).cloned()
+        read(&self.registry).entries.get(&id).cloned()
     }
 
     /// Adds `entry` to the registry, the set the poller watches and the
     /// forced end closes; false once that end has come (see
     /// [`close_registry`](Hub::close_registry)).
     fn enroll(&self, entry: &Arc<Entry>) -> bool {
-        let mut registry = lock(&self.registry);
+        let mut registry = write(&self.registry);
         if registry.closed {
             return false;
         }
@@ -217,7 +224,7 @@ impl Hub {
     /// still running parks into a closed registry and closes at once,
     /// rather than waiting in a readiness set nobody watches any more.
     pub(crate) fn close_registry(&self) -> Vec<Arc<Entry>> {
-        let mut registry = lock(&self.registry);
+        let mut registry = write(&self.registry);
         registry.closed = true;
         registry.entries.drain().map(|(_, entry)| entry).collect()
     }
@@ -274,7 +281,7 @@ impl Hub {
 
     /// Lets the workers' queue disconnect once nothing else holds it.
     pub(crate) fn release_jobs(&self) {
-        drop(lock(&self.jobs).take());
+        drop(write(&self.jobs).take());
     }
 
     /// The earliest timer due by `now` (its due time and connection),
@@ -309,12 +316,30 @@ impl Hub {
         lock(&self.timers).remove(&(at, id));
     }
 
-    fn dispatch(&self, entry: &Arc<Entry>, why: Why) {
-        match &*lock(&self.jobs) {
+    /// Queues a turn for the next free worker, and wakes one if all wait
+    /// in the readiness set.
+    pub(crate) fn dispatch(&self, entry: &Arc<Entry>, why: Why) {
+        self.queue_turn(entry, why, true);
+    }
+
+    /// Queues a turn as [`dispatch`](Hub::dispatch) does, but wakes
+    /// nobody: for one of several, after which the caller wakes one
+    /// worker (`Idle::wake_one`).
+    pub(crate) fn dispatch_quietly(&self, entry: &Arc<Entry>, why: Why) {
+        self.queue_turn(entry, why, false);
+    }
+
+    fn queue_turn(&self, entry: &Arc<Entry>, why: Why, wake: bool) {
+        match &*read(&self.jobs) {
             Some(jobs) => {
                 // Unbounded: each connection has at most one job queued,
                 // and `max_connections` bounds the connections.
-                let _ = jobs.send(Job::Mode((Arc::clone(entry), why)));
+                let job = Job::Mode((Arc::clone(entry), why));
+                let _ = if wake {
+                    jobs.send(job)
+                } else {
+                    jobs.send_quietly(job)
+                };
             }
             None => log::error!("no worker left for connection id={}", entry.id),
         }
@@ -777,8 +802,16 @@ impl Entry {
         }
     }
 
-    /// Moves a parked connection to a worker. Under the lock.
+    /// Moves a parked connection to a worker, through the queue. Under
+    /// the lock.
     fn take_turn(self: &Arc<Self>, inner: &mut Inner, why: Why) {
+        let why = self.to_worker(inner, why);
+        self.hub.dispatch(self, why);
+    }
+
+    /// Marks a parked connection as given a turn, which the caller runs
+    /// or queues. Under the lock.
+    fn to_worker(&self, inner: &mut Inner, why: Why) -> Why {
         debug_assert_eq!(inner.phase, Phase::Parked);
         if why == Why::Shutdown {
             // The drain's quiet time counts from the stop for a connection
@@ -786,7 +819,7 @@ impl Entry {
             inner.last_input = Some(Instant::now());
         }
         self.hub.set_phase(inner, Phase::InTurn);
-        self.hub.dispatch(self, why);
+        why
     }
 
     /// After a turn (or `open`): parks the connection, or keeps it on its
@@ -976,12 +1009,12 @@ impl Entry {
         if inner.registered {
             inner.registered = false;
             if let Some(stream) = &stream {
-                if let Err(error) = self.hub.poller.delete(&**stream.socket()) {
+                if let Err(error) = self.hub.ready.delete(&**stream.socket()) {
                     log::debug!("could not deregister id={}: error={error}", self.id);
                 }
             }
         }
-        lock(&self.hub.registry).entries.remove(&self.id);
+        write(&self.hub.registry).entries.remove(&self.id);
         if let Some(at) = inner.scheduled.take() {
             self.hub.cancel(at, self.id);
         }
@@ -1013,7 +1046,7 @@ impl Entry {
         let Some(stream) = &inner.stream else {
             return;
         };
-        match self.hub.poller.add(stream.socket(), key(self.id)) {
+        match self.hub.ready.add(stream.socket(), key(self.id)) {
             Ok(()) => inner.registered = true,
             Err(error) => {
                 // Out of memory in the kernel, most likely. The connection
@@ -1088,10 +1121,12 @@ impl Entry {
         }
     }
 
-    /// The poller's part when the readiness set reports this connection:
-    /// new input (`readable`), room to write (`writable`), or the client's
-    /// end of stream (`read_closed`).
-    pub(crate) fn on_ready(self: &Arc<Self>, ready: Ready) {
+    /// What the readiness set's report of this connection means, to the
+    /// worker that took it: new input (`readable`), room to write
+    /// (`writable`), or the client's end of stream (`read_closed`).
+    /// Returns why the connection now has a turn, which is that worker's
+    /// to run (or to pass on).
+    pub(crate) fn on_ready(self: &Arc<Self>, ready: Ready) -> Option<Why> {
         let mut inner = lock(&self.inner);
         if ready.readable {
             // Counted whatever the phase: a turn under way sees it before
@@ -1104,8 +1139,9 @@ impl Entry {
         match inner.phase {
             Phase::Parked => {
                 if let Some(reason) = inner.close {
-                    self.take_turn(&mut inner, Why::Close(reason));
-                } else if self.has_input_unseen(&inner) {
+                    return Some(self.to_worker(&mut inner, Why::Close(reason)));
+                }
+                if self.has_input_unseen(&inner) {
                     // Input, or (the outbox having drained) input that
                     // waited for room. In a drain, before its closing
                     // round, the turn is given where the poller gives a
@@ -1117,7 +1153,7 @@ impl Entry {
                     {
                         self.hub.defer(self);
                     } else {
-                        self.take_turn(&mut inner, Why::Ready);
+                        return Some(self.to_worker(&mut inner, Why::Ready));
                     }
                 }
             }
@@ -1125,6 +1161,7 @@ impl Entry {
             // A worker has it, and looks at the news before it parks.
             Phase::Opening | Phase::InTurn | Phase::Flushing | Phase::Closed => {}
         }
+        None
     }
 
     /// The poller's part when this connection's timer is due.
@@ -1344,6 +1381,7 @@ mod tests {
     use crate::addr::Addr;
     use crate::builder::ServerBuilder;
     use crate::net::socket::Socket;
+    use crate::pool::queue::Idle;
 
     /// A hub with its closer, as a turn-mode server has, and `count`
     /// connections over loopback opened in it, each with an idle timer.
@@ -1360,7 +1398,9 @@ mod tests {
         )
         .unwrap();
         let (jobs, _queue) = crossbeam_channel::unbounded();
-        let hub = Arc::new(Hub::new(&config, shared, closer, jobs).unwrap());
+        let jobs = Queue::new(jobs, Idle::on_channel());
+        let ready = Arc::new(ReadySet::new().unwrap());
+        let hub = Arc::new(Hub::new(&config, shared, closer, ready, jobs).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut entries = Vec::new();
         let mut clients = Vec::new();

@@ -25,10 +25,10 @@ pub(crate) struct Ready {
 }
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
-pub(crate) use self::epoll::ReadySet;
+pub(crate) use self::epoll::{RawReports, ReadySet};
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-pub(crate) use self::portable::ReadySet;
+pub(crate) use self::portable::{RawReports, ReadySet};
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod epoll {
@@ -36,7 +36,6 @@ mod epoll {
     use std::os::fd::{AsFd, OwnedFd};
     use std::time::Duration;
 
-    use rustix::buffer::spare_capacity;
     use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
     use rustix::event::{eventfd, EventfdFlags, Timespec};
 
@@ -46,6 +45,9 @@ mod epoll {
 
     /// The key of the set's own wake-up descriptor.
     const WAKER: u64 = u64::MAX;
+
+    /// What the kernel fills in a wait (see [`ReadySet::buffer`]).
+    pub(crate) type RawReports = Vec<epoll::Event>;
 
     /// The longest single wait: `i32::MAX` milliseconds, about 24 days.
     const LONGEST_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
@@ -104,11 +106,15 @@ mod epoll {
         }
 
         /// Waits up to `timeout` (`None`: for ever) for events, or for
-        /// [`notify`](ReadySet::notify); fills `events` with what came.
+        /// [`notify`](ReadySet::notify); fills `events` with what came, at
+        /// most `max` of them (and at most `buf`'s capacity). Several
+        /// threads may wait at once: each report wakes one of them, and
+        /// what one leaves in the set wakes the next.
         pub(crate) fn wait(
             &self,
             events: &mut Vec<Ready>,
             buf: &mut Vec<epoll::Event>,
+            max: usize,
             timeout: Option<Duration>,
         ) -> io::Result<()> {
             events.clear();
@@ -121,12 +127,14 @@ mod epoll {
             let timeout = timeout
                 .map(|t| t.min(LONGEST_WAIT))
                 .and_then(|t| Timespec::try_from(t).ok());
-            match epoll::wait(&self.epoll, spare_capacity(buf), timeout.as_ref()) {
-                Ok(_) => {}
+            let spare = buf.spare_capacity_mut();
+            let max = max.clamp(1, spare.len());
+            let got = match epoll::wait(&self.epoll, &mut spare[..max], timeout.as_ref()) {
+                Ok((got, _)) => got,
                 Err(rustix::io::Errno::INTR) => return Ok(()),
                 Err(error) => return Err(error.into()),
-            }
-            for event in buf.iter() {
+            };
+            for event in got.iter() {
                 let key = event.data.u64();
                 let flags = event.flags;
                 if key == WAKER {
@@ -171,6 +179,9 @@ mod portable {
     use super::Ready;
     use crate::net::socket::Socket;
     use crate::stream::wait::Endpoint;
+
+    /// What `polling` fills in a wait (see [`ReadySet::buffer`]).
+    pub(crate) type RawReports = Events;
 
     /// `polling` in its edge-triggered mode.
     #[derive(Debug)]
@@ -219,10 +230,13 @@ mod portable {
             self.poller.delete(source)
         }
 
+        /// As on Linux, except that `max` is not kept: each wait takes
+        /// what `buf` holds.
         pub(crate) fn wait(
             &self,
             events: &mut Vec<Ready>,
             buf: &mut Events,
+            _max: usize,
             timeout: Option<Duration>,
         ) -> io::Result<()> {
             events.clear();
@@ -262,7 +276,7 @@ mod tests {
         let set = ReadySet::new().unwrap();
         let mut events = Vec::new();
         let mut buf = ReadySet::buffer();
-        set.wait(&mut events, &mut buf, Some(Duration::ZERO))
+        set.wait(&mut events, &mut buf, usize::MAX, Some(Duration::ZERO))
             .unwrap();
         assert!(events.is_empty());
         for timeout in [
@@ -271,7 +285,8 @@ mod tests {
             None,
         ] {
             set.notify().unwrap();
-            set.wait(&mut events, &mut buf, timeout).unwrap();
+            set.wait(&mut events, &mut buf, usize::MAX, timeout)
+                .unwrap();
             assert!(events.is_empty(), "the wake-up is not an event");
         }
     }

@@ -1,7 +1,10 @@
-//! The poller thread (`frontdesk-poller`) of the turn mode: waits on the
-//! readiness set for every parked connection at once, hands the ready ones
-//! to the workers, flushes outboxes as clients read, and keeps the timers
-//! of parked connections.
+//! The poller thread (`frontdesk-poller`) of the turn mode: keeps the
+//! timers of parked connections, and runs the shutdown (the drain's
+//! rounds, the force). It does not watch the connections: idle workers
+//! wait in their readiness set themselves (see `service.rs`), so that the
+//! thread that learns a connection is ready serves it. The timers are
+//! kept here, apart, because they must act while every worker is in a
+//! turn.
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -14,9 +17,8 @@ use crate::stats::Counters;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
 
-/// Keys of the server's stop and force signals in the readiness set
-/// (`usize::MAX` is the set's own wake-up);
-/// connections have keys from 1 up (their ids).
+/// Keys of the server's stop and force signals in the poller's set
+/// (`usize::MAX` is the set's own wake-up).
 const STOP: usize = usize::MAX - 1;
 const FORCE: usize = usize::MAX - 2;
 
@@ -115,7 +117,7 @@ fn run(hub: &Hub) {
             entry.on_deferred();
         }
         let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
-        if let Err(error) = hub.poller.wait(&mut events, &mut buf, timeout) {
+        if let Err(error) = hub.poller.wait(&mut events, &mut buf, usize::MAX, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
             // strand every parked connection; the timers and the force
             // still end them.
@@ -133,11 +135,7 @@ fn run(hub: &Hub) {
                     }
                 }
                 FORCE => forced = true,
-                key => {
-                    if let Some(entry) = hub.entry(key as u64) {
-                        entry.on_ready(event);
-                    }
-                }
+                key => debug_assert!(false, "the poller's set has no key {key}"),
             }
         }
     }

@@ -2,6 +2,7 @@
 //! `ready` and `close` for a connection, and parks it between turns.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt::Display;
 use std::io;
 use std::sync::Arc;
@@ -9,10 +10,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::CloseReason;
 use crate::pool::guard::run_guarded;
-use crate::pool::workers::{Admitted, Service, Worker};
+use crossbeam_channel::TryRecvError;
+
+use crate::pool::queue::Job;
+use crate::pool::workers::{Admitted, Service, Waited, Worker};
 use crate::stream::proxy::HeaderRead;
 use crate::sync::lock;
 use crate::turn::engine::{Entry, Hub, Parked, TurnJob, Why};
+use crate::turn::events::{RawReports, Ready, ReadySet};
 use crate::turn::handler::{Next, Turn, TurnHandler};
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
@@ -22,6 +27,17 @@ const STAY_WAIT: Duration = Duration::from_millis(1);
 /// How many turns in a row a worker gives one connection whose input keeps
 /// waiting, before it lets the other connections' turns go first.
 const TURNS_IN_A_ROW: u32 = 16;
+
+/// The most reports an idle worker takes from the readiness set at once,
+/// when no other worker waits there: it serves one and queues the rest
+/// for the workers as they come back from their turns.
+const REPORTS_AT_ONCE: usize = 64;
+
+thread_local! {
+    /// An idle worker's buffers for what the readiness set reports.
+    static REPORTS: RefCell<(Vec<Ready>, RawReports)> =
+        RefCell::new((Vec::new(), ReadySet::buffer()));
+}
 
 /// Serves the turns of a [`TurnHandler`].
 pub(crate) struct Turns<H> {
@@ -44,6 +60,75 @@ impl<H: TurnHandler> Service for Turns<H> {
 
     fn parks_handshakes(&self) -> bool {
         true
+    }
+
+    /// An idle worker waits in the parked connections' readiness set, so
+    /// that the thread that learns a connection is ready is the one that
+    /// serves it: no hand-off, no second thread woken. It is counted idle
+    /// first (see `pool/queue.rs`), so that a job queued meanwhile (an
+    /// accepted connection, a timer's turn) wakes it.
+    ///
+    /// When it waits alone, it takes every report (up to
+    /// `REPORTS_AT_ONCE`), serves the first connection and queues the
+    /// others for the busy workers. When others wait too, it takes one
+    /// report: the kernel wakes the next waiter for the next.
+    fn wait(&self, worker: &Worker<Self>) -> Waited<TurnJob> {
+        let idle = worker.idle();
+        idle.begin_wait();
+        match worker.take_queued() {
+            Ok(job) => {
+                idle.end_wait();
+                return Waited::Job(job);
+            }
+            Err(TryRecvError::Disconnected) => {
+                idle.end_wait();
+                return Waited::Woken;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        let max = if idle.waiting() > 1 {
+            1
+        } else {
+            REPORTS_AT_ONCE
+        };
+        REPORTS.with(|reports| {
+            let (ready, raw) = &mut *reports.borrow_mut();
+            let waited = self.hub.ready.wait(ready, raw, max, None);
+            idle.end_wait();
+            if let Err(error) = waited {
+                // Not expected. This worker waits on the queue from now
+                // on rather than spin; the others still wait here.
+                log::error!("waiting for readiness failed: error={error}");
+                return Waited::OnChannel;
+            }
+            let mut mine = None;
+            let mut passed_on = false;
+            for &report in ready.iter() {
+                let Some(entry) = self.hub.entry(report.key as u64) else {
+                    continue;
+                };
+                if let Some(why) = entry.on_ready(report) {
+                    match mine {
+                        None => mine = Some((entry, why)),
+                        Some(_) => {
+                            self.hub.dispatch_quietly(&entry, why);
+                            passed_on = true;
+                        }
+                    }
+                }
+            }
+            if passed_on || (mine.is_some() && worker.others_waiting()) {
+                // One wake-up for the turns passed on (a worker that
+                // takes one and sees more wakes the next); and this wait
+                // may have taken the wake-up meant for a job already in
+                // the queue, which is passed on too.
+                idle.wake_one();
+            }
+            match mine {
+                Some(job) => Waited::Job(Job::Mode(job)),
+                None => Waited::Woken,
+            }
+        })
     }
 
     /// An open connection of the turn mode, past the drain deadline: the

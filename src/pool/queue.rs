@@ -1,0 +1,377 @@
+//! The workers' queue as its senders hold it: the crossbeam channel, and
+//! the wake-up owed to workers that wait for work somewhere else.
+//!
+//! In the `Handler` mode an idle worker waits on the channel itself, and
+//! a send wakes it. In the turn mode an idle worker waits in the readiness
+//! set of the parked connections instead, so that the thread that learns
+//! a connection is ready is the one that serves it (no hand-off from a
+//! poller thread). A job put in the channel must then wake one of those
+//! workers, through the set's own wake-up: that is [`Idle::wake_one`],
+//! which every send here calls.
+//!
+//! # No job left unseen
+//!
+//! A worker about to wait counts itself in [`Idle`], then looks at the
+//! channel once more; a sender puts its job in the channel, then looks at
+//! the count. A full fence between the write and the read on each side
+//! (the pattern of Dekker's algorithm) makes sure that at least one of
+//! the two sees the other: the worker finds the job, or the sender sees
+//! the worker waiting and wakes it. A wake-up nobody needed costs one
+//! loop of a worker.
+
+use std::fmt;
+use std::sync::Arc;
+
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+
+use crossbeam_channel::{SendError, Sender, TrySendError};
+
+use crate::addr::Addr;
+use crate::net::socket::Socket;
+use crate::pool::per_ip::IpSlot;
+
+/// An accepted connection on its way from the acceptor to a worker.
+#[derive(Debug)]
+pub(crate) struct Accepted {
+    pub(crate) stream: Socket,
+    pub(crate) peer: Addr,
+    pub(crate) id: u64,
+    /// Its place in its address's count, when the acceptor took one (see
+    /// `Shared::caps_per_ip_on_accept`).
+    pub(crate) ip_slot: Option<IpSlot>,
+}
+
+/// What a worker takes from the queue. `T` is the mode's own kind of job
+/// (the turn mode's turns); the pool only runs it.
+pub(crate) enum Job<T> {
+    /// A new connection, from the acceptor.
+    Accepted(Accepted),
+    /// A job of the mode's own, for [`Service::run`].
+    Mode(T),
+    /// Stop this worker (only when the pool fails to start).
+    Exit,
+}
+
+impl<T> Job<T> {
+    /// The accepted connection of a job the acceptor made.
+    pub(crate) fn into_accepted(self) -> Accepted {
+        match self {
+            Job::Accepted(accepted) => accepted,
+            Job::Mode(_) | Job::Exit => unreachable!("the acceptor only makes Accepted jobs"),
+        }
+    }
+}
+
+/// Workers waiting for work outside the channel, and how to wake one.
+pub(crate) struct Idle {
+    waiting: AtomicUsize,
+    /// `None` when every idle worker waits on the channel (the `Handler`
+    /// mode): then there is nobody to count or wake.
+    wake: Option<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl Idle {
+    /// Idle workers wait on the channel.
+    pub(crate) fn on_channel() -> Arc<Idle> {
+        Arc::new(Idle {
+            waiting: AtomicUsize::new(0),
+            wake: None,
+        })
+    }
+
+    /// Idle workers wait elsewhere, and `wake` wakes one of them.
+    pub(crate) fn elsewhere(wake: impl Fn() + Send + Sync + 'static) -> Arc<Idle> {
+        Arc::new(Idle {
+            waiting: AtomicUsize::new(0),
+            wake: Some(Box::new(wake)),
+        })
+    }
+
+    /// Counts a worker in, before it looks at the channel a last time and
+    /// waits (see the module's docs).
+    pub(crate) fn begin_wait(&self) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Counts a worker out, after its wait.
+    pub(crate) fn end_wait(&self) {
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// How many workers are waiting, or about to.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Wakes one waiting worker, if any: after a job was put in the
+    /// channel, or the channel may have disconnected.
+    pub(crate) fn wake_one(&self) {
+        if let Some(wake) = &self.wake {
+            fence(Ordering::SeqCst);
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                wake();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Idle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idle")
+            .field("waiting", &self.waiting())
+            .field("elsewhere", &self.wake.is_some())
+            .finish()
+    }
+}
+
+/// A sending end of the workers' queue.
+pub(crate) struct Queue<T> {
+    /// Taken only by `drop`.
+    sender: Option<Sender<Job<T>>>,
+    idle: Arc<Idle>,
+}
+
+impl<T> Queue<T> {
+    pub(crate) fn new(sender: Sender<Job<T>>, idle: Arc<Idle>) -> Queue<T> {
+        Queue {
+            sender: Some(sender),
+            idle,
+        }
+    }
+
+    fn sender(&self) -> &Sender<Job<T>> {
+        self.sender.as_ref().expect("taken only when dropped")
+    }
+
+    /// The idle workers this queue wakes.
+    pub(crate) fn idle(&self) -> &Arc<Idle> {
+        &self.idle
+    }
+
+    /// Sends `job`, waiting for room if the channel is bounded and full.
+    pub(crate) fn send(&self, job: Job<T>) -> Result<(), SendError<Job<T>>> {
+        self.sender().send(job)?;
+        self.idle.wake_one();
+        Ok(())
+    }
+
+    /// Sends `job` without waking anyone: the caller sends several, then
+    /// wakes one worker with [`sent`](Queue::sent); each worker that takes
+    /// a job and sees more wakes the next (see `Worker::run`).
+    pub(crate) fn send_quietly(&self, job: Job<T>) -> Result<(), SendError<Job<T>>> {
+        self.sender().send(job)
+    }
+
+    /// Sends `job` if there is room now.
+    pub(crate) fn try_send(&self, job: Job<T>) -> Result<(), TrySendError<Job<T>>> {
+        self.sender().try_send(job)?;
+        self.idle.wake_one();
+        Ok(())
+    }
+
+    /// The channel itself, for a `Select`; call [`sent`](Queue::sent)
+    /// after a job went through it.
+    pub(crate) fn channel(&self) -> &Sender<Job<T>> {
+        self.sender()
+    }
+
+    /// Owed after a job was sent through [`channel`](Queue::channel).
+    pub(crate) fn sent(&self) {
+        self.idle.wake_one();
+    }
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Queue<T> {
+        Queue {
+            sender: Some(self.sender().clone()),
+            idle: Arc::clone(&self.idle),
+        }
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    /// The last sender gone disconnects the channel, which the idle
+    /// workers must learn to end; each worker that ends wakes the next.
+    fn drop(&mut self) {
+        // Gone before the wake-up, so that the woken worker can see it.
+        drop(self.sender.take());
+        self.idle.wake_one();
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue").field("idle", &self.idle).finish()
+    }
+}
+
+/// The wake-up protocol checked for every interleaving, with the real
+/// [`Idle`]: a sender queues jobs and then goes (as `Queue`'s `send` and
+/// `drop` do), while two workers take them and, with nothing queued, wait
+/// in a model of the readiness set (as `Worker::run` and the turn mode's
+/// `Service::wait` do). The set's wake-up is an eventfd: wakes that come
+/// before anyone takes them collapse into one, and one waiter takes it. A
+/// job left in the queue while both workers wait is a deadlock, which
+/// loom reports. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --lib --release pool::queue`.
+#[cfg(all(test, loom))]
+mod model {
+    use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use loom::sync::{Arc, Condvar, Mutex};
+    use loom::thread;
+
+    use super::Idle;
+
+    /// The channel, lock-free as crossbeam's is: a count of queued jobs
+    /// published with release and taken with acquire, and whether the
+    /// sender is gone. No stronger ordering than that, so that the
+    /// model leans on `Idle`'s fences alone.
+    #[derive(Default)]
+    struct Channel {
+        jobs: AtomicU32,
+        gone: AtomicBool,
+    }
+
+    impl Channel {
+        fn push(&self) {
+            self.jobs.fetch_add(1, Ordering::Release);
+        }
+
+        fn is_empty(&self) -> bool {
+            self.jobs.load(Ordering::Acquire) == 0
+        }
+    }
+
+    /// The readiness set's eventfd: set by a wake-up, cleared by the
+    /// waiter that takes it.
+    #[derive(Default)]
+    struct Waker {
+        raised: Mutex<bool>,
+        ready: Condvar,
+    }
+
+    impl Waker {
+        fn raise(&self) {
+            *self.raised.lock().unwrap() = true;
+            self.ready.notify_one();
+        }
+
+        fn wait(&self) {
+            let mut raised = self.raised.lock().unwrap();
+            while !*raised {
+                raised = self.ready.wait(raised).unwrap();
+            }
+            *raised = false;
+        }
+    }
+
+    enum Took {
+        Job,
+        Empty,
+        Gone,
+    }
+
+    fn take(channel: &Channel) -> Took {
+        // The sender's `gone` comes after its last push: read first, so
+        // that "gone and empty" means no job is left.
+        let gone = channel.gone.load(Ordering::Acquire);
+        let mut jobs = channel.jobs.load(Ordering::Acquire);
+        while jobs > 0 {
+            match channel
+                .jobs
+                .compare_exchange(jobs, jobs - 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Took::Job,
+                Err(now) => jobs = now,
+            }
+        }
+        if gone {
+            Took::Gone
+        } else {
+            Took::Empty
+        }
+    }
+
+    fn worker(channel: &Channel, idle: &Idle, waker: &Waker) -> usize {
+        let mut taken = 0;
+        loop {
+            match take(channel) {
+                Took::Job => {
+                    taken += 1;
+                    if !channel.is_empty() {
+                        idle.wake_one();
+                    }
+                    continue;
+                }
+                Took::Gone => {
+                    idle.wake_one();
+                    return taken;
+                }
+                Took::Empty => {}
+            }
+            idle.begin_wait();
+            match take(channel) {
+                Took::Job => {
+                    idle.end_wait();
+                    taken += 1;
+                    continue;
+                }
+                Took::Gone => {
+                    idle.end_wait();
+                    continue;
+                }
+                Took::Empty => {}
+            }
+            waker.wait();
+            idle.end_wait();
+        }
+    }
+
+    fn check(jobs: u32) {
+        let mut model = loom::model::Builder::new();
+        // Every interleaving with up to three preemptions (loom's advice
+        // for models of this size: the full space of three threads with a
+        // lock and a condition variable does not end in hours). Lost
+        // wake-ups need at most two: between the sender's push and its
+        // look at the count, and between the worker's count and its look.
+        model.preemption_bound = Some(3);
+        model.check(move || {
+            let channel = Arc::new(Channel::default());
+            let waker = Arc::new(Waker::default());
+            let idle = {
+                let waker = Arc::clone(&waker);
+                Arc::new(Idle::elsewhere(move || waker.raise()))
+            };
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (channel, idle, waker) =
+                        (Arc::clone(&channel), Arc::clone(&idle), Arc::clone(&waker));
+                    thread::spawn(move || worker(&channel, &idle, &waker))
+                })
+                .collect();
+            for _ in 0..jobs {
+                channel.push();
+                idle.wake_one();
+            }
+            channel.gone.store(true, Ordering::Release);
+            idle.wake_one();
+            let taken: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            assert_eq!(taken, jobs as usize);
+        });
+    }
+
+    #[test]
+    fn a_job_wakes_a_waiting_worker() {
+        check(1);
+    }
+
+    #[test]
+    fn two_jobs_reach_two_waiting_workers() {
+        check(2);
+    }
+}
