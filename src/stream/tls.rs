@@ -160,11 +160,7 @@ impl TlsConfig {
         key: impl AsRef<Path>,
     ) -> Result<()> {
         let current = self.current();
-        let resolver = load_cert(
-            cert_chain.as_ref(),
-            key.as_ref(),
-            current.crypto_provider(),
-        )?;
+        let resolver = load_cert(cert_chain.as_ref(), key.as_ref(), current.crypto_provider())?;
         let mut next = (*current).clone();
         next.cert_resolver = resolver;
         self.replace(Arc::new(next));
@@ -361,7 +357,8 @@ fn client_verifier(
             )
         })?;
     }
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    let builder =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
     let builder = match required {
         true => builder,
         false => builder.allow_unauthenticated(),
@@ -480,9 +477,7 @@ impl TlsInfo {
             alpn_protocol: conn.alpn_protocol().map(Box::from),
             peer_certificates: conn.peer_certificates().unwrap_or_default().into(),
             protocol_version: conn.protocol_version(),
-            cipher_suite: conn
-                .negotiated_cipher_suite()
-                .map(|suite| suite.suite()),
+            cipher_suite: conn.negotiated_cipher_suite().map(|suite| suite.suite()),
         }
     }
 
@@ -498,10 +493,11 @@ impl TlsInfo {
         self.alpn_protocol.as_deref()
     }
 
-    /// The client's certificate chain, its own certificate first, as
-    /// verified against the CA bundle
-    /// ([`TlsConfigBuilder::client_ca_pem_file`]); empty when the client
-    /// presented none (allowed by
+    /// The client's certificate chain, verified against the CA bundle
+    /// ([`TlsConfigBuilder::client_ca_pem_file`]), as the client sent it:
+    /// its own certificate first, then the intermediates it sent (some
+    /// clients, `openssl s_client` among them, send the CA's too); empty
+    /// when the client presented none (allowed by
     /// [`require_client_cert(false)`](TlsConfigBuilder::require_client_cert))
     /// or the server asks for none. Parse it with an X.509 crate to read
     /// names from it.
