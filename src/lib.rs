@@ -132,6 +132,11 @@
 //! `ServerBuilder::tls` (with a `TlsConfig`: PEM files, reloadable) makes
 //! every connection TLS, on rustls. Handlers are the same for all of
 //! them: they read and write plaintext, and [`Addr`] tells the addresses.
+//! Who the client is, where the transport knows, is read once before the
+//! handler first sees the connection: a Unix socket client's
+//! [`PeerCredentials`], and with TLS the verified client certificate, SNI
+//! name and ALPN protocol (`TlsInfo`, from `Connection::tls_info` and
+//! `Turn::tls_info`).
 //! See `docs/deploy.md` for running them in production.
 //!
 //! # Platform notes
