@@ -132,6 +132,11 @@
 //! `ServerBuilder::tls` (with a `TlsConfig`: PEM files, reloadable) makes
 //! every connection TLS, on rustls. Handlers are the same for all of
 //! them: they read and write plaintext, and [`Addr`] tells the addresses.
+//! Who the client is, where the transport knows, is read once before the
+//! handler first sees the connection: a Unix socket client's
+//! [`PeerCredentials`], and with TLS the verified client certificate, SNI
+//! name and ALPN protocol (`TlsInfo`, from `Connection::tls_info` and
+//! `Turn::tls_info`).
 //! See `docs/deploy.md` for running them in production.
 //!
 //! # Platform notes
@@ -142,8 +147,9 @@
 //! (there it allows another socket to take over the port);
 //! [`reuse_port`](ServerBuilder::reuse_port) is Unix only.
 
-// Two `unsafe` calls, each with its reason: adding a socket to the
-// readiness set (`parked::register`, `poller::register_signals`).
+// A few `unsafe` calls, each with its reason: adding a socket to the
+// readiness set (`turn/events.rs`, `pool/closer.rs`), and reading a Unix
+// socket peer's credentials (`net/socket.rs`).
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
@@ -186,6 +192,7 @@ pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 pub use crate::handler::connection::Connection;
 pub use crate::handler::Handler;
+pub use crate::net::socket::PeerCredentials;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};
 pub use crate::stats::{RejectedStats, Stats, TimeoutStats};
@@ -199,7 +206,10 @@ pub use crate::turn::lines::Lines;
 pub use crate::turn::peer::{Message, Peer};
 pub use crate::turn::room::{Delivery, Room};
 #[cfg(feature = "tls")]
-pub use crate::{builder::TLS_HANDSHAKE_TIME, stream::tls::TlsConfig};
+pub use crate::{
+    builder::TLS_HANDSHAKE_TIME,
+    stream::tls::{TlsConfig, TlsConfigBuilder, TlsInfo},
+};
 /// The rustls crate this one is built with, for [`TlsConfig::new`]:
 /// building a `ServerConfig` with these types cannot mix versions.
 #[cfg(feature = "tls")]

@@ -33,62 +33,11 @@ use std::thread;
 
 use frontdesk::{Addr, Connection, Error, LineError, Lines, Next, Server, Turn, TurnHandler};
 use support::{activator, example_path, Process, PATIENCE};
-use util::{assert_accounted, wait_for_stats, TIMEOUT};
+use util::{assert_accounted, wait_for_stats, SocketDir, TIMEOUT};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The longest path a Unix socket may have: `sun_path` holds 108 bytes on
-/// Linux (104 on the BSDs and macOS), and the last is the terminating NUL.
-/// The smaller value is used so the check holds everywhere.
-const MAX_SOCKET_PATH: usize = 103;
-
-/// The longest file name [`SocketDir::path`] is given.
-const MAX_NAME: usize = 12;
-
-/// A fresh directory for one test's sockets, removed (with whatever is
-/// left in it) when dropped.
-///
-/// It is `fd-<pid>-<tag>` under `CARGO_TARGET_TMPDIR`, so that parallel
-/// tests and concurrent runs of this binary never share a path; when that
-/// would make a socket path too long for `sun_path` (a deep target
-/// directory), it goes under the system's temporary directory instead.
-struct SocketDir {
-    dir: PathBuf,
-}
-
-impl SocketDir {
-    fn new(tag: &str) -> SocketDir {
-        let name = format!("fd-{}-{tag}", std::process::id());
-        let bases = [
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
-            std::env::temp_dir(),
-        ];
-        let dir = bases
-            .iter()
-            .map(|base| base.join(&name))
-            // The directory, a `/` and a name of up to MAX_NAME bytes.
-            .find(|dir| dir.as_os_str().len() + 1 + MAX_NAME <= MAX_SOCKET_PATH)
-            .unwrap_or_else(|| panic!("no directory short enough for a socket named {name}"));
-        // Left over from an earlier run whose process had the same id.
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        SocketDir { dir }
-    }
-
-    /// A path in the directory; nothing is created.
-    fn path(&self, name: &str) -> PathBuf {
-        assert!(name.len() <= MAX_NAME, "socket name {name:?} is too long");
-        self.dir.join(name)
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// The file's device and inode: which file is at a path, not just that
 /// one is.

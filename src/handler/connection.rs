@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::{Limits, Timeout};
-use crate::net::socket::Socket;
+use crate::net::socket::{PeerCredentials, Socket};
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;
 use crate::stats::Counters;
@@ -83,6 +83,8 @@ pub struct Connection {
     /// The PROXY protocol header, when the server requires one.
     proxy: Option<Box<ProxyHeader>>,
     id: u64,
+    /// A Unix socket peer's credentials, read once when admitted.
+    credentials: Option<PeerCredentials>,
     shared: Arc<Shared>,
     limits: Cell<Limits>,
     deadline: Cell<Option<Instant>>,
@@ -102,6 +104,7 @@ pub struct Connection {
 impl Connection {
     pub(crate) fn new(conn: Admitted, shared: Arc<Shared>, limits: Limits) -> Connection {
         Connection {
+            credentials: conn.transport.socket().peer_credentials(),
             transport: conn.transport,
             peer_addr: conn.peer,
             proxy: conn.proxy.map(Box::new),
@@ -174,6 +177,60 @@ impl Connection {
     /// `tls` feature); its reads and writes are then the plaintext.
     pub fn is_tls(&self) -> bool {
         self.transport.is_tls()
+    }
+
+    /// What the TLS handshake settled: the client's verified certificate
+    /// chain, the name it asked for (SNI), the ALPN protocol; `None` on a
+    /// connection without TLS. The handshake is complete before the
+    /// handler is called, so on a TLS connection this is always there.
+    /// See [`TlsInfo`](crate::TlsInfo) for an example.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_info(&self) -> Option<&crate::stream::tls::TlsInfo> {
+        self.transport.tls_info().map(|info| &**info)
+    }
+
+    /// The user, group and process of the client of a Unix socket, as
+    /// the kernel recorded them when it connected; `None` over TCP (and
+    /// where the system does not tell: see [`PeerCredentials`]). Read
+    /// once, before the handler is called.
+    ///
+    /// # Examples
+    ///
+    /// A server that tells each client who it is:
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")]
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::{self, Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// use frontdesk::{Connection, Server};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("frontdesk-doc-cred-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("app.sock");
+    /// let server = Server::builder().bind_unix(&path)?;
+    /// let handle = server.spawn(|conn: &mut Connection| -> io::Result<()> {
+    ///     match conn.peer_credentials() {
+    ///         Some(who) => writeln!(conn, "uid {} pid {:?}", who.uid(), who.pid()),
+    ///         None => writeln!(conn, "unknown"),
+    ///     }
+    /// })?;
+    ///
+    /// let mut client = UnixStream::connect(&path)?;
+    /// let mut reply = String::new();
+    /// client.read_to_string(&mut reply)?;
+    /// // This process connected: its own pid comes back.
+    /// assert!(reply.ends_with(&format!(" pid Some({})\n", std::process::id())), "{reply}");
+    /// handle.shutdown()?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok(()) }
+    /// # #[cfg(not(target_os = "linux"))]
+    /// # fn main() {}
+    /// ```
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.credentials
     }
 
     /// Ends the stream as its protocol wants and gives the socket back
@@ -610,6 +667,7 @@ impl fmt::Debug for Connection {
             peer_addr,
             proxy: _,
             id,
+            credentials,
             shared: _,
             limits,
             deadline,
@@ -622,6 +680,7 @@ impl fmt::Debug for Connection {
             .field("id", id)
             .field("peer_addr", peer_addr)
             .field("transport", transport)
+            .field("credentials", credentials)
             .field("limits", limits)
             .field("deadline", deadline)
             .field("ended", &ended.get())

@@ -57,6 +57,13 @@ impl Transport {
         false
     }
 
+    /// What the TLS handshake settled, once it is complete; `None` on a
+    /// plain socket.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_info(&self) -> Option<&Arc<crate::stream::tls::TlsInfo>> {
+        self.tls.as_ref()?.info()
+    }
+
     /// Reads what has arrived, without waiting: `WouldBlock` when nothing
     /// has (and, with TLS, nothing is left decrypted either).
     pub(crate) fn recv_now(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
-use crate::net::socket::Socket;
+use crate::net::socket::{PeerCredentials, Socket};
 use crate::pool::closer::Closer;
 use crate::pool::per_ip::IpSlot;
 use crate::pool::queue::{Job, Queue};
@@ -360,6 +360,12 @@ pub(crate) struct Entry {
     /// The client's address, and the PROXY protocol header when the
     /// server requires one (set once read: the connection is made before).
     pub(crate) peer_addr: ClientAddr,
+    /// A Unix socket peer's credentials, read once when made.
+    pub(crate) credentials: Option<PeerCredentials>,
+    /// What the TLS handshake settled, set as it completes (before
+    /// `open`); outside `inner`, so that a turn reads it without a lock.
+    #[cfg(feature = "tls")]
+    tls_info: std::sync::OnceLock<Arc<crate::stream::tls::TlsInfo>>,
     /// The news of its input (see `input.rs`).
     input: Input,
     /// Whether this turn read anything: only a turn that did counts as
@@ -439,6 +445,9 @@ impl Entry {
         Arc::new(Entry {
             id: conn.id,
             peer_addr: ClientAddr::new(conn.peer, conn.proxy),
+            credentials: conn.transport.socket().peer_credentials(),
+            #[cfg(feature = "tls")]
+            tls_info: std::sync::OnceLock::new(),
             input: Input::new(),
             took_input: AtomicBool::new(false),
             held: AtomicBool::new(false),
@@ -543,13 +552,24 @@ impl Entry {
     /// Runs the TLS handshake as far as it goes without waiting: `Ok(true)`
     /// once it is complete.
     pub(crate) fn advance_handshake(&self) -> io::Result<bool> {
-        let done = self.stream()?.advance_handshake()?;
+        let transport = self.stream()?;
+        let done = transport.advance_handshake()?;
         if done {
+            #[cfg(feature = "tls")]
+            if let Some(info) = transport.tls_info() {
+                let _ = self.tls_info.set(Arc::clone(info));
+            }
             let mut inner = lock(&self.inner);
             inner.handshaking = false;
             inner.deadline = None;
         }
         Ok(done)
+    }
+
+    /// What the TLS handshake settled, once it is complete.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls_info(&self) -> Option<&crate::stream::tls::TlsInfo> {
+        self.tls_info.get().map(|info| &**info)
     }
 
     /// Whether the connection speaks TLS (false once it has closed).

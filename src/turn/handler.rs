@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::net::socket::PeerCredentials;
 use crate::pool::shutdown::Shared;
 use crate::stream::proxy::ProxyHeader;
 use crate::turn::engine::SendError;
@@ -182,6 +183,26 @@ impl<'a> Turn<'a> {
     /// `open` runs only once the handshake is complete.
     pub fn is_tls(&self) -> bool {
         self.entry.is_tls()
+    }
+
+    /// What the TLS handshake settled: the client's verified certificate
+    /// chain, the name it asked for (SNI), the ALPN protocol; `None` on a
+    /// connection without TLS. The handshake runs parked, a step per turn
+    /// of the client's records, before [`open`](TurnHandler::open): from
+    /// `open` on, on a TLS connection this is always there. See
+    /// [`TlsInfo`](crate::TlsInfo).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_info(&self) -> Option<&crate::stream::tls::TlsInfo> {
+        self.entry.tls_info()
+    }
+
+    /// The user, group and process of the client of a Unix socket, as
+    /// the kernel recorded them when it connected; `None` over TCP (see
+    /// [`Connection::peer_credentials`](crate::Connection::peer_credentials)).
+    /// Read once, before [`open`](TurnHandler::open).
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.entry.credentials
     }
 
     /// The connection's id: unique among the server's connections.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::net::socket::PeerCredentials;
 use crate::stream::frames::LengthPrefix;
 use crate::turn::engine::{Entry, SendError};
 
@@ -46,6 +47,21 @@ impl Peer {
     /// The client's address.
     pub fn peer_addr(&self) -> Addr {
         self.entry.peer_addr.get()
+    }
+
+    /// What the connection's TLS handshake settled (see
+    /// [`Turn::tls_info`](crate::Turn::tls_info)); kept after the
+    /// connection ends.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_info(&self) -> Option<&crate::stream::tls::TlsInfo> {
+        self.entry.tls_info()
+    }
+
+    /// The credentials of a Unix socket's client (see
+    /// [`Turn::peer_credentials`](crate::Turn::peer_credentials)).
+    pub fn peer_credentials(&self) -> Option<PeerCredentials> {
+        self.entry.credentials
     }
 
     /// Queues `bytes` for the client; never waits. Anything byte-like

@@ -53,15 +53,7 @@ impl Certs {
     /// A new certificate for [`SERVER_NAME`] and `127.0.0.1`; `label`
     /// names its directory, for a human looking at a failed run.
     pub(crate) fn new(label: &str) -> Certs {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "tls-{label}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        // A directory left by an earlier run with the same process id.
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let dir = fresh_dir(label);
         let made =
             rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string(), "127.0.0.1".into()])
                 .expect("generate a self-signed certificate");
@@ -75,6 +67,55 @@ impl Certs {
             key,
             der: made.cert.der().clone(),
         }
+    }
+
+    /// A new certificate for [`SERVER_NAME`] and `127.0.0.1` signed by
+    /// `ca`: a client trusts it by trusting the CA ([`Certs::client_config`]
+    /// does).
+    pub(crate) fn signed_by(ca: &Ca, label: &str) -> Certs {
+        let dir = fresh_dir(label);
+        let key_pair = rcgen::KeyPair::generate().expect("generate a key");
+        let mut params =
+            rcgen::CertificateParams::new(vec![SERVER_NAME.to_string(), "127.0.0.1".into()])
+                .expect("valid names");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let made = params
+            .signed_by(&key_pair, &ca.cert, &ca.key)
+            .expect("sign a server certificate");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.pem()).expect("write cert.pem");
+        std::fs::write(&key, key_pair.serialize_pem()).expect("write key.pem");
+        Certs {
+            dir,
+            cert,
+            key,
+            der: ca.cert.der().clone(),
+        }
+    }
+
+    /// A client that trusts this certificate (or its CA) and presents
+    /// `identity` when asked for a certificate, offering `alpn`.
+    pub(crate) fn client_config_as(
+        &self,
+        identity: Option<&ClientCert>,
+        alpn: &[&[u8]],
+    ) -> Arc<ClientConfig> {
+        let mut roots = RootCertStore::empty();
+        roots.add(self.der.clone()).expect("a valid certificate");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("the ring provider supports the default versions")
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some(identity) => builder
+                .with_client_auth_cert(vec![identity.der.clone()], identity.key_der())
+                .expect("a valid client certificate and key"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        Arc::new(config)
     }
 
     /// The server's settings for this certificate.
@@ -97,6 +138,114 @@ impl Certs {
 }
 
 impl Drop for Certs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh directory under the target directory's temporary folder
+/// (`CARGO_TARGET_TMPDIR`); `label` names it, for a human looking at a
+/// failed run.
+fn fresh_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "tls-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    // A directory left by an earlier run with the same process id.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the certificate directory");
+    dir
+}
+
+/// A certificate authority made at test time: its certificate in a PEM
+/// file (`pem`, for `TlsConfigBuilder::client_ca_pem_file`), and its key
+/// to sign servers' ([`Certs::signed_by`]) and clients' ([`Ca::client`])
+/// certificates.
+pub(crate) struct Ca {
+    dir: PathBuf,
+    pub(crate) pem: PathBuf,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    pub(crate) fn new(label: &str) -> Ca {
+        let dir = fresh_dir(label);
+        let key = rcgen::KeyPair::generate().expect("generate a key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("no names");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("frontdesk test CA {label}"),
+        );
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("make the CA certificate");
+        let pem = dir.join("ca.pem");
+        std::fs::write(&pem, cert.pem()).expect("write ca.pem");
+        Ca {
+            dir,
+            pem,
+            cert,
+            key,
+        }
+    }
+
+    /// A client certificate signed by this CA, its PEM files in a
+    /// directory of its own.
+    pub(crate) fn client(&self, label: &str) -> ClientCert {
+        let dir = fresh_dir(label);
+        let key_pair = rcgen::KeyPair::generate().expect("generate a key");
+        let mut params =
+            rcgen::CertificateParams::new(vec![format!("{label}.client.test")]).expect("a name");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, label);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let made = params
+            .signed_by(&key_pair, &self.cert, &self.key)
+            .expect("sign a client certificate");
+        let cert = dir.join("client.pem");
+        let key = dir.join("client-key.pem");
+        std::fs::write(&cert, made.pem()).expect("write client.pem");
+        std::fs::write(&key, key_pair.serialize_pem()).expect("write client-key.pem");
+        ClientCert {
+            dir,
+            cert,
+            key,
+            der: made.der().clone(),
+            key_der: key_pair.serialize_der(),
+        }
+    }
+}
+
+impl Drop for Ca {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A client's certificate and key, as PEM files (for `openssl s_client
+/// -cert -key`) and as DER (for a rustls client).
+pub(crate) struct ClientCert {
+    dir: PathBuf,
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl ClientCert {
+    fn key_der(&self) -> rustls::pki_types::PrivateKeyDer<'static> {
+        rustls::pki_types::PrivatePkcs8KeyDer::from(self.key_der.clone()).into()
+    }
+}
+
+impl Drop for ClientCert {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
