@@ -316,7 +316,7 @@ impl Server {
             dropped: drained.dropped,
             stuck_workers: drained.stuck_workers,
             elapsed: stopped_at.elapsed(),
-            stats: shared.counters.snapshot(shared.workers),
+            stats: shared.stats(),
         };
         log::info!(
             "stopped {local_addr}: drained={} forced={} dropped={} in {:?}",
@@ -400,7 +400,8 @@ impl<H: TurnHandler> Mode for TurnByTurn<H> {
         closer: &Closer,
         queue: &Sender<Job<ModeJob<Self>>>,
     ) -> Result<(Turns<H>, Option<PollerThread>)> {
-        config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
+        // The cap while none is set, on the builder or the control.
+        shared.set_default_max_connections(TURN_MAX_CONNECTIONS);
         let hub = Hub::new(config, Arc::clone(shared), closer.clone(), queue.clone())
             .map_err(|source| Error::Signal { source })?;
         let hub = Arc::new(hub);

@@ -1,14 +1,16 @@
 //! End-to-end tests of the command line shared by the examples
 //! (`examples/common/mod.rs`): help, bad arguments, a busy port, the
-//! `listening on` line and exit on a signal.
+//! `listening on` line, exit on a signal, and SIGUSR2's pause.
 
 #![cfg(unix)]
 
 mod support;
 
 use std::net::TcpListener;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use support::{run, Example};
+use support::{run, Example, PATIENCE};
 
 const EXAMPLES: [&str; 3] = ["echo", "commands", "chat"];
 
@@ -397,4 +399,52 @@ fn max_connections_per_ip_has_no_limit_by_default_and_takes_usize_max() {
         &["--max-connections-per-ip", "18446744073709551616"],
         "invalid value '18446744073709551616' for --max-connections-per-ip",
     );
+}
+
+/// Waits until the example has said `text` on stderr (the signals thread
+/// says it once the pause or resume holds), at most [`PATIENCE`].
+fn wait_for_stderr(server: &Example, text: &str, times: usize) {
+    let start = Instant::now();
+    while server.stderr().matches(text).count() < times {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "never said {text:?}; stderr:\n{}",
+            server.stderr()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn sigusr2_pauses_accepting_and_the_next_one_resumes() {
+    for turns in [&[][..], &["--turns"][..]] {
+        let mut server = Example::start("commands", turns);
+        let mut open = server.connect();
+        open.send("ping\n");
+        open.expect("pong");
+
+        server.signal(libc::SIGUSR2);
+        wait_for_stderr(&server, "accepting paused", 1);
+        // Connected (the kernel completes the handshake), not accepted:
+        // nothing answers within a short bounded wait, in which a served
+        // client gets its answer many times over on loopback.
+        let mut waiting = server.connect();
+        waiting.send("ping\n");
+        thread::sleep(Duration::from_millis(300));
+        assert!(
+            waiting.nothing_arrived(),
+            "{turns:?}: answered while paused"
+        );
+        // The client connected before the pause is served as before.
+        open.send("ping\n");
+        open.expect("pong");
+
+        server.signal(libc::SIGUSR2);
+        wait_for_stderr(&server, "accepting resumed", 1);
+        waiting.expect("pong");
+        server.signal(libc::SIGUSR1);
+        wait_for_stderr(&server, "paused=0", 1);
+        drop((open, waiting));
+        server.stop();
+    }
 }

@@ -33,6 +33,11 @@
 //! stats: accepted=12 completed=9 rejected=1 dropped=0 active=1 queued=0 parked=1 ...
 //! ```
 //!
+//! SIGUSR2 pauses accepting ([`frontdesk::ServerControl::pause`]: new
+//! clients wait in the backlog, open ones are served) and says
+//! `accepting paused` on stderr; the next SIGUSR2 resumes
+//! (`accepting resumed`).
+//!
 //! The same line, with the final counters, is logged at `info`
 //! (`RUST_LOG=info`) when the server has stopped. The soak
 //! (`cargo run --release -p bench -- soak`, docs/reliability.md) reads
@@ -372,7 +377,7 @@ pub(crate) fn stats_line(stats: &frontdesk::Stats) -> String {
          parked={} lingering={} handler_errors={} panics={} timeouts_idle={} \
          timeouts_deadline={} timeouts_read={} timeouts_write={} rejected_overload={} \
          rejected_max_connections={} rejected_proxy={} forced_closed={} linger_cut={} \
-         outbox_full={} accept_errors={}",
+         outbox_full={} accept_errors={} paused={}",
         stats.accepted,
         stats.completed,
         stats.rejected.total(),
@@ -394,6 +399,7 @@ pub(crate) fn stats_line(stats: &frontdesk::Stats) -> String {
         stats.linger_cut,
         stats.outbox_full,
         stats.accept_errors,
+        u8::from(stats.paused),
     )
 }
 
@@ -773,7 +779,9 @@ tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 Prints `listening on IP:PORT` (or `listening on unix:PATH`) once
 listening, then `metrics on ADDR` with --metrics. SIGINT (Ctrl-C) or
 SIGTERM shuts down gracefully: stop accepting, answer what clients
-already sent, close; a second signal exits at once. RUST_LOG=debug logs
+already sent, close; a second signal exits at once. SIGUSR1 prints the
+counters on stderr; SIGUSR2 pauses accepting (new clients wait, open
+ones are served) and the next SIGUSR2 resumes. RUST_LOG=debug logs
 each connection on stderr.
 
 Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
@@ -812,7 +820,7 @@ mod signals {
     use std::thread::{self, JoinHandle};
 
     use frontdesk::ServerControl;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     use signal_hook::iterator::{Handle, Signals};
 
     use super::Reload;
@@ -825,15 +833,16 @@ mod signals {
 
     /// Starts a thread that stops the servers on the first SIGINT or
     /// SIGTERM and ends the process at once on a second one; SIGUSR1 prints
-    /// the main server's counters on stderr.
+    /// the main server's counters on stderr; SIGUSR2 pauses the main
+    /// server's accepting, and the next one resumes it.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
     pub(super) fn watch(stoppers: Vec<ServerControl>, reload: Option<Reload>) -> io::Result<Watch> {
         let mut signals = match reload {
-            Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])?,
-            None => Signals::new([SIGINT, SIGTERM, SIGUSR1])?,
+            Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP])?,
+            None => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?,
         };
         let handle = signals.handle();
         let thread = thread::Builder::new()
@@ -844,6 +853,16 @@ mod signals {
                     match (signal, &reload) {
                         (SIGHUP, Some(reload)) => reload(),
                         (SIGUSR1, _) => eprintln!("{}", super::stats_line(&stoppers[0].stats())),
+                        // Said once it holds: no client is accepted from
+                        // the moment `pause` returns.
+                        (SIGUSR2, _) if stoppers[0].is_paused() => {
+                            stoppers[0].resume();
+                            eprintln!("accepting resumed");
+                        }
+                        (SIGUSR2, _) => {
+                            stoppers[0].pause();
+                            eprintln!("accepting paused (SIGUSR2 resumes)");
+                        }
                         _ if stopping => {
                             eprintln!("second signal: exiting without waiting for connections");
                             std::process::exit(1);

@@ -125,7 +125,14 @@ impl<'a, T> Acceptor<'a, T> {
 
     fn accept_until_stopped(&mut self) -> Result<()> {
         while !self.shared.is_stopping() {
-            match self.listener.accept() {
+            let Some(accepted) = self.shared.unless_paused(|| self.listener.accept()) else {
+                // Paused: new clients wait in the backlog, the listener
+                // stays open, and this thread waits for the resume or the
+                // stop.
+                self.shared.wait_resumed();
+                continue;
+            };
+            match accepted {
                 Ok((stream, peer)) => {
                     if self.backoff.take().is_some() {
                         log::info!("accepting again after resource errors");
@@ -195,7 +202,8 @@ impl<'a, T> Acceptor<'a, T> {
             id: self.last_id,
             ip_slot: None,
         };
-        if let Some(max) = self.config.max_connections {
+        // Read for each connection: the control may change it.
+        if let Some(max) = self.shared.max_connections() {
             if counters.open.load(Ordering::Relaxed) >= max {
                 return self.reject(job, RejectReason::MaxConnections);
             }
