@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::addr::Addr;
 use crate::error::{Error, Result};
+use crate::net::listener::Listener;
 use crate::pool::shutdown::Shared;
 use crate::stats::Stats;
 
@@ -78,25 +79,33 @@ pub struct ShutdownReport {
 pub struct ServerHandle {
     thread: Option<JoinHandle<Result<ShutdownReport>>>,
     shared: Arc<Shared>,
-    local_addr: Addr,
 }
 
 impl ServerHandle {
     pub(crate) fn new(
         thread: JoinHandle<Result<ShutdownReport>>,
         shared: Arc<Shared>,
-        local_addr: Addr,
     ) -> ServerHandle {
         ServerHandle {
             thread: Some(thread),
             shared,
-            local_addr,
         }
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on; with several listeners, the
+    /// first one's (see [`local_addrs`](ServerHandle::local_addrs)).
     pub fn local_addr(&self) -> Addr {
-        self.local_addr.clone()
+        self.shared.listener(0).info.local_addr().clone()
+    }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        local_addrs(&self.shared)
+    }
+
+    /// Every listener, in the order they were added.
+    pub fn listeners(&self) -> Vec<Listener> {
+        listeners(&self.shared)
     }
 
     /// A snapshot of the server's counters.
@@ -145,7 +154,7 @@ impl ServerHandle {
     /// another thread, for example while this one waits in
     /// [`join`](ServerHandle::join).
     pub fn control(&self) -> ServerControl {
-        ServerControl::new(Arc::clone(&self.shared), self.local_addr.clone())
+        ServerControl::new(Arc::clone(&self.shared))
     }
 
     /// Whether the server has stopped (its accept loop and shutdown are
@@ -242,12 +251,11 @@ impl Drop for ServerHandle {
 #[derive(Debug, Clone)]
 pub struct ServerControl {
     shared: Arc<Shared>,
-    local_addr: Addr,
 }
 
 impl ServerControl {
-    pub(crate) fn new(shared: Arc<Shared>, local_addr: Addr) -> ServerControl {
-        ServerControl { shared, local_addr }
+    pub(crate) fn new(shared: Arc<Shared>) -> ServerControl {
+        ServerControl { shared }
     }
 
     /// Asks the server to shut down gracefully (see
@@ -268,9 +276,20 @@ impl ServerControl {
         self.shared.stats()
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on; with several listeners, the
+    /// first one's (see [`local_addrs`](ServerControl::local_addrs)).
     pub fn local_addr(&self) -> Addr {
-        self.local_addr.clone()
+        self.shared.listener(0).info.local_addr().clone()
+    }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        local_addrs(&self.shared)
+    }
+
+    /// Every listener, in the order they were added.
+    pub fn listeners(&self) -> Vec<Listener> {
+        listeners(&self.shared)
     }
 
     /// Stops accepting new connections until [`resume`](ServerControl::resume),
@@ -394,4 +413,13 @@ fn set_max_connections_per_ip(shared: &Shared, max: Option<usize>) -> Result<()>
     }
     shared.set_max_connections_per_ip(max);
     Ok(())
+}
+
+pub(crate) fn local_addrs(shared: &Shared) -> Vec<Addr> {
+    let listeners = shared.listeners().iter();
+    listeners.map(|l| l.info.local_addr().clone()).collect()
+}
+
+pub(crate) fn listeners(shared: &Shared) -> Vec<Listener> {
+    shared.listeners().iter().map(|l| l.info.clone()).collect()
 }

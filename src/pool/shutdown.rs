@@ -28,13 +28,12 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::addr::Addr;
-use crate::config::{Config, TlsSetup};
+use crate::config::{Config, ListenerSetup};
 use crate::net::socket::Socket;
 use crate::pool::guard::run_guarded;
 use crate::pool::per_ip::{IpSlot, PerIp};
 use crate::reject::{RejectHandler, RejectReason, Rejected};
 use crate::stats::{Counters, Stats};
-use crate::stream::proxy::ProxyConfig;
 use crate::stream::wait::{Signal, Stopping};
 use crate::sync::lock;
 
@@ -49,12 +48,9 @@ pub(crate) struct Shared {
     pub(crate) drain_quiet: Duration,
     /// How long a close may wait for the client (`linger_time`).
     pub(crate) linger_time: Duration,
-    /// The PROXY protocol, when every connection must start with its
-    /// header.
-    pub(crate) proxy: Option<ProxyConfig>,
-    /// TLS, when every connection speaks it.
-    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
-    pub(crate) tls: Option<TlsSetup>,
+    /// The listeners, in the order they were added: each one's PROXY
+    /// protocol and TLS settings, and what its connections see of it.
+    listeners: Box<[ListenerSetup]>,
     /// The connections of each client address, while they are capped
     /// (`max_connections_per_ip`); the table exists even when they are
     /// not, so that a cap can be switched on while the server runs.
@@ -66,9 +62,9 @@ pub(crate) struct Shared {
     /// `Handler` mode, `TURN_MAX_CONNECTIONS` in the turn mode.
     default_max_connections: AtomicUsize,
     pause: Pause,
-    /// The reject handler, unless there is none or the server speaks TLS
-    /// (a client turned away has had no handshake: a reply would reach it
-    /// unencrypted).
+    /// The reject handler, if any. It is not run for a connection of a
+    /// TLS listener (a client turned away has had no handshake: a reply
+    /// would reach it unencrypted).
     on_reject: Option<RejectHook>,
     stop: StopSignal,
     /// `counters.completed` when the stop signal was raised.
@@ -76,33 +72,40 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &Config) -> io::Result<Shared> {
+    /// `listeners` has at least one (the builder checks it).
+    pub(crate) fn new(config: &Config, listeners: Vec<ListenerSetup>) -> io::Result<Shared> {
+        debug_assert!(!listeners.is_empty());
         Ok(Shared {
             counters: Counters::default(),
             workers: config.workers,
             drain_quiet: config.drain_quiet,
             linger_time: config.linger.time,
-            proxy: config.proxy.clone(),
-            tls: config.tls.clone(),
+            listeners: listeners.into_boxed_slice(),
             per_ip: PerIp::new(config.max_connections_per_ip),
             max_connections: AtomicUsize::new(config.max_connections.unwrap_or(0)),
             default_max_connections: AtomicUsize::new(0),
             pause: Pause::new(),
-            on_reject: config
-                .on_reject
-                .clone()
-                .filter(|_| config.tls.is_none())
-                .map(RejectHook),
+            on_reject: config.on_reject.clone().map(RejectHook),
             stop: StopSignal::new()?,
             completed_at_stop: AtomicU64::new(0),
         })
     }
 
-    /// Whether the per-address cap is checked when a connection is
-    /// accepted: unless a PROXY header names the client, which only a
-    /// worker (or a turn) reads, later.
-    pub(crate) fn caps_per_ip_on_accept(&self) -> bool {
-        self.proxy.is_none()
+    /// The listener at `index` (in the order added).
+    pub(crate) fn listener(&self, index: usize) -> &ListenerSetup {
+        &self.listeners[index]
+    }
+
+    /// Every listener, in the order added.
+    pub(crate) fn listeners(&self) -> &[ListenerSetup] {
+        &self.listeners
+    }
+
+    /// Whether the per-address cap is checked when a connection of
+    /// `listener` is accepted: unless a PROXY header names the client,
+    /// which only a worker (or a turn) reads, later.
+    pub(crate) fn caps_per_ip_on_accept(&self, listener: usize) -> bool {
+        self.listener(listener).proxy.is_none()
     }
 
     /// A place in the count of `client`'s connections, or the reason to
@@ -211,9 +214,19 @@ impl Shared {
         stats
     }
 
-    /// Runs the reject handler, if any, for a connection turned away; the
-    /// caller counts and closes it.
-    pub(crate) fn say_no(&self, socket: &Arc<Socket>, peer: &Addr, id: u64, reason: RejectReason) {
+    /// Runs the reject handler, if any, for a connection of `listener`
+    /// turned away (unless that listener speaks TLS); the caller counts
+    /// and closes it.
+    pub(crate) fn say_no(
+        &self,
+        socket: &Arc<Socket>,
+        (peer, id): (&Addr, u64),
+        listener: usize,
+        reason: RejectReason,
+    ) {
+        if self.listener(listener).tls.is_some() {
+            return;
+        }
         if let Some(RejectHook(handler)) = &self.on_reject {
             let mut rejected = Rejected::new(Arc::clone(socket), peer.clone(), id, reason);
             run_guarded("reject handler", peer, id, &self.counters, None, || {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::net::listener::Listener;
 use crate::stream::frames::LengthPrefix;
 use crate::turn::engine::{Entry, SendError};
 
@@ -46,6 +47,12 @@ impl Peer {
     /// The client's address.
     pub fn peer_addr(&self) -> Addr {
         self.entry.peer_addr.get()
+    }
+
+    /// The listener the connection came through (see
+    /// [`Connection::listener`](crate::Connection::listener)).
+    pub fn listener(&self) -> &Listener {
+        &self.entry.hub.shared.listener(self.entry.listener).info
     }
 
     /// Queues `bytes` for the client; never waits. Anything byte-like
