@@ -47,7 +47,7 @@ fn help_prints_usage_and_exits_0() {
             let (status, stdout, stderr) = run(name, &["127.0.0.1:0", flag]);
             assert!(status.success(), "{name} {flag}: {status}");
             assert!(
-                stdout.contains(&format!("usage: {name} [ADDR] ")),
+                stdout.contains(&format!("usage: {name} [ADDR...] ")),
                 "{stdout}"
             );
             assert!(stdout.contains("default 127.0.0.1:7878"), "{stdout}");
@@ -290,17 +290,18 @@ fn unknown_option_is_an_error() {
 }
 
 #[test]
-fn repeated_option_or_second_address_is_an_error() {
+fn repeated_option_or_bad_second_address_is_an_error() {
     fails(
         "echo",
         &["--workers", "2", "--workers=3"],
         "--workers given twice",
     );
     fails("commands", &["--turns", "--turns"], "--turns given twice");
+    // Several addresses are several listeners; each must be valid.
     fails(
         "echo",
-        &["127.0.0.1:0", "127.0.0.1:1"],
-        "unexpected argument '127.0.0.1:1'",
+        &["127.0.0.1:0", "127.0.0.1"],
+        "invalid address '127.0.0.1'",
     );
 }
 
@@ -326,7 +327,7 @@ fn control_characters_in_arguments_are_escaped() {
     fails(
         "echo",
         &["127.0.0.1:0", "un\x1bix:x"],
-        "unexpected argument 'un\\u{1b}ix:x'",
+        "invalid address 'un\\u{1b}ix:x'",
     );
 }
 
@@ -447,4 +448,87 @@ fn sigusr2_pauses_accepting_and_the_next_one_resumes() {
         drop((open, waiting));
         server.stop();
     }
+}
+
+/// Several ADDRs: one server with a listener each, one `listening on`
+/// line per listener in the order given, every listener served.
+#[test]
+fn several_addresses_make_one_server_with_a_listener_each() {
+    let dir = std::env::temp_dir().join(format!("fd-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // [::1] only where the machine has IPv6 loopback.
+    let v6 = match TcpListener::bind("[::1]:0") {
+        Ok(_) => true,
+        Err(error) => {
+            eprintln!(
+                "SKIPPED the [::1] part of several_addresses...: cannot bind [::1] ({error})"
+            );
+            false
+        }
+    };
+    for (name, turns) in [
+        ("commands", false),
+        ("commands", true),
+        ("echo", false),
+        ("chat", true),
+    ] {
+        let path = dir.join(format!("{name}-{turns}.sock"));
+        let unix = format!("unix:{}", path.display());
+        // `Example::start` puts 127.0.0.1:0 first.
+        let mut args = vec![unix.as_str()];
+        if v6 {
+            args.push("[::1]:0");
+        }
+        if turns {
+            args.push("--turns");
+        }
+        let mut server = Example::start(name, &args);
+        assert_eq!(server.next_stdout_line(), format!("listening on {unix}"));
+        let mut tcp = vec![server.addr];
+        if v6 {
+            let line = server.next_stdout_line();
+            let addr = line
+                .strip_prefix("listening on ")
+                .and_then(|addr| addr.parse::<std::net::SocketAddr>().ok())
+                .unwrap_or_else(|| {
+                    panic!("{name}: expected `listening on [::1]:PORT`, got {line:?}")
+                });
+            assert!(addr.is_ipv6(), "{addr}");
+            tcp.push(addr);
+        }
+        let mut unix_client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        unix_client.set_read_timeout(Some(PATIENCE)).unwrap();
+        match name {
+            "chat" => {
+                let mut clients: Vec<support::Client> = tcp
+                    .iter()
+                    .map(|addr| support::Client::connect(*addr))
+                    .collect();
+                for client in &mut clients {
+                    assert!(!client.line().is_empty(), "{name}: a greeting");
+                }
+            }
+            _ => {
+                let (request, reply) = match name {
+                    "echo" => ("hello\n", "hello"),
+                    _ => ("ping\n", "pong"),
+                };
+                for addr in &tcp {
+                    let mut client = support::Client::connect(*addr);
+                    client.send(request);
+                    client.expect(reply);
+                }
+                use std::io::{BufRead, BufReader, Write};
+                unix_client.write_all(request.as_bytes()).unwrap();
+                let mut line = String::new();
+                BufReader::new(&unix_client).read_line(&mut line).unwrap();
+                assert_eq!(line.trim_end(), reply, "{name} over the Unix socket");
+            }
+        }
+        drop(unix_client);
+        server.stop();
+        assert!(!path.exists(), "{name}: the socket file is removed on exit");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
