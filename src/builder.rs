@@ -90,6 +90,7 @@ impl Server {
 /// Configures and binds a [`Server`].
 ///
 /// Every setter takes and returns the builder; nothing happens until
+/// [`build`](ServerBuilder::build) (after [`listen`](ServerBuilder::listen)),
 /// [`bind`](ServerBuilder::bind) or
 /// [`from_listener`](ServerBuilder::from_listener), which check the values
 /// and return [`Error::Config`] for a bad one (setters never panic).
@@ -842,8 +843,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Builds a server on the listening socket a service manager passed to
-    /// this process (systemd socket activation: `LISTEN_FDS`, and
+    /// Builds a server on the listening sockets a service manager passed
+    /// to this process (systemd socket activation: `LISTEN_FDS`, and
     /// `LISTEN_PID` naming this process), or returns `None` when the
     /// process was not started that way.
     ///
@@ -854,14 +855,18 @@ impl ServerBuilder {
     /// when `LISTEN_FDS` is set). Tools that pass sockets without a pid
     /// (`systemfd --no-pid`) are not followed.
     ///
-    /// The socket is adopted as [`from_listener`](ServerBuilder::from_listener)
+    /// Every passed socket, TCP or Unix, becomes a listener of the server,
+    /// in the order passed, after any added with
+    /// [`listen`](ServerBuilder::listen); each is named after
+    /// `LISTEN_FDNAMES` when the manager names them (systemd's
+    /// `FileDescriptorName=`, see [`Listener::name`](crate::Listener::name)).
+    /// Each is adopted as [`from_listener`](ServerBuilder::from_listener)
     /// adopts one: its options stay as the manager set them, and it keeps
     /// listening after the server stops, so a restarted service finds the
-    /// clients that connected in between waiting in its backlog. Only the
-    /// first passed socket is used, and it must be listening: a systemd
-    /// socket unit with `Accept=yes` passes a connection instead, which
-    /// is an error here, before the server could tell systemd it is
-    /// ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
+    /// clients that connected in between waiting in its backlog. Each must
+    /// be listening: a systemd socket unit with `Accept=yes` passes a
+    /// connection instead, which is an error here, before the server
+    /// could tell systemd it is ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
     /// are removed from the environment in every case, so child processes
     /// do not take the socket for theirs; call this early, before other
     /// threads read the environment.

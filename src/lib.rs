@@ -134,6 +134,14 @@
 //! them: they read and write plaintext, and [`Addr`] tells the addresses.
 //! See `docs/deploy.md` for running them in production.
 //!
+//! One server can listen on several sockets at once
+//! ([`ServerBuilder::listen`] with a [`Listen`] each, then
+//! [`ServerBuilder::build`]): IPv4 and IPv6, a plain and a TLS port, a
+//! Unix socket, every socket a service manager passes. They share the
+//! workers, the limits and the shutdown; each may have its own TLS and
+//! PROXY setting, and a handler learns which one a connection came
+//! through from [`Connection::listener`] (a [`Listener`]).
+//!
 //! # Platform notes
 //!
 //! Written and tested on Linux. Reads and writes use `MSG_DONTWAIT` and wait
