@@ -578,15 +578,16 @@ impl ServerBuilder {
     /// handle.shutdown()?;
     /// # Ok(()) }
     /// ```
-    pub fn build(self) -> Result<Server> {
+    pub fn build(mut self) -> Result<Server> {
         let config = self.config()?;
         if self.listens.is_empty() {
             return Err(Error::Config(
                 "no listener: add one with `listen`, or call `bind`",
             ));
         }
-        let mut opened = Vec::with_capacity(self.listens.len());
-        for listen in &self.listens {
+        let listens = std::mem::take(&mut self.listens);
+        let mut opened = Vec::with_capacity(listens.len());
+        for listen in listens {
             // On an error, those opened so far are dropped: closed, and
             // their socket files removed.
             opened.push(self.open(listen)?);
@@ -596,10 +597,16 @@ impl ServerBuilder {
 
     /// Opens one listener: binds it, or adopts the socket given, with its
     /// settings or the builder's.
-    fn open(&self, listen: &Listen) -> Result<Opened> {
+    fn open(&self, listen: Listen) -> Result<Opened> {
         let options = self.listen_options()?;
         let listener_error = |source| Error::Listener { source };
-        let (socket, adopted, socket_file) = match &listen.source {
+        let proxy = listen
+            .proxy_protocol
+            .unwrap_or(self.proxy_protocol)
+            .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied()));
+        let tls = self.tls_setup(&listen);
+        let name = listen.name;
+        let (socket, adopted, socket_file) = match listen.source {
             Source::Tcp { shown, addrs } => {
                 let resolve_error = |source| Error::Resolve {
                     addr: shown.clone(),
@@ -643,7 +650,7 @@ impl ServerBuilder {
                     source,
                 };
                 let (listener, file) = crate::net::socket_file::bind_unix(
-                    path,
+                    &path,
                     options.backlog,
                     self.unix_permissions,
                 )
@@ -651,7 +658,8 @@ impl ServerBuilder {
                 (ListenSocket::Unix(listener), false, Some(file))
             }
             Source::FromTcp(listener) => {
-                let listener = Arc::clone(listener);
+                // Ours alone unless the `Listen` was cloned: then a
+                // duplicate descriptor of the same socket.
                 let listener = Arc::try_unwrap(listener)
                     .or_else(|shared| shared.try_clone())
                     .map_err(listener_error)?;
@@ -659,24 +667,19 @@ impl ServerBuilder {
             }
             #[cfg(unix)]
             Source::FromUnix(listener) => {
-                let listener = Arc::clone(listener);
                 let listener = Arc::try_unwrap(listener)
                     .or_else(|shared| shared.try_clone())
                     .map_err(listener_error)?;
                 (ListenSocket::Unix(listener), true, None)
             }
         };
-        let proxy = listen
-            .proxy_protocol
-            .unwrap_or(self.proxy_protocol)
-            .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied()));
         Ok(Opened {
             socket,
             adopted,
             socket_file,
-            name: listen.name.clone(),
+            name,
             proxy,
-            tls: self.tls_setup(listen),
+            tls,
         })
     }
 

@@ -626,3 +626,26 @@ fn a_listener_that_fails_closes_those_opened_before() {
         .unwrap_err();
     assert!(matches!(error, Error::Resolve { .. }), "{error:?}");
 }
+
+/// A builder clone shares an adopted listener: each build adopts the
+/// same socket (the clone's through a duplicate descriptor).
+#[test]
+fn a_cloned_builder_adopts_the_same_socket() {
+    let listener = TcpListener::bind(util::LOCALHOST).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let builder = Server::builder().listen(Listen::from_tcp(listener));
+    let first = builder.clone().build().unwrap();
+    assert_eq!(first.local_addr(), Addr::Tcp(addr));
+    let handle = spawn(Mode::Handler, first);
+    let mut client = Client::connect(&Addr::Tcp(addr));
+    assert_eq!(client.welcomed().0, 0);
+    drop(client);
+    util::stop(handle);
+    // The last owner takes the socket itself.
+    let second = builder.build().unwrap();
+    let handle = spawn(Mode::Handler, second);
+    let mut client = Client::connect(&Addr::Tcp(addr));
+    assert_eq!(client.welcomed().0, 0);
+    drop(client);
+    util::stop(handle);
+}
