@@ -9,10 +9,11 @@ use std::time::Duration;
 use crate::addr::Addr;
 use crate::config::{Config, Limits, Linger, Outbox, OutboxFull, Overload, TlsSetup};
 use crate::error::{Error, Result};
-use crate::net::listener::Listener;
+use crate::listen::{Listen, Source};
+use crate::net::listener::ListenSocket;
 use crate::net::options::{self, ListenOptions, StreamOptions};
 use crate::reject::RejectHandler;
-use crate::server::Server;
+use crate::server::{Opened, Server};
 use crate::stream::proxy::ProxyConfig;
 
 /// The most worker threads a server may have. Far above what a blocking
@@ -89,6 +90,7 @@ impl Server {
 /// Configures and binds a [`Server`].
 ///
 /// Every setter takes and returns the builder; nothing happens until
+/// [`build`](ServerBuilder::build) (after [`listen`](ServerBuilder::listen)),
 /// [`bind`](ServerBuilder::bind) or
 /// [`from_listener`](ServerBuilder::from_listener), which check the values
 /// and return [`Error::Config`] for a bad one (setters never panic).
@@ -139,6 +141,8 @@ pub struct ServerBuilder {
     #[cfg(feature = "tls")]
     tls_handshake_timeout: Duration,
     on_reject: Option<Arc<dyn RejectHandler>>,
+    /// Added with `listen`, in order.
+    listens: Vec<Listen>,
 }
 
 impl Default for ServerBuilder {
@@ -180,6 +184,7 @@ impl ServerBuilder {
             #[cfg(feature = "tls")]
             tls_handshake_timeout: TLS_HANDSHAKE_TIME,
             on_reject: None,
+            listens: Vec::new(),
         }
     }
 
@@ -510,31 +515,172 @@ impl ServerBuilder {
     /// # Ok(()) }
     /// ```
     pub fn bind(self, addr: impl ToSocketAddrs + fmt::Debug) -> Result<Server> {
+        self.listen(Listen::tcp(addr)).build()
+    }
+
+    /// Adds a listener to the server: a TCP address, a Unix socket, or a
+    /// socket the caller has, with its own TLS and PROXY settings if it
+    /// needs them (see [`Listen`]). Nothing is opened until
+    /// [`build`](ServerBuilder::build) (or another terminal call, which
+    /// adds its own listener after these).
+    ///
+    /// Every listener of a server shares its workers, its limits
+    /// (`max_connections`, `max_connections_per_ip`), its pause and its
+    /// shutdown. One thread accepts on all of them, waiting on all at once
+    /// in one `poll(2)`, and takes at most 16 connections from one ready
+    /// listener before the next ready one gets its turn, so a busy
+    /// listener cannot starve another.
+    pub fn listen(mut self, listen: Listen) -> Self {
+        self.listens.push(listen);
+        self
+    }
+
+    /// Opens every listener added with [`listen`](ServerBuilder::listen),
+    /// in order, and returns the server, ready to [`run`](Server::run) or
+    /// [`spawn`](Server::spawn).
+    ///
+    /// Every socket is listening when this returns.
+    /// [`Server::local_addr`] is the first listener's address;
+    /// [`Server::local_addrs`] lists them all, in the order added.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for an invalid option, or when no listener was
+    /// added; then the first error of a listener, as
+    /// [`bind`](ServerBuilder::bind), [`bind_unix`](ServerBuilder::bind_unix)
+    /// and [`from_listener`](ServerBuilder::from_listener) report them. The
+    /// listeners opened before the one that failed are closed again (and
+    /// their socket files removed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    ///
+    /// use frontdesk::{Connection, Listen, Server};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = Server::builder()
+    ///     .listen(Listen::tcp("127.0.0.1:0"))
+    ///     .listen(Listen::tcp("127.0.0.1:0"))
+    ///     .build()?;
+    /// let addrs = server.local_addrs();
+    /// let handle = server.spawn(|conn: &mut Connection| {
+    ///     let line = format!("listener {}\n", conn.listener().index());
+    ///     conn.write_all(line.as_bytes())
+    /// })?;
+    /// for (index, addr) in addrs.iter().enumerate() {
+    ///     let mut reply = String::new();
+    ///     TcpStream::connect(addr.tcp().unwrap())?.read_to_string(&mut reply)?;
+    ///     assert_eq!(reply, format!("listener {index}\n"));
+    /// }
+    /// handle.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn build(mut self) -> Result<Server> {
         let config = self.config()?;
+        if self.listens.is_empty() {
+            return Err(Error::Config(
+                "no listener: add one with `listen`, or call `bind`",
+            ));
+        }
+        let listens = std::mem::take(&mut self.listens);
+        let mut opened = Vec::with_capacity(listens.len());
+        for listen in listens {
+            // On an error, those opened so far are dropped: closed, and
+            // their socket files removed.
+            opened.push(self.open(listen)?);
+        }
+        Server::new(opened, config)
+    }
+
+    /// Opens one listener: binds it, or adopts the socket given, with its
+    /// settings or the builder's.
+    fn open(&self, listen: Listen) -> Result<Opened> {
         let options = self.listen_options()?;
-        let resolve_error = |source| Error::Resolve {
-            addr: format!("{addr:?}"),
-            source,
-        };
-        let addrs = addr.to_socket_addrs().map_err(resolve_error)?;
-        let mut last = None;
-        for addr in addrs {
-            match options::listen(addr, options) {
-                Ok(listener) => return Server::new(Listener::Tcp(listener), false, None, config),
-                Err(source) => {
-                    last = Some(Error::Bind {
-                        addr: Addr::Tcp(addr),
-                        source,
-                    })
+        let listener_error = |source| Error::Listener { source };
+        let proxy = listen
+            .proxy_protocol
+            .unwrap_or(self.proxy_protocol)
+            .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied()));
+        let tls = self.tls_setup(&listen);
+        let name = listen.name;
+        let (socket, adopted, socket_file) = match listen.source {
+            Source::Tcp { shown, addrs } => {
+                let resolve_error = |source| Error::Resolve {
+                    addr: shown.clone(),
+                    source,
+                };
+                let addrs = addrs.as_ref().map_err(|(kind, message)| {
+                    resolve_error(io::Error::new(*kind, message.clone()))
+                })?;
+                let mut last = None;
+                let mut bound = None;
+                for addr in addrs {
+                    match options::listen(*addr, options) {
+                        Ok(listener) => {
+                            bound = Some(listener);
+                            break;
+                        }
+                        Err(source) => {
+                            last = Some(Error::Bind {
+                                addr: Addr::Tcp(*addr),
+                                source,
+                            })
+                        }
+                    }
+                }
+                match bound {
+                    Some(listener) => (ListenSocket::Tcp(listener), false, None),
+                    None => {
+                        return Err(last.unwrap_or_else(|| {
+                            resolve_error(io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "could not resolve to any addresses",
+                            ))
+                        }))
+                    }
                 }
             }
-        }
-        Err(last.unwrap_or_else(|| {
-            resolve_error(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "could not resolve to any addresses",
-            ))
-        }))
+            #[cfg(unix)]
+            Source::Unix(path) => {
+                let bind_error = |source| Error::Bind {
+                    addr: Addr::Unix(Some(path.clone())),
+                    source,
+                };
+                let (listener, file) = crate::net::socket_file::bind_unix(
+                    &path,
+                    options.backlog,
+                    self.unix_permissions,
+                )
+                .map_err(bind_error)?;
+                (ListenSocket::Unix(listener), false, Some(file))
+            }
+            Source::FromTcp(listener) => {
+                // Ours alone unless the `Listen` was cloned: then a
+                // duplicate descriptor of the same socket.
+                let listener = Arc::try_unwrap(listener)
+                    .or_else(|shared| shared.try_clone())
+                    .map_err(listener_error)?;
+                (ListenSocket::Tcp(listener), true, None)
+            }
+            #[cfg(unix)]
+            Source::FromUnix(listener) => {
+                let listener = Arc::try_unwrap(listener)
+                    .or_else(|shared| shared.try_clone())
+                    .map_err(listener_error)?;
+                (ListenSocket::Unix(listener), true, None)
+            }
+        };
+        Ok(Opened {
+            socket,
+            adopted,
+            socket_file,
+            name,
+            proxy,
+            tls,
+        })
     }
 
     /// Builds a server on a listener the caller already has (from a test, a
@@ -555,8 +701,7 @@ impl ServerBuilder {
     /// [`Error::Config`] for an invalid option, [`Error::Listener`] when the
     /// listener's address or mode cannot be read or set.
     pub fn from_listener(self, listener: TcpListener) -> Result<Server> {
-        let config = self.config()?;
-        Server::new(Listener::Tcp(listener), true, None, config)
+        self.listen(Listen::from_tcp(listener)).build()
     }
 
     /// Binds a Unix domain stream socket at `path` and returns the server,
@@ -615,17 +760,7 @@ impl ServerBuilder {
     /// ```
     #[cfg(unix)]
     pub fn bind_unix(self, path: impl AsRef<std::path::Path>) -> Result<Server> {
-        let path = path.as_ref();
-        let config = self.config()?;
-        let options = self.listen_options()?;
-        let bind_error = |source| Error::Bind {
-            addr: Addr::Unix(Some(path.to_path_buf())),
-            source,
-        };
-        let (listener, file) =
-            crate::net::socket_file::bind_unix(path, options.backlog, self.unix_permissions)
-                .map_err(bind_error)?;
-        Server::new(Listener::Unix(listener), false, Some(file), config)
+        self.listen(Listen::unix(path.as_ref())).build()
     }
 
     /// Builds a server on a Unix domain listener the caller already has,
@@ -641,8 +776,7 @@ impl ServerBuilder {
     /// Unix only.
     #[cfg(unix)]
     pub fn from_unix_listener(self, listener: std::os::unix::net::UnixListener) -> Result<Server> {
-        let config = self.config()?;
-        Server::new(Listener::Unix(listener), true, None, config)
+        self.listen(Listen::from_unix(listener)).build()
     }
 
     /// Sets the permissions of the socket file
@@ -712,8 +846,8 @@ impl ServerBuilder {
         self
     }
 
-    /// Builds a server on the listening socket a service manager passed to
-    /// this process (systemd socket activation: `LISTEN_FDS`, and
+    /// Builds a server on the listening sockets a service manager passed
+    /// to this process (systemd socket activation: `LISTEN_FDS`, and
     /// `LISTEN_PID` naming this process), or returns `None` when the
     /// process was not started that way.
     ///
@@ -724,14 +858,18 @@ impl ServerBuilder {
     /// when `LISTEN_FDS` is set). Tools that pass sockets without a pid
     /// (`systemfd --no-pid`) are not followed.
     ///
-    /// The socket is adopted as [`from_listener`](ServerBuilder::from_listener)
+    /// Every passed socket, TCP or Unix, becomes a listener of the server,
+    /// in the order passed, after any added with
+    /// [`listen`](ServerBuilder::listen); each is named after
+    /// `LISTEN_FDNAMES` when the manager names them (systemd's
+    /// `FileDescriptorName=`, see [`Listener::name`](crate::Listener::name)).
+    /// Each is adopted as [`from_listener`](ServerBuilder::from_listener)
     /// adopts one: its options stay as the manager set them, and it keeps
     /// listening after the server stops, so a restarted service finds the
-    /// clients that connected in between waiting in its backlog. Only the
-    /// first passed socket is used, and it must be listening: a systemd
-    /// socket unit with `Accept=yes` passes a connection instead, which
-    /// is an error here, before the server could tell systemd it is
-    /// ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
+    /// clients that connected in between waiting in its backlog. Each must
+    /// be listening: a systemd socket unit with `Accept=yes` passes a
+    /// connection instead, which is an error here, before the server
+    /// could tell systemd it is ready. The variables (`LISTEN_PID`, `LISTEN_FDS`, `LISTEN_FDNAMES`)
     /// are removed from the environment in every case, so child processes
     /// do not take the socket for theirs; call this early, before other
     /// threads read the environment.
@@ -764,12 +902,22 @@ impl ServerBuilder {
     /// # Ok(()) }
     /// ```
     #[cfg(unix)]
-    pub fn from_socket_activation(self) -> Result<Option<Server>> {
-        match crate::net::activation::take_passed_listener()? {
-            Some(Listener::Tcp(listener)) => self.from_listener(listener).map(Some),
-            Some(Listener::Unix(listener)) => self.from_unix_listener(listener).map(Some),
-            None => Ok(None),
+    pub fn from_socket_activation(mut self) -> Result<Option<Server>> {
+        let passed = crate::net::activation::take_passed_listeners()?;
+        if passed.is_empty() {
+            return Ok(None);
         }
+        for (socket, name) in passed {
+            let listen = match socket {
+                ListenSocket::Tcp(listener) => Listen::from_tcp(listener),
+                ListenSocket::Unix(listener) => Listen::from_unix(listener),
+            };
+            self = self.listen(match name {
+                Some(name) => listen.name(&name),
+                None => listen,
+            });
+        }
+        self.build().map(Some)
     }
 
     /// Requires a PROXY protocol header (v1 or v2, as HAProxy's
@@ -843,14 +991,21 @@ impl ServerBuilder {
         })
     }
 
-    fn tls_setup(&self) -> Option<TlsSetup> {
+    /// TLS for `listen`: its own setting, or else the builder's.
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn tls_setup(&self, listen: &Listen) -> Option<TlsSetup> {
         #[cfg(feature = "tls")]
-        return self.tls.as_ref().map(|config| TlsSetup {
-            config: config.clone(),
-            // Deadlines are `Instant`s: a timeout of centuries is no limit
-            // in practice, and must not overflow one.
-            handshake_time: self.tls_handshake_timeout.min(LONGEST_TIMEOUT),
-        });
+        return listen
+            .tls
+            .as_ref()
+            .unwrap_or(&self.tls)
+            .as_ref()
+            .map(|config| TlsSetup {
+                config: config.clone(),
+                // Deadlines are `Instant`s: a timeout of centuries is no limit
+                // in practice, and must not overflow one.
+                handshake_time: self.tls_handshake_timeout.min(LONGEST_TIMEOUT),
+            });
         #[cfg(not(feature = "tls"))]
         None
     }
@@ -900,10 +1055,6 @@ impl ServerBuilder {
                 full: self.outbox_full,
             },
             notify_service_manager: self.notify_service_manager,
-            proxy: self
-                .proxy_protocol
-                .then(|| ProxyConfig::new(self.trusted_proxies.iter().copied())),
-            tls: self.tls_setup(),
             limits: Limits {
                 read_timeout: self.read_timeout,
                 write_timeout: self.write_timeout,
@@ -946,13 +1097,14 @@ impl fmt::Debug for ServerBuilder {
             trusted_proxies,
             unix_permissions,
             #[cfg(feature = "tls")]
-                tls: _,
+            tls,
             #[cfg(feature = "tls")]
-                tls_handshake_timeout: _,
+            tls_handshake_timeout,
             on_reject,
+            listens,
         } = self;
-        f.debug_struct("ServerBuilder")
-            .field("workers", workers)
+        let mut out = f.debug_struct("ServerBuilder");
+        out.field("workers", workers)
             .field("queue", queue)
             .field("backlog", backlog)
             .field("nodelay", nodelay)
@@ -976,9 +1128,12 @@ impl fmt::Debug for ServerBuilder {
             .field("proxy_protocol", proxy_protocol)
             .field("trusted_proxies", trusted_proxies)
             .field("unix_permissions", unix_permissions)
-            .field("tls", &self.tls_setup())
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))
-            .finish()
+            .field("listens", listens);
+        #[cfg(feature = "tls")]
+        out.field("tls", &tls.as_ref().map(|_| "<config>"))
+            .field("tls_handshake_timeout", tls_handshake_timeout);
+        out.finish()
     }
 }
 

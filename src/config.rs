@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::listener::Listener;
 use crate::net::options::StreamOptions;
 use crate::reject::RejectHandler;
 use crate::stream::proxy::ProxyConfig;
@@ -162,6 +163,18 @@ pub(crate) struct TlsSetup {
     pub(crate) handshake_time: Duration,
 }
 
+/// One listener of a server: what its connections see of it, and how
+/// they begin (a PROXY header, TLS), which may differ from one listener
+/// to another.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenerSetup {
+    pub(crate) info: Listener,
+    /// Require a PROXY protocol header on every connection.
+    pub(crate) proxy: Option<ProxyConfig>,
+    /// Speak TLS on every connection.
+    pub(crate) tls: Option<TlsSetup>,
+}
+
 /// The per-connection limits configured on the builder.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -195,10 +208,6 @@ pub(crate) struct Config {
     pub(crate) outbox: Outbox,
     /// Send `READY=1` and `STOPPING=1` to `$NOTIFY_SOCKET`.
     pub(crate) notify_service_manager: bool,
-    /// Require a PROXY protocol header on every connection.
-    pub(crate) proxy: Option<ProxyConfig>,
-    /// Speak TLS on every connection.
-    pub(crate) tls: Option<TlsSetup>,
     pub(crate) limits: Limits,
     pub(crate) stream: StreamOptions,
     pub(crate) on_reject: Option<Arc<dyn RejectHandler>>,
@@ -217,8 +226,6 @@ impl fmt::Debug for Config {
             linger,
             outbox,
             notify_service_manager,
-            proxy,
-            tls,
             limits,
             stream,
             on_reject,
@@ -234,8 +241,6 @@ impl fmt::Debug for Config {
             .field("linger", linger)
             .field("outbox", outbox)
             .field("notify_service_manager", notify_service_manager)
-            .field("proxy", proxy)
-            .field("tls", tls)
             .field("limits", limits)
             .field("stream", stream)
             .field("on_reject", &on_reject.as_ref().map(|_| "<handler>"))

@@ -88,8 +88,11 @@ pub enum Error {
     /// `accept` failed in a way that retrying cannot fix; the server stopped.
     ///
     /// See the crate documentation for which accept errors are retried.
-    #[error("accepting connections failed")]
+    #[error("accepting connections failed{}", on_listener(listener.as_ref()))]
     Accept {
+        /// The address of the listener that failed; `None` when waiting
+        /// for all of them failed (`poll(2)` itself).
+        listener: Option<Addr>,
         /// The operating system's reason.
         #[source]
         source: io::Error,
@@ -98,3 +101,10 @@ pub enum Error {
 
 /// A `Result` whose error defaults to [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// ` on ADDR`, for a message that names a listener when there is one.
+fn on_listener(listener: Option<&Addr>) -> String {
+    listener
+        .map(|addr| format!(" on {addr}"))
+        .unwrap_or_default()
+}

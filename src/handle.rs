@@ -6,7 +6,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::addr::Addr;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::net::listener::Listener;
 use crate::pool::shutdown::Shared;
 use crate::stats::Stats;
 
@@ -78,37 +79,82 @@ pub struct ShutdownReport {
 pub struct ServerHandle {
     thread: Option<JoinHandle<Result<ShutdownReport>>>,
     shared: Arc<Shared>,
-    local_addr: Addr,
 }
 
 impl ServerHandle {
     pub(crate) fn new(
         thread: JoinHandle<Result<ShutdownReport>>,
         shared: Arc<Shared>,
-        local_addr: Addr,
     ) -> ServerHandle {
         ServerHandle {
             thread: Some(thread),
             shared,
-            local_addr,
         }
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on; with several listeners, the
+    /// first one's (see [`local_addrs`](ServerHandle::local_addrs)).
     pub fn local_addr(&self) -> Addr {
-        self.local_addr.clone()
+        self.shared.listener(0).info.local_addr().clone()
+    }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        local_addrs(&self.shared)
+    }
+
+    /// Every listener, in the order they were added.
+    pub fn listeners(&self) -> Vec<Listener> {
+        listeners(&self.shared)
     }
 
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot(self.shared.workers)
+        self.shared.stats()
+    }
+
+    /// Stops accepting, without closing anything; see
+    /// [`ServerControl::pause`].
+    pub fn pause(&self) {
+        self.shared.pause();
+    }
+
+    /// Accepts again after a [`pause`](ServerHandle::pause); see
+    /// [`ServerControl::resume`].
+    pub fn resume(&self) {
+        self.shared.resume();
+    }
+
+    /// Whether accepting is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+
+    /// Changes `max_connections` while the server runs; see
+    /// [`ServerControl::set_max_connections`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for `Some(0)`; the cap is then left as it was.
+    pub fn set_max_connections(&self, max: impl Into<Option<usize>>) -> Result<()> {
+        set_max_connections(&self.shared, max.into())
+    }
+
+    /// Changes `max_connections_per_ip` while the server runs; see
+    /// [`ServerControl::set_max_connections_per_ip`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for `Some(0)`; the cap is then left as it was.
+    pub fn set_max_connections_per_ip(&self, max: impl Into<Option<usize>>) -> Result<()> {
+        set_max_connections_per_ip(&self.shared, max.into())
     }
 
     /// A [`ServerControl`] to stop the server or read its counters from
     /// another thread, for example while this one waits in
     /// [`join`](ServerHandle::join).
     pub fn control(&self) -> ServerControl {
-        ServerControl::new(Arc::clone(&self.shared), self.local_addr.clone())
+        ServerControl::new(Arc::clone(&self.shared))
     }
 
     /// Whether the server has stopped (its accept loop and shutdown are
@@ -160,8 +206,9 @@ impl Drop for ServerHandle {
     }
 }
 
-/// A cloneable handle to a server, for any thread: stop it, read its
-/// counters, learn its address. It works for a server started with
+/// A cloneable handle to a server, for any thread: stop it, pause and
+/// resume accepting, change its connection caps, read its counters, learn
+/// its address. It works for a server started with
 /// [`Server::run`](crate::Server::run) (which blocks the thread that could
 /// otherwise ask) as for one started with
 /// [`Server::spawn`](crate::Server::spawn).
@@ -170,6 +217,21 @@ impl Drop for ServerHandle {
 /// [`ServerHandle::control`]. [`stop`](ServerControl::stop) returns at
 /// once; the thread that owns the server carries out the shutdown and
 /// returns its report.
+///
+/// # Live control
+///
+/// [`pause`](ServerControl::pause) stops accepting and
+/// [`resume`](ServerControl::resume) starts again, as Ranch's
+/// `suspend_listener` does: while paused, new clients wait in the kernel's
+/// listen backlog (their handshake completes, they are not accepted), the
+/// listening socket stays open, and the connections already open are
+/// served as before. [`set_max_connections`](ServerControl::set_max_connections)
+/// and [`set_max_connections_per_ip`](ServerControl::set_max_connections_per_ip)
+/// change the caps for the next connection accepted. [`Stats`] shows the
+/// state: [`paused`](Stats::paused), [`max_connections`](Stats::max_connections),
+/// [`max_connections_per_ip`](Stats::max_connections_per_ip). All of them
+/// work before the server runs too (on a [`Server::control`](crate::Server::control)),
+/// in both modes.
 ///
 /// # Examples
 ///
@@ -189,12 +251,11 @@ impl Drop for ServerHandle {
 #[derive(Debug, Clone)]
 pub struct ServerControl {
     shared: Arc<Shared>,
-    local_addr: Addr,
 }
 
 impl ServerControl {
-    pub(crate) fn new(shared: Arc<Shared>, local_addr: Addr) -> ServerControl {
-        ServerControl { shared, local_addr }
+    pub(crate) fn new(shared: Arc<Shared>) -> ServerControl {
+        ServerControl { shared }
     }
 
     /// Asks the server to shut down gracefully (see
@@ -212,11 +273,153 @@ impl ServerControl {
 
     /// A snapshot of the server's counters.
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot(self.shared.workers)
+        self.shared.stats()
     }
 
-    /// The address the server listens on.
+    /// The address the server listens on; with several listeners, the
+    /// first one's (see [`local_addrs`](ServerControl::local_addrs)).
     pub fn local_addr(&self) -> Addr {
-        self.local_addr.clone()
+        self.shared.listener(0).info.local_addr().clone()
     }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        local_addrs(&self.shared)
+    }
+
+    /// Every listener, in the order they were added.
+    pub fn listeners(&self) -> Vec<Listener> {
+        listeners(&self.shared)
+    }
+
+    /// Stops accepting new connections until [`resume`](ServerControl::resume),
+    /// without closing anything.
+    ///
+    /// Once this returns, no connection is accepted: clients that connect
+    /// wait in the kernel's listen backlog (see
+    /// [`backlog`](crate::ServerBuilder::backlog); the kernel completes
+    /// their handshake, so they may already send, but nothing answers
+    /// them and [`Stats::accepted`] does not count them). The listening
+    /// socket stays open, and the connections already open (active,
+    /// queued, parked) are served as before. The accept loop waits for the
+    /// resume or the stop without using the CPU. A stop while paused shuts
+    /// down as usual; the clients still in the backlog are never accepted
+    /// (a listener the server bound is closed, and they see a reset).
+    /// Pausing a paused server does nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::net::TcpStream;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = frontdesk::Server::bind("127.0.0.1:0")?;
+    /// let control = server.control();
+    /// let handle = server.spawn(|conn: &mut frontdesk::Connection| conn.write_all(b"hi\n"))?;
+    /// control.pause();
+    /// assert!(control.stats().paused);
+    /// let mut client = TcpStream::connect(handle.local_addr())?; // waits in the backlog
+    /// assert_eq!(control.stats().accepted, 0);
+    /// control.resume();
+    /// let mut reply = String::new();
+    /// client.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "hi\n");
+    /// # handle.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pause(&self) {
+        self.shared.pause();
+    }
+
+    /// Accepts new connections again after a [`pause`](ServerControl::pause),
+    /// starting with the clients waiting in the backlog. Resuming a server
+    /// that is not paused does nothing.
+    pub fn resume(&self) {
+        self.shared.resume();
+    }
+
+    /// Whether accepting is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+
+    /// Changes the cap on the connections held at once
+    /// ([`ServerBuilder::max_connections`](crate::ServerBuilder::max_connections))
+    /// while the server runs; `None` removes it (in the turn mode, back
+    /// to [`TURN_MAX_CONNECTIONS`](crate::TURN_MAX_CONNECTIONS)).
+    ///
+    /// It applies from the next connection accepted. A cap below the
+    /// connections open closes none of them: new ones are turned away
+    /// (the reject handler, [`RejectReason::MaxConnections`](crate::RejectReason::MaxConnections))
+    /// until enough have ended. `usize::MAX` is no cap in practice.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for `Some(0)`, as the builder: a cap of zero
+    /// would refuse every client (to stop accepting, use
+    /// [`pause`](ServerControl::pause)). The cap is then left as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = frontdesk::Server::bind("127.0.0.1:0")?;
+    /// let control = server.control();
+    /// control.set_max_connections(100)?;
+    /// assert_eq!(control.stats().max_connections, Some(100));
+    /// assert!(control.set_max_connections(0).is_err());
+    /// assert_eq!(control.stats().max_connections, Some(100));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_max_connections(&self, max: impl Into<Option<usize>>) -> Result<()> {
+        set_max_connections(&self.shared, max.into())
+    }
+
+    /// Changes the cap on the connections one client address holds
+    /// ([`ServerBuilder::max_connections_per_ip`](crate::ServerBuilder::max_connections_per_ip))
+    /// while the server runs; `None` removes it. It may be switched on
+    /// here even if the builder never set it.
+    ///
+    /// It applies from the next connection let in (behind a PROXY header,
+    /// the next header read). A cap below what an address holds closes
+    /// none of its connections: new ones are turned away
+    /// ([`RejectReason::MaxConnectionsPerIp`](crate::RejectReason::MaxConnectionsPerIp))
+    /// until enough have ended. While there is no cap, nothing is
+    /// counted (it costs nothing), so a cap switched on while the server
+    /// runs counts the connections let in from then on, not those already
+    /// open.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] for `Some(0)`, as the builder; the cap is then
+    /// left as it was.
+    pub fn set_max_connections_per_ip(&self, max: impl Into<Option<usize>>) -> Result<()> {
+        set_max_connections_per_ip(&self.shared, max.into())
+    }
+}
+
+fn set_max_connections(shared: &Shared, max: Option<usize>) -> Result<()> {
+    if max == Some(0) {
+        return Err(Error::Config("`max_connections` must be at least 1"));
+    }
+    shared.set_max_connections(max);
+    Ok(())
+}
+
+fn set_max_connections_per_ip(shared: &Shared, max: Option<usize>) -> Result<()> {
+    if max == Some(0) {
+        return Err(Error::Config("`max_connections_per_ip` must be at least 1"));
+    }
+    shared.set_max_connections_per_ip(max);
+    Ok(())
+}
+
+pub(crate) fn local_addrs(shared: &Shared) -> Vec<Addr> {
+    let listeners = shared.listeners().iter();
+    listeners.map(|l| l.info.local_addr().clone()).collect()
+}
+
+pub(crate) fn listeners(shared: &Shared) -> Vec<Listener> {
+    shared.listeners().iter().map(|l| l.info.clone()).collect()
 }

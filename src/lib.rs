@@ -139,6 +139,14 @@
 //! `Turn::tls_info`).
 //! See `docs/deploy.md` for running them in production.
 //!
+//! One server can listen on several sockets at once
+//! ([`ServerBuilder::listen`] with a [`Listen`] each, then
+//! [`ServerBuilder::build`]): IPv4 and IPv6, a plain and a TLS port, a
+//! Unix socket, every socket a service manager passes. They share the
+//! workers, the limits and the shutdown; each may have its own TLS and
+//! PROXY setting, and a handler learns which one a connection came
+//! through from [`Connection::listener`] (a [`Listener`]).
+//!
 //! # Platform notes
 //!
 //! Written and tested on Linux. Reads and writes use `MSG_DONTWAIT` and wait
@@ -163,6 +171,7 @@ mod error;
 pub mod fuzzing;
 mod handle;
 mod handler;
+mod listen;
 mod net;
 mod pool;
 mod reject;
@@ -192,6 +201,8 @@ pub use crate::error::{Error, Result};
 pub use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
 pub use crate::handler::connection::Connection;
 pub use crate::handler::Handler;
+pub use crate::listen::Listen;
+pub use crate::net::listener::Listener;
 pub use crate::net::socket::PeerCredentials;
 pub use crate::reject::{RejectHandler, RejectReason, Rejected};
 pub use crate::server::{Server, TURN_MAX_CONNECTIONS};

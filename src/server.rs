@@ -9,12 +9,12 @@ use crossbeam_channel::Receiver;
 use polling::Poller;
 
 use crate::addr::Addr;
-use crate::config::Config;
+use crate::config::{Config, ListenerSetup, TlsSetup};
 use crate::error::{Error, Result};
-use crate::handle::{ServerControl, ServerHandle, ShutdownReport};
+use crate::handle::{listeners, local_addrs, ServerControl, ServerHandle, ShutdownReport};
 use crate::handler::service::WholeConnections;
 use crate::handler::Handler;
-use crate::net::listener::Listener;
+use crate::net::listener::{ListenSocket, Listener};
 #[cfg(unix)]
 use crate::net::notify::notify;
 use crate::net::options;
@@ -22,10 +22,10 @@ use crate::net::options;
 use crate::net::socket_file::SocketFile;
 use crate::pool::acceptor::{Acceptor, Origin};
 use crate::pool::closer::Closer;
-use crate::pool::queue::Job;
-use crate::pool::queue::{Idle, Queue};
+use crate::pool::queue::{Idle, Job, Queue};
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Service, WorkerPool};
+use crate::stream::proxy::ProxyConfig;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
 use crate::turn::handler::TurnHandler;
@@ -44,68 +44,119 @@ const LINGER_AFTER_FORCE: Duration = Duration::from_millis(500);
 /// serving yet.
 ///
 /// Made by [`Server::bind`] or a [`ServerBuilder`](crate::ServerBuilder)
-/// (the constructors live with the builder, in `builder.rs`). The socket is already
+/// (the constructors live with the builder, in `builder.rs`). The sockets are already
 /// listening, so [`local_addr`](Server::local_addr) tells the real port when
 /// binding port 0, and clients that connect now wait in the backlog. No
 /// thread is started until [`run`](Server::run) or [`spawn`](Server::spawn).
+///
+/// A server may listen on several sockets at once (see
+/// [`ServerBuilder::listen`](crate::ServerBuilder::listen)): they share
+/// the workers, the limits and the shutdown.
 #[derive(Debug)]
 pub struct Server {
-    listener: Listener,
-    origin: Origin,
-    /// The Unix socket's file, when the server made it: removed once the
-    /// server stops accepting (or is dropped unused).
-    socket_file: Option<SocketFile>,
+    /// In the order added; their `Listener`s are in `shared`.
+    listeners: Vec<(ListenSocket, Origin)>,
+    /// The Unix sockets' files the server made: removed once the server
+    /// stops accepting (or is dropped unused).
+    socket_files: Vec<SocketFile>,
     /// For the closer thread, made here so that starting the server opens
     /// no descriptor (it may be started when the process has none left).
     closer_poller: Poller,
-    local_addr: Addr,
     config: Config,
     shared: Arc<Shared>,
 }
 
+/// A listening socket as the builder opened it, with what the server
+/// needs to know of it.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) socket: ListenSocket,
+    /// Adopted (`from_listener`, socket activation) rather than bound here.
+    pub(crate) adopted: bool,
+    /// The Unix socket's file, when the server made it.
+    pub(crate) socket_file: Option<SocketFile>,
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) proxy: Option<ProxyConfig>,
+    pub(crate) tls: Option<TlsSetup>,
+}
+
 impl Server {
-    /// Makes a server on `listener`, which is switched to non-blocking
-    /// mode (the accept loop waits in `poll(2)`); an adopted listener's
-    /// mode is put back when the server stops.
-    pub(crate) fn new(
-        listener: Listener,
-        adopted: bool,
-        socket_file: Option<SocketFile>,
-        config: Config,
-    ) -> Result<Server> {
+    /// Makes a server on `opened` (at least one), each switched to
+    /// non-blocking mode (the accept loop waits in `poll(2)`); an adopted
+    /// listener's mode is put back when the server stops.
+    pub(crate) fn new(opened: Vec<Opened>, config: Config) -> Result<Server> {
         let listener_error = |source| Error::Listener { source };
-        let local_addr = listener.local_addr().map_err(listener_error)?;
-        let origin = if adopted {
-            let was_nonblocking = options::is_nonblocking(&listener).map_err(listener_error)?;
-            Origin::Adopted { was_nonblocking }
-        } else {
-            Origin::Bound
-        };
-        listener.set_nonblocking(true).map_err(listener_error)?;
+        // First what can fail without changing anything, then the one
+        // change, undone on the adopted ones if a later one fails.
+        let mut listeners = Vec::with_capacity(opened.len());
+        let mut setups = Vec::with_capacity(opened.len());
+        let mut socket_files = Vec::new();
+        for (index, opened) in opened.into_iter().enumerate() {
+            let local_addr = opened.socket.local_addr().map_err(listener_error)?;
+            let origin = if opened.adopted {
+                let was_nonblocking =
+                    options::is_nonblocking(&opened.socket).map_err(listener_error)?;
+                Origin::Adopted { was_nonblocking }
+            } else {
+                Origin::Bound
+            };
+            setups.push(ListenerSetup {
+                info: Listener::new(index, opened.name, local_addr),
+                proxy: opened.proxy,
+                tls: opened.tls,
+            });
+            socket_files.extend(opened.socket_file);
+            listeners.push((opened.socket, origin));
+        }
+        for (done, (socket, _)) in listeners.iter().enumerate() {
+            if let Err(error) = socket.set_nonblocking(true) {
+                for (socket, origin) in &listeners[..done] {
+                    if *origin
+                        == (Origin::Adopted {
+                            was_nonblocking: false,
+                        })
+                    {
+                        let _ = socket.set_nonblocking(false);
+                    }
+                }
+                return Err(listener_error(error));
+            }
+        }
         let signal_error = |source| Error::Signal { source };
-        let shared = Shared::new(&config).map_err(signal_error)?;
+        let shared = Shared::new(&config, setups).map_err(signal_error)?;
         let closer_poller = Poller::new().map_err(signal_error)?;
         Ok(Server {
-            listener,
-            origin,
-            socket_file,
+            listeners,
+            socket_files,
             closer_poller,
-            local_addr,
             config,
             shared: Arc::new(shared),
         })
     }
 
     /// The address the server listens on, with the real port when port 0
-    /// was asked for.
+    /// was asked for; with several listeners, the first one's (see
+    /// [`local_addrs`](Server::local_addrs)).
     pub fn local_addr(&self) -> Addr {
-        self.local_addr.clone()
+        self.shared.listener(0).info.local_addr().clone()
+    }
+
+    /// The addresses of every listener, in the order they were added.
+    pub fn local_addrs(&self) -> Vec<Addr> {
+        local_addrs(&self.shared)
+    }
+
+    /// Every listener, in the order they were added: index, name and
+    /// address, as a connection's [`Connection::listener`](crate::Connection::listener)
+    /// tells them.
+    pub fn listeners(&self) -> Vec<Listener> {
+        listeners(&self.shared)
     }
 
     /// A [`ServerControl`] to stop the server or read its counters from
     /// another thread, for example while it runs with [`run`](Server::run).
     pub fn control(&self) -> ServerControl {
-        ServerControl::new(Arc::clone(&self.shared), self.local_addr.clone())
+        ServerControl::new(Arc::clone(&self.shared))
     }
 
     /// Serves connections with `handler` on the calling thread until the
@@ -209,7 +260,6 @@ impl Server {
 
     fn spawn_mode(self, mode: impl Mode) -> Result<ServerHandle> {
         let shared = Arc::clone(&self.shared);
-        let local_addr = self.local_addr.clone();
         let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
         let name = "frontdesk-acceptor".to_string();
         let thread = thread::Builder::new()
@@ -229,21 +279,20 @@ impl Server {
                 Err(panic) => std::panic::resume_unwind(panic),
             };
         }
-        Ok(ServerHandle::new(thread, shared, local_addr))
+        Ok(ServerHandle::new(thread, shared))
     }
 
     /// Starts the closer, the poller (turn mode) and the workers, says so
     /// through `started`, runs the accept loop, then the shutdown sequence.
     fn serve<M: Mode>(self, mode: M, started: impl FnOnce()) -> Result<ShutdownReport> {
         let Server {
-            listener,
-            origin,
-            socket_file,
+            listeners,
+            socket_files,
             closer_poller,
-            local_addr,
             mut config,
             shared,
         } = self;
+        let local_addr = shared.listener(0).info.local_addr().clone();
         let (closer, closer_thread) =
             Closer::start(Arc::clone(&shared), config.linger, closer_poller)?;
         let Started {
@@ -281,23 +330,20 @@ impl Server {
         if config.notify_service_manager {
             notify("READY=1");
         }
-        log::info!(
-            "listening on {local_addr} workers={} queue={} overload={:?}",
-            config.workers,
-            config.queue,
-            config.overload
-        );
-        let acceptor = Acceptor::new(
-            listener,
-            origin,
-            queue,
-            &config,
-            Arc::clone(&shared),
-            closer,
-        );
+        for listener in shared.listeners() {
+            log::info!(
+                "listening on {} listener={} workers={} queue={} overload={:?}",
+                listener.info.local_addr(),
+                listener.info,
+                config.workers,
+                config.queue,
+                config.overload
+            );
+        }
+        let acceptor = Acceptor::new(listeners, queue, &config, Arc::clone(&shared), closer);
         let result = acceptor.run();
-        // Nothing listens at the path any more: a new server may take it.
-        drop(socket_file);
+        // Nothing listens at the paths any more: a new server may take them.
+        drop(socket_files);
         // The listener and the acceptor's sender are gone now: the port is
         // free and the workers stop once the queue is empty (in the turn
         // mode, once the poller has let go of its sender too).
@@ -323,7 +369,7 @@ impl Server {
             dropped: drained.dropped,
             stuck_workers: drained.stuck_workers,
             elapsed: stopped_at.elapsed(),
-            stats: shared.counters.snapshot(shared.workers),
+            stats: shared.stats(),
         };
         log::info!(
             "stopped {local_addr}: drained={} forced={} dropped={} in {:?}",
@@ -405,7 +451,8 @@ impl<H: TurnHandler> Mode for TurnByTurn<H> {
         shared: &Arc<Shared>,
         closer: &Closer,
     ) -> Result<Started<Self::Service>> {
-        config.max_connections.get_or_insert(TURN_MAX_CONNECTIONS);
+        // The cap while none is set, on the builder or the control.
+        shared.set_default_max_connections(TURN_MAX_CONNECTIONS);
         let ready = Arc::new(ReadySet::new().map_err(|source| Error::Signal { source })?);
         let idle = {
             let ready = Arc::clone(&ready);

@@ -70,6 +70,17 @@ pub struct Stats {
     /// Sends to a full outbox (turn mode; see
     /// [`OutboxFull`](crate::OutboxFull)).
     pub outbox_full: u64,
+    /// Whether accepting is paused (see
+    /// [`ServerControl::pause`](crate::ServerControl::pause)).
+    pub paused: bool,
+    /// The cap on the connections held at once, as the server applies it
+    /// now: set on the builder or the control, or the turn mode's
+    /// [`TURN_MAX_CONNECTIONS`](crate::TURN_MAX_CONNECTIONS) (once the
+    /// server runs in that mode); `None` for no cap.
+    pub max_connections: Option<usize>,
+    /// The cap on the connections one client address holds now; `None`
+    /// for no cap.
+    pub max_connections_per_ip: Option<usize>,
 }
 
 impl Stats {
@@ -96,6 +107,9 @@ impl Stats {
     /// | `frontdesk_connections_lingering` | gauge | [`lingering`](Stats::lingering) |
     /// | `frontdesk_workers` | gauge | [`workers`](Stats::workers) |
     /// | `frontdesk_workers_busy` | gauge | [`busy_workers`](Stats::busy_workers) |
+    /// | `frontdesk_paused` | gauge | [`paused`](Stats::paused): 1 when paused, else 0 |
+    /// | `frontdesk_max_connections` | gauge | [`max_connections`](Stats::max_connections), `+Inf` for no cap |
+    /// | `frontdesk_max_connections_per_ip` | gauge | [`max_connections_per_ip`](Stats::max_connections_per_ip), `+Inf` for no cap |
     ///
     /// Serve it with the content type
     /// `text/plain; version=0.0.4; charset=utf-8`. The examples'
@@ -136,6 +150,9 @@ impl Stats {
             lingering,
             linger_cut,
             outbox_full,
+            paused,
+            max_connections: connection_cap,
+            max_connections_per_ip: address_cap,
         } = *self;
         let RejectedStats {
             overload,
@@ -248,6 +265,21 @@ impl Stats {
             "Workers running a handler now.",
             busy_workers,
         );
+        out.gauge(
+            "paused",
+            "1 while accepting is paused, else 0.",
+            usize::from(paused),
+        );
+        out.limit(
+            "max_connections",
+            "The cap on connections held at once; +Inf for none.",
+            connection_cap,
+        );
+        out.limit(
+            "max_connections_per_ip",
+            "The cap on connections one client address holds; +Inf for none.",
+            address_cap,
+        );
         out.text
     }
 }
@@ -276,6 +308,16 @@ impl Exposition {
     fn gauge(&mut self, name: &str, help: &str, value: usize) {
         self.head(name, "gauge", help);
         let _ = writeln!(self.text, "frontdesk_{name} {value}");
+    }
+
+    /// A gauge for a cap: `+Inf`, the format's infinity, when there is
+    /// none, so that a ratio of use to cap stays meaningful.
+    fn limit(&mut self, name: &str, help: &str, value: Option<usize>) {
+        self.head(name, "gauge", help);
+        let _ = match value {
+            Some(value) => writeln!(self.text, "frontdesk_{name} {value}"),
+            None => writeln!(self.text, "frontdesk_{name} +Inf"),
+        };
     }
 
     fn head(&mut self, name: &str, kind: &str, help: &str) {
@@ -437,6 +479,10 @@ impl Counters {
             lingering: self.lingering.load(Ordering::Relaxed),
             linger_cut: get(&self.linger_cut),
             outbox_full: get(&self.outbox_full),
+            // Not counters: the server's `Shared` fills these in.
+            paused: false,
+            max_connections: None,
+            max_connections_per_ip: None,
         }
     }
 }
@@ -477,6 +523,9 @@ mod tests {
             lingering: 22,
             linger_cut: 23,
             outbox_full: 24,
+            paused: true,
+            max_connections: Some(25),
+            max_connections_per_ip: Some(26),
         }
     }
 
@@ -509,6 +558,9 @@ mod tests {
             "frontdesk_connections_lingering 22",
             "frontdesk_linger_cut_total 23",
             "frontdesk_outbox_full_total 24",
+            "frontdesk_paused 1",
+            "frontdesk_max_connections 25",
+            "frontdesk_max_connections_per_ip 26",
         ] {
             assert!(
                 text.lines().any(|line| line == sample),
@@ -516,7 +568,7 @@ mod tests {
             );
         }
         let samples = text.lines().filter(|line| !line.starts_with('#')).count();
-        assert_eq!(samples, 25, "one sample per counter:\n{text}");
+        assert_eq!(samples, 28, "one sample per counter:\n{text}");
     }
 
     #[test]
@@ -545,7 +597,28 @@ mod tests {
                 assert!(value.parse::<u64>().is_ok(), "{line}");
             }
         }
-        assert_eq!(declared.len(), 17);
+        assert_eq!(declared.len(), 20);
+    }
+
+    #[test]
+    fn no_cap_is_infinity_and_not_paused_is_zero() {
+        let text = Stats::default().to_prometheus();
+        for sample in [
+            "frontdesk_paused 0",
+            "frontdesk_max_connections +Inf",
+            "frontdesk_max_connections_per_ip +Inf",
+        ] {
+            assert!(
+                text.lines().any(|line| line == sample),
+                "{sample} in\n{text}"
+            );
+        }
+        let stats = Stats {
+            max_connections: Some(usize::MAX),
+            ..Stats::default()
+        };
+        let text = stats.to_prometheus();
+        assert!(text.contains(&format!("frontdesk_max_connections {}\n", usize::MAX)));
     }
 
     #[test]

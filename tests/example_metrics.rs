@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use support::{Example, PATIENCE};
 
 /// Every metric the examples serve, with its type.
-const METRICS: [(&str, &str); 17] = [
+const METRICS: [(&str, &str); 20] = [
     ("frontdesk_connections_accepted_total", "counter"),
     ("frontdesk_connections_rejected_total", "counter"),
     ("frontdesk_connections_completed_total", "counter"),
@@ -41,6 +41,15 @@ const METRICS: [(&str, &str); 17] = [
     ("frontdesk_connections_lingering", "gauge"),
     ("frontdesk_workers", "gauge"),
     ("frontdesk_workers_busy", "gauge"),
+    ("frontdesk_paused", "gauge"),
+    ("frontdesk_max_connections", "gauge"),
+    ("frontdesk_max_connections_per_ip", "gauge"),
+];
+
+/// The gauges of a cap, which are `+Inf` when there is none.
+const CAPS: [&str; 2] = [
+    "frontdesk_max_connections",
+    "frontdesk_max_connections_per_ip",
 ];
 
 // ---------------------------------------------------------------------------
@@ -303,7 +312,7 @@ fn the_parser_accepts_the_format_and_refuses_what_is_not() {
 
 /// Checks a scrape of an example's metrics: the format, every metric of
 /// [`METRICS`] with its type and nothing else, counters named `_total`,
-/// and every value a non-negative whole number.
+/// and every value a non-negative whole number (or, for a cap, `+Inf`).
 fn check_scrape(body: &str) -> Exposition {
     let exposition = parse_exposition(body).unwrap_or_else(|e| panic!("{e}\n{body}"));
     let expected: HashMap<String, String> = METRICS
@@ -312,8 +321,9 @@ fn check_scrape(body: &str) -> Exposition {
         .collect();
     assert_eq!(exposition.types, expected, "{body}");
     for sample in &exposition.samples {
+        let no_cap = CAPS.contains(&sample.name.as_str()) && sample.value == f64::INFINITY;
         assert!(
-            sample.value >= 0.0 && sample.value.fract() == 0.0,
+            no_cap || (sample.value >= 0.0 && sample.value.fract() == 0.0),
             "{sample:?}"
         );
     }
@@ -458,6 +468,7 @@ fn the_handler_mode_serves_its_stats_to_curl() {
     assert_eq!(idle.value("frontdesk_workers", &[]), 3.0);
     assert_eq!(idle.value("frontdesk_connections_accepted_total", &[]), 0.0);
     assert_eq!(idle.value("frontdesk_connections_active", &[]), 0.0);
+    assert_eq!(idle.value("frontdesk_paused", &[]), 0.0);
 
     // A client being served holds a worker: it is active.
     let mut client = server.connect();
@@ -496,6 +507,12 @@ fn the_turn_mode_serves_its_stats_to_curl() {
         1.0
     );
     assert_eq!(parked.value("frontdesk_workers", &[]), 2.0);
+    // The turn mode's cap when none is set: TURN_MAX_CONNECTIONS.
+    assert_eq!(parked.value("frontdesk_max_connections", &[]), 10_000.0);
+    assert_eq!(
+        parked.value("frontdesk_max_connections_per_ip", &[]),
+        f64::INFINITY
+    );
     server.stop();
 }
 

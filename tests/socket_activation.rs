@@ -89,6 +89,73 @@ fn an_example_serves_the_socket_systemd_socket_activate_passes() {
     }
 }
 
+/// `systemd-socket-activate -l A -l B` passes both sockets (LISTEN_FDS=2,
+/// with `--fdname` naming them): the example serves both, one server, and
+/// prints a `listening on` line for each, in the order passed.
+#[test]
+fn an_example_serves_every_socket_passed() {
+    let Some(tool) = activator() else {
+        eprintln!(
+            "SKIPPED an_example_serves_every_socket_passed: \
+             systemd-socket-activate is not installed (Debian package `systemd`)"
+        );
+        return;
+    };
+    for example in ["commands", "chat"] {
+        let mut started = None;
+        // Free ports, as `activate_with` finds one (at most 5 tries).
+        for _ in 0..5 {
+            let free = || {
+                TcpListener::bind("127.0.0.1:0")
+                    .and_then(|listener| listener.local_addr())
+                    .expect("a free port")
+            };
+            let addrs = [free(), free()];
+            let mut command = Command::new(&tool);
+            for addr in addrs {
+                command.arg("--listen").arg(addr.to_string());
+            }
+            command
+                .arg("--fdname=front:back")
+                // The library logs each listener with its name at `info`
+                // (the activator passes on only the variables named).
+                .arg("--setenv=RUST_LOG=info")
+                .arg(example_path(example));
+            let process = Process::spawn(command);
+            if process.stderr_line_with("Listening on").is_some()
+                && process.stderr_line_with("Listening on").is_some()
+            {
+                started = Some((process, addrs));
+                break;
+            }
+        }
+        let (process, addrs) = started.expect("systemd-socket-activate listening on two ports");
+        // The first connection, on the second socket, starts the example.
+        let mut clients = [Client::connect(addrs[1]), Client::connect(addrs[0])];
+        for client in &mut clients {
+            if example == "commands" {
+                client.send("ping\n");
+                client.expect("pong");
+            } else {
+                let greeting = client.line();
+                assert!(greeting.starts_with("* you are "), "{greeting}");
+            }
+        }
+        for addr in addrs {
+            let listening = process
+                .stdout
+                .recv_timeout(PATIENCE)
+                .expect("a `listening on` line per passed socket");
+            assert_eq!(listening, format!("listening on {addr}"));
+        }
+        // Named after LISTEN_FDNAMES.
+        let named = process.stderr_line_with("listener=back");
+        assert!(named.is_some_and(|line| line.contains(&addrs[1].to_string())));
+        drop(clients);
+        process.terminate();
+    }
+}
+
 /// A socket that receives what a service is told to notify (`$NOTIFY_SOCKET`),
 /// as systemd's does; in a directory of its own, removed when dropped.
 struct NotifySocket {

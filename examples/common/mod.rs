@@ -5,7 +5,7 @@
 //! of them with one command line:
 //!
 //! ```text
-//! cargo run --example NAME -- [ADDR] [--turns] [--workers N] [--queue N]
+//! cargo run --example NAME -- [ADDR...] [--turns] [--workers N] [--queue N]
 //!                              [--max-connections N] [--max-connections-per-ip N]
 //!                              [--idle-timeout-ms N] [--request-timeout-ms N]
 //!                              [--max-line BYTES] [--proxy-protocol]
@@ -16,7 +16,11 @@
 //! `http://ADDR/metrics` in the Prometheus text format, from a second
 //! frontdesk server ([`metrics`]).
 //!
-//! ADDR is `HOST:PORT` or `unix:PATH`; the TLS options need the `tls`
+//! ADDR is `HOST:PORT` or `unix:PATH`; several ADDRs make one server
+//! listen on all of them (`commands 127.0.0.1:7878 [::1]:7878 unix:PATH`),
+//! one pool of workers and one set of limits, and it prints one
+//! `listening on ADDR` line per listener, in the order given. The TLS
+//! options need the `tls`
 //! feature (`cargo run --features tls --example NAME -- ...`). An example's
 //! `--help` lists only the options that change something in it; the others
 //! are accepted and ignored: `echo` has no lines (`--request-timeout-ms`,
@@ -32,6 +36,11 @@
 //! kill -USR1 $(pgrep -x commands)
 //! stats: accepted=12 completed=9 rejected=1 dropped=0 active=1 queued=0 parked=1 ...
 //! ```
+//!
+//! SIGUSR2 pauses accepting ([`frontdesk::ServerControl::pause`]: new
+//! clients wait in the backlog, open ones are served) and says
+//! `accepting paused` on stderr; the next SIGUSR2 resumes
+//! (`accepting resumed`).
 //!
 //! The same line, with the final counters, is logged at `info`
 //! (`RUST_LOG=info`) when the server has stopped. The soak
@@ -56,8 +65,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use frontdesk::{
-    Handler, LineError, Lines, Next, Overload, Server, ServerBuilder, ServerControl, ServerHandle,
-    Turn, TurnHandler,
+    Handler, LineError, Lines, Listen, Next, Overload, Server, ServerBuilder, ServerControl,
+    ServerHandle, Turn, TurnHandler,
 };
 
 /// How long a shutdown lets connections finish before closing them by
@@ -73,8 +82,9 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 /// The options every example takes.
 #[derive(Debug, Clone)]
 pub(crate) struct Options {
-    /// Where to listen: `ADDR`, resolved.
-    pub(crate) addr: Listen,
+    /// Where to listen: each `ADDR`, resolved, in the order given (at
+    /// least one).
+    pub(crate) addrs: Vec<Address>,
     /// `--turns`: serve with the example's `TurnHandler` instead of its
     /// `Handler`.
     pub(crate) turns: bool,
@@ -99,14 +109,14 @@ pub(crate) struct Options {
     /// chain and key.
     pub(crate) tls: Option<TlsFiles>,
     /// `--metrics ADDR`: where to serve the statistics over HTTP.
-    pub(crate) metrics: Option<Listen>,
+    pub(crate) metrics: Option<Address>,
     /// What each connection's handler needs to know.
     pub(crate) limits: Limits,
 }
 
 /// Where a server listens.
 #[derive(Debug, Clone)]
-pub(crate) enum Listen {
+pub(crate) enum Address {
     /// `HOST:PORT`, resolved.
     Tcp(Vec<SocketAddr>),
     /// `unix:PATH`.
@@ -137,7 +147,7 @@ impl Default for Options {
     /// The library's defaults, and lines of up to 8 KiB.
     fn default() -> Options {
         Options {
-            addr: Listen::Tcp(Vec::new()), // DEFAULT_ADDR, resolved by `parse`
+            addrs: Vec::new(), // DEFAULT_ADDR, resolved by `parse`
             turns: false,
             workers: 16,
             queue: 64,
@@ -272,7 +282,8 @@ pub(crate) fn answer_lines(
     }
 }
 
-/// Binds `builder` to the options' address, prints `listening on IP:PORT`,
+/// Binds `builder` to the options' addresses (one server, a listener
+/// each), prints `listening on IP:PORT` for each, in order,
 /// and serves with `handler`, a [`Handler`] (a worker per connection),
 /// until SIGINT or SIGTERM, then shuts down
 /// gracefully. Returns the process's exit code, with a one-line error on
@@ -327,7 +338,7 @@ fn try_serve(
     let (builder, reload) = tls::setup(builder, options.tls.as_ref())?;
     let server = match activated(&builder)? {
         Some(server) => server,
-        None => bind(builder, &options.addr)?,
+        None => bind(builder, &options.addrs)?,
     };
     let metrics = match &options.metrics {
         Some(addr) => Some(serve_metrics(addr, server.control())?),
@@ -340,7 +351,9 @@ fn try_serve(
     stoppers.extend(metrics.as_ref().map(ServerHandle::control));
     let signals = signals::watch(stoppers, reload)?;
     let mut stdout = io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
+    for addr in server.local_addrs() {
+        writeln!(stdout, "listening on {addr}")?;
+    }
     if let Some(metrics) = &metrics {
         writeln!(stdout, "metrics on {}", metrics.local_addr())?;
     }
@@ -359,8 +372,8 @@ fn try_serve(
 
 /// Serves the statistics of the server `of` controls at
 /// `http://addr/metrics`, from a server of its own in the background.
-fn serve_metrics(addr: &Listen, of: ServerControl) -> frontdesk::Result<ServerHandle> {
-    bind(metrics::builder(), addr)?.spawn(metrics::Metrics { of })
+fn serve_metrics(addr: &Address, of: ServerControl) -> frontdesk::Result<ServerHandle> {
+    bind(metrics::builder(), std::slice::from_ref(addr))?.spawn(metrics::Metrics { of })
 }
 
 /// The counters as one line of `name=value` pairs, for SIGUSR1 and the
@@ -372,7 +385,7 @@ pub(crate) fn stats_line(stats: &frontdesk::Stats) -> String {
          parked={} lingering={} handler_errors={} panics={} timeouts_idle={} \
          timeouts_deadline={} timeouts_read={} timeouts_write={} rejected_overload={} \
          rejected_max_connections={} rejected_proxy={} forced_closed={} linger_cut={} \
-         outbox_full={} accept_errors={}",
+         outbox_full={} accept_errors={} paused={}",
         stats.accepted,
         stats.completed,
         stats.rejected.total(),
@@ -394,17 +407,22 @@ pub(crate) fn stats_line(stats: &frontdesk::Stats) -> String {
         stats.linger_cut,
         stats.outbox_full,
         stats.accept_errors,
+        u8::from(stats.paused),
     )
 }
 
-fn bind(builder: ServerBuilder, addr: &Listen) -> frontdesk::Result<Server> {
-    match addr {
-        Listen::Tcp(addrs) => builder.bind(&addrs[..]),
-        #[cfg(unix)]
-        Listen::Unix(path) => builder.bind_unix(path),
-        #[cfg(not(unix))]
-        Listen::Unix(_) => unreachable!("`parse_args` takes `unix:` on Unix only"),
+/// One server listening on every address, in order.
+fn bind(mut builder: ServerBuilder, addrs: &[Address]) -> frontdesk::Result<Server> {
+    for addr in addrs {
+        builder = builder.listen(match addr {
+            Address::Tcp(addrs) => Listen::tcp(&addrs[..]),
+            #[cfg(unix)]
+            Address::Unix(path) => Listen::unix(path),
+            #[cfg(not(unix))]
+            Address::Unix(_) => unreachable!("`parse_args` takes `unix:` on Unix only"),
+        });
     }
+    builder.build()
 }
 
 /// TLS from `--tls-cert` and `--tls-key`, and what reloads the files.
@@ -468,7 +486,7 @@ pub(crate) fn parse_args(
     defaults: Options,
 ) -> Result<Option<Options>, String> {
     let mut options = defaults;
-    let mut addr: Option<String> = None;
+    let mut addrs: Vec<String> = Vec::new();
     let mut seen: Vec<String> = Vec::new();
     let (mut tls_cert, mut tls_key) = (None, None);
     let mut args = args.into_iter();
@@ -480,14 +498,7 @@ pub(crate) fn parse_args(
             return Ok(None);
         }
         if !arg.starts_with('-') {
-            if let Some(first) = &addr {
-                return Err(format!(
-                    "unexpected argument '{}' (the address is already '{}')",
-                    shown(&arg),
-                    shown(first)
-                ));
-            }
-            addr = Some(arg);
+            addrs.push(arg);
             continue;
         }
         if arg.starts_with("--tls-") && !cfg!(feature = "tls") {
@@ -562,13 +573,18 @@ pub(crate) fn parse_args(
         (Some(_), None) => return Err("--tls-cert needs --tls-key".to_string()),
         (None, Some(_)) => return Err("--tls-key needs --tls-cert".to_string()),
     };
-    let addr = addr.unwrap_or_else(|| DEFAULT_ADDR.to_string());
-    options.addr = listen_addr(&addr)?;
+    if addrs.is_empty() {
+        addrs.push(DEFAULT_ADDR.to_string());
+    }
+    options.addrs = addrs
+        .iter()
+        .map(|addr| listen_addr(addr))
+        .collect::<Result<_, _>>()?;
     Ok(Some(options))
 }
 
 /// `HOST:PORT`, resolved, or `unix:PATH`.
-fn listen_addr(addr: &str) -> Result<Listen, String> {
+fn listen_addr(addr: &str) -> Result<Address, String> {
     let shown_addr = shown(addr);
     if let Some(path) = addr.strip_prefix("unix:") {
         if !cfg!(unix) {
@@ -581,7 +597,7 @@ fn listen_addr(addr: &str) -> Result<Listen, String> {
                 "invalid address '{shown_addr}': no path after 'unix:'"
             ));
         }
-        return Ok(Listen::Unix(PathBuf::from(path)));
+        return Ok(Address::Unix(PathBuf::from(path)));
     }
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
@@ -592,7 +608,7 @@ fn listen_addr(addr: &str) -> Result<Listen, String> {
             "invalid address '{shown_addr}': it resolves to nothing"
         ));
     }
-    Ok(Listen::Tcp(addrs))
+    Ok(Address::Tcp(addrs))
 }
 
 /// A number of milliseconds, 0 for none.
@@ -657,7 +673,7 @@ only while its input is answered, so a few workers hold thousands.
         );
     }
 
-    let mut flags = vec!["[ADDR]"];
+    let mut flags = vec!["[ADDR...]"];
     if both {
         flags.push("[--turns]");
     }
@@ -696,7 +712,10 @@ only while its input is answered, so a few workers hold thousands.
         "  ADDR                  address to listen on, HOST:PORT (default {DEFAULT_ADDR});
                         port 0 lets the system pick a free port; or unix:PATH
                         for a Unix socket (a stale socket file is replaced,
-                        and the file is removed on exit)
+                        and the file is removed on exit). Several ADDRs: one
+                        server listens on all of them, with one pool and one
+                        set of limits (e.g. 127.0.0.1:7878 [::1]:7878
+                        unix:/tmp/NAME.sock)
 "
     ));
     if both {
@@ -767,13 +786,16 @@ only while its input is answered, so a few workers hold thousands.
   -h, --help            print this help
 
 Under socket activation (LISTEN_FDS, e.g. systemd or
-systemd-socket-activate) serves the passed socket instead of ADDR, and
+systemd-socket-activate) serves every passed socket instead of ADDR, and
 tells systemd READY=1 once serving when NOTIFY_SOCKET is set.
 
 Prints `listening on IP:PORT` (or `listening on unix:PATH`) once
-listening, then `metrics on ADDR` with --metrics. SIGINT (Ctrl-C) or
+listening, one line per listener in the order given, then
+`metrics on ADDR` with --metrics. SIGINT (Ctrl-C) or
 SIGTERM shuts down gracefully: stop accepting, answer what clients
-already sent, close; a second signal exits at once. RUST_LOG=debug logs
+already sent, close; a second signal exits at once. SIGUSR1 prints the
+counters on stderr; SIGUSR2 pauses accepting (new clients wait, open
+ones are served) and the next SIGUSR2 resumes. RUST_LOG=debug logs
 each connection on stderr.
 
 Exit status: 0 after a shutdown, 2 for a bad argument or an invalid
@@ -812,7 +834,7 @@ mod signals {
     use std::thread::{self, JoinHandle};
 
     use frontdesk::ServerControl;
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
     use signal_hook::iterator::{Handle, Signals};
 
     use super::Reload;
@@ -825,15 +847,16 @@ mod signals {
 
     /// Starts a thread that stops the servers on the first SIGINT or
     /// SIGTERM and ends the process at once on a second one; SIGUSR1 prints
-    /// the main server's counters on stderr.
+    /// the main server's counters on stderr; SIGUSR2 pauses the main
+    /// server's accepting, and the next one resumes it.
     ///
     /// Signals arrive on a thread of our own, not in a signal handler, so
     /// it may do anything: here, call `ServerControl::stop`, which wakes the
     /// accept loop with a connection and so is not allowed in a handler.
     pub(super) fn watch(stoppers: Vec<ServerControl>, reload: Option<Reload>) -> io::Result<Watch> {
         let mut signals = match reload {
-            Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGHUP])?,
-            None => Signals::new([SIGINT, SIGTERM, SIGUSR1])?,
+            Some(_) => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2, SIGHUP])?,
+            None => Signals::new([SIGINT, SIGTERM, SIGUSR1, SIGUSR2])?,
         };
         let handle = signals.handle();
         let thread = thread::Builder::new()
@@ -844,6 +867,16 @@ mod signals {
                     match (signal, &reload) {
                         (SIGHUP, Some(reload)) => reload(),
                         (SIGUSR1, _) => eprintln!("{}", super::stats_line(&stoppers[0].stats())),
+                        // Said once it holds: no client is accepted from
+                        // the moment `pause` returns.
+                        (SIGUSR2, _) if stoppers[0].is_paused() => {
+                            stoppers[0].resume();
+                            eprintln!("accepting resumed");
+                        }
+                        (SIGUSR2, _) => {
+                            stoppers[0].pause();
+                            eprintln!("accepting paused (SIGUSR2 resumes)");
+                        }
                         _ if stopping => {
                             eprintln!("second signal: exiting without waiting for connections");
                             std::process::exit(1);

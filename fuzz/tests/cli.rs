@@ -43,7 +43,10 @@ fn check(input: &[u8]) {
     let args = args.into_iter().map(|arg| OsString::from_vec(arg.to_vec()));
     match parse_args(args, Options::default()) {
         Ok(Some(options)) => {
-            assert!(!matches!(&options.addr, common::Listen::Tcp(addrs) if addrs.is_empty()));
+            assert!(!options.addrs.is_empty());
+            for addr in &options.addrs {
+                assert!(!matches!(addr, common::Address::Tcp(addrs) if addrs.is_empty()));
+            }
         }
         Ok(None) => {} // --help
         Err(message) => {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::addr::Addr;
 use crate::config::{Limits, Timeout};
+use crate::net::listener::Listener;
 use crate::net::socket::{PeerCredentials, Socket};
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;
@@ -85,6 +86,8 @@ pub struct Connection {
     id: u64,
     /// A Unix socket peer's credentials, read once when admitted.
     credentials: Option<PeerCredentials>,
+    /// The listener it came through (its index in `Shared::listeners`).
+    listener: usize,
     shared: Arc<Shared>,
     limits: Cell<Limits>,
     deadline: Cell<Option<Instant>>,
@@ -109,6 +112,7 @@ impl Connection {
             peer_addr: conn.peer,
             proxy: conn.proxy.map(Box::new),
             id: conn.id,
+            listener: conn.listener,
             shared,
             limits: Cell::new(limits),
             deadline: Cell::new(None),
@@ -126,6 +130,13 @@ impl Connection {
     /// name: `Addr::Unix(None)`.
     pub fn peer_addr(&self) -> Addr {
         self.peer_addr.clone()
+    }
+
+    /// The listener the connection came through: its index in the order
+    /// the listeners were added, its name if it has one, and its address
+    /// (see [`Listener`]). A server with one listener has index 0.
+    pub fn listener(&self) -> &Listener {
+        &self.shared.listener(self.listener).info
     }
 
     /// The PROXY protocol header the connection began with: the proxy's
@@ -668,6 +679,7 @@ impl fmt::Debug for Connection {
             proxy: _,
             id,
             credentials,
+            listener: _,
             shared: _,
             limits,
             deadline,
@@ -679,6 +691,7 @@ impl fmt::Debug for Connection {
         f.debug_struct("Connection")
             .field("id", id)
             .field("peer_addr", peer_addr)
+            .field("listener", self.listener())
             .field("transport", transport)
             .field("credentials", credentials)
             .field("limits", limits)

@@ -1,4 +1,4 @@
-//! The listening socket a service manager passes (systemd socket
+//! The listening sockets a service manager passes (systemd socket
 //! activation): `LISTEN_FDS` descriptors from 3 on, for the process that
 //! `LISTEN_PID` names, as `sd_listen_fds(3)` takes them.
 
@@ -7,15 +7,17 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::error::{Error, Result};
-use crate::net::listener::Listener;
+use crate::net::listener::ListenSocket;
 
 /// The variables of the protocol, removed from the environment once read
 /// (as `sd_listen_fds(1)` does), so that a child process never takes the
 /// sockets for its own.
 const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
-/// Takes the first socket passed to this process: `Ok(None)` when none
-/// was, or when the variables are meant for another process.
+/// Takes every socket passed to this process, in order, each with its
+/// name from `LISTEN_FDNAMES` when the manager gave one (systemd's
+/// `FileDescriptorName=`); empty when none was passed, or when the
+/// variables are meant for another process.
 ///
 /// `LISTEN_PID` must name this process, as `sd_listen_fds(3)` requires:
 /// a process that inherited the variables from the one they were meant
@@ -24,36 +26,46 @@ const VARIABLES: [&str; 3] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 /// or empty `LISTEN_PID`, for development tools that cannot know the
 /// pid; a server must not: issue #16.)
 ///
-/// The socket must be a listening TCP or Unix stream socket. A
+/// Each socket must be a listening TCP or Unix stream socket. A
 /// connection passed in its place (a systemd socket unit with
 /// `Accept=yes` passes each connection to an instance of its own) is
 /// [`Error::NotListening`] here, before the service manager is told the
 /// server is ready, instead of an accept error after it was.
-pub(crate) fn take_passed_listener() -> Result<Option<Listener>> {
+pub(crate) fn take_passed_listeners() -> Result<Vec<(ListenSocket, Option<String>)>> {
     if !for_this_process() {
         for name in VARIABLES {
             env::remove_var(name);
         }
-        return Ok(None);
+        return Ok(Vec::new());
     }
+    let names = env::var("LISTEN_FDNAMES").ok();
     // Reads and removes LISTEN_PID and LISTEN_FDS.
     let mut passed = listenfd::ListenFd::from_env();
     env::remove_var("LISTEN_FDNAMES");
+    let mut names = names.as_deref().map(|names| names.split(':'));
     let listener_error = |source| Error::Listener { source };
-    // A socket that is not TCP stays in place for the second try.
-    let listener = match passed.take_tcp_listener(0) {
-        Ok(Some(listener)) => Listener::Tcp(listener),
-        _ => match passed.take_unix_listener(0).map_err(listener_error)? {
-            Some(listener) => Listener::Unix(listener),
-            None => return Ok(None),
-        },
-    };
-    if !is_listening(&listener).map_err(listener_error)? {
-        return Err(Error::NotListening {
-            fd: listener.as_fd().as_raw_fd(),
-        });
+    let mut listeners = Vec::with_capacity(passed.len());
+    for index in 0..passed.len() {
+        let name = names.as_mut().and_then(Iterator::next);
+        // A socket that is not TCP stays in place for the second try.
+        let listener = match passed.take_tcp_listener(index) {
+            Ok(Some(listener)) => ListenSocket::Tcp(listener),
+            _ => match passed.take_unix_listener(index).map_err(listener_error)? {
+                Some(listener) => ListenSocket::Unix(listener),
+                None => continue,
+            },
+        };
+        if !is_listening(&listener).map_err(listener_error)? {
+            return Err(Error::NotListening {
+                fd: listener.as_fd().as_raw_fd(),
+            });
+        }
+        // systemd names a socket without `FileDescriptorName=` after its
+        // unit; an empty name is none.
+        let name = name.filter(|name| !name.is_empty()).map(str::to_string);
+        listeners.push((listener, name));
     }
-    Ok(Some(listener))
+    Ok(listeners)
 }
 
 /// Whether `LISTEN_PID` names this process.

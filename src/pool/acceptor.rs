@@ -1,5 +1,7 @@
-//! The accept loop: takes connections from the listener and hands them to
-//! the pool, or to the reject handler when the pool is full.
+//! The accept loop: takes connections from the listeners and hands them
+//! to the pool, or to the reject handler when the pool is full. One
+//! thread waits on every listener at once (one `poll(2)`), and takes
+//! from each ready one in turn, a bounded burst at a time.
 //!
 //! # Accept errors
 //!
@@ -7,7 +9,7 @@
 //! |---|---|
 //! | `ECONNABORTED`, `ECONNRESET`, `EPROTO`, `EPERM`, `EINTR`, and the network errors `accept(2)` may pass on (`ENETDOWN`, `ENETUNREACH`, `EHOSTDOWN`, `EHOSTUNREACH`, `ENOPROTOOPT`, `EOPNOTSUPP`) | the failed connection is lost; accept again at once |
 //! | `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM` | out of a resource that frees itself as connections close: wait 5 ms, doubling up to 1 s while the error lasts, back to 5 ms after a success; one warning per episode |
-//! | anything else (for example `EBADF`, `EINVAL`) | the listener is broken: the server shuts down and `run` / `join` return [`Error::Accept`] |
+//! | anything else (for example `EBADF`, `EINVAL`) | the listener is broken: the server shuts down and `run` / `join` return [`Error::Accept`] naming it |
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -19,16 +21,15 @@ use crossbeam_channel::{Select, TrySendError};
 use crate::addr::Addr;
 use crate::config::{Config, Overload};
 use crate::error::{Error, Result};
-use crate::net::listener::Listener;
+use crate::net::listener::ListenSocket;
 use crate::net::options;
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
-use crate::pool::queue::Queue;
-use crate::pool::queue::{Accepted, Job};
+use crate::pool::queue::{Accepted, Job, Queue};
 use crate::pool::shutdown::Shared;
 use crate::reject::RejectReason;
 use crate::stats::Counters;
-use crate::stream::wait::{self, Interest};
+use crate::stream::wait;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -48,124 +49,186 @@ pub(crate) enum Origin {
     Adopted { was_nonblocking: bool },
 }
 
-pub(crate) struct Acceptor<'a, T> {
+/// One listening socket of the acceptor, and what it learnt about it.
+struct Listening {
     /// In non-blocking mode (see `Server::new`).
-    listener: Listener,
+    socket: ListenSocket,
     origin: Origin,
+    /// Whether accepted streams inherit the listener's `TCP_NODELAY`:
+    /// learnt from the first one, or `false` at once when the listener is
+    /// not ours to change or could not take it.
+    inherits: Option<bool>,
+}
+
+/// The most connections taken from one listener before the others get
+/// their turn: with several listeners, a busy one cannot starve the rest
+/// (each ready listener gets up to this many per round), and with one,
+/// a round costs no more system calls than a plain accept loop.
+const ACCEPT_BURST: usize = 16;
+
+pub(crate) struct Acceptor<'a, T> {
+    /// In the order they were added: a connection's listener is its index
+    /// here, as in `Shared::listeners`.
+    listeners: Vec<Listening>,
     queue: Queue<T>,
     config: &'a Config,
     shared: Arc<Shared>,
     closer: Closer,
     last_id: u64,
-    /// Whether accepted streams inherit the listener's `TCP_NODELAY`:
-    /// learnt from the first one, or `false` at once when the listener is
-    /// not ours to change or could not take it.
-    inherits: Option<bool>,
+    /// The back-off after resource errors (`EMFILE`, ...): one for the
+    /// server, since the resource is the process's, whichever listener
+    /// ran into it.
     backoff: Option<Duration>,
     reject_log: RateLimit,
 }
 
 impl<'a, T> Acceptor<'a, T> {
-    /// `listener` must be in non-blocking mode already, so that the loop
-    /// waits in `poll(2)` where the stop signal can reach it.
+    /// Each listener must be in non-blocking mode already, so that the
+    /// loop waits in `poll(2)` where the stop signal can reach it.
     pub(crate) fn new(
-        listener: Listener,
-        origin: Origin,
+        listeners: Vec<(ListenSocket, Origin)>,
         queue: Queue<T>,
         config: &'a Config,
         shared: Arc<Shared>,
         closer: Closer,
     ) -> Acceptor<'a, T> {
-        let inherits = match (&listener, origin) {
-            (Listener::Tcp(_), Origin::Adopted { .. }) => Some(false),
-            (Listener::Tcp(tcp), Origin::Bound) => {
-                match options::prepare_listener(tcp, config.stream.nodelay) {
-                    Ok(()) => None,
-                    Err(error) => {
-                        log::debug!("could not set stream options on the listener: error={error}");
-                        Some(false)
+        let listeners = listeners
+            .into_iter()
+            .map(|(socket, origin)| {
+                let inherits = match (&socket, origin) {
+                    (ListenSocket::Tcp(_), Origin::Adopted { .. }) => Some(false),
+                    (ListenSocket::Tcp(tcp), Origin::Bound) => {
+                        match options::prepare_listener(tcp, config.stream.nodelay) {
+                            Ok(()) => None,
+                            Err(error) => {
+                                log::debug!(
+                                    "could not set stream options on the listener: error={error}"
+                                );
+                                Some(false)
+                            }
+                        }
                     }
+                    // A Unix socket has no TCP options.
+                    #[cfg(unix)]
+                    (ListenSocket::Unix(_), _) => Some(true),
+                };
+                Listening {
+                    socket,
+                    origin,
+                    inherits,
                 }
-            }
-            // A Unix socket has no TCP options.
-            #[cfg(unix)]
-            (Listener::Unix(_), _) => Some(true),
-        };
+            })
+            .collect();
         Acceptor {
-            listener,
-            origin,
+            listeners,
             queue,
             config,
             shared,
             closer,
             last_id: 0,
-            inherits,
             backoff: None,
             reject_log: RateLimit::new(REJECT_LOG_INTERVAL),
         }
     }
 
     /// Accepts until the server is stopped or `accept` fails fatally.
-    /// Consumes the acceptor, so the listener is closed and the queue's
+    /// Consumes the acceptor, so the listeners are closed and the queue's
     /// sender dropped when this returns.
     pub(crate) fn run(mut self) -> Result<()> {
         let result = self.accept_until_stopped();
-        if self.origin
-            == (Origin::Adopted {
-                was_nonblocking: false,
-            })
-        {
-            // Whoever else holds this socket (a `try_clone`, a parent
-            // process) finds it in the mode they left it in.
-            if let Err(error) = self.listener.set_nonblocking(false) {
-                log::warn!("could not put the listener back in blocking mode: error={error}");
+        for listening in &self.listeners {
+            if listening.origin
+                == (Origin::Adopted {
+                    was_nonblocking: false,
+                })
+            {
+                // Whoever else holds this socket (a `try_clone`, a parent
+                // process) finds it in the mode they left it in.
+                if let Err(error) = listening.socket.set_nonblocking(false) {
+                    log::warn!("could not put the listener back in blocking mode: error={error}");
+                }
             }
         }
         result
     }
 
+    /// Rounds over the listeners: each gets up to `ACCEPT_BURST` accepts
+    /// in turn, and when every one has said `WouldBlock` the loop waits
+    /// in one `poll(2)` on all of them and the stop signal.
     fn accept_until_stopped(&mut self) -> Result<()> {
-        while !self.shared.is_stopping() {
-            match self.listener.accept() {
-                Ok((stream, peer)) => {
-                    if self.backoff.take().is_some() {
-                        log::info!("accepting again after resource errors");
+        'rounds: while !self.shared.is_stopping() {
+            let mut more = false;
+            for index in 0..self.listeners.len() {
+                for _ in 0..ACCEPT_BURST {
+                    let socket = &self.listeners[index].socket;
+                    let Some(accepted) = self.shared.unless_paused(|| socket.accept()) else {
+                        // Paused: new clients wait in the backlogs, the
+                        // listeners stay open, and this thread waits for
+                        // the resume or the stop.
+                        self.shared.wait_resumed();
+                        continue 'rounds;
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            if self.backoff.take().is_some() {
+                                log::info!("accepting again after resource errors");
+                            }
+                            self.dispatch(stream, peer, index);
+                            if self.shared.is_stopping() {
+                                return Ok(());
+                            }
+                        }
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) => {
+                            self.accept_failed(error, index)?;
+                            // Accept there again in the next round, after
+                            // the others had theirs.
+                            more = true;
+                            break;
+                        }
                     }
-                    self.dispatch(stream, peer);
+                    // A full burst: there may be more waiting.
+                    more = true;
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    self.wait_for_clients()?;
-                }
-                Err(error) => self.accept_failed(error)?,
+            }
+            if !more {
+                self.wait_for_clients()?;
             }
         }
         Ok(())
     }
 
-    /// Waits until a client is waiting in the backlog or the server stops.
+    /// Waits until a client is waiting in any listener's backlog or the
+    /// server stops.
     fn wait_for_clients(&self) -> Result<()> {
         let stop = self.shared.stop_signal();
-        match wait::wait(&self.listener, Interest::Read, Some(stop), None) {
+        let sockets: Vec<&ListenSocket> = self.listeners.iter().map(|l| &l.socket).collect();
+        match wait::wait_readable_any(&sockets, stop) {
             Ok(_) => Ok(()),
             Err(error) => {
                 log::error!("waiting for connections failed, stopping the server: error={error}");
-                Err(Error::Accept { source: error })
+                Err(Error::Accept {
+                    listener: None,
+                    source: error,
+                })
             }
         }
     }
 
-    fn accept_failed(&mut self, error: io::Error) -> Result<()> {
+    fn accept_failed(&mut self, error: io::Error, index: usize) -> Result<()> {
         Counters::bump(&self.shared.counters.accept_errors);
+        let listener = &self.shared.listener(index).info;
         match classify(&error) {
             AcceptError::Retry => {
-                log::debug!("accept failed, retrying: error={error}");
+                log::debug!("accept failed, retrying: listener={listener} error={error}");
                 Ok(())
             }
             AcceptError::Backoff => {
                 let delay = match self.backoff {
                     None => {
                         log::warn!(
-                            "accept failed, backing off until resources free up: error={error}"
+                            "accept failed, backing off until resources free up: \
+                             listener={listener} error={error}"
                         );
                         FIRST_BACKOFF
                     }
@@ -177,16 +240,21 @@ impl<'a, T> Acceptor<'a, T> {
                 Ok(())
             }
             AcceptError::Fatal => {
-                log::error!("accept failed, stopping the server: error={error}");
-                Err(Error::Accept { source: error })
+                log::error!(
+                    "accept failed, stopping the server: listener={listener} error={error}"
+                );
+                Err(Error::Accept {
+                    listener: Some(listener.local_addr().clone()),
+                    source: error,
+                })
             }
         }
     }
 
-    fn dispatch(&mut self, stream: Socket, peer: Addr) {
+    fn dispatch(&mut self, stream: Socket, peer: Addr, listener: usize) {
         self.last_id += 1;
         if let Socket::Tcp(tcp) = &stream {
-            self.prepare(tcp, &peer);
+            self.prepare(tcp, &peer, listener);
         }
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
@@ -194,14 +262,16 @@ impl<'a, T> Acceptor<'a, T> {
             stream,
             peer,
             id: self.last_id,
+            listener,
             ip_slot: None,
         };
-        if let Some(max) = self.config.max_connections {
+        // Read for each connection: the control may change it.
+        if let Some(max) = self.shared.max_connections() {
             if counters.open.load(Ordering::Relaxed) >= max {
                 return self.reject(job, RejectReason::MaxConnections);
             }
         }
-        if self.shared.caps_per_ip_on_accept() {
+        if self.shared.caps_per_ip_on_accept(listener) {
             // Taken here, before the connection is queued, so before its
             // TLS handshake and its handler; given back when it closes,
             // or when it is turned away below.
@@ -225,14 +295,15 @@ impl<'a, T> Acceptor<'a, T> {
     /// which saves a system call per connection. The first stream shows
     /// whether this system does; until then, and where it does not, every
     /// stream gets it set.
-    fn prepare(&mut self, stream: &std::net::TcpStream, peer: &Addr) {
+    fn prepare(&mut self, stream: &std::net::TcpStream, peer: &Addr, listener: usize) {
         let mut options = self.config.stream;
-        if self.inherits.is_none() {
+        let listening = &mut self.listeners[listener];
+        if listening.inherits.is_none() {
             let inherits = options::has_nodelay(stream, options.nodelay);
             log::debug!("accepted streams inherit the listener's options: {inherits}");
-            self.inherits = Some(inherits);
+            listening.inherits = Some(inherits);
         }
-        if self.inherits == Some(true) {
+        if listening.inherits == Some(true) {
             options.nodelay = false;
         }
         // The BSDs and macOS pass the listener's O_NONBLOCK on to accepted
@@ -312,6 +383,7 @@ impl<'a, T> Acceptor<'a, T> {
             stream,
             peer,
             id,
+            listener,
             ip_slot,
         } = job;
         // Its place in the address's count, if it took one before the
@@ -325,7 +397,7 @@ impl<'a, T> Acceptor<'a, T> {
             );
         }
         let socket = Arc::new(stream);
-        self.shared.say_no(&socket, &peer, id, reason);
+        self.shared.say_no(&socket, (&peer, id), listener, reason);
         self.closer.close(socket);
     }
 }

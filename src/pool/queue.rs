@@ -39,6 +39,8 @@ pub(crate) struct Accepted {
     pub(crate) stream: Socket,
     pub(crate) peer: Addr,
     pub(crate) id: u64,
+    /// The listener it came through (its index in `Shared::listeners`).
+    pub(crate) listener: usize,
     /// Its place in its address's count, when the acceptor took one (see
     /// `Shared::caps_per_ip_on_accept`).
     pub(crate) ip_slot: Option<IpSlot>,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::addr::Addr;
-use crate::config::{Config, Limits};
+use crate::config::{Config, Limits, ListenerSetup};
 use crate::error::{Error, Result};
 use crate::net::socket::Socket;
 use crate::pool::closer::Closer;
@@ -41,6 +41,8 @@ pub(crate) struct Admitted {
     /// still to read (then `handshake_by` is its deadline).
     pub(crate) proxy: Option<ProxyHeader>,
     pub(crate) id: u64,
+    /// The listener it came through.
+    pub(crate) listener: usize,
     /// When what is still to do before the handler sees the connection
     /// (the turn mode does it between turns) must be done by: the PROXY
     /// header, if still to read, else the TLS handshake.
@@ -383,12 +385,14 @@ impl<S: Service> Worker<S> {
             stream,
             peer,
             id,
+            listener,
             mut ip_slot,
         } = job;
         let socket = Arc::new(stream);
         let counters = &self.shared.counters;
         let parks = self.service.parks_handshakes();
-        let proxy = match &self.shared.proxy {
+        let setup = self.shared.listener(listener);
+        let proxy = match &setup.proxy {
             // The service reads the header between parks: only a peer
             // that may not send one is closed now.
             Some(config) if parks => proxy::check_trusted(&peer, config).map(|()| None),
@@ -414,7 +418,7 @@ impl<S: Service> Worker<S> {
             match self.shared.ip_slot(&peer) {
                 Ok(slot) => ip_slot = slot,
                 Err(reason) => {
-                    self.shared.say_no(&socket, &peer, id, reason);
+                    self.shared.say_no(&socket, (&peer, id), listener, reason);
                     let what = format!("rejecting connection ({reason})");
                     let why = &counters.rejected_max_connections_per_ip;
                     let closing = (socket, None);
@@ -423,9 +427,9 @@ impl<S: Service> Worker<S> {
                 }
             }
         }
-        let header_by = (parks && self.shared.proxy.is_some())
-            .then(|| Instant::now() + proxy::PROXY_HEADER_TIME);
-        let (transport, handshake_by) = match self.secure(&socket) {
+        let header_by =
+            (parks && setup.proxy.is_some()).then(|| Instant::now() + proxy::PROXY_HEADER_TIME);
+        let (transport, handshake_by) = match self.secure(&socket, setup) {
             Ok(secured) => secured,
             Err(error) => {
                 let what = format!("closing a connection whose TLS handshake failed ({error})");
@@ -440,18 +444,24 @@ impl<S: Service> Worker<S> {
             peer,
             proxy,
             id,
+            listener,
             handshake_by: header_by.or(handshake_by),
             ip_slot,
         })
     }
 
-    /// The connection's transport: TLS over the socket when the server
+    /// The connection's transport: TLS over the socket when its listener
     /// speaks it, the socket itself otherwise. The handshake is run here,
     /// unless the service runs it between parks: then it is still to run,
     /// by the deadline returned.
-    fn secure(&self, socket: &Arc<Socket>) -> std::io::Result<(Transport, Option<Instant>)> {
+    #[cfg_attr(not(feature = "tls"), allow(unused_variables))]
+    fn secure(
+        &self,
+        socket: &Arc<Socket>,
+        setup: &ListenerSetup,
+    ) -> std::io::Result<(Transport, Option<Instant>)> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = &self.shared.tls {
+        if let Some(tls) = &setup.tls {
             let by = Instant::now() + tls.handshake_time;
             let (session, handshake_by) = match self.service.parks_handshakes() {
                 true => (crate::stream::tls::Session::start(&tls.config)?, Some(by)),

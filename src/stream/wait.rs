@@ -165,6 +165,21 @@ pub(crate) fn wait(
     }
 }
 
+/// Waits until any of `sockets` is readable (for a listener: a client
+/// waits in its backlog) or `signal` is raised. One `poll(2)`, no timeout.
+pub(crate) fn wait_readable_any(sockets: &[impl AsFd], signal: &Signal) -> io::Result<Woken> {
+    let mut fds: Vec<PollFd<'_>> = sockets
+        .iter()
+        .map(|socket| PollFd::new(socket, PollFlags::IN))
+        .collect();
+    fds.push(PollFd::new(&signal.receiver, PollFlags::IN));
+    poll(&mut fds, None)?;
+    match fds.last().is_some_and(|fd| !fd.revents().is_empty()) {
+        true => Ok(Woken::Signal),
+        false => Ok(Woken::Ready),
+    }
+}
+
 fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
     // A timeout too long for a `timespec` (centuries) is no timeout.
     let timeout = timeout.and_then(|t| Timespec::try_from(t).ok());

@@ -357,6 +357,8 @@ struct Registry {
 /// A connection of the turn mode.
 pub(crate) struct Entry {
     pub(crate) id: u64,
+    /// The listener it came through (its index in `Shared::listeners`).
+    pub(crate) listener: usize,
     /// The client's address, and the PROXY protocol header when the
     /// server requires one (set once read: the connection is made before).
     pub(crate) peer_addr: ClientAddr,
@@ -444,6 +446,7 @@ impl Entry {
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
             id: conn.id,
+            listener: conn.listener,
             peer_addr: ClientAddr::new(conn.peer, conn.proxy),
             credentials: conn.transport.socket().peer_credentials(),
             #[cfg(feature = "tls")]
@@ -1400,6 +1403,8 @@ mod tests {
     use super::*;
     use crate::addr::Addr;
     use crate::builder::ServerBuilder;
+    use crate::config::ListenerSetup;
+    use crate::net::listener::Listener;
     use crate::net::socket::Socket;
     use crate::pool::queue::Idle;
 
@@ -1410,7 +1415,12 @@ mod tests {
             .idle_timeout(Duration::from_secs(300))
             .config()
             .unwrap();
-        let shared = Arc::new(Shared::new(&config).unwrap());
+        let listener = ListenerSetup {
+            info: Listener::new(0, None, Addr::Unix(None)),
+            proxy: None,
+            tls: None,
+        };
+        let shared = Arc::new(Shared::new(&config, vec![listener]).unwrap());
         let (closer, _closer_thread) = Closer::start(
             Arc::clone(&shared),
             config.linger,
@@ -1433,6 +1443,7 @@ mod tests {
                 peer: Addr::Tcp(peer),
                 proxy: None,
                 id,
+                listener: 0,
                 handshake_by: None,
                 ip_slot: None,
             };

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::net::listener::Listener;
 use crate::net::socket::PeerCredentials;
 use crate::pool::shutdown::Shared;
 use crate::stream::proxy::ProxyHeader;
@@ -170,6 +171,12 @@ impl<'a> Turn<'a> {
     /// [`Connection::peer_addr`](crate::Connection::peer_addr)).
     pub fn peer_addr(&self) -> Addr {
         self.entry.peer_addr.get()
+    }
+
+    /// The listener the connection came through (see
+    /// [`Connection::listener`](crate::Connection::listener)).
+    pub fn listener(&self) -> &Listener {
+        &self.shared.listener(self.entry.listener).info
     }
 
     /// The PROXY protocol header the connection began with, when the

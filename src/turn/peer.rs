@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::addr::Addr;
 use crate::config::CloseReason;
+use crate::net::listener::Listener;
 use crate::net::socket::PeerCredentials;
 use crate::stream::frames::LengthPrefix;
 use crate::turn::engine::{Entry, SendError};
@@ -62,6 +63,12 @@ impl Peer {
     /// [`Turn::peer_credentials`](crate::Turn::peer_credentials)).
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
         self.entry.credentials
+    }
+
+    /// The listener the connection came through (see
+    /// [`Connection::listener`](crate::Connection::listener)).
+    pub fn listener(&self) -> &Listener {
+        &self.entry.hub.shared.listener(self.entry.listener).info
     }
 
     /// Queues `bytes` for the client; never waits. Anything byte-like

@@ -230,7 +230,8 @@ impl<H: TurnHandler> Turns<H> {
 
     /// Whether the connection's PROXY header is still to read.
     fn awaits_header(&self, entry: &Entry) -> bool {
-        self.hub.shared.proxy.is_some() && entry.peer_addr.header().is_none()
+        let setup = self.hub.shared.listener(entry.listener);
+        setup.proxy.is_some() && entry.peer_addr.header().is_none()
     }
 
     /// Takes what has arrived of the PROXY header, without waiting: true
@@ -268,7 +269,7 @@ impl<H: TurnHandler> Turns<H> {
             Ok(None) => {}
             Err(reason) => {
                 if let Ok(socket) = entry.socket() {
-                    shared.say_no(&socket, &client, entry.id, reason);
+                    shared.say_no(&socket, (&client, entry.id), entry.listener, reason);
                 }
                 let counted = &shared.counters.rejected_max_connections_per_ip;
                 entry.refuse(&reason, counted);
@@ -276,6 +277,7 @@ impl<H: TurnHandler> Turns<H> {
             }
         }
         let handshake_by = shared
+            .listener(entry.listener)
             .tls
             .as_ref()
             .map(|tls| Instant::now() + tls.handshake_time);
