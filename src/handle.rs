@@ -9,7 +9,7 @@ use crate::addr::Addr;
 use crate::error::{Error, Result};
 use crate::net::listener::Listener;
 use crate::pool::shutdown::Shared;
-use crate::stats::Stats;
+use crate::stats::{listeners_to_prometheus, Stats};
 
 /// What a graceful shutdown did, from [`ServerHandle::shutdown`],
 /// [`ServerHandle::join`] or [`Server::run`](crate::Server::run).
@@ -106,6 +106,18 @@ impl ServerHandle {
     /// Every listener, in the order they were added.
     pub fn listeners(&self) -> Vec<Listener> {
         listeners(&self.shared)
+    }
+
+    /// Connections accepted through each listener, in the order they
+    /// were added; see [`ServerControl::accepted_by_listener`].
+    pub fn accepted_by_listener(&self) -> Vec<(Listener, u64)> {
+        accepted_by_listener(&self.shared)
+    }
+
+    /// The server's metrics in the Prometheus text format; see
+    /// [`ServerControl::to_prometheus`].
+    pub fn to_prometheus(&self) -> String {
+        to_prometheus(&self.shared)
     }
 
     /// A snapshot of the server's counters.
@@ -292,6 +304,46 @@ impl ServerControl {
         listeners(&self.shared)
     }
 
+    /// Connections accepted through each listener, in the order they
+    /// were added (their sum is [`Stats::accepted`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use frontdesk::{Listen, Server};
+    ///
+    /// # fn main() -> frontdesk::Result<()> {
+    /// let server = Server::builder()
+    ///     .listen(Listen::tcp("127.0.0.1:0").name("public"))
+    ///     .listen(Listen::tcp("127.0.0.1:0").name("admin"))
+    ///     .build()?;
+    /// let admin = server.local_addrs()[1].tcp().unwrap();
+    /// let handle = server.spawn(|_: &mut frontdesk::Connection| Ok(()))?;
+    /// let mut client = std::net::TcpStream::connect(admin).unwrap();
+    /// let _ = std::io::Read::read(&mut client, &mut [0; 1]); // closed when served
+    /// let counts: Vec<(String, u64)> = handle
+    ///     .accepted_by_listener()
+    ///     .into_iter()
+    ///     .map(|(listener, accepted)| (listener.to_string(), accepted))
+    ///     .collect();
+    /// assert_eq!(counts, [("public".to_string(), 0), ("admin".to_string(), 1)]);
+    /// handle.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn accepted_by_listener(&self) -> Vec<(Listener, u64)> {
+        accepted_by_listener(&self.shared)
+    }
+
+    /// The server's metrics in the Prometheus text exposition format:
+    /// [`Stats::to_prometheus`] of a snapshot, then the connections
+    /// accepted through each listener
+    /// (`frontdesk_listener_connections_accepted_total`, labelled
+    /// `listener` with the listener's name, or its address when it has
+    /// none). This is what the examples' `--metrics` serves.
+    pub fn to_prometheus(&self) -> String {
+        to_prometheus(&self.shared)
+    }
+
     /// Stops accepting new connections until [`resume`](ServerControl::resume),
     /// without closing anything.
     ///
@@ -422,4 +474,21 @@ pub(crate) fn local_addrs(shared: &Shared) -> Vec<Addr> {
 
 pub(crate) fn listeners(shared: &Shared) -> Vec<Listener> {
     shared.listeners().iter().map(|l| l.info.clone()).collect()
+}
+
+fn accepted_by_listener(shared: &Shared) -> Vec<(Listener, u64)> {
+    listeners(shared)
+        .into_iter()
+        .zip(shared.accepted_by_listener())
+        .collect()
+}
+
+fn to_prometheus(shared: &Shared) -> String {
+    let by_listener: Vec<(String, u64)> = accepted_by_listener(shared)
+        .into_iter()
+        .map(|(listener, accepted)| (listener.to_string(), accepted))
+        .collect();
+    let mut text = shared.stats().to_prometheus();
+    text.push_str(&listeners_to_prometheus(&by_listener));
+    text
 }

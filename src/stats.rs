@@ -290,6 +290,41 @@ struct Exposition {
     text: String,
 }
 
+/// The connections accepted through each listener, as a counter family
+/// in the Prometheus text format, labelled `listener` with each one's
+/// name, or its address (see `ServerControl::to_prometheus`).
+pub(crate) fn listeners_to_prometheus(accepted: &[(String, u64)]) -> String {
+    let mut out = Exposition::default();
+    let samples: Vec<_> = accepted
+        .iter()
+        .map(|(label, count)| (Some(("listener", label.as_str())), *count))
+        .collect();
+    out.counter(
+        "listener_connections_accepted_total",
+        "Connections accepted, by listener.",
+        &samples,
+    );
+    out.text
+}
+
+/// A label value as the format wants it: `\`, `"` and line breaks
+/// escaped (a listener's name is the user's).
+fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    let mut escaped = String::with_capacity(value.len() + 2);
+    for c in value.chars() {
+        match c {
+            '\\' => escaped.push_str("\\\\"),
+            '"' => escaped.push_str("\\\""),
+            '\n' => escaped.push_str("\\n"),
+            c => escaped.push(c),
+        }
+    }
+    escaped.into()
+}
+
 impl Exposition {
     /// A counter family: its `HELP` and `TYPE` lines, then a sample per
     /// label (at most one label each).
@@ -298,6 +333,7 @@ impl Exposition {
         for &(label, value) in samples {
             let _ = match label {
                 Some((key, label)) => {
+                    let label = escape_label(label);
                     writeln!(self.text, "frontdesk_{name}{{{key}=\"{label}\"}} {value}")
                 }
                 None => writeln!(self.text, "frontdesk_{name} {value}"),
@@ -634,5 +670,18 @@ mod tests {
             u64::MAX
         )));
         assert!(text.contains(&format!("frontdesk_connections_active {}\n", usize::MAX)));
+    }
+
+    #[test]
+    fn listener_names_are_escaped_as_label_values() {
+        let text = listeners_to_prometheus(&[
+            ("127.0.0.1:7878".to_string(), 3),
+            ("a \"quoted\\ name\nhere".to_string(), 0),
+        ]);
+        assert!(text.contains(
+            "frontdesk_listener_connections_accepted_total{listener=\"127.0.0.1:7878\"} 3\n"
+        ));
+        assert!(text.contains("{listener=\"a \\\"quoted\\\\ name\\nhere\"} 0\n"));
+        assert_eq!(text.lines().filter(|l| l.starts_with("# TYPE")).count(), 1);
     }
 }

@@ -14,16 +14,16 @@ mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{Example, PATIENCE};
+use support::{Client, Example, PATIENCE};
 
 /// Every metric the examples serve, with its type.
-const METRICS: [(&str, &str); 20] = [
+const METRICS: [(&str, &str); 21] = [
     ("frontdesk_connections_accepted_total", "counter"),
     ("frontdesk_connections_rejected_total", "counter"),
     ("frontdesk_connections_completed_total", "counter"),
@@ -44,6 +44,7 @@ const METRICS: [(&str, &str); 20] = [
     ("frontdesk_paused", "gauge"),
     ("frontdesk_max_connections", "gauge"),
     ("frontdesk_max_connections_per_ip", "gauge"),
+    ("frontdesk_listener_connections_accepted_total", "counter"),
 ];
 
 /// The gauges of a cap, which are `+Inf` when there is none.
@@ -513,6 +514,46 @@ fn the_turn_mode_serves_its_stats_to_curl() {
         parked.value("frontdesk_max_connections_per_ip", &[]),
         f64::INFINITY
     );
+    server.stop();
+}
+
+/// With two listeners, the connections accepted through each are counted
+/// apart, labelled with each listener's address.
+#[test]
+fn each_listener_has_its_accepted_count() {
+    let Some(curl_path) = curl_or_skip("each_listener_has_its_accepted_count") else {
+        return;
+    };
+    let server = Example::start("commands", &["127.0.0.1:0", "--metrics", "127.0.0.1:0"]);
+    let second = server.next_stdout_line();
+    let second: SocketAddr = second
+        .strip_prefix("listening on ")
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("expected a second `listening on ADDR`, got {second:?}"));
+    let metrics = server.next_stdout_line();
+    let metrics = metrics
+        .strip_prefix("metrics on ")
+        .unwrap_or_else(|| panic!("expected `metrics on ADDR`, got {metrics:?}"))
+        .to_string();
+    let url = format!("http://{metrics}/metrics");
+    let mut client = Client::connect(second);
+    client.send("ping\n");
+    client.expect("pong");
+    let scraped = check_scrape(&curl(&curl_path, &[], &url).body);
+    let count = |addr: SocketAddr| {
+        scraped.value(
+            "frontdesk_listener_connections_accepted_total",
+            &[("listener", &addr.to_string())],
+        )
+    };
+    assert_eq!(count(server.addr), 0.0);
+    assert_eq!(count(second), 1.0);
+    assert_eq!(
+        scraped.value("frontdesk_connections_accepted_total", &[]),
+        1.0
+    );
+    drop(client);
+    let mut server = server;
     server.stop();
 }
 

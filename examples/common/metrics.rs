@@ -1,5 +1,6 @@
 //! `--metrics ADDR`: the server's statistics over HTTP, in the Prometheus
-//! text format ([`frontdesk::Stats::to_prometheus`]), served by a second
+//! text format ([`frontdesk::ServerControl::to_prometheus`]: the stats and
+//! the connections accepted through each listener), served by a second
 //! frontdesk server in the `Handler` mode: the crate serving its own
 //! numbers.
 //!
@@ -77,7 +78,7 @@ impl Metrics {
         }
         match request.method.as_str() {
             "GET" | "HEAD" => {
-                let body = self.of.stats().to_prometheus();
+                let body = self.of.to_prometheus();
                 response(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -258,6 +258,7 @@ impl<'a, T> Acceptor<'a, T> {
         }
         let counters = &self.shared.counters;
         Counters::bump(&counters.accepted);
+        self.shared.count_accepted(listener);
         let mut job = Accepted {
             stream,
             peer,

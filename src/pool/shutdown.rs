@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     /// The listeners, in the order they were added: each one's PROXY
     /// protocol and TLS settings, and what its connections see of it.
     listeners: Box<[ListenerSetup]>,
+    /// Connections accepted through each listener (same order).
+    accepted_by_listener: Box<[AtomicU64]>,
     /// The connections of each client address, while they are capped
     /// (`max_connections_per_ip`); the table exists even when they are
     /// not, so that a cap can be switched on while the server runs.
@@ -80,6 +82,7 @@ impl Shared {
             workers: config.workers,
             drain_quiet: config.drain_quiet,
             linger_time: config.linger.time,
+            accepted_by_listener: listeners.iter().map(|_| AtomicU64::new(0)).collect(),
             listeners: listeners.into_boxed_slice(),
             per_ip: PerIp::new(config.max_connections_per_ip),
             max_connections: AtomicUsize::new(config.max_connections.unwrap_or(0)),
@@ -99,6 +102,17 @@ impl Shared {
     /// Every listener, in the order added.
     pub(crate) fn listeners(&self) -> &[ListenerSetup] {
         &self.listeners
+    }
+
+    /// Counts a connection accepted through listener `index`.
+    pub(crate) fn count_accepted(&self, index: usize) {
+        self.accepted_by_listener[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections accepted through each listener, in the order added.
+    pub(crate) fn accepted_by_listener(&self) -> Vec<u64> {
+        let counts = self.accepted_by_listener.iter();
+        counts.map(|count| count.load(Ordering::Relaxed)).collect()
     }
 
     /// Whether the per-address cap is checked when a connection of
