@@ -20,12 +20,12 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use frontdesk::{Addr, Next, Server, Turn, TurnHandler};
 
-use util::{assert_accounted, client, read_line, tcp_addr, LOCALHOST, TIMEOUT};
+use util::{assert_accounted, client, read_line, send_line, tcp_addr, LOCALHOST, TIMEOUT};
 
 // ---------------------------------------------------------------------------
 // 1, 2. A busy connection and a parked one, on one worker
@@ -164,4 +164,108 @@ fn a_busy_connection_lets_a_parked_one_go_first() {
 #[test]
 fn a_staying_connection_lets_a_parked_one_go_first() {
     a_parked_client_is_answered_beside_a_flood(true);
+}
+
+// ---------------------------------------------------------------------------
+// 3. An outbox while every worker is in a turn
+// ---------------------------------------------------------------------------
+
+/// How much `big` sends: more than loopback's socket buffers hold, so that
+/// the rest waits in the outbox for the client to read.
+const BIG: usize = 16 << 20;
+
+/// Line by line: `big` is answered with [`BIG`] bytes, `block` holds the
+/// worker (it tells the test, then waits until the test lets it go).
+struct BigOrBlock {
+    sent_big: Sender<()>,
+    blocking: Sender<()>,
+    let_go: Receiver<()>,
+}
+
+impl TurnHandler for BigOrBlock {
+    type State = Vec<u8>;
+
+    fn open(&self, _: &mut Turn<'_>) -> io::Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+
+    fn ready(&self, line: &mut Vec<u8>, turn: &mut Turn<'_>) -> io::Result<Next> {
+        let mut byte = [0u8; 1];
+        loop {
+            match turn.read(&mut byte) {
+                Ok(0) => return Ok(Next::Close),
+                Ok(_) if byte[0] == b'\n' => match std::mem::take(line).as_slice() {
+                    b"big" => {
+                        turn.send(vec![b'b'; BIG])?;
+                        let _ = self.sent_big.send(());
+                    }
+                    b"block" => {
+                        let _ = self.blocking.send(());
+                        // Bounded: the test lets it go once it has read.
+                        let _ = self.let_go.recv_timeout(2 * TIMEOUT);
+                    }
+                    other => return Err(io::Error::other(format!("{other:?}?"))),
+                },
+                Ok(_) => line.push(byte[0]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+/// One worker, held in a turn; a parked connection with most of a large
+/// reply in its outbox, whose client reads: the reply reaches it. With a
+/// write timeout far shorter than the wait, it is not closed for it
+/// either: its client takes what the socket is given.
+#[test]
+fn an_outbox_is_written_while_every_worker_is_in_a_turn() {
+    let (sent_big, sent_big_rx) = crossbeam_channel::bounded(1);
+    let (blocking, blocking_rx) = crossbeam_channel::bounded(1);
+    let (let_go, let_go_rx) = crossbeam_channel::bounded(1);
+    let handle = Server::builder()
+        .workers(1)
+        .write_timeout(Duration::from_millis(200))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(BigOrBlock {
+            sent_big,
+            blocking,
+            let_go: let_go_rx,
+        })
+        .unwrap();
+    let addr = tcp_addr(handle.local_addr());
+    let mut reader = client(addr);
+    send_line(&mut reader, "big");
+    sent_big_rx
+        .recv_timeout(TIMEOUT)
+        .expect("`big` is answered");
+    let mut holder = client(addr);
+    send_line(&mut holder, "block");
+    blocking_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the worker is held");
+    // The engine as first written wrote the rest of the outbox only from
+    // an idle worker: none was, and the reader waited (then, past the
+    // write timeout, its connection was closed as not reading).
+    let mut got = 0;
+    let mut buf = vec![0u8; 1 << 16];
+    let outcome = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break Err("end of stream".to_string()),
+            Ok(n) => {
+                got += n;
+                if got == BIG {
+                    break Ok(());
+                }
+            }
+            Err(error) => break Err(error.to_string()),
+        }
+    };
+    let_go.send(()).unwrap();
+    drop((reader, holder));
+    let report = handle.shutdown().expect("the server stops");
+    assert_eq!(outcome, Ok(()), "{got} of {BIG} bytes came");
+    assert_eq!(report.stats.timeouts.write, 0, "{report:#?}");
+    assert_accounted(&report.stats);
 }

@@ -89,6 +89,18 @@ mod epoll {
             )?)
         }
 
+        /// Registers a connection under `key` for its room to write only,
+        /// reported as it opens.
+        pub(crate) fn add_room(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            let flags = EventFlags::OUT | EventFlags::ET;
+            Ok(epoll::add(
+                &self.epoll,
+                socket,
+                EventData::new_u64(key as u64),
+                flags,
+            )?)
+        }
+
         /// Registers one of the server's signals, reported once when it is
         /// raised.
         pub(crate) fn add_signal(&self, signal: &Endpoint, key: usize) -> io::Result<()> {
@@ -227,6 +239,16 @@ mod portable {
             unsafe {
                 self.poller
                     .add_with_mode(socket, Event::all(key), PollMode::Edge)
+            }
+        }
+
+        #[allow(unsafe_code)]
+        pub(crate) fn add_room(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            // SAFETY: as for `add`: deleted before the socket goes to the
+            // closer.
+            unsafe {
+                self.poller
+                    .add_with_mode(socket, Event::writable(key), PollMode::Edge)
             }
         }
 
