@@ -567,8 +567,9 @@ impl Entry {
     pub(crate) fn must_park(&self) -> bool {
         let inner = lock(&self.inner);
         inner.close.is_some()
-            // Only the poller writes what the socket did not take, and a
-            // connection backed up would find input and take none of it.
+            // What the socket did not take is written once parked (on room
+            // to write), and a connection backed up would find input and
+            // take none of it.
             || inner.unsent()
             || !self.takes_input(&inner)
             || self
