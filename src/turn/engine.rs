@@ -406,6 +406,8 @@ struct Inner {
     /// fires and finds the connection due later sets that instead.
     scheduled: Option<Instant>,
     registered: bool,
+    /// Also in the poller's set, for room to write (see `watch_room`).
+    watched: bool,
     /// When the connection last showed life (a turn that read, a client
     /// that took replies during a shutdown): during a shutdown it is
     /// closed once it has been quiet for the drain's quiet time.
@@ -465,6 +467,7 @@ impl Entry {
                 stalled_since: None,
                 scheduled: None,
                 registered: false,
+                watched: false,
                 // Opening counts as input for the drain: a connection
                 // that opens late in a shutdown (its handshake, or its
                 // place in the queue, took a while) gets its quiet time.
@@ -587,8 +590,9 @@ impl Entry {
     pub(crate) fn must_park(&self) -> bool {
         let inner = lock(&self.inner);
         inner.close.is_some()
-            // Only the poller writes what the socket did not take, and a
-            // connection backed up would find input and take none of it.
+            // What the socket did not take is written once parked (on room
+            // to write), and a connection backed up would find input and
+            // take none of it.
             || inner.unsent()
             || !self.takes_input(&inner)
             || self
@@ -806,6 +810,53 @@ impl Entry {
         if !inner.unsent() {
             inner.stalled_since = None;
         }
+        self.watch_room(inner);
+    }
+
+    /// While bytes wait in the outbox of a connection no worker has (parked
+    /// or flushing), the poller's set reports the room to write them, as
+    /// the readiness set does: only idle workers wait there, and while
+    /// every worker is in a turn nobody else would write them. Registered
+    /// once the socket stops taking the outbox, removed once it is empty.
+    /// Under the lock.
+    fn watch_room(&self, inner: &mut Inner) {
+        let watch = match (inner.unsent(), inner.phase) {
+            (false, _) => false,
+            (true, Phase::Parked | Phase::Flushing) => true,
+            // In a turn: its park looks again.
+            (true, _) => inner.watched,
+        };
+        if watch == inner.watched {
+            return;
+        }
+        let Some(stream) = &inner.stream else {
+            return;
+        };
+        let socket = stream.socket();
+        let done = match watch {
+            true => self.hub.poller.add_room(socket, key(self.id)),
+            false => self.hub.poller.delete(&**socket),
+        };
+        match done {
+            Ok(()) => inner.watched = watch,
+            // The readiness set still reports the room, to idle workers.
+            Err(error) => log::debug!("could not watch id={}: error={error}", self.id),
+        }
+    }
+
+    /// The poller's part when its set reports room to write for a
+    /// connection whose outbox it watches (see `watch_room`): writes it,
+    /// and gives the connection the turn that follows, if any.
+    pub(crate) fn on_room(self: &Arc<Self>) {
+        let room = Ready {
+            key: key(self.id),
+            readable: false,
+            writable: true,
+            read_closed: false,
+        };
+        if let Some(why) = self.on_ready(room) {
+            self.hub.dispatch(self, why);
+        }
     }
 
     /// Asks for the connection to end: at once when it is parked (a
@@ -892,12 +943,14 @@ impl Entry {
             // a client that keeps sending must not hold back the others'
             // goodbyes.
             self.hub.set_phase(&mut inner, Phase::Parked);
+            self.watch_room(&mut inner);
             self.schedule(&mut inner);
             drop(inner);
             self.hub.defer(self);
             return Ok(Parked::Yes);
         }
         self.hub.set_phase(&mut inner, Phase::Parked);
+        self.watch_room(&mut inner);
         self.schedule(&mut inner);
         if self.hub.closing_all.load(Ordering::SeqCst) {
             // The shutdown's closing round looked at the connections
@@ -1034,6 +1087,14 @@ impl Entry {
             if let Some(stream) = &stream {
                 if let Err(error) = self.hub.ready.delete(&**stream.socket()) {
                     log::debug!("could not deregister id={}: error={error}", self.id);
+                }
+            }
+        }
+        if inner.watched {
+            inner.watched = false;
+            if let Some(stream) = &stream {
+                if let Err(error) = self.hub.poller.delete(&**stream.socket()) {
+                    log::debug!("could not stop watching id={}: error={error}", self.id);
                 }
             }
         }

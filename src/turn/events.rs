@@ -89,6 +89,18 @@ mod epoll {
             )?)
         }
 
+        /// Registers a connection under `key` for its room to write only,
+        /// reported as it opens.
+        pub(crate) fn add_room(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            let flags = EventFlags::OUT | EventFlags::ET;
+            Ok(epoll::add(
+                &self.epoll,
+                socket,
+                EventData::new_u64(key as u64),
+                flags,
+            )?)
+        }
+
         /// Registers one of the server's signals, reported once when it is
         /// raised.
         pub(crate) fn add_signal(&self, signal: &Endpoint, key: usize) -> io::Result<()> {
@@ -169,9 +181,13 @@ mod epoll {
     }
 }
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
+// Also built for the tests on Linux, so that its contract is tested
+// where the tests run.
+#[cfg(any(test, not(any(target_os = "linux", target_os = "android"))))]
+#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
 mod portable {
     use std::io;
+    use std::sync::{Mutex, TryLockError};
     use std::time::Duration;
 
     use polling::{Event, Events, PollMode, Poller};
@@ -179,6 +195,7 @@ mod portable {
     use super::Ready;
     use crate::net::socket::Socket;
     use crate::stream::wait::Endpoint;
+    use crate::sync::lock;
 
     /// What `polling` fills in a wait (see [`ReadySet::buffer`]).
     pub(crate) type RawReports = Events;
@@ -187,6 +204,12 @@ mod portable {
     #[derive(Debug)]
     pub(crate) struct ReadySet {
         poller: Poller,
+        /// `polling` lets one thread wait at a time: another that calls
+        /// `wait` meanwhile comes back at once with nothing, and idle
+        /// workers, which all wait in the set, would spin. They take
+        /// turns here instead; `notify` wakes the one in `wait`, and each
+        /// that comes back lets the next in.
+        waiting: Mutex<()>,
     }
 
     impl ReadySet {
@@ -202,7 +225,10 @@ mod portable {
                     "the turn mode needs edge-triggered readiness, which this system lacks",
                 ));
             }
-            Ok(ReadySet { poller })
+            Ok(ReadySet {
+                poller,
+                waiting: Mutex::new(()),
+            })
         }
 
         #[allow(unsafe_code)]
@@ -213,6 +239,16 @@ mod portable {
             unsafe {
                 self.poller
                     .add_with_mode(socket, Event::all(key), PollMode::Edge)
+            }
+        }
+
+        #[allow(unsafe_code)]
+        pub(crate) fn add_room(&self, socket: &Socket, key: usize) -> io::Result<()> {
+            // SAFETY: as for `add`: deleted before the socket goes to the
+            // closer.
+            unsafe {
+                self.poller
+                    .add_with_mode(socket, Event::writable(key), PollMode::Edge)
             }
         }
 
@@ -231,7 +267,9 @@ mod portable {
         }
 
         /// As on Linux, except that `max` is not kept: each wait takes
-        /// what `buf` holds.
+        /// what `buf` holds, and threads wait one after the other (see
+        /// `waiting`). A look that does not wait (a zero `timeout`) finds
+        /// nothing while another thread waits: that one takes what comes.
         pub(crate) fn wait(
             &self,
             events: &mut Vec<Ready>,
@@ -241,6 +279,14 @@ mod portable {
         ) -> io::Result<()> {
             events.clear();
             buf.clear();
+            let _turn = match timeout {
+                Some(timeout) if timeout.is_zero() => match self.waiting.try_lock() {
+                    Ok(turn) => turn,
+                    Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                    Err(TryLockError::WouldBlock) => return Ok(()),
+                },
+                _ => lock(&self.waiting),
+            };
             self.poller.wait(buf, timeout)?;
             for event in buf.iter() {
                 events.push(Ready {
@@ -259,6 +305,62 @@ mod portable {
 
         pub(crate) fn buffer() -> Events {
             Events::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod portable_tests {
+    use std::sync::Arc;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::portable::ReadySet;
+
+    /// Idle workers wait in the set together: a second waiter must wait
+    /// too, not come back at once with nothing (and be called again, and
+    /// spin), and each wake-up must reach a waiter.
+    #[test]
+    fn two_waiters_both_wait_until_woken() {
+        // Long enough that a waiter coming back at once would have done
+        // so; the waits' own timeout only bounds a failing test.
+        const QUIET: Duration = Duration::from_millis(300);
+        const TIMEOUT: Duration = Duration::from_secs(10);
+        let set = Arc::new(ReadySet::new().unwrap());
+        let (back, back_rx) = crossbeam_channel::unbounded();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let (set, back) = (Arc::clone(&set), back.clone());
+                thread::spawn(move || {
+                    let mut events = Vec::new();
+                    let mut buf = ReadySet::buffer();
+                    let waited = set.wait(&mut events, &mut buf, usize::MAX, Some(TIMEOUT));
+                    back.send(waited.map(|()| events.len())).unwrap();
+                })
+            })
+            .collect();
+        assert!(
+            back_rx.recv_timeout(QUIET).is_err(),
+            "a waiter came back with nothing to report and no wake-up"
+        );
+        // A busy worker's look, which must not wait for the waiters.
+        let (mut events, mut buf) = (Vec::new(), ReadySet::buffer());
+        set.wait(&mut events, &mut buf, usize::MAX, Some(Duration::ZERO))
+            .unwrap();
+        assert!(events.is_empty());
+        assert!(
+            back_rx.try_recv().is_err(),
+            "the look waited for a waiter to come back"
+        );
+        for _ in 0..2 {
+            set.notify().unwrap();
+            let back = back_rx
+                .recv_timeout(TIMEOUT)
+                .expect("a wake-up wakes a waiter");
+            assert_eq!(back.unwrap(), 0, "the wake-up is not an event");
+        }
+        for waiter in waiters {
+            waiter.join().unwrap();
         }
     }
 }

@@ -18,7 +18,8 @@ use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
 
 /// Keys of the server's stop and force signals in the poller's set
-/// (`usize::MAX` is the set's own wake-up).
+/// (`usize::MAX` is the set's own wake-up); connections whose outbox it
+/// watches have keys from 1 up (their ids).
 const STOP: usize = usize::MAX - 1;
 const FORCE: usize = usize::MAX - 2;
 
@@ -135,7 +136,13 @@ fn run(hub: &Hub) {
                     }
                 }
                 FORCE => forced = true,
-                key => debug_assert!(false, "the poller's set has no key {key}"),
+                // Room to write for an outbox no worker may be there to
+                // write (see `Entry::watch_room`).
+                key => {
+                    if let Some(entry) = hub.entry(key as u64) {
+                        entry.on_room();
+                    }
+                }
             }
         }
     }

@@ -325,7 +325,7 @@ impl<H: TurnHandler> Turns<H> {
                     // input follows promptly; otherwise park. A connection
                     // asked to close (`Peer::close`, a full outbox) or past
                     // one of its limits parks, where that is acted on.
-                    if !(worker.others_waiting()
+                    if !(self.others_waiting(worker)
                         || entry.must_park()
                         || !entry.wait_readable(STAY_WAIT))
                     {
@@ -339,7 +339,9 @@ impl<H: TurnHandler> Turns<H> {
                 Ok(Parked::Yes) => return,
                 // A busy client's next request is there: no trip through
                 // the readiness set, unless other connections wait.
-                Ok(Parked::InputWaits) if turns < TURNS_IN_A_ROW && !worker.others_waiting() => {
+                Ok(Parked::InputWaits)
+                    if turns < TURNS_IN_A_ROW && !self.others_waiting(worker) =>
+                {
                     turns += 1;
                     entry.begin_turn();
                 }
@@ -347,6 +349,44 @@ impl<H: TurnHandler> Turns<H> {
                 Err(reason) => return self.close(entry, reason),
             }
         }
+    }
+
+    /// Whether another connection waits for a worker: a job in the queue,
+    /// or a report in the readiness set while no idle worker waits there
+    /// to take it. Then this worker, busy with a connection whose input
+    /// keeps coming, takes the reports itself, without waiting, and queues
+    /// their turns: else, with every worker busy so, a parked connection
+    /// would never be reported (nobody watches the set but idle workers).
+    fn others_waiting(&self, worker: &Worker<Self>) -> bool {
+        if worker.others_waiting() {
+            return true;
+        }
+        if worker.idle().waiting() > 0 {
+            return false;
+        }
+        REPORTS.with(|reports| {
+            let (ready, raw) = &mut *reports.borrow_mut();
+            let max = REPORTS_AT_ONCE;
+            if let Err(error) = self.hub.ready.wait(ready, raw, max, Some(Duration::ZERO)) {
+                log::error!("looking for readiness failed: error={error}");
+                return false;
+            }
+            let mut queued = false;
+            for &report in ready.iter() {
+                let Some(entry) = self.hub.entry(report.key as u64) else {
+                    continue;
+                };
+                if let Some(why) = entry.on_ready(report) {
+                    self.hub.dispatch_quietly(&entry, why);
+                    queued = true;
+                }
+            }
+            if queued {
+                // A worker may have come back meanwhile and waits now.
+                worker.idle().wake_one();
+            }
+            queued
+        })
     }
 
     /// One `ready` call; `None` when it failed or panicked.
