@@ -245,7 +245,8 @@ impl Server {
 
     /// Starts serving connections a turn at a time with `handler` in the
     /// background, as [`spawn`](Server::spawn) does with a [`Handler`]. One
-    /// more thread, `frontdesk-poller`, watches the parked connections.
+    /// more thread, `frontdesk-poller`, keeps the parked connections'
+    /// timers; idle workers wait for their input.
     ///
     /// # Errors
     ///

@@ -1,16 +1,17 @@
 //! A connection of the turn mode between and during its turns: its
-//! outbox, its timers, and the hand-offs between the poller thread, the
-//! workers and any thread holding a [`Peer`](crate::Peer).
+//! outbox, its timers, and the hand-offs between the workers (idle ones
+//! take the readiness set's reports), the poller thread (timers, the
+//! shutdown) and any thread holding a [`Peer`](crate::Peer).
 //!
 //! One lock per connection (`Entry::inner`) orders everything that
 //! happens to it. Its `phase` says who has it:
 //!
 //! ```text
 //!  Opening ──park──► Parked ──input, timer, close──► InTurn ──park──► Parked
-//!  (a worker)        (the poller)                    (a worker)
+//!  (a worker)        (the set, timers)               (a worker)
 //!                                                      │ finish
 //!                                                      ▼
-//!                             Closed ◄──outbox empty── Flushing (the poller)
+//!                             Closed ◄──outbox empty── Flushing (the set)
 //! ```
 //!
 //! Only the thread that moves a connection out of `Parked` (under the lock)
@@ -21,7 +22,7 @@
 //! counted in the connection's [`Input`] under the lock, whatever its
 //! phase. A turn that ends with input reported and not yet read does not
 //! park: the worker goes on with it, so a busy client costs no trip
-//! through the poller, and no report is lost.
+//! through the readiness set, and no report is lost.
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -207,8 +208,8 @@ impl Hub {
         read(&self.registry).entries.get(&id).cloned()
     }
 
-    /// Adds `entry` to the registry, the set the poller watches and the
-    /// forced end closes; false once that end has come (see
+    /// Adds `entry` to the registry, whose connections the readiness set
+    /// reports and the forced end closes; false once that end has come (see
     /// [`close_registry`](Hub::close_registry)).
     fn enroll(&self, entry: &Arc<Entry>) -> bool {
         let mut registry = write(&self.registry);

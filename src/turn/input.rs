@@ -1,6 +1,6 @@
 //! What a turn-mode connection knows of its unread input, between the
-//! poller, which learns that input arrived, and the worker whose turn
-//! reads it.
+//! thread that learns that input arrived (an idle worker waiting in the
+//! readiness set), and the worker whose turn reads it.
 //!
 //! The readiness set is edge-triggered: it reports input once, when it
 //! arrives, and never again while it waits. So the connection keeps the
@@ -179,7 +179,7 @@ mod model {
     const ASK: usize = 2;
 
     impl Conn {
-        /// The kernel takes bytes (or the end) from the client; the poller
+        /// The kernel takes bytes (or the end) from the client; the set
         /// then reports it, as `Entry::on_ready` does: true when the
         /// connection was parked and the report gives it a turn.
         fn deliver(&self, bytes: usize, end: bool) -> bool {
