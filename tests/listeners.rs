@@ -649,3 +649,35 @@ fn a_cloned_builder_adopts_the_same_socket() {
     drop(client);
     util::stop(handle);
 }
+
+/// A listener that breaks ends the server with `Error::Accept`, which
+/// names it, whichever of several it is. Here the second listener is shut
+/// down under the server through a second descriptor of its socket, which
+/// makes Linux report it ready and `accept` fail with `EINVAL`.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_broken_listener_ends_the_server_with_an_error_naming_it() {
+    let healthy = TcpListener::bind(util::LOCALHOST).unwrap();
+    let broken = TcpListener::bind(util::LOCALHOST).unwrap();
+    let broken_addr = broken.local_addr().unwrap();
+    let ours = broken.try_clone().unwrap();
+    let server = Server::builder()
+        .listen(Listen::from_tcp(healthy))
+        .listen(Listen::from_tcp(broken))
+        .build()
+        .unwrap();
+    let handle = spawn(Mode::Handler, server);
+    socket2::SockRef::from(&ours)
+        .shutdown(std::net::Shutdown::Both)
+        .unwrap();
+    match handle.join() {
+        Err(Error::Accept {
+            listener: Some(addr),
+            source,
+        }) => {
+            assert_eq!(addr, Addr::Tcp(broken_addr));
+            assert_eq!(source.kind(), io::ErrorKind::InvalidInput, "{source}");
+        }
+        other => panic!("expected an accept error naming {broken_addr}, got {other:?}"),
+    }
+}
