@@ -101,22 +101,7 @@ impl<H: TurnHandler> Service for Turns<H> {
                 log::error!("waiting for readiness failed: error={error}");
                 return Waited::OnChannel;
             }
-            let mut mine = None;
-            let mut passed_on = false;
-            for &report in ready.iter() {
-                let Some(entry) = self.hub.entry(report.key as u64) else {
-                    continue;
-                };
-                if let Some(why) = entry.on_ready(report) {
-                    match mine {
-                        None => mine = Some((entry, why)),
-                        Some(_) => {
-                            self.hub.dispatch_quietly(&entry, why);
-                            passed_on = true;
-                        }
-                    }
-                }
-            }
+            let (mine, passed_on) = self.give_news(ready, true);
             if passed_on || (mine.is_some() && worker.others_waiting()) {
                 // One wake-up for the turns passed on (a worker that
                 // takes one and sees more wakes the next); and this wait
@@ -381,22 +366,37 @@ impl<H: TurnHandler> Turns<H> {
                 log::error!("looking for readiness failed: error={error}");
                 return false;
             }
-            let mut queued = false;
-            for &report in ready.iter() {
-                let Some(entry) = self.hub.entry(report.key as u64) else {
-                    continue;
-                };
-                if let Some(why) = entry.on_ready(report) {
-                    self.hub.dispatch_quietly(&entry, why);
-                    queued = true;
-                }
-            }
+            let (_, queued) = self.give_news(ready, false);
             if queued {
                 // A worker may have come back meanwhile and waits now.
                 worker.idle().wake_one();
             }
             queued
         })
+    }
+
+    /// Gives each connection the readiness set reported its news
+    /// (`Entry::on_ready`). Of the turns that gives, the first is returned
+    /// for the caller to run when it `keeps` one; the others are queued
+    /// without waking anyone (the caller wakes one worker for them all).
+    /// Also says whether any was queued.
+    fn give_news(&self, reports: &[Ready], keeps: bool) -> (Option<TurnJob>, bool) {
+        let mut mine = None;
+        let mut queued = false;
+        for &report in reports {
+            let Some(entry) = self.hub.entry(report.key as u64) else {
+                continue;
+            };
+            if let Some(why) = entry.on_ready(report) {
+                if keeps && mine.is_none() {
+                    mine = Some((entry, why));
+                } else {
+                    self.hub.dispatch_quietly(&entry, why);
+                    queued = true;
+                }
+            }
+        }
+        (mine, queued)
     }
 
     /// One `ready` call; `None` when it failed or panicked.
