@@ -13,11 +13,26 @@
 //!
 //! Step 2 usually finds the client's end of stream at once, or nothing at
 //! all to read. When the client is still sending, or has not closed yet,
-//! the socket goes to the closer thread (`frontdesk-closer`), which waits
-//! for all such sockets in one readiness set (epoll, kqueue): a lingering
-//! client never holds a worker or the acceptor, and each costs the closer
-//! the same whether ten or ten thousand linger. A close cut short by the bounds is counted in
-//! [`Stats::linger_cut`](crate::Stats::linger_cut).
+//! the socket goes to the closer thread (`frontdesk-closer`): a lingering
+//! client never holds a worker or the acceptor. A close cut short by the
+//! bounds is counted in [`Stats::linger_cut`](crate::Stats::linger_cut).
+//!
+//! # Two looks
+//!
+//! Most clients that had not closed yet do so within a round trip: the
+//! server closed first ("quit", "bye"), and the client's end of stream is
+//! on its way. The closer takes a second look at each socket a moment
+//! after its close began ([`SECOND_LOOK`]), all those due at once, with
+//! one read each: at a server closing thousands of connections a second,
+//! one wake-up of the closer ends a batch of them, and a socket costs a
+//! read and its close. Only a socket still open after that look goes into
+//! the closer's readiness set (epoll, kqueue), where each costs the same
+//! whether ten or ten thousand linger.
+//!
+//! The closer is woken for a new socket only when it has no second look
+//! planned: otherwise it finds the socket at that look. The wake-up is
+//! the workers' own protocol ([`Idle`]), so that no socket is left unseen
+//! in the inbox while the closer sleeps.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -25,7 +40,7 @@ use std::net::Shutdown;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use polling::{Event, Events, Poller};
@@ -33,6 +48,7 @@ use polling::{Event, Events, Poller};
 use crate::config::Linger;
 use crate::error::{Error, Result};
 use crate::net::socket::Socket;
+use crate::pool::queue::Idle;
 use crate::pool::shutdown::Shared;
 use crate::stats::Counters;
 use crate::stream::wait;
@@ -44,6 +60,9 @@ pub(crate) struct Closer {
     inbox: Sender<Message>,
     /// The closer thread's readiness set; `notify` wakes it for a message.
     poller: Arc<Poller>,
+    /// Whether the closer sleeps with no second look planned, and the
+    /// wake-up it is then owed for a new socket.
+    idle: Arc<Idle>,
     linger: Linger,
     shared: Arc<Shared>,
 }
@@ -80,19 +99,30 @@ impl Closer {
         poller: Poller,
     ) -> Result<(Closer, CloserThread)> {
         let (inbox, messages) = crossbeam_channel::unbounded();
+        let poller = Arc::new(poller);
+        let idle = {
+            let poller = Arc::clone(&poller);
+            Idle::elsewhere(move || {
+                if let Err(error) = poller.notify() {
+                    log::error!("could not wake the closer: error={error}");
+                }
+            })
+        };
         let closer = Closer {
             inbox,
-            poller: Arc::new(poller),
+            poller,
+            idle,
             linger,
             shared,
         };
         let name = "frontdesk-closer".to_string();
         let thread = {
             let poller = Arc::clone(&closer.poller);
+            let idle = Arc::clone(&closer.idle);
             let shared = Arc::clone(&closer.shared);
             thread::Builder::new()
                 .name(name.clone())
-                .spawn(move || run(&messages, &poller, &shared.counters))
+                .spawn(move || run(&messages, &poller, &idle, &shared.counters))
                 .map_err(|source| Error::Spawn { name, source })?
         };
         let closer_thread = CloserThread {
@@ -127,7 +157,7 @@ impl Closer {
             budget,
         };
         match self.inbox.send(Message::Linger(lingering)) {
-            Ok(()) => self.wake(),
+            Ok(()) => self.idle.wake_one(),
             // The closer has finished: only a worker that outlived the
             // shutdown gets here. Closing at once is all that is left.
             Err(_) => self.cut(),
@@ -191,9 +221,21 @@ fn discard(stream: &Socket, mut budget: usize, mut reads: Option<usize>) -> Drai
     }
 }
 
-/// The closer thread's loop: wait for any lingering socket to have input
-/// (or its end of stream), a message, or the nearest deadline.
-fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
+/// How long after its close began the closer looks at a socket again,
+/// with one read, before it watches it in its readiness set: long enough
+/// for a client's end of stream to cross a local network, and for the
+/// closes of a busy second to gather into one wake-up of the closer;
+/// short enough that a socket holds its descriptor for no longer than
+/// the kernel's own timers would notice.
+const SECOND_LOOK: Duration = Duration::from_millis(1);
+
+/// The closer thread's loop: take new sockets from the inbox, give each
+/// its second look when due, and wait for the watched ones to have input
+/// (or their end of stream), for a message, or for the nearest deadline.
+fn run(messages: &Receiver<Message>, poller: &Poller, idle: &Idle, counters: &Counters) {
+    // Sockets still to get their second look, with its time, in the
+    // order they came: that of their looks, as every one waits as long.
+    let mut fresh: VecDeque<(Instant, Lingering)> = VecDeque::new();
     let mut lingering: HashMap<usize, Lingering> = HashMap::new();
     // Every socket lingers for the same time, so deadlines come in the
     // order the sockets arrived: the oldest is at the front.
@@ -211,9 +253,34 @@ fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
         }
     };
     loop {
+        let now = Instant::now();
         loop {
             match messages.try_recv() {
                 Ok(Message::Linger(l)) => {
+                    let at = (now + SECOND_LOOK).min(l.until);
+                    fresh.push_back((at, l));
+                }
+                Ok(Message::Finish(at)) => finish = Some(at),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    finish.get_or_insert_with(Instant::now);
+                    break;
+                }
+            }
+        }
+        let finishing = finish.is_some_and(|at| at <= now);
+        while fresh.front().is_some_and(|&(at, _)| at <= now || finishing) {
+            let Some((_, mut l)) = fresh.pop_front() else {
+                break;
+            };
+            match discard(&l.stream, l.budget, None) {
+                Drained::Ended => {}
+                Drained::OverBudget => Counters::bump(&counters.linger_cut),
+                Drained::Pending(_) if l.until <= now || finishing => {
+                    Counters::bump(&counters.linger_cut)
+                }
+                Drained::Pending(budget) => {
+                    l.budget = budget;
                     next_key = next_key.wrapping_add(1);
                     match register(poller, &l.stream, next_key) {
                         Ok(()) => {
@@ -226,16 +293,9 @@ fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
                         }
                     }
                 }
-                Ok(Message::Finish(at)) => finish = Some(at),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    finish.get_or_insert_with(Instant::now);
-                    break;
-                }
             }
         }
-        let now = Instant::now();
-        if finish.is_some_and(|at| at <= now) {
+        if finishing {
             let keys: Vec<usize> = lingering.keys().copied().collect();
             for key in keys {
                 close(&mut lingering, key, true);
@@ -249,19 +309,38 @@ fn run(messages: &Receiver<Message>, poller: &Poller, counters: &Counters) {
             deadlines.pop_front();
             close(&mut lingering, key, true);
         }
-        counters.lingering.store(lingering.len(), Ordering::Relaxed);
-        if finish.is_some() && lingering.is_empty() {
+        counters
+            .lingering
+            .store(lingering.len() + fresh.len(), Ordering::Relaxed);
+        if finish.is_some() && lingering.is_empty() && fresh.is_empty() {
             return;
         }
-        let next = deadlines
+        let next = fresh
             .front()
-            .map(|&(until, _)| until)
+            .map(|&(at, _)| at)
             .into_iter()
+            .chain(deadlines.front().map(|&(until, _)| until))
             .chain(finish)
             .min()
             .map(|at| at.saturating_duration_since(now));
+        // With a second look planned, the closer finds new sockets in the
+        // inbox then, unwoken. Without one it counts itself idle, so that
+        // the next socket wakes it, and looks at the inbox once more (see
+        // `Idle`): a socket sent before the count is seen here.
+        let counted = fresh.is_empty();
+        if counted {
+            idle.begin_wait();
+            if !messages.is_empty() {
+                idle.end_wait();
+                continue;
+            }
+        }
         events.clear();
-        if let Err(error) = poller.wait(&mut events, next) {
+        let waited = poller.wait(&mut events, next);
+        if counted {
+            idle.end_wait();
+        }
+        if let Err(error) = waited {
             log::error!("the closer could not wait: error={error}");
             continue;
         }

@@ -7,7 +7,9 @@
 //! a connection is ready is the one that serves it (no hand-off from a
 //! poller thread). A job put in the channel must then wake one of those
 //! workers, through the set's own wake-up: that is [`Idle::wake_one`],
-//! which every send here calls.
+//! which every send here calls. The closer thread (`closer.rs`) waits in
+//! its own readiness set the same way, and uses the same protocol for
+//! the sockets sent to it.
 //!
 //! # No job left unseen
 //!
@@ -67,7 +69,8 @@ impl<T> Job<T> {
     }
 }
 
-/// Workers waiting for work outside the channel, and how to wake one.
+/// Threads waiting for a channel's messages outside the channel (workers
+/// in a readiness set, the closer in its own), and how to wake one.
 pub(crate) struct Idle {
     waiting: AtomicUsize,
     /// `None` when every idle worker waits on the channel (the `Handler`
