@@ -159,7 +159,7 @@ impl<'a, T> Acceptor<'a, T> {
         'rounds: while !self.shared.is_stopping() {
             let mut more = false;
             for index in 0..self.listeners.len() {
-                for _ in 0..ACCEPT_BURST {
+                for taken in 1..=ACCEPT_BURST {
                     let socket = &self.listeners[index].socket;
                     let Some(accepted) = self.shared.unless_paused(|| socket.accept()) else {
                         // Paused: new clients wait in the backlogs, the
@@ -187,8 +187,13 @@ impl<'a, T> Acceptor<'a, T> {
                             break;
                         }
                     }
-                    // A full burst: there may be more waiting.
-                    more = true;
+                    if taken == ACCEPT_BURST {
+                        // A full burst: there may be more waiting. (After
+                        // a shorter one, the listener said `WouldBlock`:
+                        // asking again before the wait would only hear it
+                        // again.)
+                        more = true;
+                    }
                 }
             }
             if !more {
