@@ -22,7 +22,7 @@ use crate::net::options;
 use crate::net::socket_file::SocketFile;
 use crate::pool::acceptor::{Acceptor, Origin};
 use crate::pool::closer::Closer;
-use crate::pool::queue::{Idle, Job, Queue};
+use crate::pool::queue::{Idle, Job, Parking, Queue};
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::{Service, WorkerPool};
 use crate::stream::proxy::ProxyConfig;
@@ -418,19 +418,29 @@ struct Whole(Arc<dyn Handler>);
 impl Mode for Whole {
     type Service = WholeConnections;
 
-    /// The queue is bounded by `queue`: when it is full, the overload
-    /// policy applies. Idle workers wait on it.
+    /// The pool admits `workers + queue` connections at once (the
+    /// acceptor counts them); beyond that the overload policy applies.
+    /// The channel holds that many jobs, so a send never waits. Idle
+    /// workers sleep in a `Parking`, which each send wakes.
     fn start(
         self,
         config: &mut Config,
         _: &Arc<Shared>,
         _: &Closer,
     ) -> Result<Started<Self::Service>> {
-        let (sender, jobs) = crossbeam_channel::bounded(config.queue);
+        let (sender, jobs) = crossbeam_channel::bounded(config.workers + config.queue);
+        let parking = Arc::new(Parking::default());
+        let idle = {
+            let parking = Arc::clone(&parking);
+            Idle::elsewhere(move || parking.wake_one())
+        };
         Ok(Started {
-            service: WholeConnections { handler: self.0 },
+            service: WholeConnections {
+                handler: self.0,
+                parking,
+            },
             poller: None,
-            queue: Queue::new(sender, Idle::on_channel()),
+            queue: Queue::new(sender, idle),
             jobs,
         })
     }

@@ -2,18 +2,22 @@
 //! from accept to close.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use crossbeam_channel::TryRecvError;
 
 use crate::handler::connection::Connection;
 use crate::handler::Handler;
 use crate::pool::guard::run_guarded;
-use crate::pool::workers::{Admitted, Service, Worker};
+use crate::pool::queue::Parking;
+use crate::pool::workers::{Admitted, Service, Waited, Worker};
 use crate::stats::Counters;
 
 /// Serves whole connections with a [`Handler`].
 pub(crate) struct WholeConnections {
     pub(crate) handler: Arc<dyn Handler>,
+    /// Where idle workers sleep; the queue's sends wake them.
+    pub(crate) parking: Arc<Parking>,
 }
 
 impl Service for WholeConnections {
@@ -49,7 +53,27 @@ impl Service for WholeConnections {
         // whoever sees it completed may connect again from its address.
         drop(ip_slot);
         Counters::bump(&counters.completed);
-        counters.open.fetch_sub(1, Ordering::Relaxed);
+        shared.connection_ended();
+    }
+
+    /// Sleeps in `parking` until a send wakes it (see `pool/queue.rs`).
+    fn wait(&self, worker: &Worker<Self>) -> Waited<Infallible> {
+        let idle = worker.idle();
+        idle.begin_wait();
+        match worker.take_queued() {
+            Ok(job) => {
+                idle.end_wait();
+                return Waited::Job(job);
+            }
+            Err(TryRecvError::Disconnected) => {
+                idle.end_wait();
+                return Waited::Woken;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        self.parking.sleep();
+        idle.end_wait();
+        Waited::Woken
     }
 
     fn run(&self, job: Infallible, _: &Worker<Self>) {

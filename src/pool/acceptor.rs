@@ -30,6 +30,7 @@ use crate::pool::shutdown::Shared;
 use crate::reject::RejectReason;
 use crate::stats::Counters;
 use crate::stream::wait;
+use crate::time;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -329,59 +330,74 @@ impl<'a, T> Acceptor<'a, T> {
     /// Puts the job in the queue as the overload policy says, or gives it
     /// back with the reason it could not be queued.
     fn hand_over(&self, job: Accepted) -> std::result::Result<(), (Accepted, RejectReason)> {
-        let job = match self.queue.try_send(Job::Accepted(job)) {
-            Ok(()) => return Ok(()),
-            Err(TrySendError::Full(job)) => job,
+        if !self.pool_has_room() {
+            let wait = match self.config.overload {
+                Overload::Reject => return Err((job, RejectReason::Overload)),
+                Overload::Block => None,
+                Overload::Wait(wait) => Some(wait),
+            };
+            if let Err(reason) = self.wait_for_room(wait) {
+                return Err((job, reason));
+            }
+        }
+        match self.queue.try_send(Job::Accepted(job)) {
+            Ok(()) => Ok(()),
+            // Not expected: the channel holds as many as the pool admits.
+            Err(TrySendError::Full(job)) => Err((job.into_accepted(), RejectReason::Overload)),
             Err(TrySendError::Disconnected(job)) => {
-                return Err((job.into_accepted(), RejectReason::ShuttingDown))
+                Err((job.into_accepted(), RejectReason::ShuttingDown))
             }
-        };
-        let wait = match self.config.overload {
-            Overload::Reject if !self.pool_has_room() => {
-                return Err((job.into_accepted(), RejectReason::Overload))
-            }
-            Overload::Reject | Overload::Block => None,
-            Overload::Wait(wait) => Some(wait),
-        };
-        let mut select = Select::new();
-        let send = select.send(self.queue.channel());
-        let stop = select.recv(self.shared.stopped());
-        let operation = match wait {
-            None => select.select(),
-            Some(wait) => match select.select_timeout(wait) {
-                Ok(operation) => operation,
-                Err(_) => return Err((job.into_accepted(), RejectReason::Overload)),
-            },
-        };
-        if operation.index() == send {
-            operation
-                .send(self.queue.channel(), job)
-                .map(|()| self.queue.sent())
-                .map_err(|error| {
-                    (
-                        error.into_inner().into_accepted(),
-                        RejectReason::ShuttingDown,
-                    )
-                })
-        } else {
-            debug_assert_eq!(operation.index(), stop);
-            let _ = operation.recv(self.shared.stopped());
-            Err((job.into_accepted(), RejectReason::ShuttingDown))
         }
     }
 
     /// Whether a worker or a queue slot is free for the connection being
-    /// handed over, by the count of open connections (active and queued,
-    /// this one included).
-    ///
-    /// A full channel alone does not say so: a worker that has just started,
-    /// or just finished a connection, is idle but not yet back in `recv`,
-    /// and with `queue(0)` the channel hands over only to a worker waiting
-    /// there. Such a worker takes the connection in a moment, so it must
-    /// not be rejected.
+    /// handed over, by the count of open connections (served and queued,
+    /// this one included). In the `Handler` mode the channel holds
+    /// `workers + queue` jobs and this count, not the channel, is the
+    /// limit: a worker that has just finished a connection is free though
+    /// it has not taken the next job yet. The turn mode's channel is
+    /// unbounded (`max_connections` bounds its connections).
     fn pool_has_room(&self) -> bool {
+        if self.queue.capacity().is_none() {
+            return true;
+        }
         let open = self.shared.counters.open.load(Ordering::SeqCst);
         open <= self.config.workers + self.config.queue
+    }
+
+    /// Waits until the pool has room, at most `wait` (`None`: for as long
+    /// as it takes), or the server stops. Each connection that ends puts a
+    /// token in `room_freed` (see `Shared::connection_ended`): the count
+    /// is taken again after each, and a token left from before the count
+    /// costs one more look, never a missed one.
+    fn wait_for_room(&self, wait: Option<Duration>) -> std::result::Result<(), RejectReason> {
+        let deadline = wait.and_then(time::from_now);
+        loop {
+            if self.pool_has_room() {
+                return Ok(());
+            }
+            if self.shared.is_stopping() {
+                return Err(RejectReason::ShuttingDown);
+            }
+            let mut select = Select::new();
+            let room = select.recv(self.shared.room_freed());
+            let stop = select.recv(self.shared.stopped());
+            let operation = match (wait, deadline) {
+                // `Wait(d)` with a `d` past the clock's range: no limit.
+                (None, _) | (Some(_), None) => select.select(),
+                (Some(_), Some(deadline)) => match select.select_deadline(deadline) {
+                    Ok(operation) => operation,
+                    Err(_) => return Err(RejectReason::Overload),
+                },
+            };
+            if operation.index() == room {
+                let _ = operation.recv(self.shared.room_freed());
+            } else {
+                debug_assert_eq!(operation.index(), stop);
+                let _ = operation.recv(self.shared.stopped());
+                return Err(RejectReason::ShuttingDown);
+            }
+        }
     }
 
     fn reject(&mut self, job: Accepted, reason: RejectReason) {

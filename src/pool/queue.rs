@@ -1,15 +1,17 @@
 //! The workers' queue as its senders hold it: the crossbeam channel, and
 //! the wake-up owed to workers that wait for work somewhere else.
 //!
-//! In the `Handler` mode an idle worker waits on the channel itself, and
-//! a send wakes it. In the turn mode an idle worker waits in the readiness
-//! set of the parked connections instead, so that the thread that learns
-//! a connection is ready is the one that serves it (no hand-off from a
-//! poller thread). A job put in the channel must then wake one of those
-//! workers, through the set's own wake-up: that is [`Idle::wake_one`],
-//! which every send here calls. The closer thread (`closer.rs`) waits in
-//! its own readiness set the same way, and uses the same protocol for
-//! the sockets sent to it.
+//! Idle workers never wait in the channel's own `recv`. In the turn mode
+//! an idle worker waits in the readiness set of the parked connections,
+//! so that the thread that learns a connection is ready is the one that
+//! serves it (no hand-off from a poller thread). In the `Handler` mode it
+//! sleeps in [`Parking`]: crossbeam's `recv` spins and yields the CPU a
+//! few times before it sleeps, which on a busy server with more workers
+//! than cores hands the CPU around for nothing (4 `sched_yield` per
+//! connection on churn). A job put in the channel must then wake one of
+//! those workers: that is [`Idle::wake_one`], which every send here
+//! calls. The closer thread (`closer.rs`) waits in its own readiness set
+//! the same way, and uses the same protocol for the sockets sent to it.
 //!
 //! # No job left unseen
 //!
@@ -22,12 +24,16 @@
 //! loop of a worker.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicUsize, Ordering};
+#[cfg(loom)]
+use loom::sync::{Condvar, Mutex};
 #[cfg(not(loom))]
 use std::sync::atomic::{fence, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+use std::sync::{Condvar, Mutex};
 
 use crossbeam_channel::{SendError, Sender, TrySendError};
 
@@ -70,28 +76,19 @@ impl<T> Job<T> {
 }
 
 /// Threads waiting for a channel's messages outside the channel (workers
-/// in a readiness set, the closer in its own), and how to wake one.
+/// in a readiness set or in [`Parking`], the closer in its own set), and
+/// how to wake one.
 pub(crate) struct Idle {
     waiting: AtomicUsize,
-    /// `None` when every idle worker waits on the channel (the `Handler`
-    /// mode): then there is nobody to count or wake.
-    wake: Option<Box<dyn Fn() + Send + Sync>>,
+    wake: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Idle {
-    /// Idle workers wait on the channel.
-    pub(crate) fn on_channel() -> Arc<Idle> {
-        Arc::new(Idle {
-            waiting: AtomicUsize::new(0),
-            wake: None,
-        })
-    }
-
-    /// Idle workers wait elsewhere, and `wake` wakes one of them.
+    /// Idle threads wait somewhere `wake` wakes one of them from.
     pub(crate) fn elsewhere(wake: impl Fn() + Send + Sync + 'static) -> Arc<Idle> {
         Arc::new(Idle {
             waiting: AtomicUsize::new(0),
-            wake: Some(Box::new(wake)),
+            wake: Box::new(wake),
         })
     }
 
@@ -115,11 +112,9 @@ impl Idle {
     /// Wakes one waiting worker, if any: after a job was put in the
     /// channel, or the channel may have disconnected.
     pub(crate) fn wake_one(&self) {
-        if let Some(wake) = &self.wake {
-            fence(Ordering::SeqCst);
-            if self.waiting.load(Ordering::SeqCst) > 0 {
-                wake();
-            }
+        fence(Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            (self.wake)();
         }
     }
 }
@@ -128,8 +123,39 @@ impl fmt::Debug for Idle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Idle")
             .field("waiting", &self.waiting())
-            .field("elsewhere", &self.wake.is_some())
-            .finish()
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the `Handler` mode's idle workers sleep: a count of wake-ups
+/// owed, under a lock, and a condition variable. A wake-up given while
+/// nobody sleeps yet is kept for the next to sleep, which then finds it
+/// at once: with [`Idle`]'s count and fences, a worker that counted
+/// itself in and then sleeps is never left asleep beside a queued job. A
+/// wake-up nobody needed costs one loop of a worker.
+#[derive(Debug, Default)]
+pub(crate) struct Parking {
+    owed: Mutex<usize>,
+    woken: Condvar,
+}
+
+impl Parking {
+    /// Wakes one sleeper, or the next to sleep.
+    pub(crate) fn wake_one(&self) {
+        *self.owed.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        self.woken.notify_one();
+    }
+
+    /// Sleeps until a wake-up is owed, and takes it.
+    pub(crate) fn sleep(&self) {
+        let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        while *owed == 0 {
+            owed = self
+                .woken
+                .wait(owed)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *owed -= 1;
     }
 }
 
@@ -178,15 +204,9 @@ impl<T> Queue<T> {
         Ok(())
     }
 
-    /// The channel itself, for a `Select`; call [`sent`](Queue::sent)
-    /// after a job went through it.
-    pub(crate) fn channel(&self) -> &Sender<Job<T>> {
-        self.sender()
-    }
-
-    /// Owed after a job was sent through [`channel`](Queue::channel).
-    pub(crate) fn sent(&self) {
-        self.idle.wake_one();
+    /// How many jobs the channel holds; `None`: as many as are sent.
+    pub(crate) fn capacity(&self) -> Option<usize> {
+        self.sender().capacity()
     }
 }
 
@@ -219,7 +239,8 @@ impl<T> fmt::Debug for Queue<T> {
 /// [`Idle`]: a sender queues jobs and then goes (as `Queue`'s `send` and
 /// `drop` do), while two workers take them and, with nothing queued, wait
 /// in a model of the readiness set (as `Worker::run` and the turn mode's
-/// `Service::wait` do). The set's wake-up is an eventfd: wakes that come
+/// `Service::wait` do), or in the real [`Parking`] (the `Handler` mode's
+/// `Service::wait`). The set's wake-up is an eventfd: wakes that come
 /// before anyone takes them collapse into one, and one waiter takes it. A
 /// job left in the queue while both workers wait is a deadlock, which
 /// loom reports. Run with
@@ -230,7 +251,7 @@ mod model {
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
 
-    use super::Idle;
+    use super::{Idle, Parking};
 
     /// The channel, lock-free as crossbeam's is: a count of queued jobs
     /// published with release and taken with acquire, and whether the
@@ -302,7 +323,7 @@ mod model {
         }
     }
 
-    fn worker(channel: &Channel, idle: &Idle, waker: &Waker) -> usize {
+    fn worker(channel: &Channel, idle: &Idle, sleep: &dyn Fn()) -> usize {
         let mut taken = 0;
         loop {
             match take(channel) {
@@ -332,12 +353,21 @@ mod model {
                 }
                 Took::Empty => {}
             }
-            waker.wait();
+            sleep();
             idle.end_wait();
         }
     }
 
-    fn check(jobs: u32) {
+    /// Where the model's workers sleep.
+    #[derive(Clone, Copy)]
+    enum Sleep {
+        /// In a readiness set (the turn mode).
+        InSet,
+        /// In the real [`Parking`] (the `Handler` mode).
+        Parked,
+    }
+
+    fn check(jobs: u32, sleep: Sleep) {
         let mut model = loom::model::Builder::new();
         // Every interleaving with up to three preemptions (loom's advice
         // for models of this size: the full space of three threads with a
@@ -348,15 +378,24 @@ mod model {
         model.check(move || {
             let channel = Arc::new(Channel::default());
             let waker = Arc::new(Waker::default());
+            let parking = Arc::new(Parking::default());
             let idle = {
-                let waker = Arc::clone(&waker);
-                Arc::new(Idle::elsewhere(move || waker.raise()))
+                let (waker, parking) = (Arc::clone(&waker), Arc::clone(&parking));
+                Arc::new(Idle::elsewhere(move || match sleep {
+                    Sleep::InSet => waker.raise(),
+                    Sleep::Parked => parking.wake_one(),
+                }))
             };
             let workers: Vec<_> = (0..2)
                 .map(|_| {
-                    let (channel, idle, waker) =
-                        (Arc::clone(&channel), Arc::clone(&idle), Arc::clone(&waker));
-                    thread::spawn(move || worker(&channel, &idle, &waker))
+                    let (channel, idle) = (Arc::clone(&channel), Arc::clone(&idle));
+                    let (waker, parking) = (Arc::clone(&waker), Arc::clone(&parking));
+                    thread::spawn(move || {
+                        worker(&channel, &idle, &|| match sleep {
+                            Sleep::InSet => waker.wait(),
+                            Sleep::Parked => parking.sleep(),
+                        })
+                    })
                 })
                 .collect();
             for _ in 0..jobs {
@@ -372,11 +411,21 @@ mod model {
 
     #[test]
     fn a_job_wakes_a_waiting_worker() {
-        check(1);
+        check(1, Sleep::InSet);
     }
 
     #[test]
     fn two_jobs_reach_two_waiting_workers() {
-        check(2);
+        check(2, Sleep::InSet);
+    }
+
+    #[test]
+    fn a_job_wakes_a_parked_worker() {
+        check(1, Sleep::Parked);
+    }
+
+    #[test]
+    fn two_jobs_reach_two_parked_workers() {
+        check(2, Sleep::Parked);
     }
 }

@@ -8,9 +8,10 @@
 //!   readable for good when raised, polled next to the socket. The
 //!   listener itself is never touched, so a listener shared with another
 //!   process or a `try_clone` keeps listening for its other owners;
-//! - in a channel send while the queue is full, and in the back-off wait
-//!   after a resource error: both also wait on `closed`, a channel that is
-//!   disconnected when the stop is raised;
+//! - for room in the pool (the `Handler` mode's overload policies `Block`
+//!   and `Wait`), and in the back-off wait after a resource error: both
+//!   also wait on `closed`, a channel that is disconnected when the stop
+//!   is raised;
 //! - at the drain deadline, `force` (a second `Signal`) ends the reads and
 //!   writes still waiting.
 //!
@@ -71,6 +72,10 @@ pub(crate) struct Shared {
     stop: StopSignal,
     /// `counters.completed` when the stop signal was raised.
     completed_at_stop: AtomicU64,
+    /// A token put here each time a connection ends (at most one waits):
+    /// what an acceptor waiting for room in the pool wakes on. It then
+    /// counts again, so a token left from before costs one look.
+    room: (Sender<()>, Receiver<()>),
 }
 
 impl Shared {
@@ -91,7 +96,20 @@ impl Shared {
             on_reject: config.on_reject.clone().map(RejectHook),
             stop: StopSignal::new()?,
             completed_at_stop: AtomicU64::new(0),
+            room: crossbeam_channel::bounded(1),
         })
+    }
+
+    /// Counts an open connection out (served, or closed unserved), and
+    /// tells an acceptor waiting for room in the pool to count again.
+    pub(crate) fn connection_ended(&self) {
+        self.counters.open.fetch_sub(1, Ordering::SeqCst);
+        let _ = self.room.0.try_send(());
+    }
+
+    /// Gets a token each time a connection ends (see `connection_ended`).
+    pub(crate) fn room_freed(&self) -> &Receiver<()> {
+        &self.room.1
     }
 
     /// The listener at `index` (in the order added).

@@ -210,7 +210,7 @@ impl<S: Service> WorkerPool<S> {
         // Workers that are stuck no longer take from the queue: what they
         // left there is closed here, so no client waits for nothing.
         for job in jobs.try_iter() {
-            drop_unserved(job, (&*service, false), &closer, counters);
+            drop_unserved(job, (&*service, false), &closer, &shared);
         }
 
         let mut stuck_workers = 0;
@@ -281,16 +281,16 @@ fn drop_unserved<S: Service>(
     job: Job<S::Job>,
     (service, on_worker): (&S, bool),
     closer: &Closer,
-    counters: &Counters,
+    shared: &Shared,
 ) {
     match job {
         Job::Accepted(job) => close_unserved(
             (Arc::new(job.stream), job.ip_slot),
             (&job.peer, job.id),
             "closing queued connection unserved",
-            &counters.dropped,
+            &shared.counters.dropped,
             closer,
-            counters,
+            shared,
         ),
         Job::Mode(job) => service.drop_job(job, on_worker),
         Job::Exit => {}
@@ -305,12 +305,12 @@ fn close_unserved(
     what: &str,
     why: &AtomicU64,
     closer: &Closer,
-    counters: &Counters,
+    shared: &Shared,
 ) {
     log::debug!("{what}: peer={peer} id={id}");
     drop(ip_slot);
     Counters::bump(why);
-    counters.open.fetch_sub(1, Ordering::Relaxed);
+    shared.connection_ended();
     closer.close(socket);
 }
 
@@ -353,7 +353,7 @@ impl<S: Service> Worker<S> {
             };
             if self.shared.is_forced() {
                 // The drain deadline passed before this one was reached.
-                drop_unserved(job, (&*self.service, true), &self.closer, counters);
+                drop_unserved(job, (&*self.service, true), &self.closer, &self.shared);
                 continue;
             }
             counters.busy.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +404,7 @@ impl<S: Service> Worker<S> {
                 let what = format!("closing a connection without a valid PROXY header ({error})");
                 let why = &counters.rejected_proxy;
                 let closing = (socket, ip_slot);
-                close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
+                close_unserved(closing, (&peer, id), &what, why, &self.closer, &self.shared);
                 return None;
             }
         };
@@ -422,7 +422,7 @@ impl<S: Service> Worker<S> {
                     let what = format!("rejecting connection ({reason})");
                     let why = &counters.rejected_max_connections_per_ip;
                     let closing = (socket, None);
-                    close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
+                    close_unserved(closing, (&peer, id), &what, why, &self.closer, &self.shared);
                     return None;
                 }
             }
@@ -435,7 +435,7 @@ impl<S: Service> Worker<S> {
                 let what = format!("closing a connection whose TLS handshake failed ({error})");
                 let why = &counters.rejected_tls;
                 let closing = (socket, ip_slot);
-                close_unserved(closing, (&peer, id), &what, why, &self.closer, counters);
+                close_unserved(closing, (&peer, id), &what, why, &self.closer, &self.shared);
                 return None;
             }
         };

@@ -1106,9 +1106,8 @@ impl Entry {
         // Given back before the connection counts as ended, so that whoever
         // sees it ended may connect again from its address.
         drop(inner.ip_slot.take());
-        let counters = self.hub.counters();
         Counters::bump(outcome);
-        counters.open.fetch_sub(1, Ordering::Relaxed);
+        self.hub.shared.connection_ended();
         if let Some(stream) = stream {
             let socket = match served {
                 true => stream.finish(),
@@ -1490,7 +1489,7 @@ mod tests {
         )
         .unwrap();
         let (jobs, _queue) = crossbeam_channel::unbounded();
-        let jobs = Queue::new(jobs, Idle::on_channel());
+        let jobs = Queue::new(jobs, Idle::elsewhere(|| {}));
         let ready = Arc::new(ReadySet::new().unwrap());
         let hub = Arc::new(Hub::new(&config, shared, closer, ready, jobs).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
