@@ -45,7 +45,7 @@ use crate::stream::proxy::ClientAddr;
 use crate::stream::transport::Transport;
 use crate::stream::wait;
 use crate::sync::{lock, read, write};
-use crate::time;
+use crate::time::Moment;
 use crate::turn::events::{Ready, ReadySet};
 use crate::turn::input::{Found, Input, Known};
 
@@ -132,7 +132,7 @@ pub(crate) struct Hub {
     /// (due, id): at most one per open connection (see
     /// `Inner::scheduled`), removed when it closes, so that the timers
     /// grow with the connections held, not with those that came and went.
-    timers: Mutex<BTreeSet<(Instant, u64)>>,
+    timers: Mutex<BTreeSet<(Moment, u64)>>,
     /// Connections parked during a drain with input waiting, for the
     /// poller to give a turn (see `Entry::park`).
     deferred: Mutex<Vec<Arc<Entry>>>,
@@ -287,7 +287,7 @@ impl Hub {
 
     /// The earliest timer due by `now` (its due time and connection),
     /// removed; or `None`, and when the next one is due.
-    pub(crate) fn pop_due(&self, now: Instant) -> Result<(Instant, u64), Option<Instant>> {
+    pub(crate) fn pop_due(&self, now: Moment) -> Result<(Moment, u64), Option<Moment>> {
         let mut timers = lock(&self.timers);
         match timers.first() {
             Some(&(due, _)) if due <= now => Ok(timers.pop_first().expect("looked at")),
@@ -298,7 +298,7 @@ impl Hub {
 
     /// Sets connection `id`'s timer to `due`, in place of the one it had
     /// (`replacing`).
-    fn schedule(&self, due: Instant, id: u64, replacing: Option<Instant>) {
+    fn schedule(&self, due: Moment, id: u64, replacing: Option<Moment>) {
         let mut timers = lock(&self.timers);
         if let Some(old) = replacing {
             timers.remove(&(old, id));
@@ -313,7 +313,7 @@ impl Hub {
     }
 
     /// Removes connection `id`'s timer, due `at`.
-    fn cancel(&self, at: Instant, id: u64) {
+    fn cancel(&self, at: Moment, id: u64) {
         lock(&self.timers).remove(&(at, id));
     }
 
@@ -387,6 +387,10 @@ pub(crate) struct Entry {
     pub(crate) hub: Arc<Hub>,
 }
 
+/// The state of a connection under its lock. Every byte here is paid
+/// per idle connection (issue #14 holds 10,000 of them to half a KiB
+/// each): its points in time are [`Moment`]s (8 bytes, `Option` or not,
+/// where an `Instant` takes 16).
 struct Inner {
     /// The socket (and TLS session), until the connection closes: then
     /// the socket goes to the closer, so that a `Peer` kept after the end
@@ -397,28 +401,28 @@ struct Inner {
     /// Why the connection is to end, once something asked.
     close: Option<CloseReason>,
     /// The handler's deadline (`Turn::set_deadline`).
-    deadline: Option<Instant>,
+    deadline: Option<Moment>,
     /// When the idle timeout ends the connection if no input comes.
-    idle_until: Option<Instant>,
+    idle_until: Option<Moment>,
     /// Since when the outbox has held bytes the client does not take.
-    stalled_since: Option<Instant>,
+    stalled_since: Option<Moment>,
     /// The due time this connection has in the timers, if any: its one
     /// timer there. Only an earlier due time replaces it; a timer that
     /// fires and finds the connection due later sets that instead.
-    scheduled: Option<Instant>,
+    scheduled: Option<Moment>,
     registered: bool,
     /// Also in the poller's set, for room to write (see `watch_room`).
     watched: bool,
     /// When the connection last showed life (a turn that read, a client
     /// that took replies during a shutdown): during a shutdown it is
     /// closed once it has been quiet for the drain's quiet time.
-    last_input: Option<Instant>,
+    last_input: Option<Moment>,
     /// During a shutdown, when to look again whether it is quiet.
-    drain_check: Option<Instant>,
+    drain_check: Option<Moment>,
     /// While its TLS handshake runs (before `open`): the connection is
     /// parked between the client's records, like a turn, and `deadline`
     /// is when the handshake must be done. (A flag and the one deadline,
-    /// not a second `Instant`: every byte here is paid per idle
+    /// not a second point in time: every byte here is paid per idle
     /// connection.)
     handshaking: bool,
     /// The forced end came during a turn: when it ends, the connection
@@ -444,7 +448,7 @@ impl Inner {
 
 impl Entry {
     pub(crate) fn new(conn: Admitted, hub: Arc<Hub>) -> Arc<Entry> {
-        let idle_until = hub.idle_timeout.and_then(time::from_now);
+        let idle_until = hub.idle_timeout.and_then(Moment::from_now);
         let handshaking = conn.handshake_by.is_some();
         hub.in_turn.fetch_add(1, Ordering::SeqCst);
         Arc::new(Entry {
@@ -463,7 +467,7 @@ impl Entry {
                 phase: Phase::Opening,
                 outbox: Outbox::default(),
                 close: None,
-                deadline: conn.handshake_by,
+                deadline: conn.handshake_by.and_then(Moment::of),
                 idle_until,
                 stalled_since: None,
                 scheduled: None,
@@ -472,7 +476,7 @@ impl Entry {
                 // Opening counts as input for the drain: a connection
                 // that opens late in a shutdown (its handshake, or its
                 // place in the queue, took a while) gets its quiet time.
-                last_input: Some(Instant::now()),
+                last_input: Some(Moment::now()),
                 drain_check: None,
                 handshaking,
                 forced: false,
@@ -544,7 +548,7 @@ impl Entry {
     pub(crate) fn header_done(&self, handshake_by: Option<Instant>) {
         let mut inner = lock(&self.inner);
         inner.handshaking = handshake_by.is_some();
-        inner.deadline = handshake_by;
+        inner.deadline = handshake_by.and_then(Moment::of);
     }
 
     /// Keeps the connection's place in its address's count until it
@@ -598,7 +602,7 @@ impl Entry {
             || !self.takes_input(&inner)
             || self
                 .due(&inner)
-                .is_some_and(|(due, _)| due <= Instant::now())
+                .is_some_and(|(due, _)| due <= Moment::now())
     }
 
     /// A turn begins: the socket may hold input again. What `Lines` kept
@@ -672,11 +676,11 @@ impl Entry {
     }
 
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
-        lock(&self.inner).deadline = deadline;
+        lock(&self.inner).deadline = deadline.and_then(Moment::of);
     }
 
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        lock(&self.inner).deadline
+        lock(&self.inner).deadline.map(Moment::instant)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -778,11 +782,11 @@ impl Entry {
         match inner.outbox.write_to(stream) {
             Ok(0) => {}
             Ok(_) => {
-                inner.stalled_since = inner.unsent().then(Instant::now);
+                inner.stalled_since = inner.unsent().then(Moment::now);
                 if self.hub.shared.is_stopping() {
                     // A client reading its backlog is not quiet: its next
                     // requests may be on their way as the window opens.
-                    inner.last_input = Some(Instant::now());
+                    inner.last_input = Some(Moment::now());
                 }
             }
             Err(error) => {
@@ -806,7 +810,7 @@ impl Entry {
             }
         }
         if inner.unsent() && inner.stalled_since.is_none() {
-            inner.stalled_since = Some(Instant::now());
+            inner.stalled_since = Some(Moment::now());
         }
         if !inner.unsent() {
             inner.stalled_since = None;
@@ -891,7 +895,7 @@ impl Entry {
         if why == Why::Shutdown {
             // The drain's quiet time counts from the stop for a connection
             // idle before it: a request on its way then still arrives.
-            inner.last_input = Some(Instant::now());
+            inner.last_input = Some(Moment::now());
         }
         self.hub.set_phase(inner, Phase::InTurn);
         why
@@ -910,8 +914,8 @@ impl Entry {
         }
         let took_input = self.took_input.load(Ordering::Relaxed);
         if took_input {
-            inner.idle_until = self.hub.idle_timeout.and_then(time::from_now);
-            inner.last_input = Some(Instant::now());
+            inner.idle_until = self.hub.idle_timeout.and_then(Moment::from_now);
+            inner.last_input = Some(Moment::now());
         }
         inner.waits_for_room = !took_input && inner.unsent();
         if !inner.registered {
@@ -933,7 +937,7 @@ impl Entry {
         // than going on with turn after turn past its deadline.
         let due = || {
             self.due(&inner)
-                .is_some_and(|(due, _)| due <= Instant::now())
+                .is_some_and(|(due, _)| due <= Moment::now())
         };
         if self.input_waits(&inner, self.made_progress()) && !due() {
             if !self.hub.shared.is_stopping() {
@@ -957,7 +961,7 @@ impl Entry {
             // The shutdown's closing round looked at the connections
             // before this one parked; it sets the flag first, so one of us
             // sees the other.
-            self.close_if_quiet(&mut inner, Instant::now());
+            self.close_if_quiet(&mut inner, Moment::now());
         }
         Ok(Parked::Yes)
     }
@@ -1179,11 +1183,11 @@ impl Entry {
     }
 
     /// The earliest of the connection's limits, and which it is.
-    fn due(&self, inner: &Inner) -> Option<(Instant, Timeout)> {
+    fn due(&self, inner: &Inner) -> Option<(Moment, Timeout)> {
         let stalled = inner
             .stalled_since
             .zip(self.hub.write_timeout)
-            .and_then(|(since, timeout)| time::after(since, timeout))
+            .and_then(|(since, timeout)| since.after(timeout))
             .map(|at| (at, Timeout::Write));
         let idle = match inner.phase {
             Phase::Flushing => None,
@@ -1250,7 +1254,7 @@ impl Entry {
     }
 
     /// The poller's part when this connection's timer is due.
-    pub(crate) fn on_timer(self: &Arc<Self>, due: Instant, now: Instant) {
+    pub(crate) fn on_timer(self: &Arc<Self>, due: Moment, now: Moment) {
         let mut inner = lock(&self.inner);
         if inner.scheduled != Some(due) {
             // A turn set an earlier timer after this one was taken out:
@@ -1314,7 +1318,7 @@ impl Entry {
 
     /// The poller's part once every connection has had its last `ready`:
     /// a parked connection is closed once it is quiet.
-    pub(crate) fn on_close_all(self: &Arc<Self>, now: Instant) {
+    pub(crate) fn on_close_all(self: &Arc<Self>, now: Moment) {
         let mut inner = lock(&self.inner);
         if inner.phase == Phase::Parked {
             self.close_if_quiet(&mut inner, now);
@@ -1325,13 +1329,13 @@ impl Entry {
     /// nothing for the drain's quiet time and whose outbox is empty, or
     /// looks again when it may be. A connection still talking, or whose
     /// client is still reading a backlog, goes on until the drain deadline.
-    fn close_if_quiet(self: &Arc<Self>, inner: &mut Inner, now: Instant) {
+    fn close_if_quiet(self: &Arc<Self>, inner: &mut Inner, now: Moment) {
         debug_assert_eq!(inner.phase, Phase::Parked);
         let quiet = self.hub.shared.drain_quiet;
         // `None`: a quiet time too long to ever pass; the drain deadline
         // ends the connection.
         let quiet_from = match inner.last_input {
-            Some(at) => time::after(at, quiet),
+            Some(at) => at.after(quiet),
             None => Some(now),
         };
         // Input the client sent has not had its turn yet (a connection
@@ -1362,7 +1366,7 @@ impl Entry {
         } else {
             inner.drain_check = match inner.unsent() {
                 false => quiet_from,
-                true => time::after(now, quiet),
+                true => now.after(quiet),
             };
             self.schedule(inner);
         }
