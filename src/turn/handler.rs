@@ -209,7 +209,7 @@ impl<'a> Turn<'a> {
     /// [`Connection::peer_credentials`](crate::Connection::peer_credentials)).
     /// Read once, before [`open`](TurnHandler::open).
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
-        self.entry.credentials
+        self.entry.credentials()
     }
 
     /// The connection's id: unique among the server's connections.
