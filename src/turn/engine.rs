@@ -25,8 +25,10 @@
 //! through the readiness set, and no report is lost.
 
 use std::any::Any;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -195,7 +197,12 @@ impl Hub {
 
     /// Every registered connection, for the shutdown.
     pub(crate) fn entries(&self) -> Vec<Arc<Entry>> {
-        read(&self.registry).entries.values().cloned().collect()
+        let registry = read(&self.registry);
+        registry
+            .entries
+            .iter()
+            .map(|by_id| Arc::clone(&by_id.0))
+            .collect()
     }
 
     /// Whether no connection is open: none parked, in a turn, queued or
@@ -205,7 +212,8 @@ impl Hub {
     }
 
     pub(crate) fn entry(&self, id: u64) -> Option<Arc<Entry>> {
-        read(&self.registry).entries.get(&id).cloned()
+        let registry = read(&self.registry);
+        registry.entries.get(&id).map(|by_id| Arc::clone(&by_id.0))
     }
 
     /// Adds `entry` to the registry, whose connections the readiness set
@@ -216,7 +224,7 @@ impl Hub {
         if registry.closed {
             return false;
         }
-        registry.entries.insert(entry.id, Arc::clone(entry));
+        registry.entries.insert(ById(Arc::clone(entry)));
         true
     }
 
@@ -227,7 +235,7 @@ impl Hub {
     pub(crate) fn close_registry(&self) -> Vec<Arc<Entry>> {
         let mut registry = write(&self.registry);
         registry.closed = true;
-        registry.entries.drain().map(|(_, entry)| entry).collect()
+        registry.entries.drain().map(|by_id| by_id.0).collect()
     }
 
     /// Whether no connection is with a worker (opening or in a turn).
@@ -350,9 +358,35 @@ impl Hub {
 /// The connections registered in the readiness set, by id.
 #[derive(Default)]
 struct Registry {
-    entries: HashMap<u64, Arc<Entry>>,
+    entries: HashSet<ById>,
     /// Set at the forced end: no connection is added after it.
     closed: bool,
+}
+
+/// A registered connection, hashed and compared by its id, so that the
+/// registry finds it by id with no copy of the id beside it: 8 bytes a
+/// slot rather than 16, for every connection held (issue #14).
+struct ById(Arc<Entry>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the id itself hashes: `Borrow<u64>` looks it up by id.
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<u64> for ById {
+    fn borrow(&self) -> &u64 {
+        &self.0.id
+    }
 }
 
 /// A connection of the turn mode.
@@ -1536,6 +1570,24 @@ mod tests {
             size <= most,
             "an Entry takes {size} bytes, more than {most}"
         );
+    }
+
+    #[test]
+    fn the_registry_finds_each_connection_by_its_id() {
+        let (hub, entries, _clients) = hub_with_connections(20);
+        for entry in &entries {
+            assert!(Arc::ptr_eq(&hub.entry(entry.id).unwrap(), entry));
+        }
+        // Ids count from 1.
+        assert!(hub.entry(0).is_none());
+        entries[0].abort();
+        assert!(hub.entry(entries[0].id).is_none(), "gone once closed");
+        assert_eq!(hub.entries().len(), 19);
+        assert_eq!(hub.close_registry().len(), 19);
+        assert!(hub.entry(entries[1].id).is_none());
+        for entry in &entries {
+            entry.abort();
+        }
     }
 
     #[test]
