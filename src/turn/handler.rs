@@ -209,7 +209,7 @@ impl<'a> Turn<'a> {
     /// [`Connection::peer_credentials`](crate::Connection::peer_credentials)).
     /// Read once, before [`open`](TurnHandler::open).
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
-        self.entry.credentials
+        self.entry.credentials()
     }
 
     /// The connection's id: unique among the server's connections.
@@ -261,7 +261,9 @@ impl<'a> Turn<'a> {
     /// finished or moved on (a request completed): if it is still parked
     /// or still in a turn then, it is closed with
     /// [`CloseReason::TimedOut`]`(`[`Timeout::Deadline`](crate::Timeout::Deadline)`)`.
-    /// It stays set across parks until changed; `None` removes it.
+    /// It stays set across parks until changed; `None` removes it, and so
+    /// does a deadline more than 292 years away, which could never come
+    /// (the engine keeps a connection's points in time in 8 bytes).
     pub fn set_deadline(&mut self, deadline: impl Into<Option<Instant>>) {
         self.entry.set_deadline(deadline.into());
     }

@@ -62,7 +62,7 @@ impl Peer {
     /// The credentials of a Unix socket's client (see
     /// [`Turn::peer_credentials`](crate::Turn::peer_credentials)).
     pub fn peer_credentials(&self) -> Option<PeerCredentials> {
-        self.entry.credentials
+        self.entry.credentials()
     }
 
     /// The listener the connection came through (see

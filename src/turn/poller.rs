@@ -10,10 +10,10 @@ use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::stats::Counters;
+use crate::time::Moment;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
 
@@ -76,7 +76,7 @@ fn run(hub: &Hub) {
     let mut draining = false;
     let mut forced = false;
     loop {
-        let now = Instant::now();
+        let now = Moment::now();
         let next_timer = loop {
             match hub.pop_due(now) {
                 Ok((due, id)) => {
@@ -103,7 +103,7 @@ fn run(hub: &Hub) {
                 // passed on every message sent before the stop): now each
                 // closes, with its `close`, once it is quiet.
                 hub.closing_all.store(true, Ordering::SeqCst);
-                let now = Instant::now();
+                let now = Moment::now();
                 for entry in hub.entries() {
                     entry.on_close_all(now);
                 }
@@ -117,7 +117,7 @@ fn run(hub: &Hub) {
         for entry in hub.take_deferred() {
             entry.on_deferred();
         }
-        let timeout = next_timer.map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = next_timer.map(|at| at.saturating_duration_since(Moment::now()));
         if let Err(error) = hub.poller.wait(&mut events, &mut buf, usize::MAX, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
             // strand every parked connection; the timers and the force
