@@ -371,7 +371,7 @@ impl<'a, T> Acceptor<'a, T> {
     /// is taken again after each, and a token left from before the count
     /// costs one more look, never a missed one.
     fn wait_for_room(&self, wait: Option<Duration>) -> std::result::Result<(), RejectReason> {
-        let deadline = wait.and_then(time::from_now);
+        let deadline = wait.and_then(|wait| time::after(Instant::now(), wait));
         loop {
             if self.pool_has_room() {
                 return Ok(());
