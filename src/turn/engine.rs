@@ -1388,8 +1388,17 @@ impl Entry {
         // TLS handshake's reads) while the socket is empty, and a handler
         // that does not read it would get turn after turn until the drain
         // deadline. The socket itself says whether anything waits.
-        let pending = self.input_waits(inner, false) || (self.takes_input(inner) && socket_input());
-        if pending {
+        let waits = self.input_waits(inner, false);
+        let found = !waits && self.takes_input(inner) && socket_input();
+        if found {
+            // What the poll found is news, as in `wait_readable`: its
+            // report may still sit in the readiness set (no worker free to
+            // collect it), and a turn whose read trusts the old news would
+            // find "empty" without asking the socket, park, and be polled
+            // again here, round and round until the drain deadline.
+            self.input.arrived(false);
+        }
+        if waits || found {
             self.take_turn(inner, Why::Ready);
         } else if !inner.unsent() && quiet_from.is_some_and(|at| at <= now) {
             let reason = *inner.close.get_or_insert(CloseReason::Shutdown);
