@@ -9,10 +9,11 @@
 
 mod util;
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
 
 use frontdesk::{Connection, Overload, Rejected, Server, ServerBuilder, Stats};
-use util::{assert_accounted, client, read_to_clean_end, serve, tcp_addr};
+use util::{assert_accounted, client, read_to_clean_end, serve, tcp_addr, wait_for_stats};
 
 /// Rounds of one client after another: each round that loses the race
 /// fails the test, and on the code before the fix about one round in ten
@@ -82,4 +83,38 @@ fn max_connections_counts_out_a_connection_its_client_saw_end() {
 #[test]
 fn max_connections_per_ip_counts_out_a_connection_its_client_saw_end() {
     one_client_after_another(Server::builder().workers(2).max_connections_per_ip(1));
+}
+
+#[test]
+fn lingering_counts_a_close_from_the_moment_its_client_sees_the_end() {
+    // Clients that read the server's end of stream and never close: each
+    // lingers (for the whole linger time) from the moment it saw the end,
+    // so the count shows every one of them then, not a moment later when
+    // the closer has looked at its inbox.
+    let handle = serve(Server::builder().workers(2), goodbye);
+    let addr = tcp_addr(handle.local_addr());
+    let mut kept: Vec<TcpStream> = Vec::new();
+    for round in 0..ROUNDS / 10 {
+        let mut stream = client(addr);
+        assert_eq!(read_to_clean_end(&mut stream), b"bye\n");
+        kept.push(stream);
+        let stats = handle.stats();
+        assert_eq!(
+            stats.lingering,
+            kept.len(),
+            "round {round}: every client so far saw the end and keeps its side open; {stats:#?}"
+        );
+    }
+    // Closed by the clients now: the server's closes end at their end of
+    // stream.
+    let clients = kept.len();
+    for mut stream in kept {
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+    }
+    wait_for_stats(&handle, "every close has ended", |s| s.lingering == 0);
+    let (_, stats) = util::stop(handle);
+    assert_accounted(&stats);
+    assert_eq!(stats.completed, clients as u64);
+    assert_eq!(stats.linger_cut, 0, "{stats:#?}");
 }
