@@ -88,6 +88,7 @@ struct Lingering {
     until: Instant,
     /// Bytes that may still be discarded.
     budget: usize,
+    /// Last, so that it is dropped after the stream.
     _counted: Counted,
 }
 
@@ -167,6 +168,9 @@ impl Closer {
     /// for a moment); the socket is closed when the last reference goes.
     pub(crate) fn close(&self, stream: Arc<Socket>) {
         let counted = Counted::new(&self.shared);
+        // Moved after the count, so that a close ending here drops the
+        // socket before it is counted out.
+        let stream = stream;
         let _ = stream.shutdown(Shutdown::Write);
         let budget = match discard(&stream, self.linger.bytes, Some(1)) {
             Drained::Ended => return,
