@@ -118,3 +118,60 @@ fn lingering_counts_a_close_from_the_moment_its_client_sees_the_end() {
     assert_eq!(stats.completed, clients as u64);
     assert_eq!(stats.linger_cut, 0, "{stats:#?}");
 }
+
+// What the review checked and found sound, kept as regressions.
+
+#[test]
+fn every_parked_worker_ends_at_shutdown() {
+    // Idle workers sleep in the `Handler` mode's parking; the queue's
+    // last sender, dropped when the acceptor stops, wakes one, and each
+    // that ends wakes the next. With no drain deadline, a worker left
+    // asleep would hold the shutdown for ever.
+    let handle = serve(
+        Server::builder()
+            .workers(16)
+            .shutdown_timeout(std::time::Duration::MAX),
+        goodbye,
+    );
+    let addr = tcp_addr(handle.local_addr());
+    // Some of them have served, so they parked again after a job.
+    for _ in 0..32 {
+        assert_eq!(read_to_clean_end(&mut client(addr)), b"bye\n");
+    }
+    wait_for_stats(&handle, "every worker is idle", |s| s.busy_workers == 0);
+    let (done_tx, done) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(util::stop(handle));
+    });
+    let (report, stats) = done
+        .recv_timeout(util::TIMEOUT)
+        .expect("the shutdown ends: every parked worker was woken");
+    assert_eq!(report.stuck_workers, 0, "{report:#?}");
+    assert_accounted(&stats);
+}
+
+#[test]
+fn wait_max_waits_for_a_worker_like_block() {
+    // `Overload::Wait(Duration::MAX)`: a deadline past the clock's range
+    // is no deadline.
+    let gate = util::Gate::new();
+    let handle = serve(
+        Server::builder()
+            .workers(1)
+            .queue(0)
+            .overload(Overload::Wait(std::time::Duration::MAX))
+            .on_reject(busy),
+        gate.guard(goodbye),
+    );
+    let addr = tcp_addr(handle.local_addr());
+    let mut first = client(addr);
+    gate.wait_entered(1);
+    let mut second = client(addr);
+    util::assert_silent(&mut second);
+    gate.open();
+    assert_eq!(read_to_clean_end(&mut first), b"bye\n");
+    assert_eq!(read_to_clean_end(&mut second), b"bye\n");
+    let (_, stats) = util::stop(handle);
+    assert_accounted(&stats);
+    assert_eq!(stats.rejected.total(), 0, "{stats:#?}");
+}
