@@ -59,7 +59,9 @@ pub struct Stats {
     /// Connections being closed gently now: their end of stream was sent,
     /// and the server waits for the client's (see
     /// [`linger_time`](crate::ServerBuilder::linger_time)). They are no
-    /// longer `active` or `queued`, and hold no worker.
+    /// longer `active` or `queued`, and hold no worker. A close counts
+    /// here from the moment the client can see the server's end of
+    /// stream (including, for an instant, one that ends at once).
     pub lingering: usize,
     /// Gentle closes cut short: the client sent more than
     /// [`linger_bytes`](crate::ServerBuilder::linger_bytes) or did not

@@ -48,12 +48,16 @@ impl Service for WholeConnections {
         drop(conn);
         worker.serving_done();
         drop(stream);
-        worker.closer.close(socket);
-        // Given back before the connection counts as completed, so that
-        // whoever sees it completed may connect again from its address.
+        // Counted out before the close, whose end of stream tells the
+        // client the connection is over: a client that saw it may connect
+        // again at once and must find this worker free in the acceptor's
+        // count (`queue(0)`, `max_connections`) and its address's place
+        // given back. The address's place goes first, so that whoever
+        // sees the connection completed may connect again from there.
         drop(ip_slot);
         Counters::bump(&counters.completed);
         shared.connection_ended();
+        worker.closer.close(socket);
     }
 
     /// Sleeps in `parking` until a send wakes it (see `pool/queue.rs`).

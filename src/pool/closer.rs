@@ -88,6 +88,31 @@ struct Lingering {
     until: Instant,
     /// Bytes that may still be discarded.
     budget: usize,
+    /// Last, so that it is dropped after the stream.
+    _counted: Counted,
+}
+
+/// A close counted in [`Stats::lingering`](crate::Stats::lingering): from
+/// before the client can see our end of stream until the socket is
+/// dropped, wherever that is (closed at once, or by the closer thread,
+/// or with the inbox of a closer that has finished). Counted so, and not
+/// by the closer thread alone, a close is never missing from the count
+/// while it sits in the closer's inbox, which it may until the closer's
+/// next second look.
+#[derive(Debug)]
+struct Counted(Arc<Shared>);
+
+impl Counted {
+    fn new(shared: &Arc<Shared>) -> Counted {
+        shared.counters.lingering.fetch_add(1, Ordering::Relaxed);
+        Counted(Arc::clone(shared))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.counters.lingering.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Closer {
@@ -142,6 +167,10 @@ impl Closer {
     /// `stream` may be shared (a worker's shutdown slot may still hold it
     /// for a moment); the socket is closed when the last reference goes.
     pub(crate) fn close(&self, stream: Arc<Socket>) {
+        let counted = Counted::new(&self.shared);
+        // Moved after the count, so that a close ending here drops the
+        // socket before it is counted out.
+        let stream = stream;
         let _ = stream.shutdown(Shutdown::Write);
         let budget = match discard(&stream, self.linger.bytes, Some(1)) {
             Drained::Ended => return,
@@ -155,6 +184,7 @@ impl Closer {
             stream,
             until: Instant::now() + self.linger.time,
             budget,
+            _counted: counted,
         };
         match self.inbox.send(Message::Linger(lingering)) {
             Ok(()) => self.idle.wake_one(),
@@ -309,9 +339,6 @@ fn run(messages: &Receiver<Message>, poller: &Poller, idle: &Idle, counters: &Co
             deadlines.pop_front();
             close(&mut lingering, key, true);
         }
-        counters
-            .lingering
-            .store(lingering.len() + fresh.len(), Ordering::Relaxed);
         if finish.is_some() && lingering.is_empty() && fresh.is_empty() {
             return;
         }
