@@ -170,11 +170,17 @@ impl TurnHandler for Echo {
             match turn.read(&mut buf) {
                 Ok(0) => return Ok(Next::Close),
                 Ok(n) => turn.send(&buf[..n])?,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
                 Err(error) => return Err(error),
             }
         }
-        let _ = self.backed_up.try_send(());
+        // Backed up: no room for another chunk, or the outbox is over half
+        // full, past which the connection takes no input and gets no more
+        // turns (a turn can end on an empty socket just after the outbox
+        // passed half: then this is its last turn until the client reads).
+        if turn.outbox_room() < CHUNK || turn.outbox_len() > turn.outbox_room() {
+            let _ = self.backed_up.try_send(());
+        }
         Ok(Next::Park)
     }
 }
