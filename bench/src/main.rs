@@ -4,8 +4,8 @@
 //! docs/performance.md for the method and the results.
 //!
 //! ```text
-//! cargo run --release -p bench              # full run, about 8 minutes
-//! cargo run --release -p bench -- --quick   # under 90 seconds
+//! cargo run --release -p bench              # full run, about 12 minutes
+//! cargo run --release -p bench -- --quick   # about 2.5 minutes
 //! ```
 //!
 //! `cargo run --release -p bench -- soak --minutes N [--turns]` is the
