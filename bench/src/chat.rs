@@ -203,6 +203,17 @@ pub const LINE_LEN: usize = 60;
 const DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// And at most, in all.
 const DRAIN_MAX: Duration = Duration::from_secs(10);
+/// How long the hello burst may take before the run fails: generous, as
+/// 1,000 clients make 999,000 deliveries, a send each in every relay,
+/// which took 5–10 s per server on the project's busy 2-core machine;
+/// this tells a stuck relay from a slow one.
+const BURST_MAX: Duration = Duration::from_secs(60);
+/// In the hello burst, clients write their hellos this many at a time,
+/// and read whatever has arrived between two such batches.
+const BURST_WRITE_BATCH: usize = 64;
+/// A hello is `hello NNNNN ` (the sender's index), `x`s, then `\n`.
+const HELLO: &[u8] = b"hello ";
+const HELLO_DIGITS: usize = 5;
 
 /// What the generator saw.
 #[derive(Debug, Default)]
@@ -219,6 +230,14 @@ pub struct ChatWindow {
     pub elapsed: Duration,
     /// Time to connect every client and get its greeting.
     pub join: Duration,
+    /// The hello burst, after the drain: from the first hello written to
+    /// the moment every client had heard the hellos of all the others.
+    pub burst: Duration,
+    /// Hellos heard in the burst, each checked: `clients × (clients − 1)`.
+    pub hellos: u64,
+    /// Lines of the senders that arrived during the burst, after the drain
+    /// had given up on them (checked, not counted as received).
+    pub late: u64,
 }
 
 struct Client {
@@ -230,7 +249,10 @@ struct Client {
 /// has the first `load.senders` of them send `load.rate` lines a second
 /// for `load.duration`, each line stamped with its send time, and reads
 /// every client until every line has arrived everywhere (or nothing
-/// arrives for `DRAIN_QUIET`). `mark` brackets the sending and the drain.
+/// arrives for `DRAIN_QUIET`). `mark` brackets the sending and the drain
+/// (`Start`, `End`). Then the hello burst (`hello_burst`), bracketed by
+/// `BurstStart` and `BurstEnd`: it comes last so that it changes none of
+/// the figures before it (the server's buffers, its peak memory).
 pub fn chat(addr: SocketAddr, load: ChatLoad, mark: &mut dyn FnMut(Mark)) -> BoxResult<ChatWindow> {
     let base = Instant::now();
     let mut poll = Poll::new()?;
@@ -323,7 +345,14 @@ pub fn chat(addr: SocketAddr, load: ChatLoad, mark: &mut dyn FnMut(Mark)) -> Box
         poll.poll(&mut events, Some(wait.min(Duration::from_millis(50))))?;
         for event in events.iter() {
             let index = event.token().0;
-            let got = read_lines(&mut clients[index], index, base, &mut scratch, &mut window)?;
+            let got = read_lines(
+                &mut clients[index],
+                index,
+                base,
+                &mut scratch,
+                &mut window,
+                None,
+            )?;
             if got > 0 {
                 last_progress = Instant::now();
             }
@@ -331,16 +360,223 @@ pub fn chat(addr: SocketAddr, load: ChatLoad, mark: &mut dyn FnMut(Mark)) -> Box
     }
     window.elapsed = start.elapsed();
     mark(Mark::End);
+    hello_burst(
+        &mut poll,
+        &mut clients,
+        base,
+        &mut scratch,
+        &mut window,
+        mark,
+    )?;
     Ok(window)
 }
 
-/// Reads what client `index` has, and records every complete line.
+/// The hellos of the burst: who has heard whom.
+struct Hellos {
+    clients: usize,
+    /// Every client's hello, as it must arrive.
+    lines: Vec<[u8; LINE_LEN]>,
+    /// `heard[r * clients + s]`: client `r` has heard client `s`'s hello.
+    heard: Vec<bool>,
+    /// Hellos not heard yet, in all.
+    missing: u64,
+    /// When the last one was heard.
+    done: Option<Instant>,
+}
+
+impl Hellos {
+    fn new(clients: usize) -> Hellos {
+        let total = clients * clients.saturating_sub(1);
+        Hellos {
+            clients,
+            lines: (0..clients).map(hello_line).collect(),
+            heard: vec![false; clients * clients],
+            missing: total as u64,
+            done: (total == 0).then(Instant::now),
+        }
+    }
+
+    /// Client `receiver` got `line`, which starts with `HELLO`: it must
+    /// be, byte for byte, the hello of another client it has not heard.
+    fn hear(&mut self, receiver: usize, line: &[u8]) -> BoxResult<()> {
+        let digits = &line[HELLO.len()..HELLO.len() + HELLO_DIGITS];
+        let sender = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<usize>().ok())
+            .filter(|&s| s < self.clients && line == self.lines[s]);
+        let Some(sender) = sender else {
+            return Err(format!(
+                "chat: hello burst: client {receiver} got a garbled hello {:?}",
+                String::from_utf8_lossy(line)
+            )
+            .into());
+        };
+        if sender == receiver {
+            return Err(format!("chat: hello burst: client {receiver} got its own hello").into());
+        }
+        let heard = &mut self.heard[receiver * self.clients + sender];
+        if *heard {
+            return Err(format!(
+                "chat: hello burst: client {receiver} got client {sender}'s hello twice"
+            )
+            .into());
+        }
+        *heard = true;
+        self.missing -= 1;
+        if self.missing == 0 {
+            self.done = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// What is missing, for the timeout's error.
+    fn describe_missing(&self) -> String {
+        let n = self.clients;
+        let mut lacking = (0..n).filter_map(|r| {
+            let lacks = (0..n)
+                .filter(|&s| s != r && !self.heard[r * n + s])
+                .collect::<Vec<_>>();
+            (!lacks.is_empty()).then_some((r, lacks))
+        });
+        let first = lacking.next();
+        let count = usize::from(first.is_some()) + lacking.count();
+        match first {
+            Some((r, lacks)) => format!(
+                "{} of {} hellos not heard, by {count} of {n} clients (client {r} lacks {}, the first from client {})",
+                self.missing,
+                n * (n - 1),
+                lacks.len(),
+                lacks[0]
+            ),
+            None => "every hello heard".to_string(),
+        }
+    }
+}
+
+/// Client `sender`'s hello: as long as the senders' lines, so the two
+/// can be told apart only by their first bytes.
+fn hello_line(sender: usize) -> [u8; LINE_LEN] {
+    let mut line = [b'x'; LINE_LEN];
+    let text = format!("hello {sender:0HELLO_DIGITS$} ");
+    line[..text.len()].copy_from_slice(text.as_bytes());
+    line[LINE_LEN - 1] = b'\n';
+    line
+}
+
+/// Issue 14's "1,000 clients joining: ms until all heard every hello":
+/// every client writes its hello at once (without blocking, `BURST_WRITE_BATCH`
+/// at a time, reading whatever has arrived between two batches, so that
+/// no server is held up by a client that does not read), then every
+/// client is read until each has heard the hellos of all the others.
+/// `window.burst` is the time from the first hello written to the last
+/// heard; a hello missing after `BURST_MAX`, garbled, repeated or sent
+/// back to its sender fails the run.
+fn hello_burst(
+    poll: &mut Poll,
+    clients: &mut [Client],
+    base: Instant,
+    scratch: &mut [u8],
+    window: &mut ChatWindow,
+    mark: &mut dyn FnMut(Mark),
+) -> BoxResult<()> {
+    let n = clients.len();
+    if n >= 10usize.pow(HELLO_DIGITS as u32) {
+        return Err(format!("chat: a hello burst numbers at most 99,999 clients, not {n}").into());
+    }
+    let mut hellos = Hellos::new(n);
+    // Bytes of its hello each client has written.
+    let mut written = vec![0usize; n];
+    let mut unwritten = n;
+    let mut events = Events::with_capacity(1024);
+    mark(Mark::BurstStart);
+    let started = Instant::now();
+    let deadline = started + BURST_MAX;
+    let mut next = 0;
+    while unwritten > 0 || hellos.missing > 0 {
+        let now = Instant::now();
+        if now > deadline {
+            return Err(format!(
+                "chat: hello burst: after {} s, {}; {unwritten} clients had not written all of their hello",
+                BURST_MAX.as_secs(),
+                hellos.describe_missing()
+            )
+            .into());
+        }
+        // The next batch of hellos, then a look (without waiting) at what
+        // has arrived; once all are written, wait for the rest.
+        let batch_end = (next + BURST_WRITE_BATCH).min(n);
+        for i in next..batch_end {
+            if write_hello(&mut clients[i], i, &hellos.lines[i], &mut written[i])? {
+                unwritten -= 1;
+            } else {
+                // The socket took part of it: finish when it has room.
+                poll.registry().reregister(
+                    &mut clients[i].stream,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )?;
+            }
+        }
+        next = batch_end;
+        let wait = if next < n {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        poll.poll(&mut events, Some(wait))?;
+        for event in events.iter() {
+            let i = event.token().0;
+            if i < next
+                && written[i] < LINE_LEN
+                && event.is_writable()
+                && write_hello(&mut clients[i], i, &hellos.lines[i], &mut written[i])?
+            {
+                unwritten -= 1;
+                poll.registry()
+                    .reregister(&mut clients[i].stream, Token(i), Interest::READABLE)?;
+            }
+            read_lines(&mut clients[i], i, base, scratch, window, Some(&mut hellos))?;
+        }
+    }
+    let done = hellos.done.unwrap_or(started);
+    window.burst = done.saturating_duration_since(started);
+    window.hellos = (n * n.saturating_sub(1)) as u64;
+    mark(Mark::BurstEnd);
+    Ok(())
+}
+
+/// Writes what client `index` has not written of its hello `line`;
+/// whether it is all written now.
+fn write_hello(
+    client: &mut Client,
+    index: usize,
+    line: &[u8; LINE_LEN],
+    written: &mut usize,
+) -> BoxResult<bool> {
+    while *written < LINE_LEN {
+        match client.stream.write(&line[*written..]) {
+            Ok(0) => {
+                return Err(format!("chat: client {index}'s socket took none of its hello").into())
+            }
+            Ok(k) => *written += k,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("chat: hello burst: client {index}: {e}").into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Reads what client `index` has, and records every complete line: a
+/// sender's line in `window`, a hello in `hellos` (during the burst; a
+/// hello before it is an error, and a sender's line during it is late).
 fn read_lines(
     client: &mut Client,
     index: usize,
     base: Instant,
     scratch: &mut [u8],
     window: &mut ChatWindow,
+    mut hellos: Option<&mut Hellos>,
 ) -> BoxResult<u64> {
     let mut got = 0;
     loop {
@@ -355,6 +591,14 @@ fn read_lines(
         client.partial.extend_from_slice(&scratch[..n]);
         let complete = client.partial.len() / LINE_LEN * LINE_LEN;
         for line in client.partial[..complete].chunks_exact(LINE_LEN) {
+            if line.starts_with(HELLO) {
+                let Some(hellos) = hellos.as_deref_mut() else {
+                    return Err(format!("chat: client {index} got a hello before the burst").into());
+                };
+                hellos.hear(index, line)?;
+                got += 1;
+                continue;
+            }
             let field = |range: std::ops::Range<usize>| -> Option<u64> {
                 std::str::from_utf8(&line[range]).ok()?.parse().ok()
             };
@@ -368,11 +612,76 @@ fn read_lines(
             if sender as usize == index {
                 return Err(format!("chat: client {index} got its own line back").into());
             }
-            window.received += 1;
             got += 1;
+            if hellos.is_some() {
+                window.late += 1;
+                continue;
+            }
+            window.received += 1;
             let ns = now.saturating_sub(stamp);
             window.latencies.push(u32::try_from(ns).unwrap_or(u32::MAX));
         }
         client.partial.drain(..complete);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hello_is_heard_once_by_every_other_client() {
+        let mut hellos = Hellos::new(3);
+        assert_eq!(hellos.missing, 6);
+        for receiver in 0..3 {
+            for sender in (0..3).filter(|&s| s != receiver) {
+                assert!(hellos.done.is_none());
+                hellos.hear(receiver, &hello_line(sender)).unwrap();
+            }
+        }
+        assert_eq!(hellos.missing, 0);
+        assert!(hellos.done.is_some());
+        assert_eq!(hellos.describe_missing(), "every hello heard");
+    }
+
+    #[test]
+    fn a_wrong_hello_is_an_error() {
+        let mut hellos = Hellos::new(3);
+        let error = |hellos: &mut Hellos, receiver, line: &[u8]| {
+            hellos.hear(receiver, line).unwrap_err().to_string()
+        };
+        assert!(error(&mut hellos, 1, &hello_line(1)).contains("its own hello"));
+        // A sender that is not in the room.
+        assert!(error(&mut hellos, 1, &hello_line(3)).contains("garbled"));
+        let mut bent = hello_line(2);
+        bent[30] = b'y';
+        assert!(error(&mut hellos, 1, &bent).contains("garbled"));
+        let mut bent = hello_line(2);
+        bent[6] = b'-';
+        assert!(error(&mut hellos, 1, &bent).contains("garbled"));
+        hellos.hear(1, &hello_line(2)).unwrap();
+        assert!(error(&mut hellos, 1, &hello_line(2)).contains("twice"));
+        assert_eq!(hellos.missing, 5);
+        assert_eq!(
+            hellos.describe_missing(),
+            "5 of 6 hellos not heard, by 3 of 3 clients (client 0 lacks 2, the first from client 1)"
+        );
+    }
+
+    #[test]
+    fn a_hello_is_as_long_as_a_senders_line() {
+        let line = hello_line(99_999);
+        assert_eq!(line.len(), LINE_LEN);
+        assert!(line.starts_with(b"hello 99999 x"));
+        assert_eq!(line[LINE_LEN - 1], b'\n');
+        // Only the hello's first bytes tell it from a sender's line.
+        assert!(!line[..4].iter().all(u8::is_ascii_digit));
+    }
+
+    #[test]
+    fn one_client_has_no_hello_to_hear() {
+        let hellos = Hellos::new(1);
+        assert_eq!(hellos.missing, 0);
+        assert!(hellos.done.is_some());
     }
 }

@@ -51,6 +51,10 @@ pub struct Timing {
 pub enum Mark {
     Start,
     End,
+    /// The chat's hello burst, after `End`: its first hello is written
+    /// right after this mark, and this one follows its last hello heard.
+    BurstStart,
+    BurstEnd,
 }
 
 /// What the load generator saw in the measured window.

@@ -4,8 +4,8 @@
 //! docs/performance.md for the method and the results.
 //!
 //! ```text
-//! cargo run --release -p bench              # full run, about 8 minutes
-//! cargo run --release -p bench -- --quick   # under 90 seconds
+//! cargo run --release -p bench              # full run, about 12 minutes
+//! cargo run --release -p bench -- --quick   # about 2.5 minutes
 //! ```
 //!
 //! `cargo run --release -p bench -- soak --minutes N [--turns]` is the
@@ -326,7 +326,7 @@ fn summary(sample: &Sample) -> String {
         ),
         Sample::Skipped(reason) => format!("not run: {reason}"),
         Sample::Chat(s) => format!(
-            "sent {} in {:.1} s (join {:.0} ms)  delivered {}/{} ({:.4})  fan-out p50 {:.0} µs p99 {:.0} µs  cpu {:.2} µs/delivery  server {:.0}%  loadgen {:.0}%  VmHWM {} → {} KiB",
+            "sent {} in {:.1} s (join {:.0} ms)  delivered {}/{} ({:.4})  fan-out p50 {:.0} µs p99 {:.0} µs  cpu {:.2} µs/delivery  server {:.0}%  loadgen {:.0}%  VmHWM {} → {} KiB  hello burst {:.0} ms ({} hellos, cpu {:.2} µs/hello, VmHWM → {} KiB{})",
             s.sent,
             s.elapsed.as_secs_f64(),
             s.join.as_secs_f64() * 1000.0,
@@ -339,7 +339,16 @@ fn summary(sample: &Sample) -> String {
             s.server_cpu_pct,
             s.client_cpu_pct,
             s.hwm_start / 1024,
-            s.hwm / 1024
+            s.hwm / 1024,
+            s.burst_ms,
+            s.hellos,
+            s.burst_cpu_per_hello_us,
+            s.hwm_burst / 1024,
+            if s.late > 0 {
+                format!(", {} senders' lines arrived late, during it", s.late)
+            } else {
+                String::new()
+            }
         ),
         Sample::Trickle(s) => format!(
             "fresh client p50 {:.3} → {:.3} ms, p99 {:.3} → {:.3} ms; tricklers held {}, {} bytes",

@@ -282,6 +282,19 @@ pub struct ChatSample {
     pub hwm_start: u64,
     pub join: Duration,
     pub elapsed: Duration,
+    /// The hello burst (after the drain): every client sends one line at
+    /// once; ms from the first hello written to the last heard, with every
+    /// client having heard all the others'.
+    pub burst_ms: f64,
+    /// Server CPU time over the burst per hello delivered, in µs.
+    pub burst_cpu_per_hello_us: f64,
+    /// Hellos delivered (and checked) in the burst.
+    pub hellos: u64,
+    /// The server's peak RSS (VmHWM) after the burst (`hwm` is read
+    /// before it).
+    pub hwm_burst: u64,
+    /// Senders' lines that arrived during the burst, after the drain.
+    pub late: u64,
 }
 
 impl ChatSample {
@@ -353,6 +366,12 @@ fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<S
     let hwm_start = procfs::status_bytes(pid, "VmHWM")?;
     let mut start = None;
     let mut end = None;
+    // Read at the end of the drain, before the hello burst, so that the
+    // peak is the relay's under the senders' load alone, as before the
+    // burst was added.
+    let mut hwm = None;
+    let mut burst_start = None;
+    let mut burst_end = None;
     let load = ChatLoad {
         clients: n,
         senders: CHAT_SENDERS,
@@ -363,13 +382,22 @@ fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<S
         let snap = snapshot(pid);
         match mark {
             Mark::Start => start = Some(snap),
-            Mark::End => end = Some(snap),
+            Mark::End => {
+                end = Some(snap);
+                hwm = Some(procfs::status_bytes(pid, "VmHWM"));
+            }
+            Mark::BurstStart => burst_start = Some(snap),
+            Mark::BurstEnd => burst_end = Some(snap),
         }
     })?;
     let start = start.ok_or("window never started")??;
     let end = end.ok_or("window never ended")??;
+    let hwm = hwm.ok_or("window never ended")??;
+    let burst_start = burst_start.ok_or("hello burst never started")??;
+    let burst_end = burst_end.ok_or("hello burst never ended")??;
     let secs = window.elapsed.as_secs_f64();
     let (server_cpu, client_cpu) = cpu_seconds(&start, &end);
+    let (burst_cpu, _) = cpu_seconds(&burst_start, &burst_end);
     let percentile = quantiles_us(window.latencies);
     Ok(Sample::Chat(ChatSample {
         sent: window.sent,
@@ -380,10 +408,15 @@ fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<S
         cpu_per_delivery_us: server_cpu * 1e6 / window.received.max(1) as f64,
         server_cpu_pct: server_cpu * 100.0 / secs,
         client_cpu_pct: client_cpu * 100.0 / secs,
-        hwm: procfs::status_bytes(pid, "VmHWM")?,
+        hwm,
         hwm_start,
         join: window.join,
         elapsed: window.elapsed,
+        burst_ms: window.burst.as_secs_f64() * 1000.0,
+        burst_cpu_per_hello_us: burst_cpu * 1e6 / window.hellos.max(1) as f64,
+        hellos: window.hellos,
+        hwm_burst: procfs::status_bytes(pid, "VmHWM")?,
+        late: window.late,
     }))
 }
 
@@ -470,6 +503,8 @@ fn load_run(
         match mark {
             Mark::Start => start = Some(snap),
             Mark::End => end = Some(snap),
+            // Only the chat has a hello burst.
+            Mark::BurstStart | Mark::BurstEnd => {}
         }
     })?;
     let start = start.ok_or("window never started")??;
