@@ -4,8 +4,6 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use crossbeam_channel::TryRecvError;
-
 use crate::handler::connection::Connection;
 use crate::handler::Handler;
 use crate::pool::guard::run_guarded;
@@ -62,21 +60,11 @@ impl Service for WholeConnections {
 
     /// Sleeps in `parking` until a send wakes it (see `pool/queue.rs`).
     fn wait(&self, worker: &Worker<Self>) -> Waited<Infallible> {
-        let idle = worker.idle();
-        idle.begin_wait();
-        match worker.take_queued() {
-            Ok(job) => {
-                idle.end_wait();
-                return Waited::Job(job);
-            }
-            Err(TryRecvError::Disconnected) => {
-                idle.end_wait();
-                return Waited::Woken;
-            }
-            Err(TryRecvError::Empty) => {}
+        if let Some(waited) = worker.begin_wait() {
+            return waited;
         }
         self.parking.sleep();
-        idle.end_wait();
+        worker.idle().end_wait();
         Waited::Woken
     }
 

@@ -487,9 +487,20 @@ impl<S: Service> Worker<S> {
         &self.idle
     }
 
-    /// A job from the channel, if one is there now.
-    pub(crate) fn take_queued(&self) -> std::result::Result<Job<S::Job>, TryRecvError> {
-        self.jobs.try_recv()
+    /// The start of a wait outside the channel (see `pool/queue.rs`):
+    /// counts this worker idle, then looks at the channel a last time.
+    /// `Some` when that look found a job, or the end of the queue: the
+    /// worker is counted out again and does not wait. `None`: it may
+    /// wait now, and counts itself out with `Idle::end_wait` after.
+    pub(crate) fn begin_wait(&self) -> Option<Waited<S::Job>> {
+        self.idle.begin_wait();
+        let waited = match self.jobs.try_recv() {
+            Ok(job) => Waited::Job(job),
+            Err(TryRecvError::Disconnected) => Waited::Woken,
+            Err(TryRecvError::Empty) => return None,
+        };
+        self.idle.end_wait();
+        Some(waited)
     }
 
     /// The per-connection limits configured on the builder.

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use crate::config::CloseReason;
 use crate::pool::guard::run_guarded;
-use crossbeam_channel::TryRecvError;
 
 use crate::pool::queue::Job;
 use crate::pool::workers::{Admitted, Service, Waited, Worker};
@@ -73,19 +72,10 @@ impl<H: TurnHandler> Service for Turns<H> {
     /// others for the busy workers. When others wait too, it takes one
     /// report: the kernel wakes the next waiter for the next.
     fn wait(&self, worker: &Worker<Self>) -> Waited<TurnJob> {
-        let idle = worker.idle();
-        idle.begin_wait();
-        match worker.take_queued() {
-            Ok(job) => {
-                idle.end_wait();
-                return Waited::Job(job);
-            }
-            Err(TryRecvError::Disconnected) => {
-                idle.end_wait();
-                return Waited::Woken;
-            }
-            Err(TryRecvError::Empty) => {}
+        if let Some(waited) = worker.begin_wait() {
+            return waited;
         }
+        let idle = worker.idle();
         let max = if idle.waiting() > 1 {
             1
         } else {
