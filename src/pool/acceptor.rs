@@ -382,10 +382,11 @@ impl<'a, T> Acceptor<'a, T> {
             let mut select = Select::new();
             let room = select.recv(self.shared.room_freed());
             let stop = select.recv(self.shared.stopped());
-            let operation = match (wait, deadline) {
-                // `Wait(d)` with a `d` past the clock's range: no limit.
-                (None, _) | (Some(_), None) => select.select(),
-                (Some(_), Some(deadline)) => match select.select_deadline(deadline) {
+            // No deadline: `Block`, or `Wait(d)` with a `d` past the
+            // clock's range (no limit either).
+            let operation = match deadline {
+                None => select.select(),
+                Some(deadline) => match select.select_deadline(deadline) {
                     Ok(operation) => operation,
                     Err(_) => return Err(RejectReason::Overload),
                 },
