@@ -25,7 +25,7 @@ mod tls_util;
 mod util;
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io;
 
 use frontdesk::{
     CloseReason, Connection, Next, PeerCredentials, ServerBuilder, ServerHandle, Turn, TurnHandler,
@@ -86,15 +86,7 @@ impl TurnHandler for Describe {
     }
 
     fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
-        let mut buf = [0u8; 256];
-        loop {
-            match turn.read(&mut buf) {
-                Ok(0) => return Ok(Next::Close),
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
-                Err(error) => return Err(error),
-            }
-        }
+        util::turn_until_closed(turn)
     }
 
     fn close(&self, _: (), _: &mut Turn<'_>, _: CloseReason) {}

@@ -447,15 +447,7 @@ impl TurnHandler for ReadToEnd {
     }
 
     fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
-        let mut buf = [0u8; 64];
-        loop {
-            match turn.read(&mut buf) {
-                Ok(0) => return Ok(Next::Close),
-                Ok(_) => {}
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
-                Err(error) => return Err(error),
-            }
-        }
+        util::turn_until_closed(turn)
     }
 
     fn close(&self, _: (), _: &mut Turn<'_>, reason: CloseReason) {

@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use frontdesk::{
-    Addr, Connection, Handler, Server, ServerBuilder, ServerHandle, ShutdownReport, Stats,
+    Addr, Connection, Handler, Next, Server, ServerBuilder, ServerHandle, ShutdownReport, Stats,
+    Turn,
 };
 
 /// The address every test server binds: loopback, with a port from the OS.
@@ -399,6 +400,21 @@ pub(crate) fn until_closed(conn: &mut Connection) -> io::Result<()> {
     let mut buf = [0u8; 256];
     while conn.read(&mut buf)? > 0 {}
     Ok(())
+}
+
+/// [`until_closed`] for a turn: reads and discards what has arrived;
+/// `Next::Park` once nothing more has, `Next::Close` at the client's end
+/// of stream.
+pub(crate) fn turn_until_closed(turn: &mut Turn<'_>) -> io::Result<Next> {
+    let mut buf = [0u8; 256];
+    loop {
+        match turn.read(&mut buf) {
+            Ok(0) => return Ok(Next::Close),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(Next::Park),
+            Err(error) => return Err(error),
+        }
+    }
 }
 
 /// Holds handlers inside their workers until the test releases them.
