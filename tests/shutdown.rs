@@ -6,6 +6,7 @@ mod util;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -522,4 +523,115 @@ fn drain_answers_what_was_sent_and_ends_without_waiting_for_the_deadline() {
     talker.read_to_string(&mut replies).unwrap();
     assert_eq!(replies, "got one\ngot two\ngot three\n");
     assert_closed(&mut silent);
+}
+
+/// The `recvfrom` system call's number, where a test can see which call a
+/// thread is blocked in (`/proc/<pid>/task/<tid>/syscall`).
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+const RECVFROM: Option<u64> = Some(45);
+#[cfg(all(target_os = "linux", target_arch = "aarch64"))]
+const RECVFROM: Option<u64> = Some(207);
+#[cfg(not(all(
+    target_os = "linux",
+    any(target_arch = "x86_64", target_arch = "aarch64")
+)))]
+const RECVFROM: Option<u64> = None;
+
+/// Waits until the thread whose `/proc` directory is `thread` blocks in a
+/// system call, and says whether that call is `recvfrom`: a read's first
+/// wait, in `recv` itself (else it is its `poll`). `None` where the
+/// system does not say.
+fn blocked_in_recv(thread: &std::path::Path) -> Option<bool> {
+    let recvfrom = RECVFROM?;
+    let begin = Instant::now();
+    // Bounded: a thread that never blocks fails the test after TIMEOUT.
+    while begin.elapsed() < TIMEOUT {
+        let call = std::fs::read_to_string(thread.join("syscall")).ok()?;
+        if let Some(Ok(number)) = call.split_whitespace().next().map(str::parse::<u64>) {
+            return Some(number == recvfrom);
+        }
+        thread::yield_now();
+    }
+    panic!("the handler's thread never blocked");
+}
+
+/// Shuts down a server whose one handler is blocked reading a silent
+/// client, as soon as the handler's read waits in `recv` itself where it
+/// can (up to 50 ms, where the stop signal cannot reach it), 20 times.
+/// Returns how many rounds caught the read there, and checks what the
+/// drain deadline `deadline` promises: with a long one the read notices
+/// the shutdown when that wait ends and, the quiet time being zero, sees
+/// end of stream; with none it ends with the deadline's error, or end of
+/// stream if it got there first. Either way the shutdown does not wait
+/// for the silent client.
+fn shut_down_while_a_read_waits_in_recv(deadline: Duration) -> usize {
+    let mut caught = 0;
+    for round in 0..20 {
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        let handle = Server::builder()
+            .workers(1)
+            .idle_timeout(None)
+            .shutdown_timeout(deadline)
+            .drain_quiet_time(Duration::ZERO)
+            .bind(LOCALHOST)
+            .unwrap()
+            .spawn(move |conn: &mut Connection| {
+                let thread = std::fs::read_link("/proc/thread-self").ok();
+                entered_tx
+                    .send(thread.map(|t| Path::new("/proc").join(t)))
+                    .unwrap();
+                let result = conn.read(&mut [0u8; 64]);
+                let _ = ended_tx.send(match &result {
+                    Ok(0) => "eof".to_string(),
+                    Ok(n) => format!("{n} bytes from a silent client"),
+                    Err(e) => format!("error: {e}"),
+                });
+                result.map(drop)
+            })
+            .unwrap();
+        let mut silent = client(handle.local_addr());
+        let thread = entered.recv_timeout(TIMEOUT).unwrap();
+        if thread.and_then(|t| blocked_in_recv(&t)) == Some(true) {
+            caught += 1;
+        }
+        // The client reads its end beside the shutdown and then closes, so
+        // that the gentle close does not wait for it.
+        let client = thread::spawn(move || assert_clean_end(&mut silent));
+        let start = Instant::now();
+        let report = handle.shutdown().unwrap();
+        assert!(start.elapsed() < TIMEOUT / 2, "round {round}: {report:?}");
+        assert_eq!(report.stuck_workers, 0, "round {round}");
+        let ended = ended.recv_timeout(TIMEOUT).unwrap();
+        if deadline.is_zero() {
+            assert_eq!(
+                report.drained + report.forced,
+                1,
+                "round {round}: {report:?}"
+            );
+            assert!(
+                ended == "eof" || ended.contains("drain deadline"),
+                "round {round}: {ended}"
+            );
+        } else {
+            assert_eq!((report.drained, report.forced), (1, 0), "round {round}");
+            assert_eq!(ended, "eof", "round {round}");
+        }
+        client.join().unwrap();
+    }
+    caught
+}
+
+#[test]
+fn a_read_waiting_in_recv_when_the_shutdown_begins_ends_in_the_drain() {
+    let caught = shut_down_while_a_read_waits_in_recv(TIMEOUT);
+    // The read blocks in `recv` within microseconds of saying it is about
+    // to, and stays there 50 ms: nearly every round sees it there.
+    assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
+}
+
+#[test]
+fn a_read_waiting_in_recv_is_forced_by_a_zero_drain_deadline() {
+    let caught = shut_down_while_a_read_waits_in_recv(Duration::ZERO);
+    assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
 }

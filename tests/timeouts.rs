@@ -605,3 +605,124 @@ fn write_all_gives_up_after_about_one_write_timeout() {
     assert!(elapsed <= WRITE + SLACK, "gave up after {elapsed:?}");
     handle.shutdown().unwrap();
 }
+
+/// The read timeouts around the 50 ms a read first waits in `recv` itself
+/// (the socket's receive timeout, on Unix): below it, at it, above it, and
+/// the two ends.
+const READ_TIMEOUTS: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::from_millis(20),
+    Duration::from_millis(50),
+    Duration::from_millis(120),
+    Duration::MAX,
+];
+
+#[test]
+fn a_read_timeout_counts_the_wait_in_recv_and_is_never_early() {
+    // A read waits first in `recv`, then in `poll(2)` for what is left: the
+    // two waits must add up to the limit, not each take all of it, and
+    // the time in `recv` must not be counted twice. `poll` never returns
+    // before its timeout and the wait in `recv` is measured, so a timeout
+    // may fire late (a loaded machine) but never early: 5 ms covers the
+    // clock reads around the handler's read.
+    let (finished_tx, finished) = mpsc::channel();
+    let handle = serve(
+        ServerBuilder::new().workers(1),
+        move |conn: &mut Connection| {
+            let mut buf = [0u8; 16];
+            for timeout in READ_TIMEOUTS {
+                conn.set_read_timeout(timeout);
+                let begin = Instant::now();
+                let result = conn.read(&mut buf);
+                let _ = finished_tx.send((timeout, timeout_of(&result), begin.elapsed()));
+                if result.is_ok() {
+                    break;
+                }
+            }
+            Ok(())
+        },
+    );
+    let mut silent = client(handle.local_addr());
+    for timeout in &READ_TIMEOUTS[..4] {
+        let (limit, outcome, took) = finished.recv_timeout(TIMEOUT).unwrap();
+        assert_eq!(limit, *timeout);
+        assert_eq!(outcome, Err(Some(Timeout::Read)), "{limit:?}");
+        assert!(
+            took + Duration::from_millis(5) >= limit,
+            "{limit:?} fired after {took:?}"
+        );
+        assert!(took <= limit + SLACK, "{limit:?} fired after {took:?}");
+    }
+    // `Duration::MAX`: no limit. The client speaks well after the wait in
+    // `recv` has passed (the delay is what is tested, not a
+    // synchronisation), and the read returns its byte.
+    thread::sleep(Duration::from_millis(150));
+    silent.write_all(b"x").unwrap();
+    let (limit, outcome, took) = finished.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!((limit, outcome), (Duration::MAX, Ok(())));
+    assert!(
+        took >= Duration::from_millis(100),
+        "read back after {took:?}"
+    );
+    handle.shutdown().unwrap();
+}
+
+#[test]
+fn an_idle_timeout_and_a_deadline_count_the_wait_in_recv() {
+    // As for the read timeout: a 70 ms idle timeout or deadline waits 50
+    // ms in `recv` and the rest in `poll(2)`; it fires once, not early, and
+    // finishes the connection.
+    for end in [Timeout::Idle, Timeout::Deadline] {
+        let limit = Duration::from_millis(70);
+        let (finished_tx, finished) = mpsc::channel();
+        let handle = serve(
+            ServerBuilder::new().workers(1).idle_timeout(None),
+            move |conn: &mut Connection| {
+                let begin = Instant::now();
+                match end {
+                    Timeout::Idle => conn.set_idle_timeout(limit),
+                    _ => conn.set_deadline(begin + limit),
+                }
+                let result = conn.read(&mut [0u8; 16]);
+                let _ = finished_tx.send((timeout_of(&result), begin.elapsed()));
+                result.map(drop)
+            },
+        );
+        let mut silent = client(handle.local_addr());
+        let (outcome, took) = finished.recv_timeout(TIMEOUT).unwrap();
+        assert_eq!(outcome, Err(Some(end)));
+        assert!(
+            took + Duration::from_millis(5) >= limit,
+            "{end:?} after {took:?}"
+        );
+        assert!(took <= limit + SLACK, "{end:?} after {took:?}");
+        assert_closed(&mut silent);
+        handle.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn a_handler_that_takes_the_socket_gets_it_without_a_receive_timeout() {
+    // The connection's reads wait first in `recv`, bounded by the socket's
+    // receive timeout. A handler that takes the socket to read it directly
+    // must find it as it left it (none), or its blocking reads would fail
+    // after 50 ms; the connection's own reads keep working without it.
+    let (finished_tx, finished) = mpsc::channel();
+    let handle = serve(
+        ServerBuilder::new().workers(1),
+        move |conn: &mut Connection| {
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            let stream = conn.tcp_stream().expect("a TCP connection");
+            let _ = finished_tx.send(stream.read_timeout()?);
+            conn.read_exact(&mut byte)?;
+            conn.write_all(&byte)
+        },
+    );
+    let mut client = client(handle.local_addr());
+    client.write_all(b"a").unwrap();
+    assert_eq!(finished.recv_timeout(TIMEOUT).unwrap(), None);
+    client.write_all(b"b").unwrap();
+    assert_eq!(read_exactly(&mut client, 1), b"b");
+    handle.shutdown().unwrap();
+}

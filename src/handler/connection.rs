@@ -17,6 +17,8 @@ use crate::pool::workers::Admitted;
 use crate::stats::Counters;
 use crate::stream::proxy::ProxyHeader;
 use crate::stream::transport::Transport;
+#[cfg(unix)]
+use crate::stream::wait::BRIEF_WAIT;
 use crate::stream::wait::{self, Interest, Signal, Woken};
 
 /// One client's connection, as a handler sees it.
@@ -44,10 +46,14 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 ///
 /// A read waits for the shortest of these; when the read and idle timeouts
 /// are equal, the idle timeout is the one reported. A read or write whose
-/// data is ready costs one system call; one that has to wait, a `poll(2)`
-/// more (and, for a read that did not follow a write, the read that found
-/// nothing). The socket's own timeouts are not
-/// used, and the socket stays in blocking mode.
+/// data is ready costs one system call. On Unix, a read over a plain
+/// socket first waits for the client in the `recv` itself, for up to 50
+/// ms (bounded by the socket's receive timeout, `SO_RCVTIMEO`, which the
+/// connection sets once), so that a request/reply exchange with a busy
+/// client costs a read and a write, as in a thread-per-connection server;
+/// a client that stays quiet longer is waited for in `poll(2)`, which the
+/// server's shutdown can wake. A write that has to wait costs a `poll(2)`
+/// more. The socket stays in blocking mode.
 ///
 /// A client that reads a few bytes just often enough can keep a long
 /// `write_all` going, as it can keep a read going by sending a byte now and
@@ -74,7 +80,8 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 /// for more, then returns `Ok(0)`, end of stream. So every byte the
 /// client sent before the shutdown, and whatever it keeps sending without
 /// a pause, is read and answered; a handler waiting for a silent client
-/// returns at once. At the drain deadline, reads and writes still waiting
+/// returns after that quiet time (a read in its first 50 ms in `recv`,
+/// see above, notices the shutdown up to 50 ms late). At the drain deadline, reads and writes still waiting
 /// fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
 /// ends, the connection is then closed gently: the client reads every
 /// reply, then end of stream, never a reset.
@@ -102,10 +109,40 @@ pub struct Connection {
     /// still waiting when the write timeout fired: the next write reports
     /// that timeout (once) if they still wait.
     write_stalled: Cell<bool>,
+    /// Whether a read may first wait in the kernel (see `read_briefly`).
+    #[cfg_attr(not(unix), allow(dead_code))]
+    brief: Cell<Brief>,
+}
+
+/// What a read's wait in `recv` itself came to.
+#[cfg(unix)]
+enum Briefly {
+    /// Input, or the end of stream: this many bytes.
+    Read(usize),
+    /// The client was quiet for this long.
+    Quiet(Duration),
+    /// This read may not wait so.
+    NotNow,
+}
+
+/// Whether a read may wait for the client in `recv` itself, bounded by the
+/// socket's receive timeout, before it waits in `poll(2)`. Always `Off`
+/// on Windows.
+#[cfg_attr(not(unix), allow(dead_code))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Brief {
+    /// Yes, once the receive timeout is set.
+    Unset,
+    /// Yes: the socket's receive timeout is `BRIEF_WAIT`.
+    Armed,
+    /// No: TLS (whose records a read may only take in part), or a handler that took the socket itself ([`Connection::tcp_stream`]),
+    /// whose own reads must not see a receive timeout it did not set.
+    Off,
 }
 
 impl Connection {
     pub(crate) fn new(conn: Admitted, shared: Arc<Shared>, limits: Limits) -> Connection {
+        let is_tls = conn.transport.is_tls();
         Connection {
             credentials: conn.transport.socket().peer_credentials(),
             transport: conn.transport,
@@ -120,6 +157,10 @@ impl Connection {
             silent_since: Cell::new(None),
             replied: Cell::new(false),
             write_stalled: Cell::new(false),
+            brief: Cell::new(match cfg!(unix) && !is_tls {
+                true => Brief::Unset,
+                false => Brief::Off,
+            }),
         }
     }
 
@@ -168,10 +209,12 @@ impl Connection {
     /// Reads and writes made on it directly bypass the connection's
     /// timeouts and its shutdown handling (a read blocked there is not
     /// woken by the drain deadline) and, on a TLS connection, TLS itself:
-    /// they would break the session. The connection does not use the
-    /// socket's own timeouts (`SO_RCVTIMEO`, `SO_SNDTIMEO`), so setting
-    /// them affects only such direct use.
+    /// they would break the session. Once this is called, the connection
+    /// no longer uses the socket's own timeouts (`SO_RCVTIMEO`,
+    /// `SO_SNDTIMEO`; it otherwise keeps a short receive timeout for its
+    /// reads), so they are as the handler sets them, for its direct use.
     pub fn tcp_stream(&self) -> Option<&TcpStream> {
+        self.hand_out_socket();
         self.transport.socket().tcp()
     }
 
@@ -181,7 +224,18 @@ impl Connection {
     /// reading or writing it directly bypasses the connection.
     #[cfg(unix)]
     pub fn unix_stream(&self) -> Option<&std::os::unix::net::UnixStream> {
+        self.hand_out_socket();
         self.transport.socket().unix()
+    }
+
+    /// The handler may read the socket itself from now on: a blocking
+    /// read there must wait as long as the handler says, so the receive
+    /// timeout the connection set for its own reads goes.
+    fn hand_out_socket(&self) {
+        #[cfg(unix)]
+        if self.brief.replace(Brief::Off) == Brief::Armed {
+            let _ = wait::set_recv_timeout(&**self.transport.socket(), None);
+        }
     }
 
     /// Whether the connection speaks TLS (`ServerBuilder::tls`, with the
@@ -372,6 +426,19 @@ impl Connection {
         // input is usually there already.
         // With TLS, input may already be decrypted and waiting.
         let mut read_first = !self.replied.replace(false) || self.transport.has_buffered_input();
+        // How long this read has waited already, for its read and idle
+        // timeouts.
+        #[allow(unused_mut)]
+        let mut waited = Duration::ZERO;
+        #[cfg(unix)]
+        match self.read_briefly(buf)? {
+            Briefly::Read(n) => return Ok(n),
+            Briefly::Quiet(time) => {
+                waited = time;
+                read_first = false;
+            }
+            Briefly::NotNow => {}
+        }
         loop {
             self.check_usable()?;
             if read_first {
@@ -398,10 +465,13 @@ impl Connection {
             let draining = self.shared.is_stopping();
             let mut limit = self.limit(Bounds {
                 op: (
-                    self.limits.get().read_timeout,
+                    self.limits
+                        .get()
+                        .read_timeout
+                        .map(|t| t.saturating_sub(waited)),
                     Cause::Timeout(Timeout::Read),
                 ),
-                idle: self.idle_left()?,
+                idle: self.idle_left(waited)?,
             })?;
             let signal = if draining {
                 limit.tighten(Some(self.shared.drain_quiet), Cause::DrainQuiet);
@@ -435,7 +505,8 @@ impl Connection {
     /// already: the idle timeout counts from its last byte, not from the
     /// next read, so a handler that polls with a short read timeout still
     /// ends an idle connection.
-    fn idle_left(&self) -> io::Result<Option<Duration>> {
+    /// `waited`: how long the current read has waited already.
+    fn idle_left(&self, waited: Duration) -> io::Result<Option<Duration>> {
         match (self.limits.get().idle_timeout, self.silent_since.get()) {
             (Some(idle), Some(since)) => {
                 let left = idle.saturating_sub(since.elapsed());
@@ -444,8 +515,66 @@ impl Connection {
                 }
                 Ok(Some(left))
             }
-            (idle, _) => Ok(idle),
+            // The silence began with this read.
+            (idle, _) => Ok(idle.map(|idle| idle.saturating_sub(waited))),
         }
+    }
+
+    /// Waits for the client in the read itself, for up to [`BRIEF_WAIT`],
+    /// when nothing keeps this read from it: a client that answers within
+    /// that time, as a busy one does, then costs no `poll(2)`. It may not
+    /// when a shutdown has begun (only `poll(2)` watches the drain's
+    /// signals), when a limit would pass sooner, or when the socket is
+    /// not the connection's alone (`Brief::Off`).
+    #[cfg(unix)]
+    fn read_briefly(&self, buf: &mut [u8]) -> io::Result<Briefly> {
+        if self.brief.get() == Brief::Off
+            || self.ended.get().is_some()
+            || self.shared.is_stopping()
+            || !self.limits_allow(BRIEF_WAIT)
+        {
+            return Ok(Briefly::NotNow);
+        }
+        let socket = &**self.transport.socket();
+        if self.brief.get() == Brief::Unset {
+            if wait::set_recv_timeout(socket, Some(BRIEF_WAIT)).is_err() {
+                self.brief.set(Brief::Off);
+                return Ok(Briefly::NotNow);
+            }
+            self.brief.set(Brief::Armed);
+        }
+        let started = Instant::now();
+        match wait::recv_waiting(socket, buf) {
+            Ok(n) => {
+                if n > 0 {
+                    self.silent_since.set(None);
+                }
+                Ok(Briefly::Read(n))
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                Ok(Briefly::Quiet(started.elapsed()))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether a wait of `time` passes none of the limits: the read
+    /// timeout, what is left of the idle timeout, the deadline.
+    #[cfg(unix)]
+    fn limits_allow(&self, time: Duration) -> bool {
+        let limits = self.limits.get();
+        let idle = match (limits.idle_timeout, self.silent_since.get()) {
+            (Some(idle), Some(since)) => Some(idle.saturating_sub(since.elapsed())),
+            (idle, _) => idle,
+        };
+        let deadline = self
+            .deadline
+            .get()
+            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+        [limits.read_timeout, idle, deadline]
+            .into_iter()
+            .flatten()
+            .all(|limit| limit >= time)
     }
 
     fn note_silence(&self) {
@@ -687,6 +816,7 @@ impl fmt::Debug for Connection {
             silent_since: _,
             replied: _,
             write_stalled: _,
+            brief: _,
         } = self;
         f.debug_struct("Connection")
             .field("id", id)
