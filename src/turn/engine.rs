@@ -28,7 +28,7 @@ use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::fmt;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -358,7 +358,7 @@ impl Hub {
 /// The connections registered in the readiness set, by id.
 #[derive(Default)]
 struct Registry {
-    entries: HashSet<ById>,
+    entries: HashSet<ById, IdHash>,
     /// Set at the forced end: no connection is added after it.
     closed: bool,
 }
@@ -386,6 +386,47 @@ impl Eq for ById {}
 impl Borrow<u64> for ById {
     fn borrow(&self) -> &u64 {
         &self.0.id
+    }
+}
+
+/// How the registry hashes its ids. They are the server's own numbers,
+/// one per accepted connection counting up, so no client can choose them
+/// to collide, and std's default (SipHash, with a random key, built
+/// against such clients) was a cost on every readiness report for
+/// nothing: 0.3 % of the server's CPU with 8 busy clients. One
+/// multiplication by an odd constant maps consecutive ids to distinct low
+/// bits (a bijection) and spreads them over the high bits, which the
+/// table also uses.
+#[derive(Default, Clone, Copy)]
+struct IdHash;
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+struct IdHasher(u64);
+
+/// 2^64 divided by the golden ratio, made odd (Fibonacci hashing).
+const SPREAD: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for IdHasher {
+    fn write_u64(&mut self, id: u64) {
+        self.0 = (self.0 ^ id).wrapping_mul(SPREAD);
+    }
+
+    /// Not used by `u64`'s `Hash`; here so that any key still hashes.
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -1513,6 +1554,18 @@ mod tests {
     use crate::net::listener::Listener;
     use crate::net::socket::Socket;
     use crate::pool::queue::Idle;
+
+    #[test]
+    fn consecutive_ids_fill_every_slot_of_a_table_and_its_high_bits_vary() {
+        // The table picks a slot by the hash's low bits and tags it with
+        // the high seven: consecutive ids must not collide in the first,
+        // nor share one value in the second.
+        let hash = |id: u64| IdHash.hash_one(id);
+        let slots: HashSet<u64> = (1..=1024).map(|id| hash(id) & 1023).collect();
+        assert_eq!(slots.len(), 1024);
+        let tags: HashSet<u64> = (1..=1024).map(|id| hash(id) >> 57).collect();
+        assert!(tags.len() > 100, "{} distinct tags", tags.len());
+    }
 
     /// A hub with its closer, as a turn-mode server has, and `count`
     /// connections over loopback opened in it, each with an idle timer.
