@@ -44,16 +44,17 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 ///   deadline, so a client that trickles one byte at a time cannot hold the
 ///   worker past it ([`Timeout::Deadline`], the connection is finished).
 ///
-/// A read waits for the shortest of these; when the read and idle timeouts
-/// are equal, the idle timeout is the one reported. A read or write whose
-/// data is ready costs one system call. On Unix, a read over a plain
-/// socket first waits for the client in the `recv` itself, for up to 50
-/// ms (bounded by the socket's receive timeout, `SO_RCVTIMEO`, which the
-/// connection sets once), so that a request/reply exchange with a busy
-/// client costs a read and a write, as in a thread-per-connection server;
-/// a client that stays quiet longer is waited for in `poll(2)`, which the
-/// server's shutdown can wake. A write that has to wait costs a `poll(2)`
-/// more. The socket stays in blocking mode.
+/// A read waits for the shortest of these; when the read and idle
+/// timeouts are equal, the idle timeout is the one reported. A read or
+/// write whose data is ready costs one system call. On Unix, a read
+/// over a plain socket first waits for the client in the `recv` itself,
+/// for up to 50 ms (bounded by the socket's receive timeout,
+/// `SO_RCVTIMEO`, which the connection sets the first time a read finds
+/// nothing), so that a request/reply exchange with a busy client costs
+/// a read and a write, as in a thread-per-connection server; a client
+/// that stays quiet longer is waited for in `poll(2)`, which the
+/// server's shutdown can wake. A write that has to wait costs a
+/// `poll(2)` more. The socket stays in blocking mode.
 ///
 /// A client that reads a few bytes just often enough can keep a long
 /// `write_all` going, as it can keep a read going by sending a byte now and
@@ -537,6 +538,19 @@ impl Connection {
         }
         let socket = &**self.transport.socket();
         if self.brief.get() == Brief::Unset {
+            // A connection whose reads never have to wait (one request
+            // that was there when the worker took it) need not pay for
+            // the receive timeout: try without it first.
+            match self.transport.recv_now(buf) {
+                Ok(n) => {
+                    if n > 0 {
+                        self.silent_since.set(None);
+                    }
+                    return Ok(Briefly::Read(n));
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(error),
+            }
             if wait::set_recv_timeout(socket, Some(BRIEF_WAIT)).is_err() {
                 self.brief.set(Brief::Off);
                 return Ok(Briefly::NotNow);
