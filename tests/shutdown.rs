@@ -635,3 +635,87 @@ fn a_read_waiting_in_recv_is_forced_by_a_zero_drain_deadline() {
     let caught = shut_down_while_a_read_waits_in_recv(Duration::ZERO);
     assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
 }
+
+/// The kernel's id of the calling thread, for `tgkill`.
+#[cfg(target_os = "linux")]
+fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid(2) takes nothing and cannot fail.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    libc::pid_t::try_from(tid).expect("a thread id fits in pid_t")
+}
+
+/// Sends `SIGUSR1` to the thread `tid` of this process; false once the
+/// thread is gone.
+#[cfg(target_os = "linux")]
+fn interrupt(tid: libc::pid_t) -> bool {
+    // SAFETY: tgkill(2) takes plain integers; the thread group is ours, so
+    // the signal reaches none but our own threads, and the caller keeps
+    // `tid`'s thread alive while it sends.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::syscall(libc::SYS_tgkill, std::process::id(), tid, libc::SIGUSR1) };
+    sent == 0
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_interrupted_by_signals_again_and_again_still_sees_the_shutdown() {
+    // A program may get signals often (a profiler's timer, a child's
+    // SIGCHLD): each one interrupts a blocked `recv`. If the read then
+    // waited its whole 50 ms in `recv` again, signals more often than
+    // that would keep it there for good, where the stop cannot reach it:
+    // the shutdown would be forced, and the worker left stuck.
+    let usr1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGUSR1, usr1).unwrap();
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let (storm_over_tx, storm_over) = crossbeam_channel::bounded::<()>(0);
+    let handle = Server::builder()
+        .workers(1)
+        .idle_timeout(None)
+        .shutdown_timeout(Duration::from_millis(500))
+        .drain_quiet_time(Duration::ZERO)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| {
+            entered_tx.send(thread_id()).unwrap();
+            let result = conn.read(&mut [0u8; 64]);
+            let _ = ended_tx.send(match &result {
+                Ok(0) => "eof".to_string(),
+                Ok(n) => format!("{n} bytes from a silent client"),
+                Err(e) => format!("error: {e}"),
+            });
+            // This thread must outlive the signals aimed at it.
+            let _ = storm_over.recv_timeout(TIMEOUT);
+            result.map(drop)
+        })
+        .unwrap();
+    let mut silent = client(handle.local_addr());
+    let tid = entered.recv_timeout(TIMEOUT).unwrap();
+    let (stop_storm_tx, stop_storm) = crossbeam_channel::bounded::<()>(1);
+    let storm = thread::spawn(move || {
+        let begin = Instant::now();
+        let mut sent = 0;
+        // A signal every 5 ms, well within the read's 50 ms in `recv`,
+        // until the handler's read ended (or the test gave up on it).
+        while ended.is_empty() && stop_storm.is_empty() && begin.elapsed() < TIMEOUT {
+            assert!(interrupt(tid), "the handler's thread is gone");
+            sent += 1;
+            thread::sleep(Duration::from_millis(5));
+        }
+        drop(storm_over_tx);
+        (ended.recv_timeout(TIMEOUT), sent)
+    });
+    let client = thread::spawn(move || assert_clean_end(&mut silent));
+    let report = handle.shutdown().unwrap();
+    let _ = stop_storm_tx.send(());
+    let (ended, sent) = storm.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(
+        (report.drained, report.forced, report.stuck_workers),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(ended.unwrap(), "eof");
+    client.join().unwrap();
+}

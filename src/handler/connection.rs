@@ -119,7 +119,8 @@ pub struct Connection {
 enum Briefly {
     /// Input, or the end of stream: this many bytes.
     Read(usize),
-    /// The client was quiet for this long.
+    /// The client was quiet for this long: the whole wait, or until a
+    /// signal handler cut it short.
     Quiet(Duration),
     /// This read may not wait so.
     NotNow,
@@ -551,7 +552,14 @@ impl Connection {
                 }
                 Ok(Briefly::Read(n))
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            // Quiet, or a signal handler ran: the rest of the wait is in
+            // `poll(2)`, where the stop can reach it (see `recv_waiting`).
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(Briefly::Quiet(started.elapsed()))
             }
             Err(error) => Err(error),
