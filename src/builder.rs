@@ -389,7 +389,10 @@ impl ServerBuilder {
     /// before it: a handler's reads return what has arrived and what keeps
     /// arriving, and end once the client has been quiet this long, so a
     /// handler waiting for a silent client returns within this time
-    /// instead of holding the shutdown until its deadline. The default is
+    /// instead of holding the shutdown until its deadline (in the
+    /// `Handler` mode on Unix, a read may notice the shutdown up to 50 ms
+    /// late: with a quiet time shorter than that, it returns then; see
+    /// [`Connection`](crate::Connection)). The default is
     /// well above a round trip on any network a server and its clients
     /// share, so a client whose requests are still on their way is not cut
     /// off; raise it for clients far away. Bounded by the drain deadline

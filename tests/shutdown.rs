@@ -719,3 +719,63 @@ fn a_read_interrupted_by_signals_again_and_again_still_sees_the_shutdown() {
     assert_eq!(ended.unwrap(), "eof");
     client.join().unwrap();
 }
+
+#[test]
+fn the_drain_quiet_time_counts_from_the_stop_for_a_read_waiting_in_recv() {
+    // A read in its brief wait in `recv` when the shutdown begins notices
+    // it only when that wait ends, up to 50 ms later. The client has been
+    // quiet all that time: the quiet time counts from the stop, not from
+    // when the read noticed it, so a silent client is let go at the quiet
+    // time, as with a read that waited in `poll(2)`, and a drain deadline
+    // a little longer than the quiet time ends the connection gently
+    // instead of by force. 40 ms between the two is more than the worker
+    // needs to wake and return, even on a loaded machine; the read's wait
+    // in `recv` (50 ms) would be more than that.
+    let quiet = Duration::from_millis(300);
+    let mut caught = 0;
+    for round in 0..5 {
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        let handle = Server::builder()
+            .workers(1)
+            .idle_timeout(None)
+            .shutdown_timeout(quiet + Duration::from_millis(40))
+            .drain_quiet_time(quiet)
+            .bind(LOCALHOST)
+            .unwrap()
+            .spawn(move |conn: &mut Connection| {
+                let thread = std::fs::read_link("/proc/thread-self").ok();
+                entered_tx
+                    .send(thread.map(|t| Path::new("/proc").join(t)))
+                    .unwrap();
+                let result = conn.read(&mut [0u8; 64]);
+                let _ = ended_tx.send(match &result {
+                    Ok(0) => "eof".to_string(),
+                    Ok(n) => format!("{n} bytes from a silent client"),
+                    Err(e) => format!("error: {e}"),
+                });
+                result.map(drop)
+            })
+            .unwrap();
+        let mut silent = client(handle.local_addr());
+        let thread = entered.recv_timeout(TIMEOUT).unwrap();
+        if thread.and_then(|t| blocked_in_recv(&t)) != Some(true) {
+            // Not caught in `recv` (or the system does not say): this
+            // round tests nothing new.
+            drop(silent);
+            handle.shutdown().unwrap();
+            continue;
+        }
+        caught += 1;
+        let client = thread::spawn(move || assert_clean_end(&mut silent));
+        let report = handle.shutdown().unwrap();
+        assert_eq!(
+            (report.drained, report.forced, report.stuck_workers),
+            (1, 0, 0),
+            "round {round}: {report:?}"
+        );
+        assert_eq!(ended.recv_timeout(TIMEOUT).unwrap(), "eof", "round {round}");
+        client.join().unwrap();
+    }
+    assert!(RECVFROM.is_none() || caught >= 3, "caught {caught} of 5");
+}

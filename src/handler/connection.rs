@@ -80,9 +80,12 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 /// for more, then returns `Ok(0)`, end of stream. So every byte the
 /// client sent before the shutdown, and whatever it keeps sending without
 /// a pause, is read and answered; a handler waiting for a silent client
-/// returns after that quiet time (a read in its first 50 ms in `recv`,
-/// see above, notices the shutdown up to 50 ms late). At the drain deadline, reads and writes still waiting
-/// fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
+/// returns after that quiet time, counted from the shutdown. (A read in
+/// its first 50 ms in `recv`, see above, notices the shutdown only when
+/// that wait ends, up to 50 ms late; the client was quiet meanwhile, so
+/// that counts as quiet time, but with a quiet time shorter than 50 ms the
+/// handler may return that much later.) At the drain deadline, reads and
+/// writes still waiting fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
 /// ends, the connection is then closed gently: the client reads every
 /// reply, then end of stream, never a reset.
 pub struct Connection {
@@ -475,7 +478,11 @@ impl Connection {
                 idle: self.idle_left(waited)?,
             })?;
             let signal = if draining {
-                limit.tighten(Some(self.shared.drain_quiet), Cause::DrainQuiet);
+                // A stop that came during the wait in `recv` found the
+                // client quiet already: the quiet time counts from it.
+                let quiet_already = waited.min(self.shared.stopped_for());
+                let quiet = self.shared.drain_quiet.saturating_sub(quiet_already);
+                limit.tighten(Some(quiet), Cause::DrainQuiet);
                 self.shared.force_signal()
             } else {
                 self.shared.stop_signal()
