@@ -282,8 +282,10 @@ impl ServerBuilder {
     /// means "fail at once", not "no limit".
     ///
     /// Defaults to none: the idle timeout already bounds waiting for input.
-    /// Enforced by the `poll(2)` a read waits in (the socket's
-    /// `SO_RCVTIMEO` is not used).
+    /// Enforced by the library, not by the socket's `SO_RCVTIMEO`: on
+    /// Unix a read's first 50 ms of waiting in `recv` (which that receive
+    /// timeout bounds, see [`Connection`](crate::Connection)) and the
+    /// `poll(2)` after it add up to this limit, never more than it.
     pub fn read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = timeout.into();
         self

@@ -2,9 +2,11 @@
 //! socket or a [`Signal`] (whichever comes first), and the `Signal` itself.
 //!
 //! Every read and write the library does on a client's socket goes through
-//! here. A read is `recv(MSG_DONTWAIT)`; only when nothing is there does
-//! the thread wait, in `poll(2)` on the socket *and* a signal descriptor, so
-//! that a shutdown reaches a handler waiting for a silent client at once,
+//! here. A read is `recv(MSG_DONTWAIT)` (in the `Handler` mode, first a
+//! `recv` bounded by a short receive timeout: see below); only when nothing
+//! is there does the thread wait, in `poll(2)` on the socket *and* a signal
+//! descriptor, so that a shutdown reaches a handler waiting for a silent
+//! client at once (a read in that short wait, once it ends),
 //! without touching the socket (no `shutdown(SHUT_RD)`, which loses data on
 //! some systems and cannot be undone). The `Handler` mode first waits a
 //! little in the read itself ([`recv_waiting`], [`BRIEF_WAIT`]): a busy
