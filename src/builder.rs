@@ -282,8 +282,10 @@ impl ServerBuilder {
     /// means "fail at once", not "no limit".
     ///
     /// Defaults to none: the idle timeout already bounds waiting for input.
-    /// Enforced by the `poll(2)` a read waits in (the socket's
-    /// `SO_RCVTIMEO` is not used).
+    /// Enforced by the library, not by the socket's `SO_RCVTIMEO`: on
+    /// Unix a read's first 50 ms of waiting in `recv` (which that receive
+    /// timeout bounds, see [`Connection`](crate::Connection)) and the
+    /// `poll(2)` after it add up to this limit, never more than it.
     pub fn read_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.read_timeout = timeout.into();
         self
@@ -389,7 +391,10 @@ impl ServerBuilder {
     /// before it: a handler's reads return what has arrived and what keeps
     /// arriving, and end once the client has been quiet this long, so a
     /// handler waiting for a silent client returns within this time
-    /// instead of holding the shutdown until its deadline. The default is
+    /// instead of holding the shutdown until its deadline (in the
+    /// `Handler` mode on Unix, a read may notice the shutdown up to 50 ms
+    /// late: with a quiet time shorter than that, it returns then; see
+    /// [`Connection`](crate::Connection)). The default is
     /// well above a round trip on any network a server and its clients
     /// share, so a client whose requests are still on their way is not cut
     /// off; raise it for clients far away. Bounded by the drain deadline

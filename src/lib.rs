@@ -150,7 +150,10 @@
 //! # Platform notes
 //!
 //! Written and tested on Linux. Reads and writes use `MSG_DONTWAIT` and wait
-//! in `poll(2)` (through `rustix`), which every Unix has; Windows builds
+//! in `poll(2)` (through `rustix`), which every Unix has; a `Handler`-mode
+//! read over a plain socket first waits up to 50 ms in `recv` itself,
+//! bounded by the socket's `SO_RCVTIMEO` (see [`Connection`]); where a
+//! system refuses that option, it waits in `poll(2)` alone. Windows builds
 //! use WSAPoll and are untested. `SO_REUSEADDR` is never set on Windows
 //! (there it allows another socket to take over the port);
 //! [`reuse_port`](ServerBuilder::reuse_port) is Unix only.

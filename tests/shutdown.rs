@@ -635,3 +635,147 @@ fn a_read_waiting_in_recv_is_forced_by_a_zero_drain_deadline() {
     let caught = shut_down_while_a_read_waits_in_recv(Duration::ZERO);
     assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
 }
+
+/// The kernel's id of the calling thread, for `tgkill`.
+#[cfg(target_os = "linux")]
+fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid(2) takes nothing and cannot fail.
+    #[allow(unsafe_code)]
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    libc::pid_t::try_from(tid).expect("a thread id fits in pid_t")
+}
+
+/// Sends `SIGUSR1` to the thread `tid` of this process; false once the
+/// thread is gone.
+#[cfg(target_os = "linux")]
+fn interrupt(tid: libc::pid_t) -> bool {
+    // SAFETY: tgkill(2) takes plain integers; the thread group is ours, so
+    // the signal reaches none but our own threads, and the caller keeps
+    // `tid`'s thread alive while it sends.
+    #[allow(unsafe_code)]
+    let sent = unsafe { libc::syscall(libc::SYS_tgkill, std::process::id(), tid, libc::SIGUSR1) };
+    sent == 0
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_read_interrupted_by_signals_again_and_again_still_sees_the_shutdown() {
+    // A program may get signals often (a profiler's timer, a child's
+    // SIGCHLD): each one interrupts a blocked `recv`. If the read then
+    // waited its whole 50 ms in `recv` again, signals more often than
+    // that would keep it there for good, where the stop cannot reach it:
+    // the shutdown would be forced, and the worker left stuck.
+    let usr1 = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(libc::SIGUSR1, usr1).unwrap();
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let (storm_over_tx, storm_over) = crossbeam_channel::bounded::<()>(0);
+    let handle = Server::builder()
+        .workers(1)
+        .idle_timeout(None)
+        .shutdown_timeout(Duration::from_millis(500))
+        .drain_quiet_time(Duration::ZERO)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| {
+            entered_tx.send(thread_id()).unwrap();
+            let result = conn.read(&mut [0u8; 64]);
+            let _ = ended_tx.send(match &result {
+                Ok(0) => "eof".to_string(),
+                Ok(n) => format!("{n} bytes from a silent client"),
+                Err(e) => format!("error: {e}"),
+            });
+            // This thread must outlive the signals aimed at it.
+            let _ = storm_over.recv_timeout(TIMEOUT);
+            result.map(drop)
+        })
+        .unwrap();
+    let mut silent = client(handle.local_addr());
+    let tid = entered.recv_timeout(TIMEOUT).unwrap();
+    let (stop_storm_tx, stop_storm) = crossbeam_channel::bounded::<()>(1);
+    let storm = thread::spawn(move || {
+        let begin = Instant::now();
+        let mut sent = 0;
+        // A signal every 5 ms, well within the read's 50 ms in `recv`,
+        // until the handler's read ended (or the test gave up on it).
+        while ended.is_empty() && stop_storm.is_empty() && begin.elapsed() < TIMEOUT {
+            assert!(interrupt(tid), "the handler's thread is gone");
+            sent += 1;
+            thread::sleep(Duration::from_millis(5));
+        }
+        drop(storm_over_tx);
+        (ended.recv_timeout(TIMEOUT), sent)
+    });
+    let client = thread::spawn(move || assert_clean_end(&mut silent));
+    let report = handle.shutdown().unwrap();
+    let _ = stop_storm_tx.send(());
+    let (ended, sent) = storm.join().unwrap();
+    assert!(sent > 0);
+    assert_eq!(
+        (report.drained, report.forced, report.stuck_workers),
+        (1, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(ended.unwrap(), "eof");
+    client.join().unwrap();
+}
+
+#[test]
+fn the_drain_quiet_time_counts_from_the_stop_for_a_read_waiting_in_recv() {
+    // A read in its brief wait in `recv` when the shutdown begins notices
+    // it only when that wait ends, up to 50 ms later. The client has been
+    // quiet all that time: the quiet time counts from the stop, not from
+    // when the read noticed it, so a silent client is let go at the quiet
+    // time, as with a read that waited in `poll(2)`, and a drain deadline
+    // a little longer than the quiet time ends the connection gently
+    // instead of by force. 40 ms between the two is more than the worker
+    // needs to wake and return, even on a loaded machine; the read's wait
+    // in `recv` (50 ms) would be more than that.
+    let quiet = Duration::from_millis(300);
+    let mut caught = 0;
+    for round in 0..5 {
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let (ended_tx, ended) = crossbeam_channel::unbounded();
+        let handle = Server::builder()
+            .workers(1)
+            .idle_timeout(None)
+            .shutdown_timeout(quiet + Duration::from_millis(40))
+            .drain_quiet_time(quiet)
+            .bind(LOCALHOST)
+            .unwrap()
+            .spawn(move |conn: &mut Connection| {
+                let thread = std::fs::read_link("/proc/thread-self").ok();
+                entered_tx
+                    .send(thread.map(|t| Path::new("/proc").join(t)))
+                    .unwrap();
+                let result = conn.read(&mut [0u8; 64]);
+                let _ = ended_tx.send(match &result {
+                    Ok(0) => "eof".to_string(),
+                    Ok(n) => format!("{n} bytes from a silent client"),
+                    Err(e) => format!("error: {e}"),
+                });
+                result.map(drop)
+            })
+            .unwrap();
+        let mut silent = client(handle.local_addr());
+        let thread = entered.recv_timeout(TIMEOUT).unwrap();
+        if thread.and_then(|t| blocked_in_recv(&t)) != Some(true) {
+            // Not caught in `recv` (or the system does not say): this
+            // round tests nothing new.
+            drop(silent);
+            handle.shutdown().unwrap();
+            continue;
+        }
+        caught += 1;
+        let client = thread::spawn(move || assert_clean_end(&mut silent));
+        let report = handle.shutdown().unwrap();
+        assert_eq!(
+            (report.drained, report.forced, report.stuck_workers),
+            (1, 0, 0),
+            "round {round}: {report:?}"
+        );
+        assert_eq!(ended.recv_timeout(TIMEOUT).unwrap(), "eof", "round {round}");
+        client.join().unwrap();
+    }
+    assert!(RECVFROM.is_none() || caught >= 3, "caught {caught} of 5");
+}

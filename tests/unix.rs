@@ -298,6 +298,39 @@ impl TurnHandler for GreetAndEcho {
 const CLIENTS: usize = 50;
 
 #[test]
+fn a_handler_that_takes_the_unix_socket_gets_it_without_a_receive_timeout() {
+    // As over TCP: the connection's reads wait first in `recv`, bounded by
+    // a 50 ms receive timeout it sets on the socket; `unix_stream` hands
+    // the socket over without it, or the handler's own blocking reads
+    // would fail after 50 ms. The connection's reads work on without it.
+    let dir = SocketDir::new("take");
+    let path = dir.path("s.sock");
+    let (taken_tx, taken) = std::sync::mpsc::channel();
+    let handle = Server::builder()
+        .workers(1)
+        .bind_unix(&path)
+        .expect("bind_unix")
+        .spawn(move |conn: &mut Connection| {
+            let mut byte = [0u8; 1];
+            conn.read_exact(&mut byte)?;
+            let stream = conn.unix_stream().expect("a Unix connection");
+            let _ = taken_tx.send(stream.read_timeout()?);
+            conn.read_exact(&mut byte)?;
+            conn.write_all(&byte)
+        })
+        .expect("spawn");
+    let mut client = Client::connect(&path);
+    client.send("a");
+    assert_eq!(taken.recv_timeout(TIMEOUT).unwrap(), None);
+    client.send("b");
+    let mut reply = [0u8; 1];
+    client.reader.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"b");
+    drop(client);
+    handle.shutdown().unwrap();
+}
+
+#[test]
 fn turn_mode_holds_many_unix_clients_on_two_workers() {
     let dir = SocketDir::new("turns");
     let path = dir.path("s.sock");

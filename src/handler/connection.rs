@@ -81,9 +81,12 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 /// for more, then returns `Ok(0)`, end of stream. So every byte the
 /// client sent before the shutdown, and whatever it keeps sending without
 /// a pause, is read and answered; a handler waiting for a silent client
-/// returns after that quiet time (a read in its first 50 ms in `recv`,
-/// see above, notices the shutdown up to 50 ms late). At the drain deadline, reads and writes still waiting
-/// fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
+/// returns after that quiet time, counted from the shutdown. (A read in
+/// its first 50 ms in `recv`, see above, notices the shutdown only when
+/// that wait ends, up to 50 ms late; the client was quiet meanwhile, so
+/// that counts as quiet time, but with a quiet time shorter than 50 ms the
+/// handler may return that much later.) At the drain deadline, reads and
+/// writes still waiting fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
 /// ends, the connection is then closed gently: the client reads every
 /// reply, then end of stream, never a reset.
 pub struct Connection {
@@ -120,7 +123,8 @@ pub struct Connection {
 enum Briefly {
     /// Input, or the end of stream: this many bytes.
     Read(usize),
-    /// The client was quiet for this long.
+    /// The client was quiet for this long: the whole wait, or until a
+    /// signal handler cut it short.
     Quiet(Duration),
     /// This read may not wait so.
     NotNow,
@@ -475,7 +479,11 @@ impl Connection {
                 idle: self.idle_left(waited)?,
             })?;
             let signal = if draining {
-                limit.tighten(Some(self.shared.drain_quiet), Cause::DrainQuiet);
+                // A stop that came during the wait in `recv` found the
+                // client quiet already: the quiet time counts from it.
+                let quiet_already = waited.min(self.shared.stopped_for());
+                let quiet = self.shared.drain_quiet.saturating_sub(quiet_already);
+                limit.tighten(Some(quiet), Cause::DrainQuiet);
                 self.shared.force_signal()
             } else {
                 self.shared.stop_signal()
@@ -565,7 +573,14 @@ impl Connection {
                 }
                 Ok(Briefly::Read(n))
             }
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+            // Quiet, or a signal handler ran: the rest of the wait is in
+            // `poll(2)`, where the stop can reach it (see `recv_waiting`).
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(Briefly::Quiet(started.elapsed()))
             }
             Err(error) => Err(error),

@@ -23,8 +23,8 @@
 use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
@@ -286,6 +286,14 @@ impl Shared {
         self.stop.raised.load(Ordering::SeqCst)
     }
 
+    /// How long ago the stop signal was raised; zero before.
+    pub(crate) fn stopped_for(&self) -> Duration {
+        self.stop
+            .raised_at
+            .get()
+            .map_or(Duration::ZERO, Instant::elapsed)
+    }
+
     /// A receiver that becomes ready (disconnected) once the server stops.
     pub(crate) fn stopped(&self) -> &Receiver<()> {
         &self.stop.closed
@@ -366,6 +374,9 @@ impl fmt::Debug for RejectHook {
 #[derive(Debug)]
 struct StopSignal {
     raised: AtomicBool,
+    /// When `raised` was set: a read that could not see the stop at once
+    /// (its brief wait in `recv`) counts the drain's quiet time from it.
+    raised_at: OnceLock<Instant>,
     forced: AtomicBool,
     /// Dropped when the signal is raised, which disconnects `closed`.
     close: Mutex<Option<Sender<()>>>,
@@ -379,6 +390,7 @@ impl StopSignal {
         let (close, closed) = crossbeam_channel::bounded(0);
         Ok(StopSignal {
             raised: AtomicBool::new(false),
+            raised_at: OnceLock::new(),
             forced: AtomicBool::new(false),
             close: Mutex::new(Some(close)),
             closed,
@@ -389,6 +401,8 @@ impl StopSignal {
 
     /// Raises the signal; false if it was already raised.
     fn raise(&self) -> bool {
+        // Set first: whoever sees `raised` finds the time too.
+        let _ = self.raised_at.set(Instant::now());
         if self.raised.swap(true, Ordering::SeqCst) {
             return false;
         }

@@ -2,9 +2,11 @@
 //! socket or a [`Signal`] (whichever comes first), and the `Signal` itself.
 //!
 //! Every read and write the library does on a client's socket goes through
-//! here. A read is `recv(MSG_DONTWAIT)`; only when nothing is there does
-//! the thread wait, in `poll(2)` on the socket *and* a signal descriptor, so
-//! that a shutdown reaches a handler waiting for a silent client at once,
+//! here. A read is `recv(MSG_DONTWAIT)` (in the `Handler` mode, first a
+//! `recv` bounded by a short receive timeout: see below); only when nothing
+//! is there does the thread wait, in `poll(2)` on the socket *and* a signal
+//! descriptor, so that a shutdown reaches a handler waiting for a silent
+//! client at once (a read in that short wait, once it ends),
 //! without touching the socket (no `shutdown(SHUT_RD)`, which loses data on
 //! some systems and cannot be undone). The `Handler` mode first waits a
 //! little in the read itself ([`recv_waiting`], [`BRIEF_WAIT`]): a busy
@@ -83,14 +85,21 @@ pub(crate) const BRIEF_WAIT: Duration = Duration::from_millis(50);
 
 /// Reads, waiting in the kernel for input for as long as the socket's
 /// receive timeout allows (see [`set_recv_timeout`]): `WouldBlock` when
-/// that passed with nothing. Nothing but input, the client's end or an
-/// error ends it early: not a shutdown.
+/// that passed with nothing. Nothing but input, the client's end, an
+/// error or a signal handler ends it early: not a shutdown.
+///
+/// A signal handler that ran meanwhile ends the wait with `Interrupted`
+/// (a socket with a receive timeout is never restarted, whatever
+/// `SA_RESTART` says), and it is not tried again: each try would wait the
+/// whole timeout anew, so signals a little more often than that (a
+/// profiler's timer) would keep the thread here for good, where the
+/// server's stop cannot reach it.
 #[cfg(unix)]
 pub(crate) fn recv_waiting(stream: &impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::RecvFlags;
-    // A signal handler that ran meanwhile makes the next call wait the
-    // whole timeout again: later, never early.
-    retrying(|| rustix::net::recv(stream, &mut *buf, RecvFlags::empty()).map(|(n, _)| n))
+    rustix::net::recv(stream, &mut *buf, RecvFlags::empty())
+        .map(|(n, _)| n)
+        .map_err(io::Error::from)
 }
 
 /// Sets the socket's receive timeout (`SO_RCVTIMEO`; `None`: none), which
