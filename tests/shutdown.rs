@@ -555,6 +555,46 @@ fn blocked_in_recv(thread: &std::path::Path) -> Option<bool> {
     panic!("the handler's thread never blocked");
 }
 
+/// How a read of a silent client ended, as the tests below report it.
+fn outcome(result: &io::Result<usize>) -> String {
+    match result {
+        Ok(0) => "eof".to_string(),
+        Ok(n) => format!("{n} bytes from a silent client"),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+/// Starts a server from `builder`, with one worker and no idle timeout,
+/// whose handler reads once from its client. Before the read it sends
+/// its thread's `/proc` directory (for [`blocked_in_recv`]) on the first
+/// receiver; after it, how the read ended on the second.
+fn serve_one_read(
+    builder: frontdesk::ServerBuilder,
+) -> (
+    frontdesk::ServerHandle,
+    crossbeam_channel::Receiver<Option<std::path::PathBuf>>,
+    crossbeam_channel::Receiver<String>,
+) {
+    let (entered_tx, entered) = crossbeam_channel::unbounded();
+    let (ended_tx, ended) = crossbeam_channel::unbounded();
+    let handle = builder
+        .workers(1)
+        .idle_timeout(None)
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn(move |conn: &mut Connection| {
+            let thread = std::fs::read_link("/proc/thread-self").ok();
+            entered_tx
+                .send(thread.map(|t| Path::new("/proc").join(t)))
+                .unwrap();
+            let result = conn.read(&mut [0u8; 64]);
+            let _ = ended_tx.send(outcome(&result));
+            result.map(drop)
+        })
+        .unwrap();
+    (handle, entered, ended)
+}
+
 /// Shuts down a server whose one handler is blocked reading a silent
 /// client, as soon as the handler's read waits in `recv` itself where it
 /// can (up to 50 ms, where the stop signal cannot reach it), 20 times.
@@ -567,29 +607,11 @@ fn blocked_in_recv(thread: &std::path::Path) -> Option<bool> {
 fn shut_down_while_a_read_waits_in_recv(deadline: Duration) -> usize {
     let mut caught = 0;
     for round in 0..20 {
-        let (entered_tx, entered) = crossbeam_channel::unbounded();
-        let (ended_tx, ended) = crossbeam_channel::unbounded();
-        let handle = Server::builder()
-            .workers(1)
-            .idle_timeout(None)
-            .shutdown_timeout(deadline)
-            .drain_quiet_time(Duration::ZERO)
-            .bind(LOCALHOST)
-            .unwrap()
-            .spawn(move |conn: &mut Connection| {
-                let thread = std::fs::read_link("/proc/thread-self").ok();
-                entered_tx
-                    .send(thread.map(|t| Path::new("/proc").join(t)))
-                    .unwrap();
-                let result = conn.read(&mut [0u8; 64]);
-                let _ = ended_tx.send(match &result {
-                    Ok(0) => "eof".to_string(),
-                    Ok(n) => format!("{n} bytes from a silent client"),
-                    Err(e) => format!("error: {e}"),
-                });
-                result.map(drop)
-            })
-            .unwrap();
+        let (handle, entered, ended) = serve_one_read(
+            Server::builder()
+                .shutdown_timeout(deadline)
+                .drain_quiet_time(Duration::ZERO),
+        );
         let mut silent = client(handle.local_addr());
         let thread = entered.recv_timeout(TIMEOUT).unwrap();
         if thread.and_then(|t| blocked_in_recv(&t)) == Some(true) {
@@ -684,11 +706,7 @@ fn a_read_interrupted_by_signals_again_and_again_still_sees_the_shutdown() {
         .spawn(move |conn: &mut Connection| {
             entered_tx.send(thread_id()).unwrap();
             let result = conn.read(&mut [0u8; 64]);
-            let _ = ended_tx.send(match &result {
-                Ok(0) => "eof".to_string(),
-                Ok(n) => format!("{n} bytes from a silent client"),
-                Err(e) => format!("error: {e}"),
-            });
+            let _ = ended_tx.send(outcome(&result));
             // This thread must outlive the signals aimed at it.
             let _ = storm_over.recv_timeout(TIMEOUT);
             result.map(drop)
@@ -738,29 +756,11 @@ fn the_drain_quiet_time_counts_from_the_stop_for_a_read_waiting_in_recv() {
     let quiet = Duration::from_millis(300);
     let mut caught = 0;
     for round in 0..5 {
-        let (entered_tx, entered) = crossbeam_channel::unbounded();
-        let (ended_tx, ended) = crossbeam_channel::unbounded();
-        let handle = Server::builder()
-            .workers(1)
-            .idle_timeout(None)
-            .shutdown_timeout(quiet + Duration::from_millis(40))
-            .drain_quiet_time(quiet)
-            .bind(LOCALHOST)
-            .unwrap()
-            .spawn(move |conn: &mut Connection| {
-                let thread = std::fs::read_link("/proc/thread-self").ok();
-                entered_tx
-                    .send(thread.map(|t| Path::new("/proc").join(t)))
-                    .unwrap();
-                let result = conn.read(&mut [0u8; 64]);
-                let _ = ended_tx.send(match &result {
-                    Ok(0) => "eof".to_string(),
-                    Ok(n) => format!("{n} bytes from a silent client"),
-                    Err(e) => format!("error: {e}"),
-                });
-                result.map(drop)
-            })
-            .unwrap();
+        let (handle, entered, ended) = serve_one_read(
+            Server::builder()
+                .shutdown_timeout(quiet + Duration::from_millis(40))
+                .drain_quiet_time(quiet),
+        );
         let mut silent = client(handle.local_addr());
         let thread = entered.recv_timeout(TIMEOUT).unwrap();
         if thread.and_then(|t| blocked_in_recv(&t)) != Some(true) {
