@@ -424,12 +424,13 @@ impl Connection {
     }
 
     fn do_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // Right after a reply the client usually has to answer before
-        // there is anything to read: wait first, which saves a read that
-        // would find nothing (a request/reply exchange then costs a poll,
-        // a read and a write). Otherwise read first: pipelined or streamed
-        // input is usually there already.
-        // With TLS, input may already be decrypted and waiting.
+        // Where the read may wait in `recv` itself, that comes first (see
+        // `read_briefly`). Otherwise: right after a reply the client
+        // usually has to answer before there is anything to read, so wait
+        // first, which saves a read that would find nothing (a
+        // request/reply exchange then costs a poll, a read and a write);
+        // else read first: pipelined or streamed input is usually there
+        // already. With TLS, input may already be decrypted and waiting.
         let mut read_first = !self.replied.replace(false) || self.transport.has_buffered_input();
         // How long this read has waited already, for its read and idle
         // timeouts.
