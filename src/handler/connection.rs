@@ -86,9 +86,9 @@ use crate::stream::wait::{self, Interest, Signal, Woken};
 /// that wait ends, up to 50 ms late; the client was quiet meanwhile, so
 /// that counts as quiet time, but with a quiet time shorter than 50 ms the
 /// handler may return that much later.) At the drain deadline, reads and
-/// writes still waiting fail with [`io::ErrorKind::ConnectionAborted`]. However the handler
-/// ends, the connection is then closed gently: the client reads every
-/// reply, then end of stream, never a reset.
+/// writes still waiting fail with [`io::ErrorKind::ConnectionAborted`].
+/// However the handler ends, the connection is then closed gently: the
+/// client reads every reply, then end of stream, never a reset.
 pub struct Connection {
     transport: Transport,
     peer_addr: Addr,
@@ -140,8 +140,9 @@ enum Brief {
     Unset,
     /// Yes: the socket's receive timeout is `BRIEF_WAIT`.
     Armed,
-    /// No: TLS (whose records a read may only take in part), or a handler that took the socket itself ([`Connection::tcp_stream`]),
-    /// whose own reads must not see a receive timeout it did not set.
+    /// No: TLS (whose records a read may only take in part), or a handler
+    /// that took the socket itself ([`Connection::tcp_stream`]), whose own
+    /// reads must not see a receive timeout it did not set.
     Off,
 }
 
@@ -448,15 +449,8 @@ impl Connection {
         loop {
             self.check_usable()?;
             if read_first {
-                match self.transport.recv_now(buf) {
-                    Ok(n) => {
-                        if n > 0 {
-                            self.silent_since.set(None);
-                        }
-                        return Ok(n);
-                    }
-                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(error) => return Err(error),
+                if let Some(n) = self.read_now(buf)? {
+                    return Ok(n);
                 }
             }
             read_first = true;
@@ -517,17 +511,49 @@ impl Connection {
     /// ends an idle connection.
     /// `waited`: how long the current read has waited already.
     fn idle_left(&self, waited: Duration) -> io::Result<Option<Duration>> {
-        match (self.limits.get().idle_timeout, self.silent_since.get()) {
-            (Some(idle), Some(since)) => {
-                let left = idle.saturating_sub(since.elapsed());
-                if left.is_zero() {
-                    return Err(self.timed_out(Timeout::Idle));
-                }
-                Ok(Some(left))
-            }
+        let left = self.idle_remaining();
+        if self.silent_since.get().is_none() {
             // The silence began with this read.
-            (idle, _) => Ok(idle.map(|idle| idle.saturating_sub(waited))),
+            return Ok(left.map(|left| left.saturating_sub(waited)));
         }
+        if left == Some(Duration::ZERO) {
+            return Err(self.timed_out(Timeout::Idle));
+        }
+        Ok(left)
+    }
+
+    /// What is left of the idle timeout: counted from the client's last
+    /// byte once a read timeout has fired during its silence, else all
+    /// of it.
+    fn idle_remaining(&self) -> Option<Duration> {
+        let idle = self.limits.get().idle_timeout?;
+        Some(match self.silent_since.get() {
+            Some(since) => idle.saturating_sub(since.elapsed()),
+            None => idle,
+        })
+    }
+
+    /// The time left before the deadline, if one is set.
+    fn deadline_left(&self) -> Option<Duration> {
+        let deadline = self.deadline.get()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// Reads what has arrived, without waiting: `None` when nothing has.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        match self.transport.recv_now(buf) {
+            Ok(n) => Ok(Some(self.heard(n))),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Notes a read of `n` bytes: any byte ends the client's silence.
+    fn heard(&self, n: usize) -> usize {
+        if n > 0 {
+            self.silent_since.set(None);
+        }
+        n
     }
 
     /// Waits for the client in the read itself, for up to [`BRIEF_WAIT`],
@@ -550,15 +576,8 @@ impl Connection {
             // A connection whose reads never have to wait (one request
             // that was there when the worker took it) need not pay for
             // the receive timeout: try without it first.
-            match self.transport.recv_now(buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.silent_since.set(None);
-                    }
-                    return Ok(Briefly::Read(n));
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(error),
+            if let Some(n) = self.read_now(buf)? {
+                return Ok(Briefly::Read(n));
             }
             if wait::set_recv_timeout(socket, Some(BRIEF_WAIT)).is_err() {
                 self.brief.set(Brief::Off);
@@ -568,12 +587,7 @@ impl Connection {
         }
         let started = Instant::now();
         match wait::recv_waiting(socket, buf) {
-            Ok(n) => {
-                if n > 0 {
-                    self.silent_since.set(None);
-                }
-                Ok(Briefly::Read(n))
-            }
+            Ok(n) => Ok(Briefly::Read(self.heard(n))),
             // Quiet, or a signal handler ran: the rest of the wait is in
             // `poll(2)`, where the stop can reach it (see `recv_waiting`).
             Err(error)
@@ -592,16 +606,8 @@ impl Connection {
     /// timeout, what is left of the idle timeout, the deadline.
     #[cfg(unix)]
     fn limits_allow(&self, time: Duration) -> bool {
-        let limits = self.limits.get();
-        let idle = match (limits.idle_timeout, self.silent_since.get()) {
-            (Some(idle), Some(since)) => Some(idle.saturating_sub(since.elapsed())),
-            (idle, _) => idle,
-        };
-        let deadline = self
-            .deadline
-            .get()
-            .map(|deadline| deadline.saturating_duration_since(Instant::now()));
-        [limits.read_timeout, idle, deadline]
+        let read = self.limits.get().read_timeout;
+        [read, self.idle_remaining(), self.deadline_left()]
             .into_iter()
             .flatten()
             .all(|limit| limit >= time)
@@ -733,8 +739,7 @@ impl Connection {
         let (timeout, cause) = bounds.op;
         let mut limit = Limit { timeout, cause };
         limit.tighten(bounds.idle, Cause::Timeout(Timeout::Idle));
-        if let Some(deadline) = self.deadline.get() {
-            let left = deadline.saturating_duration_since(Instant::now());
+        if let Some(left) = self.deadline_left() {
             if left.is_zero() {
                 return Err(self.timed_out(Timeout::Deadline));
             }
@@ -744,9 +749,7 @@ impl Connection {
     }
 
     fn deadline_passed(&self) -> bool {
-        self.deadline
-            .get()
-            .is_some_and(|deadline| Instant::now() >= deadline)
+        self.deadline_left() == Some(Duration::ZERO)
     }
 
     fn timed_out(&self, timeout: Timeout) -> io::Error {

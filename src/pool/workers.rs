@@ -267,10 +267,10 @@ fn for_each_active(slots: &[Slot], mut f: impl FnMut(&Socket)) {
 
 /// Ends an active connection at the drain deadline. The force signal has
 /// already woken the handler if it waits in a read or write of its
-/// `Connection` (a read still in its first, brief wait in `recv` ends
-/// with that wait, within 50 ms); `shutdown(SHUT_WR)` also ends a write it
-/// makes on the stream directly (or on a clone) and tells the client. The read side is
-/// left alone: the gentle close still reads what the client sends.
+/// `Connection` (a read still in its first, brief wait in `recv` ends with
+/// that wait, within 50 ms); `shutdown(SHUT_WR)` also ends a write it makes
+/// on the stream directly (or on a clone) and tells the client. The read
+/// side is left alone: the gentle close still reads what the client sends.
 fn force_close(stream: &Socket, counters: &Counters) {
     let _ = stream.shutdown(Shutdown::Write);
     Counters::bump(&counters.forced_closed);
