@@ -29,6 +29,7 @@ use crate::stream::proxy::ProxyConfig;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
 use crate::turn::handler::TurnHandler;
+use crate::turn::lookout::Lookout;
 use crate::turn::poller::PollerThread;
 use crate::turn::service::Turns;
 
@@ -454,8 +455,9 @@ impl<H: TurnHandler> Mode for TurnByTurn<H> {
     /// Starts the hub of parked connections and the poller that keeps
     /// their timers. The queue is unbounded: each connection has at most
     /// one job queued, and `max_connections` bounds the connections. Idle
-    /// workers wait in the parked connections' readiness set, which a job
-    /// in the queue wakes.
+    /// workers wait in the parked connections' readiness set, as many as
+    /// there are CPUs, and the others sleep (`turn/lookout.rs`); a job in
+    /// the queue wakes one.
     fn start(
         self,
         config: &mut Config,
@@ -465,10 +467,13 @@ impl<H: TurnHandler> Mode for TurnByTurn<H> {
         // The cap while none is set, on the builder or the control.
         shared.set_default_max_connections(TURN_MAX_CONNECTIONS);
         let ready = Arc::new(ReadySet::new().map_err(|source| Error::Signal { source })?);
+        let lookout = Arc::new(Lookout::new(config.workers));
         let idle = {
-            let ready = Arc::clone(&ready);
+            let (ready, lookout) = (Arc::clone(&ready), Arc::clone(&lookout));
             Idle::elsewhere(move || {
-                let _ = ready.notify();
+                lookout.wake_one(|| {
+                    let _ = ready.notify();
+                })
             })
         };
         let (sender, jobs) = crossbeam_channel::unbounded();
@@ -478,6 +483,7 @@ impl<H: TurnHandler> Mode for TurnByTurn<H> {
             Arc::clone(shared),
             closer.clone(),
             ready,
+            lookout,
             queue.clone(),
         )
         .map_err(|source| Error::Signal { source })?;

@@ -204,6 +204,11 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// Whether the channel holds no job.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sender().is_empty()
+    }
+
     /// How many jobs the channel holds; `None`: as many as are sent.
     pub(crate) fn capacity(&self) -> Option<usize> {
         self.sender().capacity()
@@ -246,7 +251,7 @@ impl<T> fmt::Debug for Queue<T> {
 /// loom reports. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test --lib --release pool::queue`.
 #[cfg(all(test, loom))]
-mod model {
+pub(crate) mod model {
     use loom::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
@@ -258,14 +263,19 @@ mod model {
     /// sender is gone. No stronger ordering than that, so that the
     /// model leans on `Idle`'s fences alone.
     #[derive(Default)]
-    struct Channel {
+    pub(crate) struct Channel {
         jobs: AtomicU32,
         gone: AtomicBool,
     }
 
     impl Channel {
-        fn push(&self) {
+        pub(crate) fn push(&self) {
             self.jobs.fetch_add(1, Ordering::Release);
+        }
+
+        /// The sender is gone, after its last push.
+        pub(crate) fn close(&self) {
+            self.gone.store(true, Ordering::Release);
         }
 
         fn is_empty(&self) -> bool {
@@ -276,18 +286,18 @@ mod model {
     /// The readiness set's eventfd: set by a wake-up, cleared by the
     /// waiter that takes it.
     #[derive(Default)]
-    struct Waker {
+    pub(crate) struct Waker {
         raised: Mutex<bool>,
         ready: Condvar,
     }
 
     impl Waker {
-        fn raise(&self) {
+        pub(crate) fn raise(&self) {
             *self.raised.lock().unwrap() = true;
             self.ready.notify_one();
         }
 
-        fn wait(&self) {
+        pub(crate) fn wait(&self) {
             let mut raised = self.raised.lock().unwrap();
             while !*raised {
                 raised = self.ready.wait(raised).unwrap();
@@ -323,7 +333,20 @@ mod model {
         }
     }
 
-    fn worker(channel: &Channel, idle: &Idle, sleep: &dyn Fn()) -> usize {
+    pub(crate) fn worker(channel: &Channel, idle: &Idle, sleep: &dyn Fn()) -> usize {
+        worker_posted(channel, idle, &|| (), &|()| sleep(), &|()| ())
+    }
+
+    /// A worker that takes a post (`post`) before it counts itself idle,
+    /// sleeps where the post says, and leaves the post after (the turn
+    /// mode's `Lookout`).
+    pub(crate) fn worker_posted<P: Copy>(
+        channel: &Channel,
+        idle: &Idle,
+        post: &dyn Fn() -> P,
+        sleep: &dyn Fn(P),
+        leave: &dyn Fn(P),
+    ) -> usize {
         let mut taken = 0;
         loop {
             match take(channel) {
@@ -340,21 +363,25 @@ mod model {
                 }
                 Took::Empty => {}
             }
+            let posted = post();
             idle.begin_wait();
             match take(channel) {
                 Took::Job => {
                     idle.end_wait();
+                    leave(posted);
                     taken += 1;
                     continue;
                 }
                 Took::Gone => {
                     idle.end_wait();
+                    leave(posted);
                     continue;
                 }
                 Took::Empty => {}
             }
-            sleep();
+            sleep(posted);
             idle.end_wait();
+            leave(posted);
         }
     }
 
@@ -402,7 +429,7 @@ mod model {
                 channel.push();
                 idle.wake_one();
             }
-            channel.gone.store(true, Ordering::Release);
+            channel.close();
             idle.wake_one();
             let taken: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
             assert_eq!(taken, jobs as usize);

@@ -70,6 +70,11 @@ pub(crate) trait Service: Send + Sync + Sized + 'static {
         false
     }
     fn run(&self, job: Self::Job, worker: &Worker<Self>);
+    /// A worker took a job and more wait in the queue. By default one
+    /// idle worker is woken for them (it wakes the next if more are left).
+    fn left_in_queue(&self, worker: &Worker<Self>) {
+        worker.idle().wake_one();
+    }
     /// How a worker with nothing queued waits for work. By default on the
     /// channel ([`Waited::OnChannel`]); a mode whose idle workers wait
     /// elsewhere counts them in [`Worker::idle`] (see `queue.rs`).
@@ -338,7 +343,7 @@ impl<S: Service> Worker<S> {
                     if !self.jobs.is_empty() {
                         // More for the workers that wait elsewhere (when
                         // they do): one at a time, each wakes the next.
-                        self.idle.wake_one();
+                        self.service.left_in_queue(&self);
                     }
                     job
                 }

@@ -39,7 +39,7 @@ use crate::config::{Config, OutboxFull};
 use crate::net::socket::{PeerCredentials, Socket};
 use crate::pool::closer::Closer;
 use crate::pool::per_ip::IpSlot;
-use crate::pool::queue::{Job, Queue};
+use crate::pool::queue::{Idle, Job, Queue};
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;
 use crate::stats::Counters;
@@ -50,6 +50,7 @@ use crate::sync::{lock, read, write};
 use crate::time::Moment;
 use crate::turn::events::{Ready, ReadySet};
 use crate::turn::input::{Found, Input, Known};
+use crate::turn::lookout::Lookout;
 
 /// Why [`Peer::send`](crate::Peer::send) (or
 /// [`Turn::send`](crate::Turn::send)) did not queue the bytes.
@@ -124,6 +125,8 @@ enum Phase {
 pub(crate) struct Hub {
     /// The parked connections' readiness set, where idle workers wait.
     pub(crate) ready: Arc<ReadySet>,
+    /// Which idle workers watch `ready`, and which sleep.
+    pub(crate) lookout: Arc<Lookout>,
     /// The poller thread's set: the server's stop and force signals, and
     /// a wake-up when a timer comes sooner or the drain has news.
     pub(crate) poller: ReadySet,
@@ -170,10 +173,12 @@ impl Hub {
         shared: Arc<Shared>,
         closer: Closer,
         ready: Arc<ReadySet>,
+        lookout: Arc<Lookout>,
         jobs: Queue<TurnJob>,
     ) -> io::Result<Hub> {
         Ok(Hub {
             ready,
+            lookout,
             poller: ReadySet::new()?,
             registry: RwLock::new(Registry::default()),
             timers: Mutex::new(BTreeSet::new()),
@@ -193,6 +198,36 @@ impl Hub {
 
     fn counters(&self) -> &Counters {
         &self.shared.counters
+    }
+
+    /// Whether jobs wait in the workers' queue.
+    pub(crate) fn has_queued_jobs(&self) -> bool {
+        read(&self.jobs)
+            .as_ref()
+            .is_some_and(|jobs| !jobs.is_empty())
+    }
+
+    /// How many workers run a job now.
+    pub(crate) fn busy_workers(&self) -> usize {
+        self.counters().busy.load(Ordering::Relaxed)
+    }
+
+    /// Work was left in the queue: a worker is woken for it where a CPU is
+    /// free to run it, else the poller ticks until it is taken (see
+    /// `lookout.rs`).
+    pub(crate) fn left_in_queue(&self, idle: &Idle) {
+        if self.lookout.spare_cpu(self.busy_workers()) {
+            idle.wake_one();
+        } else {
+            self.keep_ticking();
+        }
+    }
+
+    /// Makes sure the poller ticks (see `lookout.rs`).
+    pub(crate) fn keep_ticking(&self) {
+        self.lookout.keep_ticking(|| {
+            let _ = self.poller.notify();
+        });
     }
 
     /// Every registered connection, for the shutdown.
@@ -1589,7 +1624,8 @@ mod tests {
         let (jobs, _queue) = crossbeam_channel::unbounded();
         let jobs = Queue::new(jobs, Idle::elsewhere(|| {}));
         let ready = Arc::new(ReadySet::new().unwrap());
-        let hub = Arc::new(Hub::new(&config, shared, closer, ready, jobs).unwrap());
+        let lookout = Arc::new(Lookout::new(config.workers));
+        let hub = Arc::new(Hub::new(&config, shared, closer, ready, lookout, jobs).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut entries = Vec::new();
         let mut clients = Vec::new();

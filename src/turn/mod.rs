@@ -18,6 +18,7 @@ pub(crate) mod frames;
 pub(crate) mod handler;
 pub(crate) mod input;
 pub(crate) mod lines;
+pub(crate) mod lookout;
 pub(crate) mod peer;
 pub(crate) mod poller;
 pub(crate) mod room;

@@ -1,6 +1,7 @@
 //! The poller thread (`frontdesk-poller`) of the turn mode: keeps the
-//! timers of parked connections, and runs the shutdown (the drain's
-//! rounds, the force). It does not watch the connections: idle workers
+//! timers of parked connections, runs the shutdown (the drain's rounds,
+//! the force), and ticks while workers have left work behind
+//! (`lookout.rs`). It does not watch the connections: idle workers
 //! wait in their readiness set themselves (see `service.rs`), so that the
 //! thread that learns a connection is ready serves it. The timers are
 //! kept here, apart, because they must act while every worker is in a
@@ -16,6 +17,7 @@ use crate::stats::Counters;
 use crate::time::Moment;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
+use crate::turn::lookout::{Tick, TICK};
 
 /// Keys of the server's stop and force signals in the poller's set
 /// (`usize::MAX` is the set's own wake-up); connections whose outbox it
@@ -75,6 +77,7 @@ fn run(hub: &Hub) {
     let mut buf = ReadySet::buffer();
     let mut draining = false;
     let mut forced = false;
+    let mut tick = Tick::default();
     loop {
         let now = Moment::now();
         let next_timer = loop {
@@ -117,13 +120,26 @@ fn run(hub: &Hub) {
         for entry in hub.take_deferred() {
             entry.on_deferred();
         }
-        let timeout = next_timer.map(|at| at.saturating_duration_since(Moment::now()));
+        let mut timeout = next_timer.map(|at| at.saturating_duration_since(Moment::now()));
+        let ticking = hub.lookout.is_ticking();
+        if ticking {
+            timeout = Some(timeout.map_or(TICK, |timeout| timeout.min(TICK)));
+        }
         if let Err(error) = hub.poller.wait(&mut events, &mut buf, usize::MAX, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
             // strand every parked connection; the timers and the force
             // still end them.
             log::error!("waiting for readiness failed: error={error}");
             continue;
+        }
+        if ticking {
+            hub.lookout.tick(
+                &mut tick,
+                || hub.has_queued_jobs(),
+                || {
+                    let _ = hub.ready.notify();
+                },
+            );
         }
         for &event in &events {
             match event.key {

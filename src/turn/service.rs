@@ -18,6 +18,7 @@ use crate::sync::lock;
 use crate::turn::engine::{Entry, Hub, Parked, TurnJob, Why};
 use crate::turn::events::{RawReports, Ready, ReadySet};
 use crate::turn::handler::{Next, Turn, TurnHandler};
+use crate::turn::lookout::Post;
 
 /// How long a connection that asked to keep its worker ([`Next::Stay`])
 /// waits on it for its next input before it is parked.
@@ -27,9 +28,9 @@ const STAY_WAIT: Duration = Duration::from_millis(1);
 /// waiting, before it lets the other connections' turns go first.
 const TURNS_IN_A_ROW: u32 = 16;
 
-/// The most reports an idle worker takes from the readiness set at once,
-/// when no other worker waits there: it serves one and queues the rest
-/// for the workers as they come back from their turns.
+/// The most reports an idle worker takes from the readiness set at once:
+/// it serves one and queues the rest for the workers as they come back
+/// from their turns.
 const REPORTS_AT_ONCE: usize = 64;
 
 thread_local! {
@@ -63,20 +64,34 @@ impl<H: TurnHandler> Service for Turns<H> {
 
     /// An idle worker waits in the parked connections' readiness set, so
     /// that the thread that learns a connection is ready is the one that
-    /// serves it: no hand-off, no second thread woken. It is counted idle
-    /// first (see `pool/queue.rs`), so that a job queued meanwhile (an
-    /// accepted connection, a timer's turn) wakes it.
+    /// serves it: no hand-off, no second thread woken. No more workers
+    /// watch the set than there are CPUs; the others sleep until a job
+    /// or the poller's tick wakes them (`lookout.rs`). A worker is
+    /// counted idle after it took its post (see `pool/queue.rs`), so that
+    /// a job queued meanwhile (an accepted connection, a timer's turn)
+    /// wakes it, or another.
     ///
-    /// When it waits alone, it takes every report (up to
-    /// `REPORTS_AT_ONCE`), serves the first connection and queues the
-    /// others for the busy workers. When others wait too, it takes one
-    /// report: the kernel wakes the next waiter for the next.
+    /// A watcher takes every report (up to `REPORTS_AT_ONCE`), serves the
+    /// first connection and queues the others for the workers as they
+    /// come back from their turns, and wakes one for them only where a
+    /// CPU is free to run it. Only where another watcher waits and a CPU
+    /// is free for it does it take one report: the kernel wakes the other
+    /// watcher for the next.
     fn wait(&self, worker: &Worker<Self>) -> Waited<TurnJob> {
+        let lookout = &self.hub.lookout;
+        let post = lookout.take_post();
         if let Some(waited) = worker.begin_wait() {
+            self.leave(post);
             return waited;
         }
         let idle = worker.idle();
-        let max = if idle.waiting() > 1 {
+        if post == Post::Sleeping {
+            lookout.sleep();
+            idle.end_wait();
+            self.leave(post);
+            return Waited::Woken;
+        }
+        let max = if lookout.watching() > 1 && lookout.spare_cpu(self.hub.busy_workers()) {
             1
         } else {
             REPORTS_AT_ONCE
@@ -85,6 +100,7 @@ impl<H: TurnHandler> Service for Turns<H> {
             let (ready, raw) = &mut *reports.borrow_mut();
             let waited = self.hub.ready.wait(ready, raw, max, None);
             idle.end_wait();
+            self.leave(post);
             if let Err(error) = waited {
                 // Not expected. This worker waits on the queue from now
                 // on rather than spin; the others still wait here.
@@ -92,18 +108,21 @@ impl<H: TurnHandler> Service for Turns<H> {
                 return Waited::OnChannel;
             }
             let (mine, passed_on) = self.give_news(ready, true);
-            if passed_on || (mine.is_some() && worker.others_waiting()) {
-                // One wake-up for the turns passed on (a worker that
-                // takes one and sees more wakes the next); and this wait
-                // may have taken the wake-up meant for a job already in
-                // the queue, which is passed on too.
-                idle.wake_one();
+            if mine.is_some() && (passed_on || worker.others_waiting()) {
+                // The turns passed on (a worker that takes one and sees
+                // more wakes the next); and this wait may have taken the
+                // wake-up meant for a job already in the queue.
+                self.hub.left_in_queue(idle);
             }
             match mine {
                 Some(job) => Waited::Job(Job::Mode(job)),
                 None => Waited::Woken,
             }
         })
+    }
+
+    fn left_in_queue(&self, worker: &Worker<Self>) {
+        self.hub.left_in_queue(worker.idle());
     }
 
     /// An open connection of the turn mode, past the drain deadline: the
@@ -346,7 +365,7 @@ impl<H: TurnHandler> Turns<H> {
     /// reported (nobody watches the set but idle workers). Returns
     /// whether it queued any.
     fn take_unwatched_reports(&self, worker: &Worker<Self>) -> bool {
-        if worker.idle().waiting() > 0 {
+        if self.hub.lookout.watching() > 0 {
             return false;
         }
         REPORTS.with(|reports| {
@@ -359,7 +378,7 @@ impl<H: TurnHandler> Turns<H> {
             let (_, queued) = self.give_news(ready, false);
             if queued {
                 // A worker may have come back meanwhile and waits now.
-                worker.idle().wake_one();
+                self.hub.left_in_queue(worker.idle());
             }
             queued
         })
@@ -387,6 +406,14 @@ impl<H: TurnHandler> Turns<H> {
             }
         }
         (mine, queued)
+    }
+
+    /// Leaves an idle worker's post; a set left unwatched while others
+    /// sleep makes the poller tick.
+    fn leave(&self, post: Post) {
+        if self.hub.lookout.leave(post) {
+            self.hub.keep_ticking();
+        }
     }
 
     /// One `ready` call; `None` when it failed or panicked.

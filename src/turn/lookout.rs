@@ -1,0 +1,310 @@
+//! Which idle workers of the turn mode watch the readiness set, and which
+//! sleep.
+//!
+//! A worker that waits in the set is woken by the kernel for each report
+//! that comes while it waits: with eight workers on one CPU, seven of
+//! them would be woken, one report each, while the eighth was already
+//! on its way back to take them all. So no more workers watch the set
+//! than the process has CPUs (`available_parallelism`, which counts the
+//! CPUs it may run on); the other idle workers sleep in a [`Parking`],
+//! where a job sent to the queue reaches them when nobody watches, and
+//! the poller's tick (below) when the set is left unwatched too long.
+//!
+//! For the same reason a worker wakes another for work it leaves in the
+//! queue only where a CPU is free to run that one beside the workers
+//! already running: else the jobs wait for the first worker back from its
+//! turn, which looks at the queue before it waits.
+//!
+//! # The tick
+//!
+//! Both of those bets lose when a turn blocks (a handler that waits for a
+//! database): the connections whose turns it queued, and the set it left
+//! unwatched, would wait for it. Whoever leaves work so (jobs queued
+//! without a wake-up, or the set unwatched while workers sleep) makes
+//! sure that the poller thread ticks, every [`TICK`], until neither is
+//! the case. At a tick, if no worker has come to watch the set since the
+//! last one, the poller wakes a sleeping worker, or a watching one for
+//! the queue. A turn that blocks delays the others by a tick at most; a
+//! server where workers come back often pays one poller wake-up per tick
+//! while it is busy, and nothing while it is idle.
+//!
+//! The hand-over of the ticking is the pattern of `pool/queue.rs`: the
+//! worker changes its count and then looks at the flag, the poller clears
+//! the flag and then looks at the counts, both sequentially consistent,
+//! so at least one sees the other's write.
+
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant};
+
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::pool::queue::Parking;
+
+/// How often the poller looks at a set left unwatched or a queue left
+/// without a wake-up.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// The counts, in one word so that a worker changes them, and the number
+/// of times a worker came to watch, with one atomic operation.
+const WATCHING: u64 = 1;
+const SLEEPING: u64 = 1 << 16;
+const CAME: u64 = 1 << 32;
+const COUNT: u64 = 0xffff;
+
+/// Where an idle worker waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Post {
+    /// In the readiness set.
+    Watching,
+    /// In the [`Parking`].
+    Sleeping,
+}
+
+/// The idle workers' posts, and the sleepers' bed.
+pub(crate) struct Lookout {
+    /// Watching workers (bits 0..16), sleeping ones (16..32), and how many
+    /// times a worker took the watch (32..64, wrapping).
+    posts: AtomicU64,
+    /// The most workers that watch the set at once: the CPUs.
+    cpus: usize,
+    sleepers: Parking,
+    /// Whether the poller ticks.
+    ticking: AtomicBool,
+}
+
+impl Lookout {
+    /// For a pool of `workers`.
+    pub(crate) fn new(workers: usize) -> Lookout {
+        let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        Lookout::with_cpus(workers, cpus)
+    }
+
+    fn with_cpus(workers: usize, cpus: usize) -> Lookout {
+        Lookout {
+            posts: AtomicU64::new(0),
+            cpus: cpus.clamp(1, workers.clamp(1, COUNT as usize)),
+            sleepers: Parking::default(),
+            ticking: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes a post: the watch while fewer than the CPUs watch, else a
+    /// bed. Before the worker counts itself idle (`Idle::begin_wait`), so
+    /// that a sender that sees it idle knows where it waits.
+    pub(crate) fn take_post(&self) -> Post {
+        let mut posts = self.posts.load(Ordering::SeqCst);
+        loop {
+            let (post, add) = if (posts & COUNT) < self.cpus as u64 {
+                (Post::Watching, WATCHING + CAME)
+            } else {
+                (Post::Sleeping, SLEEPING)
+            };
+            match self.posts.compare_exchange_weak(
+                posts,
+                posts.wrapping_add(add),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return post,
+                Err(now) => posts = now,
+            }
+        }
+    }
+
+    /// Leaves `post`, after the wait. A watcher that leaves the set
+    /// unwatched while others sleep returns `true`: the poller must tick
+    /// ([`keep_ticking`](Lookout::keep_ticking)).
+    pub(crate) fn leave(&self, post: Post) -> bool {
+        match post {
+            Post::Watching => {
+                let before = self.posts.fetch_sub(WATCHING, Ordering::SeqCst);
+                before & COUNT == 1 && (before >> 16) & COUNT > 0
+            }
+            Post::Sleeping => {
+                self.posts.fetch_sub(SLEEPING, Ordering::SeqCst);
+                false
+            }
+        }
+    }
+
+    /// How many workers watch the set.
+    pub(crate) fn watching(&self) -> usize {
+        (self.posts.load(Ordering::SeqCst) & COUNT) as usize
+    }
+
+    fn sleeping(&self) -> usize {
+        ((self.posts.load(Ordering::SeqCst) >> 16) & COUNT) as usize
+    }
+
+    /// Whether a worker woken now could run beside the `busy` ones and
+    /// the caller: a CPU is free for it.
+    pub(crate) fn spare_cpu(&self, busy: usize) -> bool {
+        busy + 1 < self.cpus
+    }
+
+    /// Sleeps until woken.
+    pub(crate) fn sleep(&self) {
+        self.sleepers.sleep();
+    }
+
+    /// Wakes one idle worker for a job in the queue: a watcher through
+    /// the set's wake-up (`notify`), or a sleeper when nobody watches.
+    pub(crate) fn wake_one(&self, notify: impl FnOnce()) {
+        if self.watching() > 0 {
+            notify();
+        } else {
+            self.sleepers.wake_one();
+        }
+    }
+
+    /// Makes sure the poller ticks; `wake_poller` when it did not.
+    pub(crate) fn keep_ticking(&self, wake_poller: impl FnOnce()) {
+        if !self.ticking.load(Ordering::SeqCst) && !self.ticking.swap(true, Ordering::SeqCst) {
+            wake_poller();
+        }
+    }
+
+    /// Whether the poller ticks.
+    pub(crate) fn is_ticking(&self) -> bool {
+        self.ticking.load(Ordering::SeqCst)
+    }
+
+    /// The poller's tick (see the module's docs), at most one per
+    /// [`TICK`]: `queued` says whether jobs wait in the queue, `notify`
+    /// wakes a watcher. Clears the flag when nothing is left behind.
+    pub(crate) fn tick(&self, last: &mut Tick, queued: impl Fn() -> bool, notify: impl FnOnce()) {
+        let now = Instant::now();
+        if now < last.at + TICK {
+            return;
+        }
+        let posts = self.posts.load(Ordering::SeqCst);
+        let came = posts >> 32;
+        let stuck = last.came == Some(came);
+        *last = Tick {
+            at: now,
+            came: Some(came),
+        };
+        let unwatched = posts & COUNT == 0 && (posts >> 16) & COUNT > 0;
+        if stuck && unwatched {
+            self.sleepers.wake_one();
+        } else if stuck && queued() && posts & COUNT > 0 {
+            notify();
+        }
+        if unwatched || queued() {
+            return;
+        }
+        // Nothing left behind: stop, unless a worker left something
+        // meanwhile (it looks at the flag after its change).
+        self.ticking.store(false, Ordering::SeqCst);
+        if self.is_unwatched() || queued() {
+            self.ticking.store(true, Ordering::SeqCst);
+        } else {
+            *last = Tick::default();
+        }
+    }
+
+    fn is_unwatched(&self) -> bool {
+        self.watching() == 0 && self.sleeping() > 0
+    }
+}
+
+impl fmt::Debug for Lookout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lookout")
+            .field("watching", &self.watching())
+            .field("sleeping", &self.sleeping())
+            .field("cpus", &self.cpus)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the poller's last tick saw.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Tick {
+    at: Instant,
+    /// How many times a worker had taken the watch; `None` before the
+    /// first tick of a busy spell.
+    came: Option<u64>,
+}
+
+impl Default for Tick {
+    fn default() -> Tick {
+        Tick {
+            at: Instant::now(),
+            came: None,
+        }
+    }
+}
+
+/// The wake-up of `pool/queue.rs` checked again with posts, for every
+/// interleaving: one CPU, so of two idle workers one watches (waits for
+/// the set's wake-up) and the other sleeps; a sender queues jobs and
+/// goes. A job left in the queue while both wait is a deadlock, which
+/// loom reports. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --lib --release turn::lookout`.
+#[cfg(all(test, loom))]
+mod model {
+    use loom::sync::Arc;
+    use loom::thread;
+
+    use super::{Lookout, Post};
+    use crate::pool::queue::model::{worker_posted, Channel, Waker};
+    use crate::pool::queue::Idle;
+
+    fn check(jobs: u32) {
+        let mut model = loom::model::Builder::new();
+        // As in `pool/queue.rs`: a lost wake-up needs two preemptions.
+        model.preemption_bound = Some(3);
+        model.check(move || {
+            let channel = Arc::new(Channel::default());
+            let waker = Arc::new(Waker::default());
+            let lookout = Arc::new(Lookout::with_cpus(2, 1));
+            let idle = {
+                let (waker, lookout) = (Arc::clone(&waker), Arc::clone(&lookout));
+                Arc::new(Idle::elsewhere(move || lookout.wake_one(|| waker.raise())))
+            };
+            let workers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (channel, idle) = (Arc::clone(&channel), Arc::clone(&idle));
+                    let (waker, lookout) = (Arc::clone(&waker), Arc::clone(&lookout));
+                    thread::spawn(move || {
+                        worker_posted(
+                            &channel,
+                            &idle,
+                            &|| lookout.take_post(),
+                            &|post| match post {
+                                Post::Watching => waker.wait(),
+                                Post::Sleeping => lookout.sleep(),
+                            },
+                            &|post| {
+                                lookout.leave(post);
+                            },
+                        )
+                    })
+                })
+                .collect();
+            for _ in 0..jobs {
+                channel.push();
+                idle.wake_one();
+            }
+            channel.close();
+            idle.wake_one();
+            let taken: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+            assert_eq!(taken, jobs as usize);
+        });
+    }
+
+    #[test]
+    fn a_job_reaches_the_watcher_or_the_sleeper() {
+        check(1);
+    }
+
+    #[test]
+    fn two_jobs_reach_the_watcher_and_the_sleeper() {
+        check(2);
+    }
+}
