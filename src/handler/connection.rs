@@ -12,6 +12,7 @@ use crate::addr::Addr;
 use crate::config::{Limits, Timeout};
 use crate::net::listener::Listener;
 use crate::net::socket::{PeerCredentials, Socket};
+use crate::pool::closer::ClientEnd;
 use crate::pool::shutdown::Shared;
 use crate::pool::workers::Admitted;
 use crate::stats::Counters;
@@ -109,6 +110,9 @@ pub struct Connection {
     silent_since: Cell<Option<Instant>>,
     /// Whether something was written since the last read.
     replied: Cell<bool>,
+    /// Whether a read of the plain socket returned the client's end of
+    /// stream: the close need not wait for it (`ClientEnd`).
+    client_ended: Cell<bool>,
     /// Set when a write succeeded although its last TLS records were
     /// still waiting when the write timeout fired: the next write reports
     /// that timeout (once) if they still wait.
@@ -162,6 +166,7 @@ impl Connection {
             ended: Cell::new(None),
             silent_since: Cell::new(None),
             replied: Cell::new(false),
+            client_ended: Cell::new(false),
             write_stalled: Cell::new(false),
             brief: Cell::new(match cfg!(unix) && !is_tls {
                 true => Brief::Unset,
@@ -542,18 +547,30 @@ impl Connection {
     /// Reads what has arrived, without waiting: `None` when nothing has.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         match self.transport.recv_now(buf) {
-            Ok(n) => Ok(Some(self.heard(n))),
+            Ok(n) => Ok(Some(self.heard(n, buf.len()))),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(error) => Err(error),
         }
     }
 
-    /// Notes a read of `n` bytes: any byte ends the client's silence.
-    fn heard(&self, n: usize) -> usize {
+    /// Notes a read of `n` bytes of the `asked`: any byte ends the
+    /// client's silence, and none is its end of stream. (With TLS, the
+    /// end of the session: the socket may still hold bytes after it.)
+    fn heard(&self, n: usize, asked: usize) -> usize {
         if n > 0 {
             self.silent_since.set(None);
+        } else if asked > 0 && !self.transport.is_tls() {
+            self.client_ended.set(true);
         }
         n
+    }
+
+    /// What the close knows of the client's end (see [`heard`](Self::heard)).
+    pub(crate) fn client_end(&self) -> ClientEnd {
+        match self.client_ended.get() {
+            true => ClientEnd::Read,
+            false => ClientEnd::NotSeen,
+        }
     }
 
     /// Waits for the client in the read itself, for up to [`BRIEF_WAIT`],
@@ -587,7 +604,7 @@ impl Connection {
         }
         let started = Instant::now();
         match wait::recv_waiting(socket, buf) {
-            Ok(n) => Ok(Briefly::Read(self.heard(n))),
+            Ok(n) => Ok(Briefly::Read(self.heard(n, buf.len()))),
             // Quiet, or a signal handler ran: the rest of the wait is in
             // `poll(2)`, where the stop can reach it (see `recv_waiting`).
             Err(error)
@@ -848,6 +865,7 @@ impl fmt::Debug for Connection {
             ended,
             silent_since: _,
             replied: _,
+            client_ended: _,
             write_stalled: _,
             brief: _,
         } = self;

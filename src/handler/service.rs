@@ -43,6 +43,7 @@ impl Service for WholeConnections {
         );
         log::debug!("connection closed: peer={peer} id={id}");
         let socket = conn.finish();
+        let client = conn.client_end();
         drop(conn);
         worker.serving_done();
         drop(stream);
@@ -55,7 +56,7 @@ impl Service for WholeConnections {
         drop(ip_slot);
         Counters::bump(&counters.completed);
         shared.connection_ended();
-        worker.closer.close(socket);
+        worker.closer.close(socket, client);
     }
 
     /// Sleeps in `parking` until a send wakes it (see `pool/queue.rs`).

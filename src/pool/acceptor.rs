@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::net::listener::ListenSocket;
 use crate::net::options;
 use crate::net::socket::Socket;
-use crate::pool::closer::Closer;
+use crate::pool::closer::{ClientEnd, Closer};
 use crate::pool::queue::{Accepted, Job, Queue};
 use crate::pool::shutdown::Shared;
 use crate::reject::RejectReason;
@@ -421,7 +421,7 @@ impl<'a, T> Acceptor<'a, T> {
         }
         let socket = Arc::new(stream);
         self.shared.say_no(&socket, (&peer, id), listener, reason);
-        self.closer.close(socket);
+        self.closer.close(socket, ClientEnd::NotSeen);
     }
 }
 

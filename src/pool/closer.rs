@@ -157,28 +157,35 @@ impl Closer {
         Ok((closer, closer_thread))
     }
 
-    /// Ends `stream` gently: shuts down the write side, and closes at once
-    /// if the client's end of stream is the first thing there; otherwise
-    /// the closer thread discards what the client sends and waits for its
-    /// end. Never waits, and reads at most once here: the callers include
-    /// the poller and the acceptor, which discarding up to `linger_bytes`
-    /// would hold up.
+    /// Ends `stream` gently: shuts down the write side, then closes at once
+    /// if `client` says the client's end of stream has been read (nothing
+    /// more can come, so nothing can be left unread to make the close a
+    /// reset); otherwise the closer thread discards what the client sends
+    /// and waits for its end. Never waits, and does not read here: the
+    /// client rarely has ended yet (it answers the end of stream this
+    /// sends), so a read now would mostly find nothing, and the callers
+    /// include the poller and the acceptor, which discarding up to
+    /// `linger_bytes` would hold up. The closer's first look, a moment
+    /// later, usually finds the client's end.
     ///
     /// `stream` may be shared (a worker's shutdown slot may still hold it
     /// for a moment); the socket is closed when the last reference goes.
-    pub(crate) fn close(&self, stream: Arc<Socket>) {
+    pub(crate) fn close(&self, stream: Arc<Socket>, client: ClientEnd) {
         let counted = Counted::new(&self.shared);
         // Moved after the count, so that a close ending here drops the
         // socket before it is counted out.
         let stream = stream;
         let _ = stream.shutdown(Shutdown::Write);
-        let budget = match discard(&stream, self.linger.bytes, Some(1)) {
-            Drained::Ended => return,
-            Drained::OverBudget => return self.cut(),
-            Drained::Pending(budget) => budget,
-        };
+        if client == ClientEnd::Read {
+            return;
+        }
+        let budget = self.linger.bytes;
         if self.linger.time.is_zero() {
-            return self.cut();
+            // No time to wait: what is there now is all it gets.
+            return match discard(&stream, budget, Some(1)) {
+                Drained::Ended => {}
+                Drained::OverBudget | Drained::Pending(_) => self.cut(),
+            };
         }
         let lingering = Lingering {
             stream,
@@ -203,6 +210,16 @@ impl Closer {
             log::error!("could not wake the closer: error={error}");
         }
     }
+}
+
+/// What the server knows of the client's side of a connection it closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientEnd {
+    /// A read returned the client's end of stream: everything it sent has
+    /// been read, and nothing more can come.
+    Read,
+    /// Not seen (the server ends first, or its reads stopped before).
+    NotSeen,
 }
 
 impl CloserThread {

@@ -14,7 +14,7 @@ use crate::addr::Addr;
 use crate::config::{Config, Limits, ListenerSetup};
 use crate::error::{Error, Result};
 use crate::net::socket::Socket;
-use crate::pool::closer::Closer;
+use crate::pool::closer::{ClientEnd, Closer};
 use crate::pool::per_ip::IpSlot;
 use crate::pool::queue::{Accepted, Idle, Job, Queue};
 use crate::pool::shutdown::Shared;
@@ -317,7 +317,7 @@ fn close_unserved(
     drop(ip_slot);
     Counters::bump(why);
     shared.connection_ended();
-    closer.close(socket);
+    closer.close(socket, ClientEnd::NotSeen);
 }
 
 /// A worker thread, and what a [`Service`] may use of it.

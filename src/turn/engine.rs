@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use crate::config::{CloseReason, Timeout};
 use crate::config::{Config, OutboxFull};
 use crate::net::socket::{PeerCredentials, Socket};
-use crate::pool::closer::Closer;
+use crate::pool::closer::{ClientEnd, Closer};
 use crate::pool::per_ip::IpSlot;
 use crate::pool::queue::{Idle, Job, Queue};
 use crate::pool::shutdown::Shared;
@@ -1221,11 +1221,16 @@ impl Entry {
         Counters::bump(outcome);
         self.hub.shared.connection_ended();
         if let Some(stream) = stream {
+            // A TLS session's end says nothing of what the socket holds.
+            let client = match self.input.has_ended() && !stream.is_tls() {
+                true => ClientEnd::Read,
+                false => ClientEnd::NotSeen,
+            };
             let socket = match served {
                 true => stream.finish(),
                 false => Arc::clone(stream.socket()),
             };
-            self.hub.closer.close(socket);
+            self.hub.closer.close(socket, client);
         }
         if self.hub.shared.is_stopping() && self.hub.is_idle() {
             // The poller may be waiting for the last one to go.
