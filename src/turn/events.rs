@@ -150,8 +150,9 @@ mod epoll {
                 let key = event.data.u64();
                 let flags = event.flags;
                 if key == WAKER {
-                    let mut count = [0u8; 8];
-                    let _ = rustix::io::read(&self.waker, &mut count);
+                    // Not read: edge-triggered, each write reports anew
+                    // (see `notify`), and a read would cost every wake-up
+                    // a system call more.
                     continue;
                 }
                 let failed = flags.intersects(EventFlags::ERR | EventFlags::HUP);
@@ -166,10 +167,22 @@ mod epoll {
         }
 
         /// Wakes a [`wait`](ReadySet::wait) under way, or the next one.
+        ///
+        /// The eventfd is never read by the waits: registered
+        /// edge-triggered, it is reported once for each write, whatever
+        /// its counter holds. The counter only grows, by one a wake-up;
+        /// should it ever fill (2^64 - 2 wake-ups), a write would fail
+        /// and report nothing, so it is emptied and written again.
         pub(crate) fn notify(&self) -> io::Result<()> {
-            match rustix::io::write(&self.waker, &1u64.to_ne_bytes()) {
-                // The counter is full: a wake-up is pending anyway.
-                Ok(_) | Err(rustix::io::Errno::AGAIN) => Ok(()),
+            let one = 1u64.to_ne_bytes();
+            match rustix::io::write(&self.waker, &one) {
+                Ok(_) => Ok(()),
+                Err(rustix::io::Errno::AGAIN) => {
+                    let mut count = [0u8; 8];
+                    let _ = rustix::io::read(&self.waker, &mut count);
+                    rustix::io::write(&self.waker, &one)?;
+                    Ok(())
+                }
                 Err(error) => Err(error.into()),
             }
         }
@@ -177,6 +190,15 @@ mod epoll {
         /// A buffer for [`wait`](ReadySet::wait)'s raw events.
         pub(crate) fn buffer() -> Vec<epoll::Event> {
             Vec::with_capacity(1024)
+        }
+
+        /// Fills the wake-up counter as 2^64 - 2 wake-ups would.
+        #[cfg(test)]
+        pub(crate) fn fill_wake_ups(&self) {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&self.waker, &mut count);
+            let most = (u64::MAX - 1).to_ne_bytes();
+            rustix::io::write(&self.waker, &most).unwrap();
         }
     }
 }
@@ -367,7 +389,7 @@ mod portable_tests {
 
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::ReadySet;
 
@@ -391,5 +413,37 @@ mod tests {
                 .unwrap();
             assert!(events.is_empty(), "the wake-up is not an event");
         }
+    }
+
+    /// The wake-up counter is never read: each wake-up is reported once,
+    /// wake-ups before a wait are reported together, and a full counter
+    /// still wakes.
+    #[test]
+    fn each_wake_up_is_reported_once_and_a_full_counter_still_wakes() {
+        // Returning for a wake-up is at once; a wait that returns before
+        // `QUIET` without one was woken by an old wake-up. `LONG` only
+        // bounds a failing test.
+        const QUIET: Duration = Duration::from_millis(200);
+        const LONG: Duration = Duration::from_secs(10);
+        let set = ReadySet::new().unwrap();
+        let (mut events, mut buf) = (Vec::new(), ReadySet::buffer());
+        let mut wait = |timeout: Duration| {
+            let started = Instant::now();
+            set.wait(&mut events, &mut buf, usize::MAX, Some(timeout))
+                .unwrap();
+            started.elapsed()
+        };
+        for _ in 0..3 {
+            set.notify().unwrap();
+        }
+        assert!(wait(LONG) < LONG, "three wake-ups wake a wait");
+        assert!(wait(QUIET) >= QUIET, "they are reported once, together");
+        set.notify().unwrap();
+        assert!(wait(LONG) < LONG, "a later one wakes the next wait");
+        set.fill_wake_ups();
+        assert!(wait(LONG) < LONG, "filling it is a wake-up too");
+        set.notify().unwrap();
+        assert!(wait(LONG) < LONG, "a wake-up on a full counter wakes");
+        assert!(wait(QUIET) >= QUIET);
     }
 }
