@@ -11,17 +11,19 @@
 //!    stream, for at most [`Linger::time`] and [`Linger::bytes`];
 //! 3. close.
 //!
-//! Step 2 usually finds the client's end of stream at once, or nothing at
-//! all to read. When the client is still sending, or has not closed yet,
-//! the socket goes to the closer thread (`frontdesk-closer`): a lingering
-//! client never holds a worker or the acceptor. A close cut short by the
-//! bounds is counted in [`Stats::linger_cut`](crate::Stats::linger_cut).
+//! Step 2 is skipped when a read of the connection already returned the
+//! client's end of stream ([`ClientEnd::Read`]): nothing more can come.
+//! Otherwise the socket goes to the closer thread (`frontdesk-closer`),
+//! unread: a lingering client never holds a worker or the acceptor. A
+//! close cut short by the bounds is counted in
+//! [`Stats::linger_cut`](crate::Stats::linger_cut).
 //!
-//! # Two looks
+//! # The closer's look
 //!
 //! Most clients that had not closed yet do so within a round trip: the
 //! server closed first ("quit", "bye"), and the client's end of stream is
-//! on its way. The closer takes a second look at each socket a moment
+//! on its way; a read right after the shutdown would find nothing. The
+//! closer takes a look at each socket a moment
 //! after its close began ([`SECOND_LOOK`]), all those due at once, with
 //! one read each: at a server closing thousands of connections a second,
 //! one wake-up of the closer ends a batch of them, and a socket costs a
