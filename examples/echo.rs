@@ -42,6 +42,7 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
@@ -88,22 +89,32 @@ impl TurnHandler for Echo {
     }
 
     fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
-        let mut buf = [0; CHUNK];
-        // Read only what the outbox can take back: a client that does not
-        // read its echo is not read from either (the server gives the
-        // connection its next turn once the client has read enough).
-        while turn.outbox_room() >= CHUNK {
-            match turn.read(&mut buf) {
-                // The client half-closed: what is queued goes out, then
-                // the connection closes.
-                Ok(0) => return Ok(Next::Close),
-                Ok(n) => turn.send(&buf[..n])?,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => return Err(error),
+        BUF.with_borrow_mut(|buf| {
+            // Read only what the outbox can take back: a client that does
+            // not read its echo is not read from either (the server gives
+            // the connection its next turn once the client has read
+            // enough).
+            while turn.outbox_room() >= CHUNK {
+                match turn.read(buf) {
+                    // The client half-closed: what is queued goes out, then
+                    // the connection closes.
+                    Ok(0) => return Ok(Next::Close),
+                    Ok(n) => turn.send(&buf[..n])?,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error),
+                }
             }
-        }
-        Ok(Next::Park)
+            Ok(Next::Park)
+        })
     }
+}
+
+thread_local! {
+    /// The turn mode's read buffer: one per worker thread, for the turns
+    /// it runs. A parked connection holds none, and a turn does not clear
+    /// 16 KiB of stack before its first read (2 % of the CPU with 64-byte
+    /// messages).
+    static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHUNK].into_boxed_slice());
 }
 
 fn main() -> ExitCode {

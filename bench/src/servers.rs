@@ -437,6 +437,11 @@ impl Handler for Echo {
     }
 }
 
+thread_local! {
+    static ECHO_TURN_BUF: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; ECHO_BUF].into_boxed_slice());
+}
+
 impl TurnHandler for Echo {
     type State = ();
 
@@ -444,17 +449,19 @@ impl TurnHandler for Echo {
         Ok(())
     }
 
+    /// As the example: a read buffer per worker thread, not per turn.
     fn ready(&self, _: &mut (), turn: &mut Turn<'_>) -> io::Result<Next> {
-        let mut buf = [0; ECHO_BUF];
-        while turn.outbox_room() >= ECHO_BUF {
-            match turn.read(&mut buf) {
-                Ok(0) => return Ok(Next::Close),
-                Ok(n) => turn.send(&buf[..n])?,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => return Err(error),
+        ECHO_TURN_BUF.with_borrow_mut(|buf| {
+            while turn.outbox_room() >= ECHO_BUF {
+                match turn.read(buf) {
+                    Ok(0) => return Ok(Next::Close),
+                    Ok(n) => turn.send(&buf[..n])?,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(error) => return Err(error),
+                }
             }
-        }
-        Ok(Next::Park)
+            Ok(Next::Park)
+        })
     }
 }
 
