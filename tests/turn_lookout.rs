@@ -62,11 +62,19 @@ fn turns_that_block_every_watch_leave_the_others_served() {
         })
         .unwrap();
     let addr = tcp_addr(handle.local_addr());
-    // Before the blocking: every worker has been idle, so the ones beyond
-    // the CPUs sleep.
+    // Every client is accepted and served once before the blocking, so
+    // that from now on no job goes through the queue: a send to the queue
+    // while nobody watches would wake a sleeper, which would then watch,
+    // and the probe below would be answered without the tick (so it was
+    // on one CPU, where the acceptor ran while the only watcher was still
+    // in its turn). Now only reports come, to the watchers: the workers
+    // beyond the CPUs sleep, and only the tick wakes them.
+    let mut blockers: Vec<_> = (0..cpus).map(|_| client(addr)).collect();
+    for blocker in &mut blockers {
+        assert_eq!(exchange(blocker, "hi"), "hi");
+    }
     let mut probe = client(addr);
     assert_eq!(exchange(&mut probe, "hello"), "hello");
-    let mut blockers: Vec<_> = (0..cpus).map(|_| client(addr)).collect();
     for blocker in &mut blockers {
         send_line(blocker, "block");
     }
