@@ -278,7 +278,7 @@ pub(crate) mod model {
             self.gone.store(true, Ordering::Release);
         }
 
-        fn is_empty(&self) -> bool {
+        pub(crate) fn is_empty(&self) -> bool {
             self.jobs.load(Ordering::Acquire) == 0
         }
     }

@@ -29,18 +29,23 @@
 //! while it is busy, and nothing while it is idle.
 //!
 //! The hand-over of the ticking is the pattern of `pool/queue.rs`: the
-//! worker changes its count and then looks at the flag, the poller clears
-//! the flag and then looks at the counts, both sequentially consistent,
-//! so at least one sees the other's write.
+//! worker changes its count (or queues jobs) and then looks at the flag,
+//! the poller clears the flag and then looks at the counts and the queue,
+//! with a full fence between the write and the read on each side, so at
+//! least one sees the other's write. The fences, rather than the
+//! orderings of the accesses alone, so that this holds whatever
+//! orderings crossbeam's channel uses inside, and so that loom (which
+//! takes a sequentially consistent access for acquire-release, but
+//! models fences) checks it (`model` below).
 
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crate::pool::queue::Parking;
 
@@ -161,8 +166,12 @@ impl Lookout {
         }
     }
 
-    /// Makes sure the poller ticks; `wake_poller` when it did not.
+    /// Makes sure the poller ticks; `wake_poller` when it did not. After
+    /// the caller left work behind (its post, or jobs in the queue).
     pub(crate) fn keep_ticking(&self, wake_poller: impl FnOnce()) {
+        // Between that change and the look at the flag (see the module's
+        // docs): the queue's own orderings are crossbeam's to choose.
+        fence(Ordering::SeqCst);
         if !self.ticking.load(Ordering::SeqCst) && !self.ticking.swap(true, Ordering::SeqCst) {
             wake_poller();
         }
@@ -200,6 +209,7 @@ impl Lookout {
         // Nothing left behind: stop, unless a worker left something
         // meanwhile (it looks at the flag after its change).
         self.ticking.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.is_unwatched() || queued() {
             self.ticking.store(true, Ordering::SeqCst);
         } else {
@@ -244,14 +254,18 @@ impl Default for Tick {
 /// interleaving: one CPU, so of two idle workers one watches (waits for
 /// the set's wake-up) and the other sleeps; a sender queues jobs and
 /// goes. A job left in the queue while both wait is a deadlock, which
-/// loom reports. Run with
+/// loom reports. And the hand-over of the ticking: the poller stops it
+/// while a worker leaves work behind, and must tick on. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test --lib --release turn::lookout`.
 #[cfg(all(test, loom))]
 mod model {
+    use std::time::Instant;
+
+    use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::Arc;
     use loom::thread;
 
-    use super::{Lookout, Post};
+    use super::{Lookout, Post, Tick, TICK};
     use crate::pool::queue::model::{worker_posted, Channel, Waker};
     use crate::pool::queue::Idle;
 
@@ -306,5 +320,81 @@ mod model {
     #[test]
     fn two_jobs_reach_the_watcher_and_the_sleeper() {
         check(2);
+    }
+
+    /// What a worker leaves behind in [`hand_over`].
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Left {
+        /// The set, unwatched while a worker sleeps: the last watcher
+        /// leaves (`Turns::leave`).
+        Unwatched,
+        /// A job in the queue, without a wake-up (`Hub::left_in_queue`
+        /// with no CPU to spare).
+        Queued,
+    }
+
+    /// The poller ticks and finds nothing left behind, so it stops, while
+    /// a worker leaves `left` behind and makes sure the poller ticks.
+    /// Whatever the order, the poller ticks on: it kept the flag (and
+    /// sees it before its next wait), or the worker raised it again and
+    /// woke the poller.
+    fn hand_over(left: Left) {
+        loom::model(move || {
+            let lookout = Arc::new(Lookout::with_cpus(2, 1));
+            let channel = Arc::new(Channel::default());
+            let woken = Arc::new(AtomicBool::new(false));
+            assert_eq!(lookout.take_post(), Post::Watching);
+            if left == Left::Unwatched {
+                // A sleeper, counted: nothing here needs it woken.
+                assert_eq!(lookout.take_post(), Post::Sleeping);
+            }
+            // The poller ticks already, for what was left before.
+            lookout.keep_ticking(|| ());
+            let worker = {
+                let (lookout, channel) = (Arc::clone(&lookout), Arc::clone(&channel));
+                let woken = Arc::clone(&woken);
+                thread::spawn(move || {
+                    let wake_poller = || woken.store(true, Ordering::SeqCst);
+                    match left {
+                        Left::Unwatched => {
+                            if lookout.leave(Post::Watching) {
+                                lookout.keep_ticking(wake_poller);
+                            }
+                        }
+                        Left::Queued => {
+                            channel.push();
+                            lookout.keep_ticking(wake_poller);
+                        }
+                    }
+                })
+            };
+            // A tick's time is up, and it is the first of its spell: it
+            // wakes nobody, it only decides whether to go on.
+            let mut last = Tick {
+                at: Instant::now().checked_sub(TICK).expect("the clock runs"),
+                came: None,
+            };
+            lookout.tick(&mut last, || !channel.is_empty(), || ());
+            // The poller's next loop, before its wait.
+            let ticks_on = lookout.is_ticking();
+            worker.join().unwrap();
+            if lookout.is_unwatched() || !channel.is_empty() {
+                assert!(lookout.is_ticking(), "work left behind, and no tick");
+                assert!(
+                    ticks_on || woken.load(Ordering::SeqCst),
+                    "the poller waits without its tick, and nobody wakes it"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn the_poller_ticks_on_for_a_set_left_unwatched() {
+        hand_over(Left::Unwatched);
+    }
+
+    #[test]
+    fn the_poller_ticks_on_for_a_job_left_queued() {
+        hand_over(Left::Queued);
     }
 }
