@@ -199,7 +199,11 @@ impl Lookout {
         };
         let unwatched = posts & COUNT == 0 && (posts >> 16) & COUNT > 0;
         if stuck && unwatched {
-            self.sleepers.wake_one();
+            // One sleeper is enough to take the watch. One woken at an
+            // earlier tick may not have come yet, its CPU busy: waking
+            // more would only leave them wake-ups to loop on, one per
+            // tick that passes meanwhile.
+            self.sleepers.wake_one_unless_owed();
         } else if stuck && queued() && posts & COUNT > 0 {
             notify();
         }
@@ -247,6 +251,88 @@ impl Default for Tick {
             at: Instant::now(),
             came: None,
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The poller's last tick as it is when the next one is due: a tick
+    /// ago, having seen `came`.
+    fn a_tick_ago(came: Option<u64>) -> Tick {
+        let at = Instant::now().checked_sub(TICK).expect("the clock runs");
+        Tick { at, came }
+    }
+
+    fn came(lookout: &Lookout) -> u64 {
+        lookout.posts.load(Ordering::SeqCst) >> 32
+    }
+
+    /// One CPU, three workers: one watches, two sleep; the watcher leaves
+    /// the set (a turn that blocks). The tick that follows only looks;
+    /// the next, with nobody come meanwhile, wakes a sleeper; and while
+    /// that one has not come (its CPU is busy), later ticks wake nobody
+    /// else: each would only add a wake-up for a sleeper to take, and
+    /// loop on, once the CPU is free.
+    #[test]
+    fn a_set_left_unwatched_wakes_one_sleeper_until_it_comes() {
+        let lookout = Lookout::with_cpus(3, 1);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        assert_eq!(lookout.take_post(), Post::Sleeping);
+        assert_eq!(lookout.take_post(), Post::Sleeping);
+        assert!(lookout.leave(Post::Watching), "the set is left unwatched");
+        let mut woke_poller = false;
+        lookout.keep_ticking(|| woke_poller = true);
+        assert!(woke_poller && lookout.is_ticking());
+
+        let mut last = a_tick_ago(None);
+        lookout.tick(&mut last, || false, || panic!("no watcher to wake"));
+        assert_eq!(lookout.sleepers.owed(), 0, "the first tick only looks");
+        assert!(lookout.is_ticking());
+        for _ in 0..5 {
+            last = a_tick_ago(last.came);
+            lookout.tick(&mut last, || false, || panic!("no watcher to wake"));
+            assert_eq!(lookout.sleepers.owed(), 1, "one sleeper woken, no more");
+            assert!(lookout.is_ticking());
+        }
+
+        // The sleeper comes: it takes the wake-up, and the watch.
+        lookout.sleep();
+        assert!(!lookout.leave(Post::Sleeping));
+        assert_eq!(lookout.take_post(), Post::Watching);
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || false, || panic!("nothing queued"));
+        assert_eq!(lookout.sleepers.owed(), 0);
+        assert!(!lookout.is_ticking(), "nothing is left behind");
+    }
+
+    /// Jobs left in the queue while a watcher waits in the set: the tick
+    /// after one where nobody came wakes the watcher, and the ticking
+    /// goes on until the queue is empty.
+    #[test]
+    fn jobs_left_queued_wake_a_watcher_after_a_tick() {
+        let lookout = Lookout::with_cpus(2, 2);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        lookout.keep_ticking(|| ());
+        let mut notified = 0;
+        let mut last = a_tick_ago(None);
+        lookout.tick(&mut last, || true, || notified += 1);
+        assert_eq!((notified, last.came), (0, Some(came(&lookout))));
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || true, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(lookout.is_ticking(), "the job is still queued");
+        // Before its time, a tick does nothing.
+        last.at = Instant::now();
+        lookout.tick(&mut last, || false, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(lookout.is_ticking());
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || false, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(!lookout.is_ticking(), "the queue is empty");
+        assert_eq!(lookout.sleepers.owed(), 0);
     }
 }
 
