@@ -76,6 +76,10 @@ pub(crate) struct Lookout {
     posts: AtomicU64,
     /// The most workers that watch the set at once: the CPUs.
     cpus: usize,
+    /// A pool of one worker, which leaves work only for itself (it looks
+    /// at the queue before it waits) and never sleeps: a tick could wake
+    /// nobody.
+    alone: bool,
     sleepers: Parking,
     /// Whether the poller ticks.
     ticking: AtomicBool,
@@ -92,6 +96,7 @@ impl Lookout {
         Lookout {
             posts: AtomicU64::new(0),
             cpus: cpus.clamp(1, workers.clamp(1, COUNT as usize)),
+            alone: workers <= 1,
             sleepers: Parking::default(),
             ticking: AtomicBool::new(false),
         }
@@ -166,9 +171,13 @@ impl Lookout {
         }
     }
 
-    /// Makes sure the poller ticks; `wake_poller` when it did not. After
-    /// the caller left work behind (its post, or jobs in the queue).
+    /// Makes sure the poller ticks (unless the pool has one worker);
+    /// `wake_poller` when it did not. After the caller left work behind
+    /// (its post, or jobs in the queue).
     pub(crate) fn keep_ticking(&self, wake_poller: impl FnOnce()) {
+        if self.alone {
+            return;
+        }
         // Between that change and the look at the flag (see the module's
         // docs): the queue's own orderings are crossbeam's to choose.
         fence(Ordering::SeqCst);
@@ -232,6 +241,7 @@ impl fmt::Debug for Lookout {
             .field("watching", &self.watching())
             .field("sleeping", &self.sleeping())
             .field("cpus", &self.cpus)
+            .field("alone", &self.alone)
             .finish_non_exhaustive()
     }
 }
@@ -333,6 +343,20 @@ mod tests {
         assert_eq!(notified, 1);
         assert!(!lookout.is_ticking(), "the queue is empty");
         assert_eq!(lookout.sleepers.owed(), 0);
+    }
+
+    /// A pool of one worker: what it leaves in the queue is its own to
+    /// take (it looks at the queue before it waits), and nobody sleeps,
+    /// so a tick could wake nobody; the poller is not made to tick for
+    /// it, every millisecond while it is busy.
+    #[test]
+    fn a_lone_worker_never_makes_the_poller_tick() {
+        let lookout = Lookout::with_cpus(1, 4);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        assert!(!lookout.leave(Post::Watching));
+        assert!(!lookout.spare_cpu(0));
+        lookout.keep_ticking(|| panic!("the poller woken for a lone worker"));
+        assert!(!lookout.is_ticking());
     }
 }
 
