@@ -23,10 +23,15 @@
 //! without a wake-up, or the set unwatched while workers sleep) makes
 //! sure that the poller thread ticks, every [`TICK`], until neither is
 //! the case. At a tick, if no worker has come to watch the set since the
-//! last one, the poller wakes a sleeping worker, or a watching one for
-//! the queue. A turn that blocks delays the others by a tick at most; a
-//! server where workers come back often pays one poller wake-up per tick
-//! while it is busy, and nothing while it is idle.
+//! last one, the poller wakes a sleeping worker (not a second while the
+//! one it woke has not come), or a watching one for the queue. A turn
+//! that blocks delays the others by a tick or two (the first tick of a
+//! spell only looks who came); a server where
+//! workers come back often pays one poller wake-up per tick while it is
+//! busy, and nothing while it is idle. (On one CPU, a request that comes
+//! alone pays two: its watcher leaves the set unwatched while it serves
+//! it, which starts the ticking, and the first tick stops it.) A pool of
+//! one worker never ticks: what it leaves is its own to take.
 //!
 //! The hand-over of the ticking is the pattern of `pool/queue.rs`: the
 //! worker changes its count (or queues jobs) and then looks at the flag,
