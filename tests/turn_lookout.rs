@@ -62,11 +62,19 @@ fn turns_that_block_every_watch_leave_the_others_served() {
         })
         .unwrap();
     let addr = tcp_addr(handle.local_addr());
-    // Before the blocking: every worker has been idle, so the ones beyond
-    // the CPUs sleep.
+    // Every client is accepted and served once before the blocking, so
+    // that from now on no job goes through the queue: a send to the queue
+    // while nobody watches would wake a sleeper, which would then watch,
+    // and the probe below would be answered without the tick (so it was
+    // on one CPU, where the acceptor ran while the only watcher was still
+    // in its turn). Now only reports come, to the watchers: the workers
+    // beyond the CPUs sleep, and only the tick wakes them.
+    let mut blockers: Vec<_> = (0..cpus).map(|_| client(addr)).collect();
+    for blocker in &mut blockers {
+        assert_eq!(exchange(blocker, "hi"), "hi");
+    }
     let mut probe = client(addr);
     assert_eq!(exchange(&mut probe, "hello"), "hello");
-    let mut blockers: Vec<_> = (0..cpus).map(|_| client(addr)).collect();
     for blocker in &mut blockers {
         send_line(blocker, "block");
     }
@@ -91,4 +99,38 @@ fn turns_that_block_every_watch_leave_the_others_served() {
     drop((probe, blockers));
     let (_, stats) = stop(handle);
     assert_accounted(&stats);
+}
+
+/// A turn that never ends at the shutdown: the forced end leaves its
+/// worker behind, and only that one. Every other worker, watching the set
+/// or asleep, learns that the queue has closed (each that ends wakes the
+/// next, a sleeper through its bed): the poller, whose tick would wake a
+/// sleeper while the set is unwatched, has gone by then.
+#[test]
+fn the_shutdown_reaches_every_idle_worker_past_a_turn_that_never_ends() {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let (blocked, blocked_rx) = crossbeam_channel::unbounded();
+    let (release, release_rx) = crossbeam_channel::unbounded::<()>();
+    let handle = Server::builder()
+        .workers(cpus + 2)
+        .shutdown_timeout(Duration::from_millis(100))
+        .bind(LOCALHOST)
+        .unwrap()
+        .spawn_turns(Blocking {
+            blocked,
+            release: release_rx,
+        })
+        .unwrap();
+    let addr = tcp_addr(handle.local_addr());
+    let mut blocker = client(addr);
+    assert_eq!(exchange(&mut blocker, "hi"), "hi");
+    send_line(&mut blocker, "block");
+    blocked_rx
+        .recv_timeout(TIMEOUT)
+        .expect("the blocking turn started");
+    // The drain (100 ms), then the forced end's grace (1 s).
+    let report = handle.shutdown().expect("the server stops");
+    assert_eq!(report.stuck_workers, 1, "{report:?}");
+    // Lets the worker left behind end.
+    drop(release);
 }

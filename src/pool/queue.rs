@@ -146,6 +146,22 @@ impl Parking {
         self.woken.notify_one();
     }
 
+    /// Wakes one sleeper, or the next to sleep, unless a wake-up is owed
+    /// already: the one that takes it is on its way.
+    pub(crate) fn wake_one_unless_owed(&self) {
+        let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
+        if *owed == 0 {
+            *owed = 1;
+            self.woken.notify_one();
+        }
+    }
+
+    /// How many wake-ups are owed and not yet taken.
+    #[cfg(test)]
+    pub(crate) fn owed(&self) -> usize {
+        *self.owed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Sleeps until a wake-up is owed, and takes it.
     pub(crate) fn sleep(&self) {
         let mut owed = self.owed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -278,7 +294,7 @@ pub(crate) mod model {
             self.gone.store(true, Ordering::Release);
         }
 
-        fn is_empty(&self) -> bool {
+        pub(crate) fn is_empty(&self) -> bool {
             self.jobs.load(Ordering::Acquire) == 0
         }
     }

@@ -23,24 +23,34 @@
 //! without a wake-up, or the set unwatched while workers sleep) makes
 //! sure that the poller thread ticks, every [`TICK`], until neither is
 //! the case. At a tick, if no worker has come to watch the set since the
-//! last one, the poller wakes a sleeping worker, or a watching one for
-//! the queue. A turn that blocks delays the others by a tick at most; a
-//! server where workers come back often pays one poller wake-up per tick
-//! while it is busy, and nothing while it is idle.
+//! last one, the poller wakes a sleeping worker (not a second while the
+//! one it woke has not come), or a watching one for the queue. A turn
+//! that blocks delays the others by a tick or two (the first tick of a
+//! spell only looks who came); a server where
+//! workers come back often pays one poller wake-up per tick while it is
+//! busy, and nothing while it is idle. (On one CPU, a request that comes
+//! alone pays two: its watcher leaves the set unwatched while it serves
+//! it, which starts the ticking, and the first tick stops it.) A pool of
+//! one worker never ticks: what it leaves is its own to take.
 //!
 //! The hand-over of the ticking is the pattern of `pool/queue.rs`: the
-//! worker changes its count and then looks at the flag, the poller clears
-//! the flag and then looks at the counts, both sequentially consistent,
-//! so at least one sees the other's write.
+//! worker changes its count (or queues jobs) and then looks at the flag,
+//! the poller clears the flag and then looks at the counts and the queue,
+//! with a full fence between the write and the read on each side, so at
+//! least one sees the other's write. The fences, rather than the
+//! orderings of the accesses alone, so that this holds whatever
+//! orderings crossbeam's channel uses inside, and so that loom (which
+//! takes a sequentially consistent access for acquire-release, but
+//! models fences) checks it (`model` below).
 
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
 #[cfg(loom)]
-use loom::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use crate::pool::queue::Parking;
 
@@ -71,6 +81,10 @@ pub(crate) struct Lookout {
     posts: AtomicU64,
     /// The most workers that watch the set at once: the CPUs.
     cpus: usize,
+    /// A pool of one worker, which leaves work only for itself (it looks
+    /// at the queue before it waits) and never sleeps: a tick could wake
+    /// nobody.
+    alone: bool,
     sleepers: Parking,
     /// Whether the poller ticks.
     ticking: AtomicBool,
@@ -87,6 +101,7 @@ impl Lookout {
         Lookout {
             posts: AtomicU64::new(0),
             cpus: cpus.clamp(1, workers.clamp(1, COUNT as usize)),
+            alone: workers <= 1,
             sleepers: Parking::default(),
             ticking: AtomicBool::new(false),
         }
@@ -161,8 +176,16 @@ impl Lookout {
         }
     }
 
-    /// Makes sure the poller ticks; `wake_poller` when it did not.
+    /// Makes sure the poller ticks (unless the pool has one worker);
+    /// `wake_poller` when it did not. After the caller left work behind
+    /// (its post, or jobs in the queue).
     pub(crate) fn keep_ticking(&self, wake_poller: impl FnOnce()) {
+        if self.alone {
+            return;
+        }
+        // Between that change and the look at the flag (see the module's
+        // docs): the queue's own orderings are crossbeam's to choose.
+        fence(Ordering::SeqCst);
         if !self.ticking.load(Ordering::SeqCst) && !self.ticking.swap(true, Ordering::SeqCst) {
             wake_poller();
         }
@@ -190,7 +213,11 @@ impl Lookout {
         };
         let unwatched = posts & COUNT == 0 && (posts >> 16) & COUNT > 0;
         if stuck && unwatched {
-            self.sleepers.wake_one();
+            // One sleeper is enough to take the watch. One woken at an
+            // earlier tick may not have come yet, its CPU busy: waking
+            // more would only leave them wake-ups to loop on, one per
+            // tick that passes meanwhile.
+            self.sleepers.wake_one_unless_owed();
         } else if stuck && queued() && posts & COUNT > 0 {
             notify();
         }
@@ -200,6 +227,7 @@ impl Lookout {
         // Nothing left behind: stop, unless a worker left something
         // meanwhile (it looks at the flag after its change).
         self.ticking.store(false, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         if self.is_unwatched() || queued() {
             self.ticking.store(true, Ordering::SeqCst);
         } else {
@@ -218,6 +246,7 @@ impl fmt::Debug for Lookout {
             .field("watching", &self.watching())
             .field("sleeping", &self.sleeping())
             .field("cpus", &self.cpus)
+            .field("alone", &self.alone)
             .finish_non_exhaustive()
     }
 }
@@ -240,18 +269,118 @@ impl Default for Tick {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The poller's last tick as it is when the next one is due: a tick
+    /// ago, having seen `came`.
+    fn a_tick_ago(came: Option<u64>) -> Tick {
+        let at = Instant::now().checked_sub(TICK).expect("the clock runs");
+        Tick { at, came }
+    }
+
+    fn came(lookout: &Lookout) -> u64 {
+        lookout.posts.load(Ordering::SeqCst) >> 32
+    }
+
+    /// One CPU, three workers: one watches, two sleep; the watcher leaves
+    /// the set (a turn that blocks). The tick that follows only looks;
+    /// the next, with nobody come meanwhile, wakes a sleeper; and while
+    /// that one has not come (its CPU is busy), later ticks wake nobody
+    /// else: each would only add a wake-up for a sleeper to take, and
+    /// loop on, once the CPU is free.
+    #[test]
+    fn a_set_left_unwatched_wakes_one_sleeper_until_it_comes() {
+        let lookout = Lookout::with_cpus(3, 1);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        assert_eq!(lookout.take_post(), Post::Sleeping);
+        assert_eq!(lookout.take_post(), Post::Sleeping);
+        assert!(lookout.leave(Post::Watching), "the set is left unwatched");
+        let mut woke_poller = false;
+        lookout.keep_ticking(|| woke_poller = true);
+        assert!(woke_poller && lookout.is_ticking());
+
+        let mut last = a_tick_ago(None);
+        lookout.tick(&mut last, || false, || panic!("no watcher to wake"));
+        assert_eq!(lookout.sleepers.owed(), 0, "the first tick only looks");
+        assert!(lookout.is_ticking());
+        for _ in 0..5 {
+            last = a_tick_ago(last.came);
+            lookout.tick(&mut last, || false, || panic!("no watcher to wake"));
+            assert_eq!(lookout.sleepers.owed(), 1, "one sleeper woken, no more");
+            assert!(lookout.is_ticking());
+        }
+
+        // The sleeper comes: it takes the wake-up, and the watch.
+        lookout.sleep();
+        assert!(!lookout.leave(Post::Sleeping));
+        assert_eq!(lookout.take_post(), Post::Watching);
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || false, || panic!("nothing queued"));
+        assert_eq!(lookout.sleepers.owed(), 0);
+        assert!(!lookout.is_ticking(), "nothing is left behind");
+    }
+
+    /// Jobs left in the queue while a watcher waits in the set: the tick
+    /// after one where nobody came wakes the watcher, and the ticking
+    /// goes on until the queue is empty.
+    #[test]
+    fn jobs_left_queued_wake_a_watcher_after_a_tick() {
+        let lookout = Lookout::with_cpus(2, 2);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        lookout.keep_ticking(|| ());
+        let mut notified = 0;
+        let mut last = a_tick_ago(None);
+        lookout.tick(&mut last, || true, || notified += 1);
+        assert_eq!((notified, last.came), (0, Some(came(&lookout))));
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || true, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(lookout.is_ticking(), "the job is still queued");
+        // Before its time, a tick does nothing.
+        last.at = Instant::now();
+        lookout.tick(&mut last, || false, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(lookout.is_ticking());
+        last = a_tick_ago(last.came);
+        lookout.tick(&mut last, || false, || notified += 1);
+        assert_eq!(notified, 1);
+        assert!(!lookout.is_ticking(), "the queue is empty");
+        assert_eq!(lookout.sleepers.owed(), 0);
+    }
+
+    /// A pool of one worker: what it leaves in the queue is its own to
+    /// take (it looks at the queue before it waits), and nobody sleeps,
+    /// so a tick could wake nobody; the poller is not made to tick for
+    /// it, every millisecond while it is busy.
+    #[test]
+    fn a_lone_worker_never_makes_the_poller_tick() {
+        let lookout = Lookout::with_cpus(1, 4);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        assert!(!lookout.leave(Post::Watching));
+        assert!(!lookout.spare_cpu(0));
+        lookout.keep_ticking(|| panic!("the poller woken for a lone worker"));
+        assert!(!lookout.is_ticking());
+    }
+}
+
 /// The wake-up of `pool/queue.rs` checked again with posts, for every
 /// interleaving: one CPU, so of two idle workers one watches (waits for
 /// the set's wake-up) and the other sleeps; a sender queues jobs and
 /// goes. A job left in the queue while both wait is a deadlock, which
-/// loom reports. Run with
+/// loom reports. And the hand-over of the ticking: the poller stops it
+/// while a worker leaves work behind, and must tick on. Run with
 /// `RUSTFLAGS="--cfg loom" cargo test --lib --release turn::lookout`.
 #[cfg(all(test, loom))]
 mod model {
+    use std::time::Instant;
+
+    use loom::sync::atomic::{AtomicBool, Ordering};
     use loom::sync::Arc;
     use loom::thread;
 
-    use super::{Lookout, Post};
+    use super::{Lookout, Post, Tick, TICK};
     use crate::pool::queue::model::{worker_posted, Channel, Waker};
     use crate::pool::queue::Idle;
 
@@ -306,5 +435,81 @@ mod model {
     #[test]
     fn two_jobs_reach_the_watcher_and_the_sleeper() {
         check(2);
+    }
+
+    /// What a worker leaves behind in [`hand_over`].
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Left {
+        /// The set, unwatched while a worker sleeps: the last watcher
+        /// leaves (`Turns::leave`).
+        Unwatched,
+        /// A job in the queue, without a wake-up (`Hub::left_in_queue`
+        /// with no CPU to spare).
+        Queued,
+    }
+
+    /// The poller ticks and finds nothing left behind, so it stops, while
+    /// a worker leaves `left` behind and makes sure the poller ticks.
+    /// Whatever the order, the poller ticks on: it kept the flag (and
+    /// sees it before its next wait), or the worker raised it again and
+    /// woke the poller.
+    fn hand_over(left: Left) {
+        loom::model(move || {
+            let lookout = Arc::new(Lookout::with_cpus(2, 1));
+            let channel = Arc::new(Channel::default());
+            let woken = Arc::new(AtomicBool::new(false));
+            assert_eq!(lookout.take_post(), Post::Watching);
+            if left == Left::Unwatched {
+                // A sleeper, counted: nothing here needs it woken.
+                assert_eq!(lookout.take_post(), Post::Sleeping);
+            }
+            // The poller ticks already, for what was left before.
+            lookout.keep_ticking(|| ());
+            let worker = {
+                let (lookout, channel) = (Arc::clone(&lookout), Arc::clone(&channel));
+                let woken = Arc::clone(&woken);
+                thread::spawn(move || {
+                    let wake_poller = || woken.store(true, Ordering::SeqCst);
+                    match left {
+                        Left::Unwatched => {
+                            if lookout.leave(Post::Watching) {
+                                lookout.keep_ticking(wake_poller);
+                            }
+                        }
+                        Left::Queued => {
+                            channel.push();
+                            lookout.keep_ticking(wake_poller);
+                        }
+                    }
+                })
+            };
+            // A tick's time is up, and it is the first of its spell: it
+            // wakes nobody, it only decides whether to go on.
+            let mut last = Tick {
+                at: Instant::now().checked_sub(TICK).expect("the clock runs"),
+                came: None,
+            };
+            lookout.tick(&mut last, || !channel.is_empty(), || ());
+            // The poller's next loop, before its wait.
+            let ticks_on = lookout.is_ticking();
+            worker.join().unwrap();
+            if lookout.is_unwatched() || !channel.is_empty() {
+                assert!(lookout.is_ticking(), "work left behind, and no tick");
+                assert!(
+                    ticks_on || woken.load(Ordering::SeqCst),
+                    "the poller waits without its tick, and nobody wakes it"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn the_poller_ticks_on_for_a_set_left_unwatched() {
+        hand_over(Left::Unwatched);
+    }
+
+    #[test]
+    fn the_poller_ticks_on_for_a_job_left_queued() {
+        hand_over(Left::Queued);
     }
 }
