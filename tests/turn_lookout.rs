@@ -7,11 +7,12 @@
 mod util;
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
-use frontdesk::{Lines, Next, Server, Turn, TurnHandler};
+use frontdesk::{Lines, Next, Server, ServerBuilder, ServerHandle, Turn, TurnHandler};
 
 use util::{assert_accounted, client, exchange, send_line, stop, tcp_addr, LOCALHOST, TIMEOUT};
 
@@ -44,16 +45,12 @@ impl TurnHandler for Blocking {
     }
 }
 
-/// As many turns block as the process has CPUs, so that every worker that
-/// may watch the set is stuck in one; a client that talks meanwhile is
-/// still answered, by a worker that was asleep, long before they end.
-#[test]
-fn turns_that_block_every_watch_leave_the_others_served() {
-    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+/// Serves [`Blocking`] with `builder`; returns the server, its address,
+/// where the blocked turns say so, and how to let them go.
+fn serve_blocking(builder: ServerBuilder) -> (ServerHandle, SocketAddr, Receiver<()>, Sender<()>) {
     let (blocked, blocked_rx) = crossbeam_channel::unbounded();
     let (release, release_rx) = crossbeam_channel::unbounded();
-    let handle = Server::builder()
-        .workers(cpus + 2)
+    let handle = builder
         .bind(LOCALHOST)
         .unwrap()
         .spawn_turns(Blocking {
@@ -62,6 +59,16 @@ fn turns_that_block_every_watch_leave_the_others_served() {
         })
         .unwrap();
     let addr = tcp_addr(handle.local_addr());
+    (handle, addr, blocked_rx, release)
+}
+
+/// As many turns block as the process has CPUs, so that every worker that
+/// may watch the set is stuck in one; a client that talks meanwhile is
+/// still answered, by a worker that was asleep, long before they end.
+#[test]
+fn turns_that_block_every_watch_leave_the_others_served() {
+    let cpus = thread::available_parallelism().map_or(1, |n| n.get());
+    let (handle, addr, blocked_rx, release) = serve_blocking(Server::builder().workers(cpus + 2));
     // Every client is accepted and served once before the blocking, so
     // that from now on no job goes through the queue: a send to the queue
     // while nobody watches would wake a sleeper, which would then watch,
@@ -109,19 +116,11 @@ fn turns_that_block_every_watch_leave_the_others_served() {
 #[test]
 fn the_shutdown_reaches_every_idle_worker_past_a_turn_that_never_ends() {
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
-    let (blocked, blocked_rx) = crossbeam_channel::unbounded();
-    let (release, release_rx) = crossbeam_channel::unbounded::<()>();
-    let handle = Server::builder()
-        .workers(cpus + 2)
-        .shutdown_timeout(Duration::from_millis(100))
-        .bind(LOCALHOST)
-        .unwrap()
-        .spawn_turns(Blocking {
-            blocked,
-            release: release_rx,
-        })
-        .unwrap();
-    let addr = tcp_addr(handle.local_addr());
+    let (handle, addr, blocked_rx, release) = serve_blocking(
+        Server::builder()
+            .workers(cpus + 2)
+            .shutdown_timeout(Duration::from_millis(100)),
+    );
     let mut blocker = client(addr);
     assert_eq!(exchange(&mut blocker, "hi"), "hi");
     send_line(&mut blocker, "block");

@@ -157,7 +157,7 @@ impl Parking {
     }
 
     /// How many wake-ups are owed and not yet taken.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn owed(&self) -> usize {
         *self.owed.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -441,15 +441,21 @@ pub(crate) mod model {
                     })
                 })
                 .collect();
-            for _ in 0..jobs {
-                channel.push();
-                idle.wake_one();
-            }
-            channel.close();
-            idle.wake_one();
+            send_and_go(&channel, &idle, jobs);
             let taken: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
             assert_eq!(taken, jobs as usize);
         });
+    }
+
+    /// The sender: queues `jobs`, each with its wake-up, then goes (as
+    /// `Queue`'s `send` and `drop` do).
+    pub(crate) fn send_and_go(channel: &Channel, idle: &Idle, jobs: u32) {
+        for _ in 0..jobs {
+            channel.push();
+            idle.wake_one();
+        }
+        channel.close();
+        idle.wake_one();
     }
 
     #[test]

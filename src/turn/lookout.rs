@@ -381,7 +381,7 @@ mod model {
     use loom::thread;
 
     use super::{Lookout, Post, Tick, TICK};
-    use crate::pool::queue::model::{worker_posted, Channel, Waker};
+    use crate::pool::queue::model::{send_and_go, worker_posted, Channel, Waker};
     use crate::pool::queue::Idle;
 
     fn check(jobs: u32) {
@@ -416,12 +416,7 @@ mod model {
                     })
                 })
                 .collect();
-            for _ in 0..jobs {
-                channel.push();
-                idle.wake_one();
-            }
-            channel.close();
-            idle.wake_one();
+            send_and_go(&channel, &idle, jobs);
             let taken: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
             assert_eq!(taken, jobs as usize);
         });
