@@ -178,8 +178,7 @@ mod epoll {
             match rustix::io::write(&self.waker, &one) {
                 Ok(_) => Ok(()),
                 Err(rustix::io::Errno::AGAIN) => {
-                    let mut count = [0u8; 8];
-                    let _ = rustix::io::read(&self.waker, &mut count);
+                    self.empty_wake_ups();
                     rustix::io::write(&self.waker, &one)?;
                     Ok(())
                 }
@@ -192,11 +191,16 @@ mod epoll {
             Vec::with_capacity(1024)
         }
 
+        /// Empties the wake-up counter.
+        fn empty_wake_ups(&self) {
+            let mut count = [0u8; 8];
+            let _ = rustix::io::read(&self.waker, &mut count);
+        }
+
         /// Fills the wake-up counter as 2^64 - 2 wake-ups would.
         #[cfg(test)]
         pub(crate) fn fill_wake_ups(&self) {
-            let mut count = [0u8; 8];
-            let _ = rustix::io::read(&self.waker, &mut count);
+            self.empty_wake_ups();
             let most = (u64::MAX - 1).to_ne_bytes();
             rustix::io::write(&self.waker, &most).unwrap();
         }

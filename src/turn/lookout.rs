@@ -65,6 +65,22 @@ const SLEEPING: u64 = 1 << 16;
 const CAME: u64 = 1 << 32;
 const COUNT: u64 = 0xffff;
 
+/// How many watch, in a value of `Lookout::posts`.
+fn watchers(posts: u64) -> u64 {
+    posts & COUNT
+}
+
+/// How many sleep, in a value of `Lookout::posts`.
+fn sleepers(posts: u64) -> u64 {
+    (posts >> 16) & COUNT
+}
+
+/// Whether nobody watches the set while workers sleep, in a value of
+/// `Lookout::posts`: the set is left to the tick.
+fn unwatched(posts: u64) -> bool {
+    watchers(posts) == 0 && sleepers(posts) > 0
+}
+
 /// Where an idle worker waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Post {
@@ -113,7 +129,7 @@ impl Lookout {
     pub(crate) fn take_post(&self) -> Post {
         let mut posts = self.posts.load(Ordering::SeqCst);
         loop {
-            let (post, add) = if (posts & COUNT) < self.cpus as u64 {
+            let (post, add) = if watchers(posts) < self.cpus as u64 {
                 (Post::Watching, WATCHING + CAME)
             } else {
                 (Post::Sleeping, SLEEPING)
@@ -137,7 +153,7 @@ impl Lookout {
         match post {
             Post::Watching => {
                 let before = self.posts.fetch_sub(WATCHING, Ordering::SeqCst);
-                before & COUNT == 1 && (before >> 16) & COUNT > 0
+                unwatched(before - WATCHING)
             }
             Post::Sleeping => {
                 self.posts.fetch_sub(SLEEPING, Ordering::SeqCst);
@@ -148,11 +164,11 @@ impl Lookout {
 
     /// How many workers watch the set.
     pub(crate) fn watching(&self) -> usize {
-        (self.posts.load(Ordering::SeqCst) & COUNT) as usize
+        watchers(self.posts.load(Ordering::SeqCst)) as usize
     }
 
     fn sleeping(&self) -> usize {
-        ((self.posts.load(Ordering::SeqCst) >> 16) & COUNT) as usize
+        sleepers(self.posts.load(Ordering::SeqCst)) as usize
     }
 
     /// Whether a worker woken now could run beside the `busy` ones and
@@ -211,32 +227,28 @@ impl Lookout {
             at: now,
             came: Some(came),
         };
-        let unwatched = posts & COUNT == 0 && (posts >> 16) & COUNT > 0;
-        if stuck && unwatched {
+        let (left_unwatched, queued_now) = (unwatched(posts), queued());
+        if stuck && left_unwatched {
             // One sleeper is enough to take the watch. One woken at an
             // earlier tick may not have come yet, its CPU busy: waking
             // more would only leave them wake-ups to loop on, one per
             // tick that passes meanwhile.
             self.sleepers.wake_one_unless_owed();
-        } else if stuck && queued() && posts & COUNT > 0 {
+        } else if stuck && queued_now && watchers(posts) > 0 {
             notify();
         }
-        if unwatched || queued() {
+        if left_unwatched || queued_now {
             return;
         }
         // Nothing left behind: stop, unless a worker left something
         // meanwhile (it looks at the flag after its change).
         self.ticking.store(false, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        if self.is_unwatched() || queued() {
+        if unwatched(self.posts.load(Ordering::SeqCst)) || queued() {
             self.ticking.store(true, Ordering::SeqCst);
         } else {
             *last = Tick::default();
         }
-    }
-
-    fn is_unwatched(&self) -> bool {
-        self.watching() == 0 && self.sleeping() > 0
     }
 }
 
@@ -380,7 +392,7 @@ mod model {
     use loom::sync::Arc;
     use loom::thread;
 
-    use super::{Lookout, Post, Tick, TICK};
+    use super::{unwatched, Lookout, Post, Tick, TICK};
     use crate::pool::queue::model::{send_and_go, worker_posted, Channel, Waker};
     use crate::pool::queue::Idle;
 
@@ -488,7 +500,7 @@ mod model {
             // The poller's next loop, before its wait.
             let ticks_on = lookout.is_ticking();
             worker.join().unwrap();
-            if lookout.is_unwatched() || !channel.is_empty() {
+            if unwatched(lookout.posts.load(Ordering::SeqCst)) || !channel.is_empty() {
                 assert!(lookout.is_ticking(), "work left behind, and no tick");
                 assert!(
                     ticks_on || woken.load(Ordering::SeqCst),
