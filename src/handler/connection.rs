@@ -110,9 +110,9 @@ pub struct Connection {
     silent_since: Cell<Option<Instant>>,
     /// Whether something was written since the last read.
     replied: Cell<bool>,
-    /// Whether a read of the plain socket returned the client's end of
-    /// stream: the close need not wait for it (`ClientEnd`).
-    client_ended: Cell<bool>,
+    /// `Read` once a read of the plain socket returned the client's end
+    /// of stream: the close need not wait for it.
+    client_end: Cell<ClientEnd>,
     /// Set when a write succeeded although its last TLS records were
     /// still waiting when the write timeout fired: the next write reports
     /// that timeout (once) if they still wait.
@@ -166,7 +166,7 @@ impl Connection {
             ended: Cell::new(None),
             silent_since: Cell::new(None),
             replied: Cell::new(false),
-            client_ended: Cell::new(false),
+            client_end: Cell::new(ClientEnd::NotSeen),
             write_stalled: Cell::new(false),
             brief: Cell::new(match cfg!(unix) && !is_tls {
                 true => Brief::Unset,
@@ -560,17 +560,14 @@ impl Connection {
         if n > 0 {
             self.silent_since.set(None);
         } else if asked > 0 && !self.transport.is_tls() {
-            self.client_ended.set(true);
+            self.client_end.set(ClientEnd::Read);
         }
         n
     }
 
     /// What the close knows of the client's end (see [`heard`](Self::heard)).
     pub(crate) fn client_end(&self) -> ClientEnd {
-        match self.client_ended.get() {
-            true => ClientEnd::Read,
-            false => ClientEnd::NotSeen,
-        }
+        self.client_end.get()
     }
 
     /// Waits for the client in the read itself, for up to [`BRIEF_WAIT`],
@@ -865,7 +862,7 @@ impl fmt::Debug for Connection {
             ended,
             silent_since: _,
             replied: _,
-            client_ended: _,
+            client_end: _,
             write_stalled: _,
             brief: _,
         } = self;
