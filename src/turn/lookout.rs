@@ -21,14 +21,16 @@
 //! database): the connections whose turns it queued, and the set it left
 //! unwatched, would wait for it. Whoever leaves work so (jobs queued
 //! without a wake-up, or the set unwatched while workers sleep) makes
-//! sure that the poller thread ticks, every [`TICK`], until neither is
-//! the case. At a tick, if no worker has come to watch the set since the
+//! sure that the poller thread ticks until neither is the case (every
+//! [`TICK`] at first, further apart while the ticks find nobody stuck:
+//! see [`Tick`]). At a tick, if no worker has come to watch the set since the
 //! last one, the poller wakes a sleeping worker (not a second while the
 //! one it woke has not come), or a watching one for the queue. A turn
 //! that blocks delays the others by a tick or two (the first tick of a
-//! spell only looks who came); a server where
-//! workers come back often pays one poller wake-up per tick while it is
-//! busy, and nothing while it is idle. (On one CPU, a request that comes
+//! spell only looks who came); a server where workers come back often
+//! pays one poller wake-up per tick while it is busy, every
+//! [`LONGEST_TICK`] once the ticks have backed off, and nothing while it
+//! is idle. (On one CPU, a request that comes
 //! alone pays two: its watcher leaves the set unwatched while it serves
 //! it, which starts the ticking, and the first tick stops it.) A pool of
 //! one worker never ticks: what it leaves is its own to take.
@@ -55,8 +57,16 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use crate::pool::queue::Parking;
 
 /// How often the poller looks at a set left unwatched or a queue left
-/// without a wake-up.
+/// without a wake-up, at first and again once it found a worker stuck.
 pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// The longest the ticks get apart, while none finds a worker stuck.
+const LONGEST_TICK: Duration = Duration::from_millis(8);
+
+/// How many ticks in a row find nobody stuck before they get further
+/// apart: a few, so that a handler that often waits (and so is often
+/// found stuck) keeps the short tick.
+const CALM_TICKS: u32 = 8;
 
 /// The counts, in one word so that a worker changes them, and the number
 /// of times a worker came to watch, with one atomic operation.
@@ -213,21 +223,19 @@ impl Lookout {
     }
 
     /// The poller's tick (see the module's docs), at most one per
-    /// [`TICK`]: `queued` says whether jobs wait in the queue, `notify`
-    /// wakes a watcher. Clears the flag when nothing is left behind.
+    /// [`Tick::every`]: `queued` says whether jobs wait in the queue,
+    /// `notify` wakes a watcher. Clears the flag when nothing is left
+    /// behind.
     pub(crate) fn tick(&self, last: &mut Tick, queued: impl Fn() -> bool, notify: impl FnOnce()) {
         let now = Instant::now();
-        if now < last.at + TICK {
+        if now < last.at + last.every {
             return;
         }
         let posts = self.posts.load(Ordering::SeqCst);
         let came = posts >> 32;
         let stuck = last.came == Some(came);
-        *last = Tick {
-            at: now,
-            came: Some(came),
-        };
         let (left_unwatched, queued_now) = (unwatched(posts), queued());
+        *last = last.next(now, came, stuck && (left_unwatched || queued_now));
         if stuck && left_unwatched {
             // One sleeper is enough to take the watch. One woken at an
             // earlier tick may not have come yet, its CPU busy: waking
@@ -263,13 +271,51 @@ impl fmt::Debug for Lookout {
     }
 }
 
-/// What the poller's last tick saw.
+/// What the poller's last tick saw, and when the next is due.
+///
+/// The ticks of a busy spell start [`TICK`] apart. A server whose
+/// workers keep coming back (one busy with more clients than CPUs)
+/// would pay a poller wake-up every millisecond for ticks that find
+/// nobody stuck: after [`CALM_TICKS`] such ticks in a row, each gets
+/// twice as far from the last, up to [`LONGEST_TICK`] (as Go's `sysmon`
+/// sleeps longer while it finds nothing to take back). The first that
+/// finds a worker stuck brings them back to [`TICK`]: a turn that blocks
+/// after a calm spell delays the others by two long ticks at most.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tick {
     at: Instant,
     /// How many times a worker had taken the watch; `None` before the
     /// first tick of a busy spell.
     came: Option<u64>,
+    /// How long after `at` the next tick is due.
+    every: Duration,
+    /// How many ticks in a row found nobody stuck.
+    calm: u32,
+}
+
+impl Tick {
+    /// How long the poller waits for the next tick, at most.
+    pub(crate) fn every(&self) -> Duration {
+        self.every
+    }
+
+    /// The tick taken `at`, which saw `came` and found a worker `stuck`
+    /// (or not), after this one.
+    fn next(&self, at: Instant, came: u64, stuck: bool) -> Tick {
+        let (every, calm) = if stuck {
+            (TICK, 0)
+        } else if self.calm + 1 >= CALM_TICKS {
+            ((self.every * 2).min(LONGEST_TICK), CALM_TICKS)
+        } else {
+            (self.every, self.calm + 1)
+        };
+        Tick {
+            at,
+            came: Some(came),
+            every,
+            calm,
+        }
+    }
 }
 
 impl Default for Tick {
@@ -277,6 +323,8 @@ impl Default for Tick {
         Tick {
             at: Instant::now(),
             came: None,
+            every: TICK,
+            calm: 0,
         }
     }
 }
@@ -288,8 +336,18 @@ mod tests {
     /// The poller's last tick as it is when the next one is due: a tick
     /// ago, having seen `came`.
     fn a_tick_ago(came: Option<u64>) -> Tick {
-        let at = Instant::now().checked_sub(TICK).expect("the clock runs");
-        Tick { at, came }
+        due(Tick {
+            came,
+            ..Tick::default()
+        })
+    }
+
+    /// `last`, moved back so that the next tick is due now.
+    fn due(last: Tick) -> Tick {
+        let at = Instant::now()
+            .checked_sub(last.every)
+            .expect("the clock runs");
+        Tick { at, ..last }
     }
 
     fn came(lookout: &Lookout) -> u64 {
@@ -360,6 +418,38 @@ mod tests {
         assert_eq!(notified, 1);
         assert!(!lookout.is_ticking(), "the queue is empty");
         assert_eq!(lookout.sleepers.owed(), 0);
+    }
+
+    /// A server busier than its CPUs: a job is always queued, and the
+    /// watcher keeps coming back for it. Ticks that find nobody stuck get
+    /// further apart, up to the longest; the first that finds the watcher
+    /// stuck (a turn that blocks) wakes it and brings the short tick back.
+    #[test]
+    fn ticks_get_further_apart_while_nobody_is_stuck() {
+        let lookout = Lookout::with_cpus(2, 1);
+        assert_eq!(lookout.take_post(), Post::Watching);
+        lookout.keep_ticking(|| ());
+        let mut last = a_tick_ago(None);
+        let mut apart = Vec::new();
+        for _ in 0..CALM_TICKS + 4 {
+            // The watcher takes a job, and comes back.
+            assert!(!lookout.leave(Post::Watching));
+            assert_eq!(lookout.take_post(), Post::Watching);
+            last = due(last);
+            lookout.tick(&mut last, || true, || panic!("nobody is stuck"));
+            apart.push(last.every().as_millis());
+        }
+        assert!(lookout.is_ticking(), "a job is still queued");
+        let mut expected = vec![1; CALM_TICKS as usize - 1];
+        expected.extend([2, 4, 8, 8, 8]);
+        assert_eq!(apart, expected);
+        assert_eq!(LONGEST_TICK.as_millis(), 8);
+
+        // Its turn blocks: the next tick finds it stuck.
+        let mut notified = 0;
+        last = due(last);
+        lookout.tick(&mut last, || true, || notified += 1);
+        assert_eq!((notified, last.every()), (1, TICK));
     }
 
     /// A pool of one worker: what it leaves in the queue is its own to
@@ -494,7 +584,7 @@ mod model {
             // wakes nobody, it only decides whether to go on.
             let mut last = Tick {
                 at: Instant::now().checked_sub(TICK).expect("the clock runs"),
-                came: None,
+                ..Tick::default()
             };
             lookout.tick(&mut last, || !channel.is_empty(), || ());
             // The poller's next loop, before its wait.

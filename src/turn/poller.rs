@@ -17,7 +17,7 @@ use crate::stats::Counters;
 use crate::time::Moment;
 use crate::turn::engine::Hub;
 use crate::turn::events::ReadySet;
-use crate::turn::lookout::{Tick, TICK};
+use crate::turn::lookout::Tick;
 
 /// Keys of the server's stop and force signals in the poller's set
 /// (`usize::MAX` is the set's own wake-up); connections whose outbox it
@@ -123,7 +123,8 @@ fn run(hub: &Hub) {
         let mut timeout = next_timer.map(|at| at.saturating_duration_since(Moment::now()));
         let ticking = hub.lookout.is_ticking();
         if ticking {
-            timeout = Some(timeout.map_or(TICK, |timeout| timeout.min(TICK)));
+            let every = tick.every();
+            timeout = Some(timeout.map_or(every, |timeout| timeout.min(every)));
         }
         if let Err(error) = hub.poller.wait(&mut events, &mut buf, usize::MAX, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
