@@ -1020,10 +1020,13 @@ impl Entry {
         if inner.phase == Phase::Closed {
             return Err(CloseReason::Shutdown);
         }
+        // One reading of the clock for the whole park: it costs as much as
+        // the rest of the engine's part of a turn.
+        let now = Moment::now();
         let took_input = self.input.took_any();
         if took_input {
-            inner.idle_until = self.hub.idle_timeout.and_then(Moment::from_now);
-            inner.last_input = Some(Moment::now());
+            inner.idle_until = self.hub.idle_timeout.and_then(|idle| now.after(idle));
+            inner.last_input = Some(now);
         }
         inner.waits_for_room = !took_input && inner.unsent();
         if !inner.registered {
@@ -1043,10 +1046,7 @@ impl Entry {
         // A limit that is due is acted on by the timer of a parked
         // connection: one whose client keeps sending parks for it rather
         // than going on with turn after turn past its deadline.
-        let due = || {
-            self.due(&inner)
-                .is_some_and(|(due, _)| due <= Moment::now())
-        };
+        let due = || self.due(&inner).is_some_and(|(due, _)| due <= now);
         if self.input_waits(&inner, self.made_progress()) && !due() {
             if !self.hub.shared.is_stopping() {
                 return Ok(Parked::InputWaits);
@@ -1069,7 +1069,7 @@ impl Entry {
             // The shutdown's closing round looked at the connections
             // before this one parked; it sets the flag first, so one of us
             // sees the other.
-            self.close_if_quiet(&mut inner, Moment::now());
+            self.close_if_quiet(&mut inner, now);
         }
         Ok(Parked::Yes)
     }
