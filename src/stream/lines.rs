@@ -335,16 +335,32 @@ impl<R> LineReader<R> {
         &self.buf[line]
     }
 
-    /// Frees the buffer when it holds nothing, so that a connection
-    /// waiting for its next line costs no buffer; the next read allocates
-    /// it again.
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.start == self.end && !self.skipping {
-            self.buf = Vec::new();
-            self.start = 0;
-            self.end = 0;
-            self.scanned = 0;
+    /// Gives up the buffer when it holds nothing, so that a connection
+    /// waiting for its next line costs no buffer, and returns it (empty
+    /// when there was none, or when it holds bytes): the next read
+    /// allocates one again, unless given one with
+    /// [`lend`](LineReader::lend).
+    pub(crate) fn release_if_empty(&mut self) -> Vec<u8> {
+        if self.start != self.end || self.skipping {
+            return Vec::new();
         }
+        self.start = 0;
+        self.end = 0;
+        self.scanned = 0;
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Whether the reader holds a buffer (it gave up none, or read since).
+    pub(crate) fn holds_buffer(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Gives a reader that holds no buffer `buf` to read into, its bytes
+    /// to be overwritten, instead of allocating and zeroing one.
+    pub(crate) fn lend(&mut self, mut buf: Vec<u8>) {
+        debug_assert!(!self.holds_buffer());
+        buf.truncate(self.max_line.saturating_add(2));
+        self.buf = buf;
     }
 
     #[cfg(test)]
