@@ -1108,6 +1108,7 @@ impl TurnHandler for Big {
         loop {
             match lines.next_line_str() {
                 Ok(Some("big")) => turn.send(big_message(b'a'))?,
+                Ok(Some("pattern")) => turn.send(pattern())?,
                 Ok(Some(line)) => turn.send(format!("{line}\n"))?,
                 Ok(None) => return Ok(Next::Park),
                 Err(LineError::Closed { .. }) => return Ok(Next::Close),
@@ -1142,6 +1143,40 @@ fn expect_big_then_still_open(reader: &mut BufReader<TcpStream>, fill: u8, what:
         .unwrap_or_else(|ended| panic!("{what}: after the big message, a request got {ended}"));
     assert_eq!(line, b"still there?");
     half_close_and_expect_clean_end(reader);
+}
+
+/// More than the socket takes at once (loopback's send and receive
+/// buffers grow to a few MiB), each byte telling its place.
+const PATTERN: usize = 16 << 20;
+
+fn pattern() -> &'static [u8] {
+    static PATTERN_BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PATTERN_BYTES.get_or_init(|| (0..PATTERN).map(|i| (i % 251) as u8).collect())
+}
+
+/// `Turn::send` of a borrowed slice writes what the socket takes from the
+/// caller's bytes, and only the rest waits in the outbox: a client that
+/// reads 16 MiB after the send gets every byte in its place, then the
+/// connection still answers.
+#[test]
+fn turn_send_of_a_borrowed_slice_arrives_whole_and_in_order() {
+    let (stopper, _peers) = serve_big();
+    let mut stream = client(stopper.addr);
+    stream.write_all(b"pattern\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let got = read_bytes(&mut reader, PATTERN)
+        .unwrap_or_else(|ended| panic!("expected {PATTERN} bytes, got {ended}"));
+    if let Some(at) = got.iter().zip(pattern()).position(|(a, b)| a != b) {
+        panic!("byte {at} of {PATTERN} differs");
+    }
+    let mut stream = reader.get_ref();
+    stream.write_all(b"still there?\n").unwrap();
+    let mut line = Vec::new();
+    next_line(&mut reader, &mut line).unwrap_or_else(|ended| panic!("then got {ended}"));
+    assert_eq!(line, b"still there?");
+    half_close_and_expect_clean_end(&mut reader);
+    let report = stop_cleanly(stopper);
+    assert_eq!(report.stats.handler_errors, 0, "{:#?}", report.stats);
 }
 
 #[test]

@@ -798,7 +798,7 @@ impl Entry {
 
     /// Queues `bytes` from the connection's own turn: a full outbox is
     /// back-pressure, reported to the handler.
-    pub(crate) fn send_from_turn(self: &Arc<Self>, bytes: Arc<[u8]>) -> Result<(), SendError> {
+    pub(crate) fn send_from_turn(self: &Arc<Self>, bytes: impl Outgoing) -> Result<(), SendError> {
         let mut inner = lock(&self.inner);
         if inner.phase == Phase::Closed {
             return Err(SendError::Closed);
@@ -806,7 +806,7 @@ impl Entry {
         // A turn may add one message of any size while the outbox is at
         // most half full (`Lines` yields lines only then), so that a reply
         // to each line always fits, whatever `Peer`s sent meanwhile.
-        if !self.fits(&inner, &bytes) && !self.takes_input(&inner) {
+        if !self.fits(&inner, bytes.bytes()) && !self.takes_input(&inner) {
             return Err(SendError::Full);
         }
         self.queue(&mut inner, bytes);
@@ -815,12 +815,12 @@ impl Entry {
 
     /// Queues `bytes` from any thread; a full outbox is handled by the
     /// server's policy.
-    pub(crate) fn send_from_peer(self: &Arc<Self>, bytes: Arc<[u8]>) -> Result<(), SendError> {
+    pub(crate) fn send_from_peer(self: &Arc<Self>, bytes: impl Outgoing) -> Result<(), SendError> {
         let mut inner = lock(&self.inner);
         if inner.phase == Phase::Closed || inner.close.is_some() {
             return Err(SendError::Closed);
         }
-        if !self.fits(&inner, &bytes) {
+        if !self.fits(&inner, bytes.bytes()) {
             Counters::bump(&self.hub.counters().outbox_full);
             if self.hub.outbox_full == OutboxFull::Close {
                 log::debug!(
@@ -844,19 +844,29 @@ impl Entry {
         inner.outbox.is_empty() || inner.outbox.len + bytes.len() <= self.hub.outbox_limit
     }
 
-    fn queue(self: &Arc<Self>, inner: &mut Inner, bytes: Arc<[u8]>) {
-        if bytes.is_empty() {
+    fn queue(self: &Arc<Self>, inner: &mut Inner, bytes: impl Outgoing) {
+        let len = bytes.bytes().len();
+        if len == 0 {
             return;
         }
-        let was_empty = inner.outbox.is_empty();
-        inner.outbox.push(bytes);
-        if !was_empty {
+        if !inner.outbox.is_empty() {
             // Armed for writing already, or in a turn that arms it.
+            inner.outbox.push(bytes.into_shared());
             return;
         }
         // Written at once when the socket takes it: no hand-off for the
-        // common case of a client that reads.
-        self.flush(inner);
+        // common case of a client that reads, and no copy of what it
+        // takes (an echo's 16 KiB, or a reply, from the caller's own
+        // buffer). Only the rest waits in the outbox, shared. A failed
+        // write is met again by the flush, which closes.
+        let sent = inner
+            .stream
+            .as_ref()
+            .map_or(0, |stream| send_what_fits(stream, bytes.bytes()).0);
+        if sent < len {
+            inner.outbox.push_rest(bytes.into_shared(), sent);
+        }
+        self.flush_sent(inner, sent);
         if inner.phase == Phase::Parked {
             match inner.close {
                 Some(reason) => self.take_turn(inner, Why::Close(reason)),
@@ -875,19 +885,27 @@ impl Entry {
     /// take input again, input left waiting meanwhile counts as news (see
     /// `made_progress`): the readiness set will not report it again.
     fn flush(&self, inner: &mut Inner) {
+        self.flush_sent(inner, 0);
+    }
+
+    /// [`flush`](Entry::flush), after `sent` bytes were written from
+    /// outside the outbox.
+    fn flush_sent(&self, inner: &mut Inner, sent: usize) {
         let took_input = self.takes_input(inner);
-        self.write_out(inner);
+        self.write_out(inner, sent);
         if !took_input && self.takes_input(inner) && self.input.may_wait() {
             self.input.arrived(false);
         }
     }
 
-    fn write_out(&self, inner: &mut Inner) {
+    /// Writes what the socket takes of the outbox, and keeps the books of
+    /// that and of `sent` bytes written before from outside it.
+    fn write_out(&self, inner: &mut Inner, sent: usize) {
         let Some(stream) = &inner.stream else {
             inner.outbox.clear();
             return;
         };
-        match inner.outbox.write_to(stream) {
+        match inner.outbox.write_to(stream).map(|written| written + sent) {
             Ok(0) => {}
             Ok(_) => {
                 inner.stalled_since = inner.unsent().then(Moment::now);
@@ -1526,6 +1544,34 @@ impl std::fmt::Debug for TurnReader {
     }
 }
 
+/// Writes as much of `bytes` as the transport takes now: how much, and
+/// the error that stopped it, if one did rather than a full send buffer.
+fn send_what_fits(stream: &Transport, bytes: &[u8]) -> (usize, Option<io::Error>) {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        match stream.send_now(&bytes[sent..]) {
+            // Not expected for bytes to send: taken as a full buffer,
+            // so that it cannot spin.
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+            Err(error) => return (sent, Some(error)),
+        }
+    }
+    (sent, None)
+}
+
+/// Bytes to send, as the engine takes them: a borrowed message is
+/// written as it is where the socket takes it, and becomes shared bytes
+/// only for what must wait in the outbox.
+pub(crate) trait Outgoing {
+    /// The bytes.
+    fn bytes(&self) -> &[u8];
+
+    /// The bytes, to be kept.
+    fn into_shared(self) -> Arc<[u8]>;
+}
+
 /// Bytes queued for one client: shared buffers, so a broadcast is not
 /// copied per recipient. Holds no allocation while empty, nor while it
 /// holds one message (a reply, a delivery: the common case).
@@ -1599,6 +1645,15 @@ impl Outbox {
         self.chunks.push(bytes);
     }
 
+    /// Into an empty outbox, `bytes` of which the first `sent` were
+    /// written already.
+    fn push_rest(&mut self, bytes: Arc<[u8]>, sent: usize) {
+        debug_assert!(self.is_empty() && sent < bytes.len());
+        self.len = bytes.len() - sent;
+        self.written = sent;
+        self.chunks.push(bytes);
+    }
+
     fn clear(&mut self) {
         *self = Outbox::default();
     }
@@ -1608,18 +1663,20 @@ impl Outbox {
     fn write_to(&mut self, stream: &Transport) -> io::Result<usize> {
         let mut total = 0;
         while let Some(front) = self.chunks.front() {
-            match stream.send_now(&front[self.written..]) {
-                Ok(n) => {
-                    total += n;
-                    self.len -= n;
-                    self.written += n;
-                    if self.written == front.len() {
-                        self.chunks.pop_front();
-                        self.written = 0;
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) => return Err(error),
+            let (n, failed) = send_what_fits(stream, &front[self.written..]);
+            total += n;
+            self.len -= n;
+            self.written += n;
+            let whole = self.written == front.len();
+            if whole {
+                self.chunks.pop_front();
+                self.written = 0;
+            }
+            if let Some(error) = failed {
+                return Err(error);
+            }
+            if !whole {
+                break;
             }
         }
         if self.chunks.is_empty() {

@@ -16,7 +16,7 @@ use crate::pool::shutdown::Shared;
 use crate::stream::proxy::ProxyHeader;
 use crate::turn::engine::SendError;
 use crate::turn::engine::{Entry, TurnReader};
-use crate::turn::peer::{Message, Peer};
+use crate::turn::peer::{Message, Peer, Sending};
 
 /// Serves connections a turn at a time; one value is shared by every
 /// worker thread. The other mode, [`Handler`](crate::Handler), gives a
@@ -237,10 +237,9 @@ impl<'a> Turn<'a> {
     /// the client has read; [`Lines`](crate::Lines) does this for a line
     /// protocol), [`io::ErrorKind::NotConnected`] when the connection is
     /// already closing.
-    pub fn send(&mut self, bytes: impl Into<Message>) -> io::Result<()> {
-        let message: Message = bytes.into();
+    pub fn send(&mut self, bytes: impl AsRef<[u8]> + Into<Message>) -> io::Result<()> {
         self.entry
-            .send_from_turn(message.into_shared())
+            .send_from_turn(Sending(bytes))
             .map_err(SendError::into)
     }
 

@@ -10,7 +10,7 @@ use crate::config::CloseReason;
 use crate::net::listener::Listener;
 use crate::net::socket::PeerCredentials;
 use crate::stream::frames::LengthPrefix;
-use crate::turn::engine::{Entry, SendError};
+use crate::turn::engine::{Entry, Outgoing, SendError};
 
 /// A handle to a connection in the turn mode, from [`Turn::peer`](crate::Turn::peer):
 /// `Send`, `Sync` and cheap to clone, so a chat room or a game lobby keeps
@@ -82,8 +82,8 @@ impl Peer {
     /// [`SendError::Full`] when the outbox has no room for `bytes` (the
     /// connection is then closed if the policy says so), and
     /// [`SendError::Closed`] when the connection has ended or is ending.
-    pub fn send(&self, bytes: impl Into<Message>) -> Result<(), SendError> {
-        self.entry.send_from_peer(bytes.into().into_shared())
+    pub fn send(&self, bytes: impl AsRef<[u8]> + Into<Message>) -> Result<(), SendError> {
+        self.entry.send_from_peer(Sending(bytes))
     }
 
     /// Ends the connection: its handler's [`close`](crate::TurnHandler::close)
@@ -158,6 +158,27 @@ impl Message {
 
     pub(crate) fn into_shared(self) -> Arc<[u8]> {
         self.0
+    }
+}
+
+impl AsRef<[u8]> for Message {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// What [`Peer::send`] and [`Turn::send`](crate::Turn::send) take, as the
+/// engine takes it: the caller's bytes, written as they are where the
+/// socket takes them at once, made a [`Message`] only for what must wait.
+pub(crate) struct Sending<B>(pub(crate) B);
+
+impl<B: AsRef<[u8]> + Into<Message>> Outgoing for Sending<B> {
+    fn bytes(&self) -> &[u8] {
+        self.0.as_ref()
+    }
+
+    fn into_shared(self) -> Arc<[u8]> {
+        self.0.into().into_shared()
     }
 }
 
