@@ -90,7 +90,15 @@ impl<R: Read> Unwaited<R> {
     /// up then if it holds nothing.
     pub(crate) fn next_line_range(&mut self) -> Result<Option<Range<usize>>, LineError> {
         if !self.reader.holds_buffer() {
-            self.reader.lend(SPARE.with(Cell::take));
+            let spare = SPARE.with(Cell::take);
+            // Not one beyond this reader's bound (a reader with a longer
+            // limit gave it up): a reader keeps at most `max_line + 2`
+            // bytes, and that one stays the spare for the next.
+            if spare.capacity() <= self.reader.max_line().saturating_add(2) {
+                self.reader.lend(spare);
+            } else {
+                SPARE.with(|cell| cell.set(spare));
+            }
         }
         match self.reader.next_line_range() {
             Ok(line) => {
@@ -298,5 +306,31 @@ mod tests {
         assert!(matches!(next(&mut second), Err(LineError::TooLong { .. })));
         assert_eq!(next(&mut second).unwrap().unwrap(), b"c");
         assert_eq!(next(&mut second).unwrap(), None);
+    }
+
+    /// A spare from a reader with a longer limit is not lent to one with
+    /// a shorter: that one would keep, with a partial line (or parked
+    /// after a line), a buffer beyond its `max_line + 2` bytes.
+    #[test]
+    fn a_spare_larger_than_a_readers_limit_is_not_lent() {
+        static LONG: [u8; 3001] = {
+            let mut line = [b'x'; 3001];
+            line[3000] = b'\n';
+            line
+        };
+        // Both open before either reads (a new reader gives its own
+        // buffer as the spare).
+        let mut second = lines(3, &[b"ab"]);
+        let mut first = lines(4000, &[&LONG]);
+        assert_eq!(next(&mut first).unwrap().unwrap().len(), 3000);
+        assert_eq!(next(&mut first).unwrap(), None);
+        let spare = SPARE.with(Cell::take);
+        assert!(spare.capacity() > 1024, "kept as the spare");
+        SPARE.with(|cell| cell.set(spare));
+
+        assert_eq!(next(&mut second).unwrap(), None, "half a line");
+        assert_eq!(second.buffered(), b"ab");
+        let capacity = second.reader.capacity();
+        assert!(capacity <= 5, "holds {capacity} bytes for lines of 3");
     }
 }
