@@ -1179,6 +1179,70 @@ fn turn_send_of_a_borrowed_slice_arrives_whole_and_in_order() {
     assert_eq!(report.stats.handler_errors, 0, "{:#?}", report.stats);
 }
 
+/// Bytes of the caller's own type whose `AsRef<[u8]>` (the pattern) and
+/// `Into<Message>` (six other bytes) disagree: `send` writes the one
+/// where the socket takes it, and would keep the rest of the other.
+struct Disagreeing;
+
+impl AsRef<[u8]> for Disagreeing {
+    fn as_ref(&self) -> &[u8] {
+        pattern()
+    }
+}
+
+impl From<Disagreeing> for frontdesk::Message {
+    fn from(_: Disagreeing) -> frontdesk::Message {
+        frontdesk::Message::from("short\n")
+    }
+}
+
+/// Sends [`Disagreeing`] bytes as it opens, and says when `send` is back.
+struct SendsDisagreeing {
+    sent: Sender<()>,
+}
+
+impl TurnHandler for SendsDisagreeing {
+    type State = ();
+
+    fn open(&self, turn: &mut Turn<'_>) -> io::Result<()> {
+        turn.send(Disagreeing)?;
+        let _ = self.sent.send(());
+        Ok(())
+    }
+
+    fn ready(&self, (): &mut (), _: &mut Turn<'_>) -> io::Result<Next> {
+        Ok(Next::Park)
+    }
+}
+
+/// A type whose two views of its bytes disagree, sent where the socket
+/// takes only part of it (the client reads nothing until `send` is
+/// back), must not break the engine (its outbox counted the rest of the
+/// one from the offset of the other: a panic, or a count gone wrong): the
+/// connection is cut after what was written, every byte of it in place.
+#[test]
+fn turn_send_of_bytes_that_disagree_with_their_message_cuts_the_connection() {
+    let (sent_tx, sent) = crossbeam_channel::unbounded();
+    let handle = Server::builder()
+        .workers(2)
+        .bind(LOCALHOST)
+        .expect("bind")
+        .spawn_turns(SendsDisagreeing { sent: sent_tx })
+        .expect("spawn_turns");
+    let stopper = Stopper::new(handle);
+    let stream = client(stopper.addr);
+    sent.recv_timeout(TIMEOUT)
+        .expect("`send` returned (the engine did not panic)");
+    let mut reader = BufReader::new(stream);
+    let got = match read_to_end(&mut reader) {
+        Ok(got) => got,
+        Err(ended) => panic!("expected a clean end, got {ended}"),
+    };
+    assert!(got.len() < PATTERN, "the socket took all {PATTERN} bytes");
+    assert!(got[..] == pattern()[..got.len()], "the bytes differ");
+    stop_cleanly(stopper);
+}
+
 #[test]
 fn turn_send_larger_than_the_outbox_limit_is_delivered() {
     let (stopper, _peers) = serve_big();

@@ -364,7 +364,7 @@ impl<R> LineReader<R> {
     }
 
     #[cfg(test)]
-    fn capacity(&self) -> usize {
+    pub(crate) fn capacity(&self) -> usize {
         self.buf.capacity()
     }
 }

@@ -864,7 +864,27 @@ impl Entry {
             .as_ref()
             .map_or(0, |stream| send_what_fits(stream, bytes.bytes()).0);
         if sent < len {
-            inner.outbox.push_rest(bytes.into_shared(), sent);
+            let rest = bytes.into_shared();
+            if rest.len() == len {
+                inner.outbox.push_rest(rest, sent);
+            } else {
+                // The caller's type makes other bytes into a `Message`
+                // than it shows (`AsRef`), and the stream holds part of
+                // the one already: the rest of the other cannot follow,
+                // nor can anything else. It ends there, as after a failed
+                // write.
+                log::error!(
+                    "sent bytes disagree with their Message ({len} bytes, {}), closing: \
+                     peer={} id={}",
+                    rest.len(),
+                    self.peer_addr,
+                    self.id
+                );
+                if let Some(stream) = &inner.stream {
+                    let _ = stream.socket().shutdown(std::net::Shutdown::Write);
+                }
+                inner.close.get_or_insert(CloseReason::Failed);
+            }
         }
         self.flush_sent(inner, sent);
         if inner.phase == Phase::Parked {

@@ -225,9 +225,10 @@ impl<'a> Turn<'a> {
 
     /// Queues `bytes` in the connection's outbox; never waits. What the
     /// socket takes at once is written at once. Takes what
-    /// [`Peer::send`] takes. An empty outbox takes a message of any size,
-    /// even one over the outbox limit: the limit bounds what waits beyond
-    /// one message.
+    /// [`Peer::send`] takes, under the same rule (`as_ref` and the
+    /// [`Message`] must hold the same bytes). An empty outbox takes a
+    /// message of any size, even one over the outbox limit: the limit
+    /// bounds what waits beyond one message.
     ///
     /// # Errors
     ///

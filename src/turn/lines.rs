@@ -90,7 +90,15 @@ impl<R: Read> Unwaited<R> {
     /// up then if it holds nothing.
     pub(crate) fn next_line_range(&mut self) -> Result<Option<Range<usize>>, LineError> {
         if !self.reader.holds_buffer() {
-            self.reader.lend(SPARE.with(Cell::take));
+            let spare = SPARE.with(Cell::take);
+            // Not one beyond this reader's bound (a reader with a longer
+            // limit gave it up): a reader keeps at most `max_line + 2`
+            // bytes, and that one stays the spare for the next.
+            if spare.capacity() <= self.reader.max_line().saturating_add(2) {
+                self.reader.lend(spare);
+            } else {
+                SPARE.with(|cell| cell.set(spare));
+            }
         }
         match self.reader.next_line_range() {
             Ok(line) => {
@@ -279,24 +287,52 @@ mod tests {
 
     /// The buffer one connection gave up, its bytes still in it, serves
     /// the next on the same thread: that one reads only its own bytes,
-    /// within its own limit.
+    /// within its own limit. (Both open first: a new reader gives its own
+    /// buffer as the spare.)
     #[test]
     fn a_spare_buffer_carries_nothing_over() {
-        let mut first = lines(1000, &[b"xxxxxxxxxxxxxxxxxxxx\nyyyy\n"]);
-        assert_eq!(next(&mut first).unwrap().unwrap(), b"xxxxxxxxxxxxxxxxxxxx");
-        assert_eq!(next(&mut first).unwrap().unwrap(), b"yyyy");
+        let mut second = lines(3, &[b"ab", b"", b"\nabcd\nc\n"]);
+        let mut first = lines(3, &[b"xyz\nyy\n"]);
+        assert_eq!(next(&mut first).unwrap().unwrap(), b"xyz");
+        assert_eq!(next(&mut first).unwrap().unwrap(), b"yy");
         assert_eq!(next(&mut first).unwrap(), None);
         assert!(!first.reader.holds_buffer(), "given up when empty");
         let spare = SPARE.with(Cell::take);
-        assert!(spare.len() >= 26, "kept as the spare");
+        assert_eq!(spare.len(), 5, "kept as the spare");
+        assert!(spare.contains(&b'y'), "its bytes and all: {spare:?}");
         SPARE.with(|cell| cell.set(spare));
 
-        let mut second = lines(3, &[b"ab", b"", b"\nabcd\nc\n"]);
         assert_eq!(next(&mut second).unwrap(), None, "half a line");
         assert_eq!(second.buffered(), b"ab");
         assert_eq!(next(&mut second).unwrap().unwrap(), b"ab");
         assert!(matches!(next(&mut second), Err(LineError::TooLong { .. })));
         assert_eq!(next(&mut second).unwrap().unwrap(), b"c");
         assert_eq!(next(&mut second).unwrap(), None);
+    }
+
+    /// A spare from a reader with a longer limit is not lent to one with
+    /// a shorter: that one would keep, with a partial line (or parked
+    /// after a line), a buffer beyond its `max_line + 2` bytes.
+    #[test]
+    fn a_spare_larger_than_a_readers_limit_is_not_lent() {
+        static LONG: [u8; 3001] = {
+            let mut line = [b'x'; 3001];
+            line[3000] = b'\n';
+            line
+        };
+        // Both open before either reads (a new reader gives its own
+        // buffer as the spare).
+        let mut second = lines(3, &[b"ab"]);
+        let mut first = lines(4000, &[&LONG]);
+        assert_eq!(next(&mut first).unwrap().unwrap().len(), 3000);
+        assert_eq!(next(&mut first).unwrap(), None);
+        let spare = SPARE.with(Cell::take);
+        assert!(spare.capacity() > 1024, "kept as the spare");
+        SPARE.with(|cell| cell.set(spare));
+
+        assert_eq!(next(&mut second).unwrap(), None, "half a line");
+        assert_eq!(second.buffered(), b"ab");
+        let capacity = second.reader.capacity();
+        assert!(capacity <= 5, "holds {capacity} bytes for lines of 3");
     }
 }

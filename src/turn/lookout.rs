@@ -222,10 +222,10 @@ impl Lookout {
         self.ticking.load(Ordering::SeqCst)
     }
 
-    /// The poller's tick (see the module's docs), at most one per
-    /// [`Tick::every`]: `queued` says whether jobs wait in the queue,
-    /// `notify` wakes a watcher. Clears the flag when nothing is left
-    /// behind.
+    /// The poller's tick (see the module's docs), at most one per period
+    /// of `last` (see [`Tick`]): `queued` says whether jobs wait in the
+    /// queue, `notify` wakes a watcher. Clears the flag when nothing is
+    /// left behind.
     pub(crate) fn tick(&self, last: &mut Tick, queued: impl Fn() -> bool, notify: impl FnOnce()) {
         let now = Instant::now();
         if now < last.at + last.every {
@@ -294,9 +294,12 @@ pub(crate) struct Tick {
 }
 
 impl Tick {
-    /// How long the poller waits for the next tick, at most.
-    pub(crate) fn every(&self) -> Duration {
-        self.every
+    /// How long the poller may wait before the next tick is due: what is
+    /// left of the period, not a whole one, when something else woke it
+    /// meanwhile (a timer, room to write), so that such wake-ups never put
+    /// a tick off.
+    pub(crate) fn until_due(&self) -> Duration {
+        (self.at + self.every).saturating_duration_since(Instant::now())
     }
 
     /// The tick taken `at`, which saw `came` and found a worker `stuck`
@@ -437,7 +440,7 @@ mod tests {
             assert_eq!(lookout.take_post(), Post::Watching);
             last = due(last);
             lookout.tick(&mut last, || true, || panic!("nobody is stuck"));
-            apart.push(last.every().as_millis());
+            apart.push(last.every.as_millis());
         }
         assert!(lookout.is_ticking(), "a job is still queued");
         let mut expected = vec![1; CALM_TICKS as usize - 1];
@@ -449,7 +452,33 @@ mod tests {
         let mut notified = 0;
         last = due(last);
         lookout.tick(&mut last, || true, || notified += 1);
-        assert_eq!((notified, last.every()), (1, TICK));
+        assert_eq!((notified, last.every), (1, TICK));
+    }
+
+    /// The poller woken between two ticks (a timer, room to write, a
+    /// parked connection's news) waits again only for what is left until
+    /// the next tick is due, not for a whole period: else each such
+    /// wake-up puts the tick off by up to a period, and a turn that blocks
+    /// after a calm spell delays the others by up to four long ticks, not
+    /// the two the docs promise.
+    #[test]
+    fn a_poller_woken_between_ticks_waits_only_until_the_next() {
+        let at = Instant::now()
+            .checked_sub(LONGEST_TICK / 2)
+            .expect("the clock runs");
+        let last = Tick {
+            at,
+            came: Some(0),
+            every: LONGEST_TICK,
+            calm: CALM_TICKS,
+        };
+        let before = Instant::now();
+        let wait = last.until_due();
+        assert!(
+            before + wait <= at + LONGEST_TICK,
+            "waits {wait:?} where the tick is due in {:?}",
+            (at + LONGEST_TICK).saturating_duration_since(before)
+        );
     }
 
     /// A pool of one worker: what it leaves in the queue is its own to

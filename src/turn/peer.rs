@@ -77,6 +77,12 @@ impl Peer {
     /// copying them. An empty outbox takes a message of any size, even one
     /// over the outbox limit.
     ///
+    /// What the socket takes at once is written from `bytes.as_ref()`,
+    /// and only the rest is made a [`Message`]: a type of your own must
+    /// convert into a `Message` of the very bytes its `as_ref` shows.
+    /// One whose `Message` has another length, found so, ends the
+    /// connection after what was written.
+    ///
     /// # Errors
     ///
     /// [`SendError::Full`] when the outbox has no room for `bytes` (the

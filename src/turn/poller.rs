@@ -78,6 +78,7 @@ fn run(hub: &Hub) {
     let mut draining = false;
     let mut forced = false;
     let mut tick = Tick::default();
+    let mut was_ticking = false;
     loop {
         let now = Moment::now();
         let next_timer = loop {
@@ -123,9 +124,16 @@ fn run(hub: &Hub) {
         let mut timeout = next_timer.map(|at| at.saturating_duration_since(Moment::now()));
         let ticking = hub.lookout.is_ticking();
         if ticking {
-            let every = tick.every();
-            timeout = Some(timeout.map_or(every, |timeout| timeout.min(every)));
+            if !was_ticking {
+                // A spell begins: its first tick is a period from now, not
+                // from the end of the last spell (a lone request's watcher
+                // is usually back by then, and that tick stops the spell).
+                tick = Tick::default();
+            }
+            let wait = tick.until_due();
+            timeout = Some(timeout.map_or(wait, |timeout| timeout.min(wait)));
         }
+        was_ticking = ticking;
         if let Err(error) = hub.poller.wait(&mut events, &mut buf, usize::MAX, timeout) {
             // Not expected: `polling` retries EINTR itself. Leaving would
             // strand every parked connection; the timers and the force
