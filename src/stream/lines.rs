@@ -130,9 +130,17 @@ impl<R: Read> LineReader<R> {
     /// holds at most `max_line + 2` bytes and starts at
     /// `min(max_line + 2, 1 KiB)`.
     pub fn new(inner: R, max_line: usize) -> Self {
+        let mut reader = LineReader::without_buffer(inner, max_line);
+        reader.buf = vec![0; max_line.saturating_add(2).min(INITIAL_CAPACITY)];
+        reader
+    }
+
+    /// A reader as [`new`](LineReader::new) makes, holding no buffer
+    /// until its first read (or [`lend`](LineReader::lend)).
+    pub(crate) fn without_buffer(inner: R, max_line: usize) -> Self {
         LineReader {
             inner,
-            buf: vec![0; max_line.saturating_add(2).min(INITIAL_CAPACITY)],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             scanned: 0,

@@ -859,6 +859,7 @@ impl Entry {
         // takes (an echo's 16 KiB, or a reply, from the caller's own
         // buffer). Only the rest waits in the outbox, shared. A failed
         // write is met again by the flush, which closes.
+        let took_input = self.takes_input(inner);
         let sent = inner
             .stream
             .as_ref()
@@ -886,7 +887,7 @@ impl Entry {
                 inner.close.get_or_insert(CloseReason::Failed);
             }
         }
-        self.flush_sent(inner, sent);
+        self.flush_sent(inner, sent, took_input);
         if inner.phase == Phase::Parked {
             match inner.close {
                 Some(reason) => self.take_turn(inner, Why::Close(reason)),
@@ -905,13 +906,13 @@ impl Entry {
     /// take input again, input left waiting meanwhile counts as news (see
     /// `made_progress`): the readiness set will not report it again.
     fn flush(&self, inner: &mut Inner) {
-        self.flush_sent(inner, 0);
+        let took_input = self.takes_input(inner);
+        self.flush_sent(inner, 0, took_input);
     }
 
     /// [`flush`](Entry::flush), after `sent` bytes were written from
-    /// outside the outbox.
-    fn flush_sent(&self, inner: &mut Inner, sent: usize) {
-        let took_input = self.takes_input(inner);
+    /// outside the outbox, which took input then if `took_input`.
+    fn flush_sent(&self, inner: &mut Inner, sent: usize, took_input: bool) {
         self.write_out(inner, sent);
         if !took_input && self.takes_input(inner) && self.input.may_wait() {
             self.input.arrived(false);

@@ -77,10 +77,8 @@ impl<R: Read> Unwaited<R> {
     /// Lines of at most `max_line` bytes from `inner`, with no buffer
     /// held until bytes arrive.
     pub(crate) fn new(inner: R, max_line: usize) -> Unwaited<R> {
-        let mut reader = LineReader::new(inner, max_line);
-        keep_spare(reader.release_if_empty());
         Unwaited {
-            reader,
+            reader: LineReader::without_buffer(inner, max_line),
             partial_since: None,
         }
     }
