@@ -268,10 +268,12 @@ fn drive(args: &[String]) -> BoxResult<()> {
     Ok(())
 }
 
-/// `bench load echo|lines|churn ADDR C [SIZE] [MS]`: drives a server that
-/// is already running (for profiling it), then prints what it measured.
+/// `bench load echo|lines|churn ADDR C [SIZE] [MS]`, or `bench load chat
+/// ADDR CLIENTS [SENDERS] [MS]`: drives a server that is already running
+/// (for profiling it), then prints what it measured.
 fn load_main(args: &[String]) -> BoxResult<()> {
-    let usage = "usage: bench load echo|lines|churn ADDR C [SIZE] [MS]";
+    let usage =
+        "usage: bench load echo|lines|churn ADDR C [SIZE] [MS], or bench load chat ADDR CLIENTS [SENDERS] [MS]";
     let [kind, addr, c, rest @ ..] = args else {
         return Err(usage.into());
     };
@@ -290,6 +292,23 @@ fn load_main(args: &[String]) -> BoxResult<()> {
         chat: Duration::ZERO,
     };
     let mut mark = |_| {};
+    if kind == "chat" {
+        let load = chat::ChatLoad {
+            clients: c,
+            senders: number(0, run::CHAT_SENDERS as u64)? as usize,
+            rate: run::CHAT_RATE,
+            duration: timing.measure,
+        };
+        let window = chat::chat(addr, load, &mut mark)?;
+        println!(
+            "{} of {} deliveries in {:.2} s, then the hello burst in {:.0} ms",
+            window.received,
+            window.expected,
+            window.elapsed.as_secs_f64(),
+            window.burst.as_secs_f64() * 1000.0
+        );
+        return Ok(());
+    }
     let window = match kind.as_str() {
         "echo" => {
             let size = number(0, 64)? as usize;
