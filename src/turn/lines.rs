@@ -62,8 +62,9 @@ thread_local! {
     static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-/// The largest buffer kept as the spare: the size a reader starts at, so
-/// that a worker thread keeps at most that much for a line that was long.
+/// The largest buffer kept as the spare: a few times the 1 KiB a reader
+/// starts at, so that a worker thread keeps at most that much after a
+/// line that was long.
 const SPARE_MAX: usize = 4096;
 
 /// Keeps `buf` as this thread's spare, if it is worth keeping.
@@ -71,6 +72,20 @@ fn keep_spare(buf: Vec<u8>) {
     if !buf.is_empty() && buf.capacity() <= SPARE_MAX {
         SPARE.with(|spare| spare.set(buf));
     }
+}
+
+/// This thread's spare, if it holds at most `most` bytes (a reader keeps
+/// no more than its `max_line + 2`); else none, and a larger spare stays
+/// for a reader with a longer limit.
+fn take_spare(most: usize) -> Vec<u8> {
+    SPARE.with(|cell| {
+        let spare = cell.take();
+        if spare.capacity() <= most {
+            return spare;
+        }
+        cell.set(spare);
+        Vec::new()
+    })
 }
 
 impl<R: Read> Unwaited<R> {
@@ -88,15 +103,8 @@ impl<R: Read> Unwaited<R> {
     /// up then if it holds nothing.
     pub(crate) fn next_line_range(&mut self) -> Result<Option<Range<usize>>, LineError> {
         if !self.reader.holds_buffer() {
-            let spare = SPARE.with(Cell::take);
-            // Not one beyond this reader's bound (a reader with a longer
-            // limit gave it up): a reader keeps at most `max_line + 2`
-            // bytes, and that one stays the spare for the next.
-            if spare.capacity() <= self.reader.max_line().saturating_add(2) {
-                self.reader.lend(spare);
-            } else {
-                SPARE.with(|cell| cell.set(spare));
-            }
+            self.reader
+                .lend(take_spare(self.reader.max_line().saturating_add(2)));
         }
         match self.reader.next_line_range() {
             Ok(line) => {
@@ -285,8 +293,7 @@ mod tests {
 
     /// The buffer one connection gave up, its bytes still in it, serves
     /// the next on the same thread: that one reads only its own bytes,
-    /// within its own limit. (Both open first: a new reader gives its own
-    /// buffer as the spare.)
+    /// within its own limit.
     #[test]
     fn a_spare_buffer_carries_nothing_over() {
         let mut second = lines(3, &[b"ab", b"", b"\nabcd\nc\n"]);
@@ -318,8 +325,6 @@ mod tests {
             line[3000] = b'\n';
             line
         };
-        // Both open before either reads (a new reader gives its own
-        // buffer as the spare).
         let mut second = lines(3, &[b"ab"]);
         let mut first = lines(4000, &[&LONG]);
         assert_eq!(next(&mut first).unwrap().unwrap().len(), 3000);
