@@ -1136,6 +1136,12 @@ fn expect_big_then_still_open(reader: &mut BufReader<TcpStream>, fill: u8, what:
     let got = read_bytes(reader, BIG)
         .unwrap_or_else(|ended| panic!("{what}: expected {BIG} bytes, got {ended}"));
     assert!(got == big_message(fill), "{what}: the bytes differ");
+    expect_still_open(reader, what);
+}
+
+/// After a big message: the connection still answers a request, then
+/// ends cleanly after a half-close.
+fn expect_still_open(reader: &mut BufReader<TcpStream>, what: &str) {
     let mut stream = reader.get_ref();
     stream.write_all(b"still there?\n").unwrap();
     let mut line = Vec::new();
@@ -1169,12 +1175,7 @@ fn turn_send_of_a_borrowed_slice_arrives_whole_and_in_order() {
     if let Some(at) = got.iter().zip(pattern()).position(|(a, b)| a != b) {
         panic!("byte {at} of {PATTERN} differs");
     }
-    let mut stream = reader.get_ref();
-    stream.write_all(b"still there?\n").unwrap();
-    let mut line = Vec::new();
-    next_line(&mut reader, &mut line).unwrap_or_else(|ended| panic!("then got {ended}"));
-    assert_eq!(line, b"still there?");
-    half_close_and_expect_clean_end(&mut reader);
+    expect_still_open(&mut reader, "Turn::send of a borrowed slice");
     let report = stop_cleanly(stopper);
     assert_eq!(report.stats.handler_errors, 0, "{:#?}", report.stats);
 }
