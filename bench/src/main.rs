@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::load::Timing;
+use crate::load::{Mark, Timing};
 use crate::run::{
     Sample, Scenario, ScenarioResult, FD_ALL, FD_BLOCK_IDLE, FD_MAIN, FD_REJECT, FD_TURNS,
 };
@@ -270,7 +270,8 @@ fn drive(args: &[String]) -> BoxResult<()> {
 
 /// `bench load echo|lines|churn ADDR C [SIZE] [MS]`, or `bench load chat
 /// ADDR CLIENTS [SENDERS] [MS]`: drives a server that is already running
-/// (for profiling it), then prints what it measured.
+/// (for profiling it), then prints what it measured; with
+/// `BENCH_SERVER_PID` set, also the server's CPU over the measured window.
 fn load_main(args: &[String]) -> BoxResult<()> {
     let usage =
         "usage: bench load echo|lines|churn ADDR C [SIZE] [MS], or bench load chat ADDR CLIENTS [SENDERS] [MS]";
@@ -291,7 +292,23 @@ fn load_main(args: &[String]) -> BoxResult<()> {
         measure: Duration::from_millis(number(1, 5000)?),
         chat: Duration::ZERO,
     };
-    let mut mark = |_| {};
+    // With `BENCH_SERVER_PID`, the server's CPU time over the measured
+    // window alone (not the connecting, nor the hello burst): what an A/B
+    // comparison of two builds needs, without a profiler attached.
+    let server: Option<u32> = std::env::var("BENCH_SERVER_PID")
+        .ok()
+        .map(|pid| pid.parse())
+        .transpose()?;
+    let mut window_cpu = (None, None);
+    let mut mark = |mark| {
+        let Some(pid) = server else { return };
+        let cpu = procfs::cpu_time(pid).ok();
+        match mark {
+            Mark::Start => window_cpu.0 = cpu,
+            Mark::End => window_cpu.1 = cpu,
+            Mark::BurstStart | Mark::BurstEnd => {}
+        }
+    };
     if kind == "chat" {
         let load = chat::ChatLoad {
             clients: c,
@@ -307,6 +324,7 @@ fn load_main(args: &[String]) -> BoxResult<()> {
             window.elapsed.as_secs_f64(),
             window.burst.as_secs_f64() * 1000.0
         );
+        print_server_cpu(window_cpu, window.received);
         return Ok(());
     }
     let window = match kind.as_str() {
@@ -325,7 +343,21 @@ fn load_main(args: &[String]) -> BoxResult<()> {
         window.completed as f64 / window.elapsed.as_secs_f64(),
         window.errors
     );
+    print_server_cpu(window_cpu, window.completed);
     Ok(())
+}
+
+/// The server's CPU per exchange or delivery over the measured window,
+/// when `bench load` was given its pid.
+fn print_server_cpu(window: (Option<Duration>, Option<Duration>), served: u64) {
+    if let (Some(start), Some(end)) = window {
+        let micros = end.saturating_sub(start).as_secs_f64() * 1e6;
+        println!(
+            "server CPU: {:.0} ms, {:.3} µs each",
+            micros / 1000.0,
+            micros / served.max(1) as f64
+        );
+    }
 }
 
 fn summary(sample: &Sample) -> String {
