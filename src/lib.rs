@@ -159,8 +159,9 @@
 //! [`reuse_port`](ServerBuilder::reuse_port) is Unix only.
 
 // A few `unsafe` calls, each with its reason: adding a socket to the
-// readiness set (`turn/events.rs`, `pool/closer.rs`), and reading a Unix
-// socket peer's credentials (`net/socket.rs`).
+// readiness set (`turn/events.rs`, `pool/closer.rs`), reading a Unix
+// socket peer's credentials (`net/socket.rs`), and borrowing the
+// descriptor a stream keeps beside its socket (`stream/transport.rs`).
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]

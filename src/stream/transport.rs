@@ -23,6 +23,12 @@ use crate::stream::wait;
 #[derive(Clone)]
 pub(crate) struct Transport {
     socket: Arc<Socket>,
+    /// The socket's descriptor, kept beside the `Arc` as well as behind
+    /// it: a read or a write then touches no memory of the socket's own.
+    /// A chat relay sends each message to a thousand connections that are
+    /// not in the cache, and that is one cache line fewer for each.
+    #[cfg(unix)]
+    fd: std::os::fd::RawFd,
     #[cfg(feature = "tls")]
     tls: Option<Arc<crate::stream::tls::Session>>,
 }
@@ -30,6 +36,8 @@ pub(crate) struct Transport {
 impl Transport {
     pub(crate) fn plain(socket: Arc<Socket>) -> Transport {
         Transport {
+            #[cfg(unix)]
+            fd: raw_fd(&socket),
             socket,
             #[cfg(feature = "tls")]
             tls: None,
@@ -39,6 +47,8 @@ impl Transport {
     #[cfg(feature = "tls")]
     pub(crate) fn tls(socket: Arc<Socket>, session: crate::stream::tls::Session) -> Transport {
         Transport {
+            #[cfg(unix)]
+            fd: raw_fd(&socket),
             socket,
             tls: Some(Arc::new(session)),
         }
@@ -47,6 +57,17 @@ impl Transport {
     /// The socket, to wait on, to shut down, or to close gently.
     pub(crate) fn socket(&self) -> &Arc<Socket> {
         &self.socket
+    }
+
+    /// The socket's descriptor, for a read or a write.
+    #[cfg(unix)]
+    fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: `self.socket` owns the descriptor and is not dropped
+        // while `self` is borrowed, so it stays open for the borrow.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::os::fd::BorrowedFd::borrow_raw(self.fd)
+        }
     }
 
     /// Whether TLS runs over the socket.
@@ -71,6 +92,9 @@ impl Transport {
         if let Some(tls) = &self.tls {
             return tls.recv_now(&self.socket, buf);
         }
+        #[cfg(unix)]
+        return wait::recv_now(&self.fd(), buf);
+        #[cfg(not(unix))]
         wait::recv_now(&*self.socket, buf)
     }
 
@@ -82,6 +106,9 @@ impl Transport {
         if let Some(tls) = &self.tls {
             return tls.send_now(&self.socket, buf);
         }
+        #[cfg(unix)]
+        return wait::send_now(&self.fd(), buf);
+        #[cfg(not(unix))]
         wait::send_now(&*self.socket, buf)
     }
 
@@ -137,6 +164,13 @@ impl Transport {
         }
         Arc::clone(&self.socket)
     }
+}
+
+/// The descriptor of `socket`, which stays open as long as it does.
+#[cfg(unix)]
+fn raw_fd(socket: &Socket) -> std::os::fd::RawFd {
+    use std::os::fd::{AsFd, AsRawFd};
+    socket.as_fd().as_raw_fd()
 }
 
 impl std::fmt::Debug for Transport {

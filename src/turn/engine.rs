@@ -466,7 +466,23 @@ impl Hasher for IdHasher {
 }
 
 /// A connection of the turn mode.
+///
+/// Laid out in the order written (`repr(C)`), so that what a message
+/// sent to it touches comes first and together: the hub, the lock, and
+/// the head of [`Inner`]. A chat relay sends each message to a thousand
+/// connections, whose entries are not in the cache; left to the
+/// compiler, those fields spread over three or four cache lines.
+#[repr(C)]
 pub(crate) struct Entry {
+    pub(crate) hub: Arc<Hub>,
+    inner: Mutex<Inner>,
+    /// The news of its input (see `input.rs`), and what the turn under
+    /// way did with it: whether it read any, whether `Lines` keeps some.
+    input: Input,
+    /// The handler's state, taken by the worker of a turn. Before `open`
+    /// (there is no state yet) it holds the part of the PROXY header read
+    /// so far, if any (see `Turns::read_header`).
+    pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
     pub(crate) id: u64,
     /// The listener it came through (its index in `Shared::listeners`).
     pub(crate) listener: usize,
@@ -480,15 +496,6 @@ pub(crate) struct Entry {
     /// `open`); outside `inner`, so that a turn reads it without a lock.
     #[cfg(feature = "tls")]
     tls_info: std::sync::OnceLock<Arc<crate::stream::tls::TlsInfo>>,
-    /// The news of its input (see `input.rs`), and what the turn under
-    /// way did with it: whether it read any, whether `Lines` keeps some.
-    input: Input,
-    /// The handler's state, taken by the worker of a turn. Before `open`
-    /// (there is no state yet) it holds the part of the PROXY header read
-    /// so far, if any (see `Turns::read_header`).
-    pub(crate) state: Mutex<Option<Box<dyn Any + Send>>>,
-    inner: Mutex<Inner>,
-    pub(crate) hub: Arc<Hub>,
 }
 
 /// The state of a connection under its lock. Every byte here is paid
@@ -496,34 +503,23 @@ pub(crate) struct Entry {
 /// each): its points in time are [`Moment`]s (8 bytes, `Option` or not,
 /// where an `Instant` takes 16), and what only some connections have is
 /// boxed.
+///
+/// In the order written (`repr(C)`, see [`Entry`]): first what every
+/// message sent touches, the small fields packed together, then the
+/// outbox's length ahead of its chunks, then the rest.
+#[repr(C)]
 struct Inner {
-    /// The socket (and TLS session), until the connection closes: then
-    /// the socket goes to the closer, so that a `Peer` kept after the end
-    /// holds no descriptor.
-    stream: Option<Transport>,
     phase: Phase,
-    outbox: Outbox,
     /// Why the connection is to end, once something asked.
     close: Option<CloseReason>,
-    /// The handler's deadline (`Turn::set_deadline`).
-    deadline: Option<Moment>,
-    /// When the idle timeout ends the connection if no input comes.
-    idle_until: Option<Moment>,
-    /// Since when the outbox has held bytes the client does not take.
-    stalled_since: Option<Moment>,
-    /// The due time this connection has in the timers, if any: its one
-    /// timer there. Only an earlier due time replaces it; a timer that
-    /// fires and finds the connection due later sets that instead.
-    scheduled: Option<Moment>,
-    registered: bool,
     /// Also in the poller's set, for room to write (see `watch_room`).
     watched: bool,
-    /// When the connection last showed life (a turn that read, a client
-    /// that took replies during a shutdown): during a shutdown it is
-    /// closed once it has been quiet for the drain's quiet time.
-    last_input: Option<Moment>,
-    /// During a shutdown, when to look again whether it is quiet.
-    drain_check: Option<Moment>,
+    /// The last turn read nothing while the outbox held bytes: the handler
+    /// waits for room by a measure of its own (the echo example waits for
+    /// a whole read's worth). It takes no input until the outbox is
+    /// empty, or readiness would give it turn after turn it cannot use.
+    waits_for_room: bool,
+    registered: bool,
     /// While its TLS handshake runs (before `open`): the connection is
     /// parked between the client's records, like a turn, and `deadline`
     /// is when the handshake must be done. (A flag and the one deadline,
@@ -533,15 +529,31 @@ struct Inner {
     /// The forced end came during a turn: when it ends, the connection
     /// closes at once, its outbox unsent.
     forced: bool,
+    /// The socket (and TLS session), until the connection closes: then
+    /// the socket goes to the closer, so that a `Peer` kept after the end
+    /// holds no descriptor.
+    stream: Option<Transport>,
+    /// Since when the outbox has held bytes the client does not take.
+    stalled_since: Option<Moment>,
+    outbox: Outbox,
+    /// The handler's deadline (`Turn::set_deadline`).
+    deadline: Option<Moment>,
+    /// When the idle timeout ends the connection if no input comes.
+    idle_until: Option<Moment>,
+    /// The due time this connection has in the timers, if any: its one
+    /// timer there. Only an earlier due time replaces it; a timer that
+    /// fires and finds the connection due later sets that instead.
+    scheduled: Option<Moment>,
+    /// When the connection last showed life (a turn that read, a client
+    /// that took replies during a shutdown): during a shutdown it is
+    /// closed once it has been quiet for the drain's quiet time.
+    last_input: Option<Moment>,
+    /// During a shutdown, when to look again whether it is quiet.
+    drain_check: Option<Moment>,
     /// Its place in its address's count (`max_connections_per_ip`),
     /// given back when it closes. Boxed: 8 bytes rather than 32 for
     /// the connections of a server with no such limit.
     ip_slot: Option<Box<IpSlot>>,
-    /// The last turn read nothing while the outbox held bytes: the handler
-    /// waits for room by a measure of its own (the echo example waits for
-    /// a whole read's worth). It takes no input until the outbox is
-    /// empty, or readiness would give it turn after turn it cannot use.
-    waits_for_room: bool,
 }
 
 impl Inner {
@@ -1597,12 +1609,14 @@ pub(crate) trait Outgoing {
 /// copied per recipient. Holds no allocation while empty, nor while it
 /// holds one message (a reply, a delivery: the common case).
 #[derive(Default)]
+#[repr(C)]
 struct Outbox {
-    chunks: Chunks,
+    /// Bytes not written yet. First: a message sent to a connection looks
+    /// at nothing else of an empty outbox (see [`Entry`]).
+    len: usize,
     /// How much of the first chunk has been written.
     written: usize,
-    /// Bytes not written yet.
-    len: usize,
+    chunks: Chunks,
 }
 
 /// The chunks of an [`Outbox`], in order. One chunk is kept without a
@@ -1682,6 +1696,15 @@ impl Outbox {
     /// Writes until the transport takes no more; returns how much it
     /// took. With TLS, what it took may still wait for the socket.
     fn write_to(&mut self, stream: &Transport) -> io::Result<usize> {
+        if self.len == 0 {
+            // Nothing waits, and the chunks' memory went back when the last
+            // was written: a message sent to a client that reads touches no
+            // more of the outbox than its length (see [`Entry`]).
+            return match stream.flush_now() {
+                Err(error) if error.kind() != io::ErrorKind::WouldBlock => Err(error),
+                _ => Ok(0),
+            };
+        }
         let mut total = 0;
         while let Some(front) = self.chunks.front() {
             let (n, failed) = send_what_fits(stream, &front[self.written..]);
@@ -1797,12 +1820,40 @@ mod tests {
     /// TLS, its session in the transport and the handshake's cell add 24.)
     #[test]
     fn an_entry_stays_small() {
-        let most = if cfg!(feature = "tls") { 272 } else { 248 };
+        let most = if cfg!(feature = "tls") { 280 } else { 256 };
         let size = std::mem::size_of::<Entry>();
         assert!(
             size <= most,
             "an Entry takes {size} bytes, more than {most}"
         );
+    }
+
+    /// What a message sent to a connection touches comes first in its
+    /// entry, within about a cache line (see [`Entry`]): the hub, the
+    /// lock, the small fields, the stream, the stall and the outbox's
+    /// length.
+    #[test]
+    fn what_a_message_sent_touches_comes_first() {
+        use std::mem::offset_of;
+        assert_eq!(offset_of!(Entry, hub), 0);
+        assert_eq!(offset_of!(Entry, inner), 8);
+        assert_eq!(offset_of!(Outbox, len), 0);
+        let end = offset_of!(Inner, outbox) + std::mem::size_of::<usize>();
+        let most = if cfg!(feature = "tls") { 48 } else { 40 };
+        assert!(
+            end <= most,
+            "the outbox's length ends {end} bytes into Inner"
+        );
+        for small in [
+            offset_of!(Inner, phase),
+            offset_of!(Inner, close),
+            offset_of!(Inner, watched),
+            offset_of!(Inner, waits_for_room),
+            offset_of!(Inner, stream),
+            offset_of!(Inner, stalled_since),
+        ] {
+            assert!(small < end);
+        }
     }
 
     /// One message waits without a queue; a second moves both into one,
