@@ -271,7 +271,9 @@ fn drive(args: &[String]) -> BoxResult<()> {
 /// `bench load echo|lines|churn ADDR C [SIZE] [MS]`, or `bench load chat
 /// ADDR CLIENTS [SENDERS] [MS]`: drives a server that is already running
 /// (for profiling it), then prints what it measured; with
-/// `BENCH_SERVER_PID` set, also the server's CPU over the measured window.
+/// `BENCH_SERVER_PID` set, also the server's CPU over the measured window,
+/// and with `BENCH_PERF_CONTROL`, the FIFO of a `perf record` to enable
+/// over that window only.
 fn load_main(args: &[String]) -> BoxResult<()> {
     let usage =
         "usage: bench load echo|lines|churn ADDR C [SIZE] [MS], or bench load chat ADDR CLIENTS [SENDERS] [MS]";
@@ -299,8 +301,22 @@ fn load_main(args: &[String]) -> BoxResult<()> {
         .ok()
         .map(|pid| pid.parse())
         .transpose()?;
+    // With `BENCH_PERF_CONTROL` naming the control FIFO of a `perf record
+    // --control fifo:PATH -D -1`, the profile covers the same window.
+    let mut perf_control = std::env::var_os("BENCH_PERF_CONTROL")
+        .map(|path| fs::OpenOptions::new().write(true).open(path))
+        .transpose()?;
     let mut window_cpu = (None, None);
     let mut mark = |mark| {
+        if let Some(control) = &mut perf_control {
+            use std::io::Write;
+            let command: &[u8] = match mark {
+                Mark::Start => b"enable\n",
+                Mark::End => b"disable\n",
+                Mark::BurstStart | Mark::BurstEnd => b"",
+            };
+            let _ = control.write_all(command);
+        }
         let Some(pid) = server else { return };
         let cpu = procfs::cpu_time(pid).ok();
         match mark {

@@ -13,6 +13,8 @@
 //!
 //! Step 2 is skipped when a read of the connection already returned the
 //! client's end of stream ([`ClientEnd::Read`]): nothing more can come.
+//! Step 1 as well when, besides, nobody else can hold the socket
+//! ([`ClientEnd::ReadUnshared`]): the close alone sends the FIN.
 //! Otherwise the socket goes to the closer thread (`frontdesk-closer`),
 //! unread: a lingering client never holds a worker or the acceptor. A
 //! close cut short by the bounds is counted in
@@ -177,8 +179,12 @@ impl Closer {
         // Moved after the count, so that a close ending here drops the
         // socket before it is counted out.
         let stream = stream;
+        if client.closes_now(&stream) {
+            // The drop is the close, and sends the FIN a shutdown would.
+            return;
+        }
         let _ = stream.shutdown(Shutdown::Write);
-        if client == ClientEnd::Read {
+        if client != ClientEnd::NotSeen {
             return;
         }
         let budget = self.linger.bytes;
@@ -220,8 +226,27 @@ pub(crate) enum ClientEnd {
     /// A read returned the client's end of stream: everything it sent has
     /// been read, and nothing more can come.
     Read,
+    /// As `Read`, and no copy of the socket's descriptor was ever given
+    /// out (the turn mode gives none; the handler mode lends the
+    /// `TcpStream`, which a handler may clone).
+    ReadUnshared,
     /// Not seen (the server ends first, or its reads stopped before).
     NotSeen,
+}
+
+impl ClientEnd {
+    /// Whether dropping `stream` closes the connection gently by itself,
+    /// so that it needs no `shutdown`: the client's end was read, so
+    /// nothing is left unread to turn the close into a reset, and this is
+    /// the last reference to the only descriptor, so the drop closes it
+    /// now, with a FIN. (A reference can only go meanwhile: whoever
+    /// closes a connection has taken the socket from where others find
+    /// it.) A busy server opening and closing connections makes one
+    /// system call fewer for each, and the turn mode's engine also leaves
+    /// the socket in its readiness set, which the close leaves by itself.
+    pub(crate) fn closes_now(self, stream: &Arc<Socket>) -> bool {
+        self == ClientEnd::ReadUnshared && Arc::strong_count(stream) == 1
+    }
 }
 
 impl CloserThread {
@@ -420,4 +445,31 @@ fn register(poller: &Poller, stream: &Socket, key: usize) -> io::Result<()> {
     // closer's map (it holds an `Arc` of the stream), and it leaves the
     // map only through `close` in `run`, which deletes it first.
     unsafe { poller.add(stream, Event::readable(key)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::Arc;
+
+    use super::ClientEnd;
+    use crate::net::socket::Socket;
+
+    /// Only an unshared socket whose client has ended closes by its drop
+    /// alone; another reference, or a descriptor the handler mode lent
+    /// out, needs the shutdown to send the FIN now.
+    #[test]
+    fn only_the_last_reference_to_an_ended_unshared_socket_skips_the_shutdown() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        let socket = Arc::new(Socket::Tcp(stream));
+        assert!(ClientEnd::ReadUnshared.closes_now(&socket));
+        assert!(!ClientEnd::Read.closes_now(&socket));
+        assert!(!ClientEnd::NotSeen.closes_now(&socket));
+        let other = Arc::clone(&socket);
+        assert!(!ClientEnd::ReadUnshared.closes_now(&socket));
+        drop(other);
+        assert!(ClientEnd::ReadUnshared.closes_now(&socket));
+    }
 }

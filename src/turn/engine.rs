@@ -1246,11 +1246,22 @@ impl Entry {
         self.hub.set_phase(inner, Phase::Closed);
         inner.outbox.clear();
         let stream = inner.stream.take();
+        // A TLS session's end says nothing of what the socket holds; and the
+        // turn mode gives no copy of a socket out.
+        let client = match self.input.has_ended() && !stream.as_ref().is_some_and(Transport::is_tls)
+        {
+            true => ClientEnd::ReadUnshared,
+            false => ClientEnd::NotSeen,
+        };
         if inner.registered {
             inner.registered = false;
             if let Some(stream) = &stream {
-                if let Err(error) = self.hub.ready.delete(&**stream.socket()) {
-                    log::debug!("could not deregister id={}: error={error}", self.id);
+                // A socket closed below leaves the set by itself: one
+                // system call fewer per connection of a busy server.
+                if !client.closes_now(stream.socket()) {
+                    if let Err(error) = self.hub.ready.delete(&**stream.socket()) {
+                        log::debug!("could not deregister id={}: error={error}", self.id);
+                    }
                 }
             }
         }
@@ -1272,15 +1283,12 @@ impl Entry {
         Counters::bump(outcome);
         self.hub.shared.connection_ended();
         if let Some(stream) = stream {
-            // A TLS session's end says nothing of what the socket holds.
-            let client = match self.input.has_ended() && !stream.is_tls() {
-                true => ClientEnd::Read,
-                false => ClientEnd::NotSeen,
-            };
             let socket = match served {
                 true => stream.finish(),
                 false => Arc::clone(stream.socket()),
             };
+            // The closer's is then the last reference, if nobody else's.
+            drop(stream);
             self.hub.closer.close(socket, client);
         }
         if self.hub.shared.is_stopping() && self.hub.is_idle() {
