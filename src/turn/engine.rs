@@ -1708,6 +1708,10 @@ impl Outbox {
             // Nothing waits, and the chunks' memory went back when the last
             // was written: a message sent to a client that reads touches no
             // more of the outbox than its length (see [`Entry`]).
+            debug_assert!(
+                matches!(&self.chunks, Chunks::Many(chunks) if chunks.capacity() == 0),
+                "an outbox of no bytes holds a chunk or a queue's memory"
+            );
             return match stream.flush_now() {
                 Err(error) if error.kind() != io::ErrorKind::WouldBlock => Err(error),
                 _ => Ok(0),
@@ -1892,6 +1896,92 @@ mod tests {
         let mut got = [0; 18];
         client.read_exact(&mut got).unwrap();
         assert_eq!(&got, b"one two three four");
+    }
+
+    /// `write_to` returns at once when `len` is 0, and gives no memory
+    /// back then: that is right only if an outbox of no bytes holds no
+    /// chunk and no queue's memory, however it got there. Here it gets
+    /// there through a rest with an offset (`push_rest`), writes cut
+    /// short by a full socket, a second message behind a partly written
+    /// one, and a failed write and `clear`.
+    #[test]
+    fn an_outbox_of_no_bytes_holds_no_chunk_however_it_emptied() {
+        let pair = || {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let server = listener.accept().unwrap().0;
+            server.set_nonblocking(true).unwrap();
+            (Transport::plain(Arc::new(Socket::Tcp(server))), client)
+        };
+        // Only a bound on waits for room that the client makes: generous,
+        // for a loaded machine.
+        let room = |stream: &Transport| {
+            let timeout = Some(Duration::from_secs(30));
+            wait::wait(&**stream.socket(), wait::Interest::Write, None, timeout).unwrap()
+        };
+        let holds_nothing = |outbox: &Outbox| matches!(&outbox.chunks, Chunks::Many(chunks) if chunks.capacity() == 0);
+        let consistent = |outbox: &Outbox| outbox.is_empty() == outbox.chunks.is_empty();
+        // Larger than a loopback socket takes while its client reads nothing.
+        let big: Arc<[u8]> = (0..16 << 20).map(|i: u32| i as u8).collect();
+        let tail: Arc<[u8]> = Arc::from(&b"tail"[..]);
+
+        let (stream, mut client) = pair();
+        let mut outbox = Outbox::default();
+        outbox.push_rest(Arc::clone(&big), 10);
+        assert_eq!(outbox.len, big.len() - 10);
+        let mut expected: Vec<u8> = big[10..].to_vec();
+        let mut written = outbox.write_to(&stream).unwrap();
+        assert!(written < big.len() - 10, "the socket took 16 MiB at once");
+        assert!(consistent(&outbox));
+        outbox.push(Arc::clone(&tail));
+        expected.extend_from_slice(&tail);
+        assert!(matches!(&outbox.chunks, Chunks::Many(chunks) if chunks.len() == 2));
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).map(|_| got)
+        });
+        // Bounded: the client reads on, so each wait ends with room.
+        for _ in 0..expected.len() {
+            if outbox.is_empty() {
+                break;
+            }
+            room(&stream);
+            written += outbox.write_to(&stream).unwrap();
+            assert!(consistent(&outbox), "{} bytes left", outbox.len);
+        }
+        assert!(outbox.is_empty());
+        assert_eq!(written, expected.len());
+        assert!(holds_nothing(&outbox), "an emptied outbox keeps its queue");
+        assert_eq!(outbox.write_to(&stream).unwrap(), 0);
+        assert!(holds_nothing(&outbox));
+        stream.socket().shutdown(std::net::Shutdown::Write).unwrap();
+        let got = reader.join().unwrap().unwrap();
+        assert!(got == expected, "{} bytes arrived, not in order", got.len());
+
+        // A write that fails part way through a chunk: the outbox still
+        // counts what is left, and `clear` (as `write_out` does) leaves
+        // nothing.
+        let (stream, client) = pair();
+        outbox.push(Arc::clone(&big));
+        outbox.write_to(&stream).unwrap();
+        assert!(!outbox.is_empty() && consistent(&outbox));
+        // Closing with unread input makes the client's end send a reset.
+        drop(client);
+        let mut failed = false;
+        // Bounded: the reset makes the socket ready at once.
+        for _ in 0..100 {
+            if outbox.write_to(&stream).is_err() {
+                failed = true;
+                break;
+            }
+            assert!(consistent(&outbox));
+            room(&stream);
+        }
+        assert!(failed, "writes to a reset connection went on succeeding");
+        assert!(!outbox.is_empty() && consistent(&outbox));
+        outbox.clear();
+        assert!(outbox.is_empty() && holds_nothing(&outbox));
+        assert_eq!(outbox.write_to(&stream).unwrap(), 0);
     }
 
     #[test]
