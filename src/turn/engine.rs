@@ -1848,7 +1848,7 @@ mod tests {
     fn what_a_message_sent_touches_comes_first() {
         use std::mem::offset_of;
         assert_eq!(offset_of!(Entry, hub), 0);
-        assert_eq!(offset_of!(Entry, inner), 8);
+        assert_eq!(offset_of!(Entry, inner), std::mem::size_of::<usize>());
         assert_eq!(offset_of!(Outbox, len), 0);
         let end = offset_of!(Inner, outbox) + std::mem::size_of::<usize>();
         let most = if cfg!(feature = "tls") { 48 } else { 40 };
