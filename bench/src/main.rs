@@ -333,11 +333,19 @@ fn load_main(args: &[String]) -> BoxResult<()> {
             duration: timing.measure,
         };
         let window = chat::chat(addr, load, &mut mark)?;
+        let mut latencies = window.latencies;
+        latencies.sort_unstable();
+        let quantile_ms = |q: f64| match latencies.len() {
+            0 => f64::NAN,
+            n => f64::from(latencies[((n as f64 * q) as usize).min(n - 1)]) / 1e6,
+        };
         println!(
-            "{} of {} deliveries in {:.2} s, then the hello burst in {:.0} ms",
+            "{} of {} deliveries in {:.2} s (p50 {:.2} ms, p99 {:.2} ms), then the hello burst in {:.0} ms",
             window.received,
             window.expected,
             window.elapsed.as_secs_f64(),
+            quantile_ms(0.5),
+            quantile_ms(0.99),
             window.burst.as_secs_f64() * 1000.0
         );
         print_server_cpu(window_cpu, window.received);
