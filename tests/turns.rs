@@ -971,6 +971,40 @@ impl frontdesk::TurnHandler for Hoarder {
     }
 }
 
+/// `Peer`s kept past the server's shutdown keep its engine (its readiness
+/// sets and signals, as the `Peer` docs say), and nothing else: once they
+/// are dropped, the process has the descriptors it had before the server
+/// started. No cycle keeps any of it alive.
+#[cfg(target_os = "linux")]
+#[test]
+fn peers_kept_past_the_shutdown_release_the_engine_when_dropped() {
+    // Other tests of this binary open descriptors in this process: this
+    // one runs when none of them does.
+    let _alone = run_alone();
+    let before = open_descriptors();
+    let peers = std::sync::Arc::default();
+    let hoarder = Hoarder {
+        peers: std::sync::Arc::clone(&peers),
+    };
+    let handle = serve_turns(Server::builder().workers(2), hoarder);
+    let addr = tcp_addr(handle.local_addr());
+    let clients: Vec<TcpStream> = (0..5).map(|_| client(addr)).collect();
+    wait_for_stats(&handle, "every client is parked", |s| s.parked == 5);
+    let report = handle.shutdown().unwrap();
+    assert_eq!(report.stats.completed, 5);
+    drop(clients);
+    let kept = peers.lock().unwrap().len();
+    assert_eq!(kept, 5);
+    assert!(peers.lock().unwrap().iter().all(frontdesk::Peer::is_closed));
+    assert!(
+        open_descriptors().len() > before.len(),
+        "the kept peers keep the engine's descriptors"
+    );
+    peers.lock().unwrap().clear();
+    let after = open_descriptors();
+    assert_eq!(after, before, "descriptors left once the peers are gone");
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn a_peer_kept_after_its_connection_ended_holds_no_descriptor() {

@@ -29,7 +29,9 @@ use crate::turn::engine::{Entry, Outgoing, SendError};
 /// with the connection), only a little memory until it is dropped, so
 /// remove a connection's `Peer` from wherever it is kept in
 /// [`TurnHandler::close`](crate::TurnHandler::close), as the chat example
-/// does.
+/// does. `Peer`s kept past the server's shutdown also keep its engine
+/// (its readiness sets and signals: about ten descriptors) until the last
+/// of them is dropped; those the handler keeps go with the handler.
 #[derive(Clone)]
 pub struct Peer {
     entry: Arc<Entry>,
