@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use frontdesk::{LineError, Lines, Message, Next, Peer, Turn, TurnHandler};
+use frontdesk::{LineError, Lines, Message, Next, Room, Turn, TurnHandler};
 use mio::net::TcpStream as MioStream;
 use mio::{Events, Interest, Poll, Token};
 
@@ -126,30 +126,25 @@ async fn tokio_member(id: u64, stream: tokio::net::TcpStream, room: &TokioRoom) 
 
 // ---------------------------------------------------------------------------
 // frontdesk, turn mode: `examples/chat.rs` without the names and the
-// join/leave announcements: a room of `Peer`s, one shared `Message` per
-// line, `Peer::send` into each outbox.
+// join/leave announcements: a `Room` of `Peer`s, one shared `Message` per
+// line, `Room::broadcast_except` into each other member's outbox.
 
 pub fn run_turns(options: FdOptions) -> Result<(), Box<dyn Error>> {
     let server = turns_builder(options).bind("127.0.0.1:0")?;
     announce(server.local_addr())?;
-    server.run_turns(TurnChat {
-        room: Mutex::default(),
-    })?;
+    server.run_turns(TurnChat { room: Room::new() })?;
     Ok(())
 }
 
 struct TurnChat {
-    room: Mutex<HashMap<u64, Peer>>,
+    room: Room,
 }
 
 impl TurnHandler for TurnChat {
     type State = Lines;
 
     fn open(&self, turn: &mut Turn<'_>) -> io::Result<Lines> {
-        self.room
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(turn.id(), turn.peer());
+        self.room.join(turn.peer());
         turn.send(CHAT_GREETING)?;
         Ok(Lines::new(turn, MAX_LINE))
     }
@@ -159,12 +154,7 @@ impl TurnHandler for TurnChat {
             match lines.next_line() {
                 Ok(Some(line)) => {
                     let message = Message::from([line, b"\n"].concat());
-                    let room = self.room.lock().unwrap_or_else(PoisonError::into_inner);
-                    for (&other, peer) in room.iter() {
-                        if other != turn.id() {
-                            let _ = peer.send(&message);
-                        }
-                    }
+                    self.room.broadcast_except(turn.id(), message);
                 }
                 Ok(None) => return Ok(Next::Park),
                 Err(LineError::TooLong { .. }) => return Ok(Next::Close),
@@ -175,10 +165,7 @@ impl TurnHandler for TurnChat {
     }
 
     fn close(&self, _: Lines, turn: &mut Turn<'_>, _: frontdesk::CloseReason) {
-        self.room
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&turn.id());
+        self.room.leave(turn.id());
     }
 }
 
