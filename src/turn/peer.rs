@@ -47,6 +47,13 @@ impl Peer {
         self.entry.id
     }
 
+    /// Asks the CPU to bring into its cache what a send to this
+    /// connection touches first, without waiting for it (see
+    /// `Entry::prefetch`).
+    pub(crate) fn prefetch(&self) {
+        self.entry.prefetch();
+    }
+
     /// The client's address.
     pub fn peer_addr(&self) -> Addr {
         self.entry.peer_addr.get()
