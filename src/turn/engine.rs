@@ -1285,9 +1285,10 @@ impl Entry {
         if inner.registered {
             inner.registered = false;
             if let Some(stream) = &stream {
-                // A socket closed below leaves the set by itself: one
-                // system call fewer per connection of a busy server.
-                if !client.closes_now(stream.socket()) {
+                // A socket closed below leaves the set by itself, where
+                // the set says so (epoll): one system call fewer per
+                // connection of a busy server.
+                if !(ReadySet::CLOSE_LEAVES_SET && client.closes_now(stream.socket())) {
                     if let Err(error) = self.hub.ready.delete(&**stream.socket()) {
                         log::debug!("could not deregister id={}: error={error}", self.id);
                     }
