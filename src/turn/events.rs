@@ -426,7 +426,7 @@ mod tests {
         const TIMEOUT: Duration = Duration::from_secs(10);
         const OLD: usize = 1;
         const NEW: usize = 2;
-        assert!(ReadySet::CLOSE_LEAVES_SET);
+        const { assert!(ReadySet::CLOSE_LEAVES_SET) };
         let set = ReadySet::new().unwrap();
         let (mut events, mut buf) = (Vec::new(), ReadySet::buffer());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
