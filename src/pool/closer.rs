@@ -243,7 +243,8 @@ impl ClientEnd {
     /// closes a connection has taken the socket from where others find
     /// it.) A busy server opening and closing connections makes one
     /// system call fewer for each, and the turn mode's engine also leaves
-    /// the socket in its readiness set, which the close leaves by itself.
+    /// the socket in its readiness set where the close takes it out (epoll,
+    /// not `polling`'s kqueue: see `ReadySet::CLOSE_LEAVES_SET`).
     pub(crate) fn closes_now(self, stream: &Arc<Socket>) -> bool {
         self == ClientEnd::ReadUnshared && Arc::strong_count(stream) == 1
     }

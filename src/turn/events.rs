@@ -65,6 +65,12 @@ mod epoll {
         /// here it does, unless `read_closed` was reported.
         pub(crate) const SHORT_READ_SHOWS_EMPTY: bool = true;
 
+        /// Whether closing a registered socket, its last descriptor, also
+        /// takes it out of the set, so that it needs no `delete`: here it
+        /// does (the kernel's epoll keys a registration by the open file,
+        /// which the close ends).
+        pub(crate) const CLOSE_LEAVES_SET: bool = true;
+
         pub(crate) fn new() -> io::Result<ReadySet> {
             let epoll = epoll::create(CreateFlags::CLOEXEC)?;
             let waker = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
@@ -243,6 +249,14 @@ mod portable {
         /// input, so a short read shows nothing here.
         pub(crate) const SHORT_READ_SHOWS_EMPTY: bool = false;
 
+        /// Whether closing a registered socket also takes it out of the
+        /// set: not here. The kernel forgets it (kqueue does at the
+        /// close), but `polling` keeps the registered descriptor numbers
+        /// (its kqueue backend), and requires a `delete` first (see
+        /// `add`): the next connection given that number could not be
+        /// registered (`AlreadyExists`), and would be closed at once.
+        pub(crate) const CLOSE_LEAVES_SET: bool = false;
+
         pub(crate) fn new() -> io::Result<ReadySet> {
             let poller = Poller::new()?;
             if !poller.supports_edge() {
@@ -261,7 +275,8 @@ mod portable {
         pub(crate) fn add(&self, socket: &Socket, key: usize) -> io::Result<()> {
             // SAFETY: `polling` requires the source to be deleted before it
             // is closed: the engine deletes a connection's socket before it
-            // hands it to the closer, the only place it is closed.
+            // hands it to the closer, the only place it is closed (here
+            // even when the close alone would do: `CLOSE_LEAVES_SET`).
             unsafe {
                 self.poller
                     .add_with_mode(socket, Event::all(key), PollMode::Edge)
@@ -393,9 +408,57 @@ mod portable_tests {
 
 #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
 mod tests {
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use std::os::fd::AsRawFd;
     use std::time::{Duration, Instant};
 
     use super::ReadySet;
+    use crate::net::socket::Socket;
+
+    /// The engine closes a connection whose client ended first without
+    /// deleting it from the set (`CLOSE_LEAVES_SET`): the close must take
+    /// it out, so that nothing more is reported under its key, also once
+    /// a new connection has its descriptor number.
+    #[test]
+    fn a_socket_closed_without_delete_leaves_the_set() {
+        // Generous: only bounds a failing test on a loaded machine.
+        const TIMEOUT: Duration = Duration::from_secs(10);
+        const OLD: usize = 1;
+        const NEW: usize = 2;
+        const { assert!(ReadySet::CLOSE_LEAVES_SET) };
+        let set = ReadySet::new().unwrap();
+        let (mut events, mut buf) = (Vec::new(), ReadySet::buffer());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut old_client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let old = Socket::Tcp(listener.accept().unwrap().0);
+        let old_fd = old.as_raw_fd();
+        set.add(&old, OLD).unwrap();
+        drop(old);
+        let mut new_client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let new = Socket::Tcp(listener.accept().unwrap().0);
+        // Most often the same number (the lowest free); other tests may
+        // take it meanwhile, which leaves the rest of the test as it is.
+        let _same_number = new.as_raw_fd() == old_fd;
+        set.add(&new, NEW).unwrap();
+        // The old client's bytes and end come first: an old registration
+        // still in the set would report them before the new one's bytes.
+        // (The old socket is closed: its kernel may answer with a reset.)
+        let _ = old_client.write_all(b"stale");
+        let _ = old_client.shutdown(Shutdown::Write);
+        new_client.write_all(b"fresh").unwrap();
+        let started = Instant::now();
+        let mut new_readable = false;
+        while !new_readable {
+            assert!(started.elapsed() < TIMEOUT, "no report for the new socket");
+            set.wait(&mut events, &mut buf, usize::MAX, Some(TIMEOUT))
+                .unwrap();
+            for event in &events {
+                assert_ne!(event.key, OLD, "a closed socket is still in the set");
+                new_readable |= event.key == NEW && event.readable;
+            }
+        }
+    }
 
     /// A wait returns for a wake-up whatever its timeout: zero, longer
     /// than `epoll_pwait` takes in one call, `Duration::MAX`, none.
