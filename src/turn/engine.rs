@@ -1632,6 +1632,15 @@ fn send_what_fits(stream: &Transport, bytes: &[u8]) -> (usize, Option<io::Error>
     (sent, None)
 }
 
+/// Pushes out what the transport's TLS session still holds, as far as
+/// the socket takes it now: a full socket is no error.
+fn flush_what_fits(stream: &Transport) -> io::Result<()> {
+    match stream.flush_now() {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        result => result,
+    }
+}
+
 /// Bytes to send, as the engine takes them: a borrowed message is
 /// written as it is where the socket takes it, and becomes shared bytes
 /// only for what must wait in the outbox.
@@ -1742,10 +1751,7 @@ impl Outbox {
                 matches!(&self.chunks, Chunks::Many(chunks) if chunks.capacity() == 0),
                 "an outbox of no bytes holds a chunk or a queue's memory"
             );
-            return match stream.flush_now() {
-                Err(error) if error.kind() != io::ErrorKind::WouldBlock => Err(error),
-                _ => Ok(0),
-            };
+            return flush_what_fits(stream).map(|()| 0);
         }
         let mut total = 0;
         while let Some(front) = self.chunks.front() {
@@ -1768,10 +1774,7 @@ impl Outbox {
         if self.chunks.is_empty() {
             // Give the memory back: a parked connection holds no buffer.
             self.chunks = Chunks::default();
-            match stream.flush_now() {
-                Err(error) if error.kind() != io::ErrorKind::WouldBlock => return Err(error),
-                _ => {}
-            }
+            flush_what_fits(stream)?;
         }
         Ok(total)
     }
