@@ -308,21 +308,17 @@ fn load_main(args: &[String]) -> BoxResult<()> {
         .transpose()?;
     let mut window_cpu = (None, None);
     let mut mark = |mark| {
+        let (command, cpu): (&[u8], _) = match mark {
+            Mark::Start => (b"enable\n", &mut window_cpu.0),
+            Mark::End => (b"disable\n", &mut window_cpu.1),
+            Mark::BurstStart | Mark::BurstEnd => return,
+        };
         if let Some(control) = &mut perf_control {
             use std::io::Write;
-            let command: &[u8] = match mark {
-                Mark::Start => b"enable\n",
-                Mark::End => b"disable\n",
-                Mark::BurstStart | Mark::BurstEnd => b"",
-            };
             let _ = control.write_all(command);
         }
-        let Some(pid) = server else { return };
-        let cpu = procfs::cpu_time(pid).ok();
-        match mark {
-            Mark::Start => window_cpu.0 = cpu,
-            Mark::End => window_cpu.1 = cpu,
-            Mark::BurstStart | Mark::BurstEnd => {}
+        if let Some(pid) = server {
+            *cpu = procfs::cpu_time(pid).ok();
         }
     };
     if kind == "chat" {
@@ -333,12 +329,8 @@ fn load_main(args: &[String]) -> BoxResult<()> {
             duration: timing.measure,
         };
         let window = chat::chat(addr, load, &mut mark)?;
-        let mut latencies = window.latencies;
-        latencies.sort_unstable();
-        let quantile_ms = |q: f64| match latencies.len() {
-            0 => f64::NAN,
-            n => f64::from(latencies[((n as f64 * q) as usize).min(n - 1)]) / 1e6,
-        };
+        let percentile = run::quantiles_us(window.latencies);
+        let quantile_ms = |q: f64| percentile(q) / 1000.0;
         println!(
             "{} of {} deliveries in {:.2} s (p50 {:.2} ms, p99 {:.2} ms), then the hello burst in {:.0} ms",
             window.received,

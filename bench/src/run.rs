@@ -471,7 +471,7 @@ fn cpu_seconds(start: &Snapshot, end: &Snapshot) -> (f64, f64) {
 
 /// The latency at a quantile of `latencies` (nanoseconds), in
 /// microseconds; NaN when there are none.
-fn quantiles_us(mut latencies: Vec<u32>) -> impl Fn(f64) -> f64 {
+pub fn quantiles_us(mut latencies: Vec<u32>) -> impl Fn(f64) -> f64 {
     latencies.sort_unstable();
     move |q| {
         if latencies.is_empty() {
