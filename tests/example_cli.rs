@@ -356,6 +356,44 @@ fn listening_line_names_the_real_port_and_sigterm_exits_0() {
     }
 }
 
+/// The names of the process's threads, from `/proc/PID/task`.
+#[cfg(target_os = "linux")]
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the example's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn listening_line_comes_once_every_thread_is_started() {
+    // Whoever reads `listening on` (a script, a supervisor, the soak's
+    // first sample of descriptors and threads) takes the server as up:
+    // its workers, closer and, in the turn mode, poller must already
+    // exist. Read at once, with no wait, since the line is the signal.
+    for name in EXAMPLES {
+        for turns in [false, true] {
+            let mut args = vec!["--workers", "3"];
+            if turns {
+                args.push("--turns");
+            }
+            let mut server = Example::start(name, &args);
+            let names = thread_names(server.pid());
+            // A thread names itself once it runs, and shows its parent's
+            // name until then: count them all. Besides the workers: the
+            // main thread, the signal watcher, the acceptor, the closer
+            // and, in the turn mode (the chat server has no other), the
+            // poller.
+            let poller = turns || name == "chat";
+            let expected = 3 + 4 + usize::from(poller);
+            assert_eq!(names.len(), expected, "{name} {args:?}: threads {names:?}");
+            server.stop();
+        }
+    }
+}
+
 #[test]
 fn sigint_exits_0() {
     for name in EXAMPLES {

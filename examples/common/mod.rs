@@ -293,7 +293,7 @@ pub(crate) fn answer_lines(
 /// which is a bad argument like those [`Options::parse`] rejects; 1 if the
 /// server could not start (a busy port) or failed.
 pub(crate) fn serve(options: &Options, builder: ServerBuilder, handler: impl Handler) -> ExitCode {
-    exit_code(try_serve(options, builder, |server| server.run(handler)))
+    exit_code(try_serve(options, builder, |server| server.spawn(handler)))
 }
 
 /// [`serve`] for a [`TurnHandler`]: connections wait for input without a
@@ -304,7 +304,7 @@ pub(crate) fn serve_turns(
     handler: impl TurnHandler,
 ) -> ExitCode {
     exit_code(try_serve(options, builder, |server| {
-        server.run_turns(handler)
+        server.spawn_turns(handler)
     }))
 }
 
@@ -330,7 +330,7 @@ fn exit_code(result: Result<(), Box<dyn Error>>) -> ExitCode {
 fn try_serve(
     options: &Options,
     builder: ServerBuilder,
-    run: impl FnOnce(Server) -> frontdesk::Result<frontdesk::ShutdownReport>,
+    start: impl FnOnce(Server) -> frontdesk::Result<ServerHandle>,
 ) -> Result<(), Box<dyn Error>> {
     // Under socket activation (systemd, or systemd-socket-activate) the
     // service manager holds the port and passes the socket; ADDR is then
@@ -350,6 +350,16 @@ fn try_serve(
     let mut stoppers = vec![server.control()];
     stoppers.extend(metrics.as_ref().map(ServerHandle::control));
     let signals = signals::watch(stoppers, reload)?;
+    // `listening on` tells whoever reads it that the server is up, so it
+    // comes once every thread is serving: a supervisor, a script or the
+    // soak's first count of threads and descriptors may act on it at once.
+    let server = match start(server) {
+        Ok(server) => server,
+        Err(error) => {
+            signals.close();
+            return Err(error.into());
+        }
+    };
     let mut stdout = io::stdout().lock();
     for addr in server.local_addrs() {
         writeln!(stdout, "listening on {addr}")?;
@@ -359,7 +369,7 @@ fn try_serve(
     }
     stdout.flush()?;
     drop(stdout);
-    let result = run(server);
+    let result = server.join();
     signals.close();
     let metrics = metrics.map(ServerHandle::shutdown);
     // The library logs the shutdown reports at `info`; the counters at
