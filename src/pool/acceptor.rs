@@ -259,7 +259,7 @@ impl<'a, T> Acceptor<'a, T> {
 
     fn dispatch(&mut self, stream: Socket, peer: Addr, listener: usize) {
         self.last_id += 1;
-        if let Socket::Tcp(tcp) = &stream {
+        if let Some(tcp) = stream.tcp() {
             self.prepare(tcp, &peer, listener);
         }
         let counters = &self.shared.counters;
