@@ -131,8 +131,9 @@ async fn tokio_member(id: u64, stream: tokio::net::TcpStream, room: &TokioRoom) 
 
 pub fn run_turns(options: FdOptions) -> Result<(), Box<dyn Error>> {
     let server = turns_builder(options).bind("127.0.0.1:0")?;
+    let server = server.spawn_turns(TurnChat { room: Room::new() })?;
     announce(server.local_addr())?;
-    server.run_turns(TurnChat { room: Room::new() })?;
+    server.join()?;
     Ok(())
 }
 

@@ -362,7 +362,6 @@ pub fn run_once(spec: ServerSpec, scenario: Scenario, timing: Timing) -> BoxResu
 
 fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<Sample> {
     let pid = server.pid();
-    thread::sleep(Duration::from_millis(100));
     let hwm_start = procfs::status_bytes(pid, "VmHWM")?;
     let mut start = None;
     let mut end = None;
@@ -421,7 +420,6 @@ fn chat_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<S
 }
 
 fn trickle_run(server: &ServerProcess, n: usize, duration: Duration) -> BoxResult<Sample> {
-    thread::sleep(Duration::from_millis(100));
     load::probe(server.addr())?;
     let pong = |(took, pong): (Duration, bool)| -> BoxResult<f64> {
         if !pong {
@@ -532,9 +530,9 @@ fn load_run(
 
 fn idle_run(server: &ServerProcess, n: usize, probes: usize) -> BoxResult<Sample> {
     let pid = server.pid();
-    // A server prints its address before it has started its threads: let
-    // it finish starting, and serve one client, before the baseline.
-    thread::sleep(Duration::from_millis(100));
+    // A server prints its address once its threads run; serving one client
+    // also brings in what the first connection allocates, before the
+    // baseline.
     load::probe(server.addr())?;
     thread::sleep(Duration::from_millis(20));
     let hwm_before = procfs::status_bytes(pid, "VmHWM")?;

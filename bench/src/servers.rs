@@ -1,9 +1,9 @@
 //! The servers under test, each run in its own child process
 //! (`bench serve KIND PROTOCOL [options]`), and the protocol code they share.
 //!
-//! Every server binds `127.0.0.1:0`, prints `listening on ADDR` on stdout and
-//! serves until the driver kills it. Each sets `TCP_NODELAY` on every accepted
-//! stream.
+//! Every server binds `127.0.0.1:0`, starts its threads, prints `listening on
+//! ADDR` on stdout and serves until the driver kills it. Each sets
+//! `TCP_NODELAY` on every accepted stream.
 
 use std::borrow::Cow;
 use std::error::Error;
@@ -390,11 +390,14 @@ fn run_frontdesk(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn E
         builder = builder.idle_timeout(Duration::from_millis(ms));
     }
     let server = builder.bind("127.0.0.1:0")?;
-    announce(server.local_addr())?;
-    match protocol {
-        Protocol::Echo => server.run(Echo)?,
-        _ => server.run(Commands)?,
+    // `spawn` returns once every thread runs: the address is announced to
+    // a server that is up.
+    let server = match protocol {
+        Protocol::Echo => server.spawn(Echo)?,
+        _ => server.spawn(Commands)?,
     };
+    announce(server.local_addr())?;
+    server.join()?;
     Ok(())
 }
 
@@ -413,11 +416,12 @@ pub fn turns_builder(options: FdOptions) -> frontdesk::ServerBuilder {
 
 fn run_turns(protocol: Protocol, options: FdOptions) -> Result<(), Box<dyn Error>> {
     let server = turns_builder(options).bind("127.0.0.1:0")?;
-    announce(server.local_addr())?;
-    match protocol {
-        Protocol::Echo => server.run_turns(Echo)?,
-        _ => server.run_turns(Commands)?,
+    let server = match protocol {
+        Protocol::Echo => server.spawn_turns(Echo)?,
+        _ => server.spawn_turns(Commands)?,
     };
+    announce(server.local_addr())?;
+    server.join()?;
     Ok(())
 }
 
