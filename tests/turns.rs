@@ -26,12 +26,12 @@ mod util;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use frontdesk::{CloseReason, Server, Timeout};
+use frontdesk::{CloseReason, Peer, Server, ServerHandle, Timeout};
 use rustix::event::{PollFd, PollFlags, Timespec};
 use turns_util::{
     affordable_clients, client_with_little_room, next_event, raise_fd_limit, run_alone,
@@ -971,6 +971,20 @@ impl frontdesk::TurnHandler for Hoarder {
     }
 }
 
+/// A turn-mode server of two workers whose handler keeps every
+/// connection's `Peer`, with `count` clients connected and parked.
+fn hoarding_server(count: usize) -> (ServerHandle, Arc<Mutex<Vec<Peer>>>, Vec<TcpStream>) {
+    let peers = Arc::default();
+    let hoarder = Hoarder {
+        peers: Arc::clone(&peers),
+    };
+    let handle = serve_turns(Server::builder().workers(2), hoarder);
+    let addr = tcp_addr(handle.local_addr());
+    let clients: Vec<TcpStream> = (0..count).map(|_| client(addr)).collect();
+    wait_for_stats(&handle, "every client is parked", |s| s.parked == count);
+    (handle, peers, clients)
+}
+
 /// `Peer`s kept past the server's shutdown keep its engine (its readiness
 /// sets and signals, as the `Peer` docs say), and nothing else: once they
 /// are dropped, the process has the descriptors it had before the server
@@ -982,14 +996,7 @@ fn peers_kept_past_the_shutdown_release_the_engine_when_dropped() {
     // one runs when none of them does.
     let _alone = run_alone();
     let before = open_descriptors();
-    let peers = std::sync::Arc::default();
-    let hoarder = Hoarder {
-        peers: std::sync::Arc::clone(&peers),
-    };
-    let handle = serve_turns(Server::builder().workers(2), hoarder);
-    let addr = tcp_addr(handle.local_addr());
-    let clients: Vec<TcpStream> = (0..5).map(|_| client(addr)).collect();
-    wait_for_stats(&handle, "every client is parked", |s| s.parked == 5);
+    let (handle, peers, clients) = hoarding_server(5);
     let report = handle.shutdown().unwrap();
     assert_eq!(report.stats.completed, 5);
     drop(clients);
@@ -1011,14 +1018,7 @@ fn a_peer_kept_after_its_connection_ended_holds_no_descriptor() {
     // Other tests of this binary open descriptors in this process: this
     // one runs when none of them does.
     let _alone = run_alone();
-    let peers = std::sync::Arc::default();
-    let hoarder = Hoarder {
-        peers: std::sync::Arc::clone(&peers),
-    };
-    let handle = serve_turns(Server::builder().workers(2), hoarder);
-    let addr = tcp_addr(handle.local_addr());
-    let clients: Vec<TcpStream> = (0..20).map(|_| client(addr)).collect();
-    wait_for_stats(&handle, "every client is parked", |s| s.parked == 20);
+    let (handle, peers, clients) = hoarding_server(20);
     let before = open_descriptors();
     drop(clients);
     wait_for_stats(&handle, "every connection ended", |s| {
